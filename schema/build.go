@@ -1,0 +1,132 @@
+package schema
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// BuildSpec is the request body of a build. Field names are fixed: bots speak them.
+type BuildSpec struct {
+	Prompt      string            `json:"prompt"`
+	Template    string            `json:"template,omitempty"`
+	Variables   map[string]string `json:"variables,omitempty"`
+	AutoCommit  bool              `json:"auto_commit"`
+	AutoPush    bool              `json:"auto_push"`
+	CallbackURL string            `json:"callback_url,omitempty"`
+}
+
+// DefaultTemplate is the template a BuildSpec without one uses.
+const DefaultTemplate = "default"
+
+// TemplateName returns the spec's template, or DefaultTemplate when unset.
+func (s BuildSpec) TemplateName() string {
+	if s.Template == "" {
+		return DefaultTemplate
+	}
+	return s.Template
+}
+
+// Artifact is a file a build produced, uploaded by the runner.
+type Artifact struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	URL    string `json:"url,omitempty"`
+}
+
+// BuildResult is what the runner reports when a build ends.
+type BuildResult struct {
+	Success      bool       `json:"success"`
+	Output       string     `json:"output"`
+	Error        string     `json:"error"`
+	CommitSHA    string     `json:"commit_sha"`
+	FilesChanged []string   `json:"files_changed"`
+	DurationMS   int64      `json:"duration_ms"`
+	Artifacts    []Artifact `json:"artifacts"`
+	// Usage is what the agent reported spending; optional.
+	Usage *Usage `json:"usage,omitempty"`
+	// Cancelled is set by the runner when it stopped because the build was cancelled.
+	Cancelled bool `json:"cancelled,omitempty"`
+}
+
+// Usage is the agent's accounting of one run.
+type Usage struct {
+	CostUSD      float64 `json:"cost_usd"`
+	Turns        int     `json:"turns"`
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+}
+
+// Status is a build's place in its lifecycle (build_audit.status).
+type Status string
+
+const (
+	StatusPending   Status = "pending"
+	StatusRunning   Status = "running"
+	StatusCompleted Status = "completed"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+)
+
+// Statuses lists every status in lifecycle order.
+var Statuses = []Status{StatusPending, StatusRunning, StatusCompleted, StatusFailed, StatusCancelled}
+
+// Terminal reports whether s is final: completed, failed or cancelled.
+func (s Status) Terminal() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusCancelled
+}
+
+// Valid reports whether s is one of Statuses.
+func (s Status) Valid() bool {
+	for _, v := range Statuses {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Build is a build as the API returns it.
+type Build struct {
+	ID          string       `json:"task_id"`
+	ProjectID   string       `json:"project_id"`
+	Spec        BuildSpec    `json:"spec"`
+	Status      Status       `json:"status"`
+	Result      *BuildResult `json:"result,omitempty"`
+	Error       string       `json:"error,omitempty"`
+	Attempt     int          `json:"attempt"`
+	JobName     string       `json:"job_name,omitempty"`
+	RequestedBy string       `json:"requested_by"`
+	CreatedAt   time.Time    `json:"created_at"`
+	StartedAt   *time.Time   `json:"started_at,omitempty"`
+	FinishedAt  *time.Time   `json:"finished_at,omitempty"`
+}
+
+// BuildAccepted is the 202 body of a build submission.
+type BuildAccepted struct {
+	TaskID string `json:"task_id"`
+	Status Status `json:"status"`
+}
+
+// EventType names the kind of a build event.
+type EventType string
+
+const (
+	EventStatus     EventType = "status"      // a status change, written by the dispatcher
+	EventAgentText  EventType = "agent_text"  // text the agent wrote
+	EventToolCall   EventType = "tool_call"   // the agent called a tool
+	EventToolResult EventType = "tool_result" // a summary of a tool's result
+	EventUsage      EventType = "usage"       // tokens, turns, cost
+	EventGit        EventType = "git"         // a git step run by the runner
+	EventLog        EventType = "log"         // a runner log line
+	EventInfo       EventType = "info"        // dispatcher notes (waiting for capacity, ...)
+)
+
+// Event is one entry of a build's ordered event stream.
+type Event struct {
+	Seq     int64           `json:"seq"`
+	Type    EventType       `json:"type"`
+	Time    time.Time       `json:"time"`
+	Payload json.RawMessage `json:"payload"`
+}
