@@ -1,0 +1,56 @@
+# Kiln — build dispatcher for bot-driven development.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+GO ?= go
+PG_URL ?= postgres://postgres@127.0.0.1:5432
+export KILN_TEST_DATABASE_URL ?= $(PG_URL)/kiln_test?sslmode=disable
+
+.DEFAULT_GOAL := help
+
+-include tests/kubebox/kubebox.mk
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/dispatcher and bin/jobrunner
+	$(GO) build -o bin/dispatcher ./dispatcher
+	@if [ -f jobrunner/main.go ]; then $(GO) build -o bin/jobrunner ./jobrunner; fi
+
+.PHONY: postgres
+postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 (installs/starts it) with databases kiln and kiln_test
+	@bash tests/tools/ensure-postgres.sh kiln kiln_test
+
+.PHONY: lint
+lint: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tests/kubebox/')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+.PHONY: test
+test: postgres lint test-go test-kubebox-if-present ## run every test (what CI runs)
+
+.PHONY: test-go
+test-go: postgres build ## the product's tests, with the race detector
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: test-kubebox-if-present
+test-kubebox-if-present:
+	@if [ -f tests/kubebox/kubebox.mk ]; then $(MAKE) --no-print-directory test-kubebox; fi
+
+.PHONY: bench
+bench: bench-intake ## every benchmark; prints figures and ratios
+
+.PHONY: bench-intake
+bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
+	$(GO) run ./tests/bench/intake
+
+.PHONY: demo
+demo: postgres build ## run the main flow on this machine
+	@bash tests/tools/demo.sh
+
+.PHONY: clean
+clean: ## remove built binaries
+	rm -rf bin

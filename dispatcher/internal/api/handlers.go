@@ -1,0 +1,248 @@
+package api
+
+import (
+	"encoding/base64"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
+const MaxIdempotencyKeyLen = 255
+
+func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
+	var in schema.ProjectInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.intake.CreateProject(r.Context(), principal(r.Context()), in)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/projects/"+p.ID)
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
+	ps, err := store.ListProjects(r.Context(), s.intake.Store.Pool, principal(r.Context()).Scope())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"projects": ps})
+}
+
+func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
+	p, err := s.intake.GetProject(r.Context(), principal(r.Context()), chi.URLParam(r, "id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) submitBuild(w http.ResponseWriter, r *http.Request) {
+	p, err := s.intake.GetProject(r.Context(), principal(r.Context()), chi.URLParam(r, "id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.submit(w, r, p)
+}
+
+func (s *Server) submitBuildByName(w http.ResponseWriter, r *http.Request) {
+	p, err := s.intake.GetProjectByName(r.Context(), principal(r.Context()), chi.URLParam(r, "name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.submit(w, r, p)
+}
+
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, p *schema.Project) {
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > MaxIdempotencyKeyLen {
+		s.writeError(w, r, fieldProblem(http.StatusBadRequest, "Idempotency-Key", "must be at most 255 characters"))
+		return
+	}
+	var spec schema.BuildSpec
+	if err := decodeJSON(w, r, &spec); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	acc, err := s.intake.SubmitBuild(r.Context(), principal(r.Context()), p, spec, key)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if acc.Replay {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	w.Header().Set("Location", "/builds/"+acc.Build.ID)
+	writeJSON(w, http.StatusAccepted, schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status})
+}
+
+// createAndBuildAccepted is the 202 body of POST /project/create-and-build.
+type createAndBuildAccepted struct {
+	schema.BuildAccepted
+	Project *schema.Project `json:"project"`
+}
+
+func (s *Server) createAndBuild(w http.ResponseWriter, r *http.Request) {
+	var in schema.CreateAndBuild
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	acc, err := s.intake.CreateAndBuild(r.Context(), principal(r.Context()), in)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/builds/"+acc.Build.ID)
+	writeJSON(w, http.StatusAccepted, createAndBuildAccepted{
+		BuildAccepted: schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status},
+		Project:       acc.Project,
+	})
+}
+
+func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
+	b, err := s.intake.GetBuild(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b.Build)
+}
+
+// cancelRequest is the optional body of POST /builds/{taskId}/cancel.
+type cancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
+	var in cancelRequest
+	if r.ContentLength != 0 && r.Header.Get("Content-Type") != "" {
+		if err := decodeJSON(w, r, &in); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	if len(in.Reason) > 1024 {
+		s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "reason", "must be at most 1024 bytes"))
+		return
+	}
+	b, err := s.intake.Cancel(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"), in.Reason)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b.Build)
+}
+
+// buildList is the body of GET /projects/{id}/builds.
+type buildList struct {
+	Builds     []schema.Build `json:"builds"`
+	NextCursor string         `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
+	p, err := s.intake.GetProject(r.Context(), principal(r.Context()), chi.URLParam(r, "id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	params := store.ListBuildsParams{ProjectID: p.ID, Limit: 20}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "limit", "must be an integer from 1 to 100"))
+			return
+		}
+		params.Limit = n
+	}
+	if v := q.Get("status"); v != "" {
+		if !schema.Status(v).Valid() {
+			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "status",
+				"must be one of pending, running, completed, failed, cancelled"))
+			return
+		}
+		params.Status = schema.Status(v)
+	}
+	if v := q.Get("cursor"); v != "" {
+		id, ok := decodeCursor(v)
+		if !ok {
+			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "cursor", "is not a cursor this API returned"))
+			return
+		}
+		params.Before = id
+	}
+	params.Limit++ // one more tells whether there is a next page
+	bs, err := store.ListBuilds(r.Context(), s.intake.Store.Pool, params)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := buildList{Builds: make([]schema.Build, 0, len(bs))}
+	if len(bs) == params.Limit {
+		bs = bs[:len(bs)-1]
+		out.NextCursor = encodeCursor(bs[len(bs)-1].ID)
+	}
+	for _, b := range bs {
+		out.Builds = append(out.Builds, b.Build)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func encodeCursor(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("b:" + id))
+}
+
+func decodeCursor(c string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", false
+	}
+	id, ok := strings.CutPrefix(string(b), "b:")
+	if _, err := uuid.Parse(id); !ok || err != nil {
+		return "", false
+	}
+	return id, true
+}
+
+// eventList is the body of GET /builds/{taskId}/events.
+type eventList struct {
+	Events []schema.Event `json:"events"`
+}
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
+	b, err := s.intake.GetBuild(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	after := int64(0)
+	if v := r.URL.Query().Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "after", "must be a non-negative integer"))
+			return
+		}
+		after = n
+	}
+	evs, err := store.ListEvents(r.Context(), s.intake.Store.Pool, b.ID, after, 1000)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, eventList{Events: evs})
+}

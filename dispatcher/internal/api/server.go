@@ -1,0 +1,99 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Options configures NewServer.
+type Options struct {
+	Intake *intake.Service     // required
+	Auth   *auth.Authenticator // required
+	Logger *slog.Logger        // default: discard
+	// Ready reports whether the service can take work (database reachable,
+	// River started); nil means always ready.
+	Ready func(ctx context.Context) error
+	// Metrics serves /metrics; nil leaves it out.
+	Metrics http.Handler
+	// Mount adds more routes (event streams, runner protocol, River UI, ...).
+	Mount func(r chi.Router, authed func(http.Handler) http.Handler)
+}
+
+// Server is the HTTP API.
+type Server struct {
+	intake *intake.Service
+	auth   *auth.Authenticator
+	logger *slog.Logger
+	ready  func(ctx context.Context) error
+	router chi.Router
+}
+
+// NewServer builds the router.
+func NewServer(o Options) *Server {
+	if o.Intake == nil || o.Auth == nil {
+		panic("api: Intake and Auth are required")
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{intake: o.Intake, auth: o.Auth, logger: logger.With("component", "api"), ready: o.Ready}
+	r := chi.NewRouter()
+	r.Use(withRequestID, s.logRequests)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, newProblem(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, newProblem(http.StatusMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+	})
+
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	r.Get("/readyz", s.readyz)
+	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(schema.OpenAPI)
+	})
+	if o.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", o.Metrics)
+	}
+
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireAuth)
+		r.With(s.requireAdmin).Post("/projects", s.createProject)
+		r.Get("/projects", s.listProjects)
+		r.Get("/projects/{id}", s.getProject)
+		r.Post("/projects/{id}/builds", s.submitBuild)
+		r.Get("/projects/{id}/builds", s.listBuilds)
+		r.Post("/project/{name}/build", s.submitBuildByName)
+		r.With(s.requireAdmin).Post("/project/create-and-build", s.createAndBuild)
+		r.Get("/builds/{taskId}", s.getBuild)
+		r.Post("/builds/{taskId}/cancel", s.cancelBuild)
+		r.Get("/builds/{taskId}/events", s.listEvents)
+	})
+	if o.Mount != nil {
+		o.Mount(r, s.requireAuth)
+	}
+	s.router = r
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		if err := s.ready(r.Context()); err != nil {
+			s.logger.WarnContext(r.Context(), "not ready", "error", err)
+			s.writeError(w, r, newProblem(http.StatusServiceUnavailable, "not ready: %s", err))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,212 @@
+// Package cli is the dispatcher's command line: serve, migrate and token.
+// It parses arguments and wires packages together; behaviour lives elsewhere.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/config"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema/migrate"
+)
+
+const usage = `usage: dispatcher <command> [flags]
+
+commands:
+  serve                         run the HTTP API and the River workers
+  migrate                       apply Kiln's and River's migrations (idempotent, safe to run concurrently)
+  token create --name N (--admin | --project P ...)
+                                print a new API token once (P: project id or name; repeatable)
+  help                          show this text
+
+Every command takes the configuration flags; run 'dispatcher serve -h' to list them.
+`
+
+// Main runs the command line and returns the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 1 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stderr)
+	case "migrate":
+		err = runMigrate(ctx, args[1:], stderr)
+	case "token":
+		err = token(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "dispatcher: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dispatcher %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, _, err := config.Parse("migrate", args, nil)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, cfg.LogLevel)
+	pool, err := app.OpenPool(ctx, cfg.DatabaseURL, cfg.DBSchema)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: cfg.DBSchema, Logger: logger})
+	return err
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, _, err := config.Parse("serve", args, nil)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, cfg.LogLevel)
+	pool, err := app.OpenPool(ctx, cfg.DatabaseURL, cfg.DBSchema)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if cfg.AutoMigrate {
+		if _, err := migrate.Up(ctx, pool, migrate.Options{Schema: cfg.DBSchema, Logger: logger}); err != nil {
+			return err
+		}
+	}
+	templates := jobtemplates.Embedded()
+	if cfg.TemplatesDir != "" {
+		if templates, err = loadTemplates(cfg.TemplatesDir); err != nil {
+			return err
+		}
+	}
+	a, err := app.New(app.Options{Pool: pool, Schema: cfg.DBSchema, Workers: cfg.Workers, Logger: logger,
+		AuthCacheTTL: cfg.AuthCacheTTL, Templates: templates})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.ListenAddr, err)
+	}
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("serving", "addr", ln.Addr().String(), "workers", cfg.Workers, "templates", templates.Names())
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	logger.Info("shutting down")
+	serr := srv.Shutdown(sctx)
+	aerr := a.Stop(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, serr, aerr)
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) < 1 || args[0] != "create" {
+		return errors.New("usage: dispatcher token create --name N (--admin | --project P ...)")
+	}
+	cfg, fs, err := config.Parse("token create", nil, nil)
+	if err != nil {
+		return err
+	}
+	// token create has its own flags next to the configuration ones.
+	fs = flag.NewFlagSet("token create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "", "a name for the token (who or what uses it); required")
+	admin := fs.Bool("admin", false, "an admin token: manages projects and sees every build")
+	var projects multiFlag
+	fs.Var(&projects, "project", "a project id or name the token may use (repeatable)")
+	dbURL := fs.String("database-url", cfg.DatabaseURL, "PostgreSQL connection URL ($KILN_DATABASE_URL)")
+	dbSchema := fs.String("db-schema", cfg.DBSchema, "Postgres schema ($KILN_DB_SCHEMA)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	switch {
+	case *name == "":
+		return errors.New("--name: required")
+	case *admin && len(projects) > 0:
+		return errors.New("--admin and --project: give one or the other")
+	case !*admin && len(projects) == 0:
+		return errors.New("--project: give at least one project, or --admin")
+	}
+	pool, err := app.OpenPool(ctx, *dbURL, *dbSchema)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var ids []string
+	for _, p := range projects {
+		lookup := store.GetProjectByName
+		if _, perr := uuid.Parse(p); perr == nil {
+			lookup = store.GetProject
+		}
+		pr, err := lookup(ctx, pool, p)
+		if err != nil {
+			return fmt.Errorf("--project %s: %w", p, err)
+		}
+		ids = append(ids, pr.ID)
+	}
+	tok, err := auth.Issue(ctx, pool, *name, *admin, ids)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func loadTemplates(dir string) (*jobtemplates.Catalog, error) {
+	c, err := jobtemplates.Load(os.DirFS(dir))
+	if err != nil {
+		return nil, fmt.Errorf("templates-dir %s: %w", dir, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,88 @@
+// Package config reads the dispatcher's settings from the environment, with
+// command-line flags overriding. Every setting has a documented default; the
+// README's configuration table lists them.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Config is the dispatcher's configuration.
+type Config struct {
+	DatabaseURL     string
+	ListenAddr      string
+	LogLevel        slog.Level
+	DBSchema        string
+	Workers         int
+	AuthCacheTTL    time.Duration
+	TemplatesDir    string
+	ShutdownTimeout time.Duration
+	AutoMigrate     bool
+}
+
+// Setting is one configuration entry: its environment name, flag and default.
+type Setting struct {
+	Env, Flag, Default, Help string
+}
+
+// Settings lists every setting, in README order.
+var Settings = []Setting{
+	{"KILN_DATABASE_URL", "database-url", "postgres://postgres@127.0.0.1:5432/kiln?sslmode=disable", "PostgreSQL connection URL"},
+	{"KILN_LISTEN_ADDR", "listen-addr", "127.0.0.1:8080", "address the HTTP API listens on"},
+	{"KILN_LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
+	{"KILN_DB_SCHEMA", "db-schema", "", "Postgres schema for Kiln's and River's tables (empty: search_path, usually public)"},
+	{"KILN_WORKERS", "workers", "10", "River dispatch workers in this process"},
+	{"KILN_AUTH_CACHE_TTL", "auth-cache-ttl", "10s", "how long a token lookup is cached; a revoked token stops working within it"},
+	{"KILN_TEMPLATES_DIR", "templates-dir", "", "directory of operator job templates (*.yaml) that add to or override the built-in ones"},
+	{"KILN_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long a graceful shutdown waits for requests and jobs"},
+	{"KILN_AUTO_MIGRATE", "auto-migrate", "false", "apply migrations when serve starts"},
+}
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// Parse reads the environment and then args into a Config.
+func Parse(name string, args []string, getenv func(string) string) (*Config, *flag.FlagSet, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	vals := map[string]*string{}
+	for _, s := range Settings {
+		def := s.Default
+		if v := getenv(s.Env); v != "" {
+			def = v
+		}
+		vals[s.Env] = fs.String(s.Flag, def, s.Help+" ($"+s.Env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	c := &Config{DatabaseURL: *vals["KILN_DATABASE_URL"], ListenAddr: *vals["KILN_LISTEN_ADDR"],
+		DBSchema: *vals["KILN_DB_SCHEMA"], TemplatesDir: *vals["KILN_TEMPLATES_DIR"]}
+	if err := c.LogLevel.UnmarshalText([]byte(*vals["KILN_LOG_LEVEL"])); err != nil {
+		return nil, fs, fmt.Errorf("log-level: %w", err)
+	}
+	var err error
+	if c.Workers, err = strconv.Atoi(*vals["KILN_WORKERS"]); err != nil || c.Workers < 1 {
+		return nil, fs, fmt.Errorf("workers: must be a positive integer, got %q", *vals["KILN_WORKERS"])
+	}
+	if c.AuthCacheTTL, err = time.ParseDuration(*vals["KILN_AUTH_CACHE_TTL"]); err != nil || c.AuthCacheTTL < 0 {
+		return nil, fs, fmt.Errorf("auth-cache-ttl: must be a duration such as 10s, got %q", *vals["KILN_AUTH_CACHE_TTL"])
+	}
+	if c.ShutdownTimeout, err = time.ParseDuration(*vals["KILN_SHUTDOWN_TIMEOUT"]); err != nil || c.ShutdownTimeout <= 0 {
+		return nil, fs, fmt.Errorf("shutdown-timeout: must be a positive duration, got %q", *vals["KILN_SHUTDOWN_TIMEOUT"])
+	}
+	if c.AutoMigrate, err = strconv.ParseBool(*vals["KILN_AUTO_MIGRATE"]); err != nil {
+		return nil, fs, fmt.Errorf("auto-migrate: must be true or false, got %q", *vals["KILN_AUTO_MIGRATE"])
+	}
+	if c.DBSchema != "" && !schemaName.MatchString(c.DBSchema) {
+		return nil, fs, fmt.Errorf("db-schema: must match %s, got %q", schemaName, c.DBSchema)
+	}
+	return c, fs, nil
+}

@@ -1,0 +1,277 @@
+package intake
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Errors the API maps to answers.
+var (
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	ErrForbidden           = errors.New("forbidden")
+)
+
+// Service accepts builds and projects.
+type Service struct {
+	Store     *store.Store
+	River     *river.Client[pgx.Tx]
+	Templates TemplateSet
+	Now       func() time.Time
+
+	// testHookAfterJobInsert runs between the River insert and the audit
+	// row insert; tests make it fail to prove invariant 1.
+	testHookAfterJobInsert func(ctx context.Context) error
+}
+
+// Accepted is the outcome of a submission.
+type Accepted struct {
+	Build   *store.Build
+	Project *schema.Project
+	Replay  bool // an Idempotency-Key replay: no new build was made
+}
+
+// SubmitBuild validates spec and, in one transaction, writes the audit row and
+// the River dispatch job. With a non-empty idemKey, a repeat of the same
+// request returns the first build; the same key with another body returns
+// ErrIdempotencyMismatch.
+func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project *schema.Project, spec schema.BuildSpec, idemKey string) (*Accepted, error) {
+	if !who.CanSee(project.ID) {
+		return nil, fmt.Errorf("project %s: %w", project.ID, store.ErrNotFound)
+	}
+	if err := ValidateSpec(&spec, s.Templates, ""); err != nil {
+		return nil, err
+	}
+	spec.Template = spec.TemplateName()
+	hash := requestHash(project.ID, spec)
+	if idemKey != "" {
+		if acc, err := s.replay(ctx, who, idemKey, hash); acc != nil || err != nil {
+			return acc, err
+		}
+	}
+	var b *store.Build
+	claimed := true
+	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		b, err = s.insertBuild(ctx, tx, who, project.ID, spec)
+		if err != nil {
+			return err
+		}
+		if idemKey != "" {
+			claimed, err = store.ClaimIdempotencyKey(ctx, tx, who.TokenID, idemKey, hash, b.ID)
+			if err != nil {
+				return fmt.Errorf("claiming idempotency key: %w", err)
+			}
+			if !claimed {
+				return errReplay
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errReplay) {
+		acc, err := s.replay(ctx, who, idemKey, hash)
+		if acc == nil && err == nil {
+			err = fmt.Errorf("idempotency key %q vanished during replay", idemKey)
+		}
+		return acc, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Build: b, Project: project}, nil
+}
+
+var errReplay = errors.New("idempotency key already bound")
+
+func (s *Service) replay(ctx context.Context, who *auth.Principal, key string, hash []byte) (*Accepted, error) {
+	rec, err := store.GetIdempotencyKey(ctx, s.Store.Pool, who.TokenID, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(rec.RequestHash, hash) {
+		return nil, ErrIdempotencyMismatch
+	}
+	b, err := store.GetBuild(ctx, s.Store.Pool, rec.BuildID)
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Build: b, Replay: true}, nil
+}
+
+// insertBuild writes the River job and the audit row on tx.
+func (s *Service) insertBuild(ctx context.Context, tx pgx.Tx, who *auth.Principal, projectID string, spec schema.BuildSpec) (*store.Build, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.River.InsertTx(ctx, tx, queue.DispatchArgs{BuildID: id.String(), ProjectID: projectID}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("enqueueing dispatch of build %s: %w", id, err)
+	}
+	if s.testHookAfterJobInsert != nil {
+		if err := s.testHookAfterJobInsert(ctx); err != nil {
+			return nil, err
+		}
+	}
+	nb := store.NewBuild{ID: id.String(), ProjectID: projectID, Spec: spec, RequestedBy: who.Name, RiverJobID: res.Job.ID}
+	created, err := store.InsertBuild(ctx, tx, nb)
+	if err != nil {
+		return nil, err
+	}
+	return &store.Build{Build: schema.Build{
+		ID: nb.ID, ProjectID: projectID, Spec: spec, Status: schema.StatusPending,
+		RequestedBy: who.Name, CreatedAt: created,
+	}, RiverJobID: res.Job.ID}, nil
+}
+
+func requestHash(projectID string, spec schema.BuildSpec) []byte {
+	b, _ := json.Marshal(struct {
+		P string           `json:"p"`
+		S schema.BuildSpec `json:"s"`
+	}{projectID, spec})
+	h := sha256.Sum256(b)
+	return h[:]
+}
+
+// CreateProject creates a project; only admins may.
+func (s *Service) CreateProject(ctx context.Context, who *auth.Principal, in schema.ProjectInput) (*schema.Project, error) {
+	if !who.Admin {
+		return nil, ErrForbidden
+	}
+	p, err := NormalizeProject(in, "")
+	if err != nil {
+		return nil, err
+	}
+	err = s.Store.InTx(ctx, func(tx pgx.Tx) error { return s.createProject(ctx, tx, p) })
+	return p, err
+}
+
+func (s *Service) createProject(ctx context.Context, tx pgx.Tx, p *schema.Project) error {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	p.ID = id.String()
+	p.CallbackSecret = "kcs_" + hex.EncodeToString(secret)
+	return store.CreateProject(ctx, tx, p)
+}
+
+// CreateAndBuild creates a project and its first build in one transaction:
+// afterwards both exist or neither does.
+func (s *Service) CreateAndBuild(ctx context.Context, who *auth.Principal, in schema.CreateAndBuild) (*Accepted, error) {
+	if !who.Admin {
+		return nil, ErrForbidden
+	}
+	p, perr := NormalizeProject(in.Project, "project.")
+	serr := ValidateSpec(&in.Build, s.Templates, "build.")
+	var v ValidationError
+	for _, e := range []error{perr, serr} {
+		var ve ValidationError
+		if errors.As(e, &ve) {
+			v = append(v, ve...)
+		}
+	}
+	if len(v) > 0 {
+		return nil, v
+	}
+	in.Build.Template = in.Build.TemplateName()
+	var b *store.Build
+	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
+		if err := s.createProject(ctx, tx, p); err != nil {
+			return err
+		}
+		var err error
+		b, err = s.insertBuild(ctx, tx, who, p.ID, in.Build)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Build: b, Project: p}, nil
+}
+
+// Cancel cancels a pending or running build. A pending build's River job is
+// cancelled in the same transaction; a running build's Job is removed by the
+// launcher when it sees the status. A terminal build returns store.ErrTerminal.
+func (s *Service) Cancel(ctx context.Context, who *auth.Principal, buildID, reason string) (*store.Build, error) {
+	b, err := s.GetBuild(ctx, who, buildID)
+	if err != nil {
+		return nil, err
+	}
+	if reason == "" {
+		reason = "cancelled by " + who.Name
+	}
+	var out *store.Build
+	err = s.Store.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		out, err = store.TransitionBuild(ctx, tx, b.ID, store.Transition{To: schema.StatusCancelled, Error: reason})
+		if err != nil {
+			return err
+		}
+		if out.RiverJobID != 0 {
+			if _, err := s.River.JobCancelTx(ctx, tx, out.RiverJobID); err != nil && !errors.Is(err, river.ErrNotFound) {
+				return fmt.Errorf("cancelling river job %d: %w", out.RiverJobID, err)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GetBuild returns a build the principal may see; others are ErrNotFound.
+func (s *Service) GetBuild(ctx context.Context, who *auth.Principal, id string) (*store.Build, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, fmt.Errorf("build %q: %w", id, store.ErrNotFound)
+	}
+	b, err := store.GetBuild(ctx, s.Store.Pool, id)
+	if err != nil {
+		return nil, err
+	}
+	if !who.CanSee(b.ProjectID) {
+		return nil, fmt.Errorf("build %s: %w", id, store.ErrNotFound)
+	}
+	return b, nil
+}
+
+// GetProject returns a project the principal may see, by id; others are ErrNotFound.
+func (s *Service) GetProject(ctx context.Context, who *auth.Principal, id string) (*schema.Project, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, fmt.Errorf("project %q: %w", id, store.ErrNotFound)
+	}
+	if !who.CanSee(id) {
+		return nil, fmt.Errorf("project %s: %w", id, store.ErrNotFound)
+	}
+	return store.GetProject(ctx, s.Store.Pool, id)
+}
+
+// GetProjectByName is GetProject by name.
+func (s *Service) GetProjectByName(ctx context.Context, who *auth.Principal, name string) (*schema.Project, error) {
+	p, err := store.GetProjectByName(ctx, s.Store.Pool, name)
+	if err != nil {
+		return nil, err
+	}
+	if !who.CanSee(p.ID) {
+		return nil, fmt.Errorf("project %s: %w", name, store.ErrNotFound)
+	}
+	return p, nil
+}

@@ -1,0 +1,174 @@
+package intake
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Limits on a BuildSpec.
+const (
+	MaxPromptBytes    = 256 << 10
+	MaxVariables      = 64
+	MaxVariableBytes  = 64 << 10
+	MaxCallbackURLLen = 2048
+)
+
+// FieldError names a field and the rule it breaks.
+type FieldError struct {
+	Field string `json:"field"`
+	Rule  string `json:"rule"`
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Rule }
+
+// ValidationError is every rule a request breaks.
+type ValidationError []FieldError
+
+func (v ValidationError) Error() string {
+	parts := make([]string, len(v))
+	for i, e := range v {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (v *ValidationError) add(field, rule string, args ...any) {
+	*v = append(*v, FieldError{Field: field, Rule: fmt.Sprintf(rule, args...)})
+}
+
+func (v ValidationError) err() error {
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+var variableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// TemplateSet is the part of the template catalog validation needs.
+type TemplateSet interface {
+	Names() []string
+}
+
+func hasTemplate(ts TemplateSet, name string) bool {
+	for _, n := range ts.Names() {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidateSpec checks a BuildSpec; prefix names the enclosing field ("" or "build.").
+func ValidateSpec(s *schema.BuildSpec, templates TemplateSet, prefix string) error {
+	var v ValidationError
+	switch {
+	case strings.TrimSpace(s.Prompt) == "":
+		v.add(prefix+"prompt", "required")
+	case len(s.Prompt) > MaxPromptBytes:
+		v.add(prefix+"prompt", "must be at most %d bytes (got %d)", MaxPromptBytes, len(s.Prompt))
+	}
+	if !hasTemplate(templates, s.TemplateName()) {
+		v.add(prefix+"template", "unknown template %q; known: %s", s.TemplateName(), strings.Join(templates.Names(), ", "))
+	}
+	if len(s.Variables) > MaxVariables {
+		v.add(prefix+"variables", "must have at most %d keys (got %d)", MaxVariables, len(s.Variables))
+	}
+	keys := make([]string, 0, len(s.Variables))
+	for k := range s.Variables {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !variableName.MatchString(k) {
+			v.add(prefix+"variables", "key %q must match %s", k, variableName)
+		} else if len(s.Variables[k]) > MaxVariableBytes {
+			v.add(prefix+"variables."+k, "must be at most %d bytes", MaxVariableBytes)
+		}
+	}
+	if s.CallbackURL != "" {
+		if rule := checkCallbackURL(s.CallbackURL); rule != "" {
+			v.add(prefix+"callback_url", "%s", rule)
+		}
+	}
+	return v.err()
+}
+
+func checkCallbackURL(raw string) string {
+	if len(raw) > MaxCallbackURLLen {
+		return fmt.Sprintf("must be at most %d characters", MaxCallbackURLLen)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return "must be an absolute http(s) URL"
+	}
+	if u.User != nil {
+		return "must not carry credentials"
+	}
+	if u.Fragment != "" {
+		return "must not have a fragment"
+	}
+	return ""
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// NormalizeProject fills defaults into in and checks it, returning the project to create.
+func NormalizeProject(in schema.ProjectInput, prefix string) (*schema.Project, error) {
+	var v ValidationError
+	if in.Name == "" {
+		v.add(prefix+"name", "required")
+	} else if !dnsLabel.MatchString(in.Name) {
+		v.add(prefix+"name", "must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
+	}
+	p := &schema.Project{
+		Name:          in.Name,
+		Namespace:     orDefault(in.Namespace, "default"),
+		PodName:       in.PodName,
+		PodSelector:   in.PodSelector,
+		Container:     in.Container,
+		Workdir:       orDefault(in.Workdir, "/workspace"),
+		GitRemote:     orDefault(in.GitRemote, "origin"),
+		GitBranch:     orDefault(in.GitBranch, "main"),
+		AuthorName:    orDefault(in.AuthorName, "Kiln"),
+		AuthorEmail:   orDefault(in.AuthorEmail, "kiln@localhost"),
+		MaxConcurrent: in.MaxConcurrent,
+	}
+	if p.MaxConcurrent == 0 {
+		p.MaxConcurrent = 1
+	}
+	if !dnsLabel.MatchString(p.Namespace) {
+		v.add(prefix+"namespace", "must be a DNS label")
+	}
+	if p.PodName != "" && p.PodSelector != "" {
+		v.add(prefix+"pod_selector", "give pod_name or pod_selector, not both")
+	}
+	if !strings.HasPrefix(p.Workdir, "/") {
+		v.add(prefix+"workdir", "must be an absolute path")
+	}
+	if p.MaxConcurrent < 0 || p.MaxConcurrent > 100 {
+		v.add(prefix+"max_concurrent", "must be between 1 and 100")
+	}
+	if strings.ContainsAny(p.GitBranch, " ~^:?*[\\") || strings.HasPrefix(p.GitBranch, "-") {
+		v.add(prefix+"git_branch", "must be a valid git branch name")
+	}
+	if strings.HasPrefix(p.GitRemote, "-") {
+		v.add(prefix+"git_remote", "must not start with '-'")
+	}
+	if !strings.Contains(p.AuthorEmail, "@") {
+		v.add(prefix+"commit_author_email", "must be an email address")
+	}
+	return p, v.err()
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

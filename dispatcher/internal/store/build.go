@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// ErrTerminal is returned when a change is asked of a build whose status is final.
+var ErrTerminal = errors.New("build is in a terminal status")
+
+// Build is a row of the build audit trail.
+type Build struct {
+	schema.Build
+	RiverJobID int64
+}
+
+const buildColumns = `id, project_id, spec, status, result, error, attempt, job_name, requested_by,
+	created_at, started_at, finished_at, COALESCE(river_job_id, 0)`
+
+func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
+	var b Build
+	var spec, result []byte
+	err := row.Scan(&b.ID, &b.ProjectID, &spec, &b.Status, &result, &b.Error, &b.Attempt, &b.JobName,
+		&b.RequestedBy, &b.CreatedAt, &b.StartedAt, &b.FinishedAt, &b.RiverJobID)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(spec, &b.Spec); err != nil {
+		return nil, fmt.Errorf("decoding spec of build %s: %w", b.ID, err)
+	}
+	if len(result) > 0 {
+		b.Result = new(schema.BuildResult)
+		if err := json.Unmarshal(result, b.Result); err != nil {
+			return nil, fmt.Errorf("decoding result of build %s: %w", b.ID, err)
+		}
+	}
+	return &b, nil
+}
+
+// NewBuild is what InsertBuild writes.
+type NewBuild struct {
+	ID          string
+	ProjectID   string
+	Spec        schema.BuildSpec
+	RequestedBy string
+	RiverJobID  int64
+}
+
+// InsertBuild writes a pending build and its first status event.
+func InsertBuild(ctx context.Context, db DB, nb NewBuild) (time.Time, error) {
+	spec, err := json.Marshal(nb.Spec)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var created time.Time
+	err = db.QueryRow(ctx, `WITH b AS (
+			INSERT INTO builds (id, project_id, spec, requested_by, river_job_id, event_seq)
+			VALUES ($1, $2, $3, $4, NULLIF($5, 0), 1) RETURNING id, created_at)
+		INSERT INTO build_events (build_id, seq, type, payload, created_at)
+		SELECT id, 1, 'status', '{"status":"pending"}', created_at FROM b RETURNING created_at`,
+		nb.ID, nb.ProjectID, spec, nb.RequestedBy, nb.RiverJobID).Scan(&created)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("inserting build %s: %w", nb.ID, err)
+	}
+	return created, nil
+}
+
+// GetBuild returns the build with id.
+func GetBuild(ctx context.Context, db DB, id string) (*Build, error) {
+	b, err := scanBuild(db.QueryRow(ctx, `SELECT `+buildColumns+` FROM builds WHERE id = $1`, id))
+	return b, notFound(err, "build "+id)
+}
+
+// ListBuildsParams filters and pages ListBuilds.
+type ListBuildsParams struct {
+	ProjectID string
+	Status    schema.Status // empty: any
+	Before    string        // a build id: list builds created before it (the cursor)
+	Limit     int
+}
+
+// ListBuilds returns a project's builds, newest first.
+func ListBuilds(ctx context.Context, db DB, p ListBuildsParams) ([]*Build, error) {
+	rows, err := db.Query(ctx, `SELECT `+buildColumns+` FROM builds
+		WHERE project_id = $1
+		  AND ($2 = '' OR status = $2)
+		  AND ($3::uuid IS NULL OR id < $3::uuid)
+		ORDER BY id DESC LIMIT $4`,
+		p.ProjectID, string(p.Status), nullIfEmpty(p.Before), p.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing builds: %w", err)
+	}
+	defer rows.Close()
+	out := []*Build{}
+	for rows.Next() {
+		b, err := scanBuild(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Transition is a change of a build's status.
+type Transition struct {
+	To      schema.Status
+	Error   string              // failure or cancel reason
+	Result  *schema.BuildResult // the runner's result, if any
+	JobName string              // set when the build starts running
+	From    []schema.Status     // allowed current statuses; default: every non-terminal one
+}
+
+// TransitionBuild moves a build to t.To if its status is one of t.From, and
+// records a status event in the same statement. A build already terminal (or
+// not in t.From) returns ErrTerminal and is left as it is: invariant 4.
+func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Build, error) {
+	from := t.From
+	if from == nil {
+		from = []schema.Status{schema.StatusPending, schema.StatusRunning}
+	}
+	var result []byte
+	if t.Result != nil {
+		var err error
+		if result, err = json.Marshal(t.Result); err != nil {
+			return nil, err
+		}
+	}
+	payload, _ := json.Marshal(map[string]string{"status": string(t.To), "error": t.Error})
+	terminal := t.To.Terminal()
+	row := db.QueryRow(ctx, `WITH u AS (
+			UPDATE builds SET status = $2,
+				error = CASE WHEN $3 = '' THEN error ELSE $3 END,
+				result = COALESCE($4::jsonb, result),
+				job_name = CASE WHEN $5 = '' THEN job_name ELSE $5 END,
+				started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
+				finished_at = CASE WHEN $6 THEN now() ELSE NULL END,
+				attempt = attempt + CASE WHEN $2 = 'running' THEN 1 ELSE 0 END,
+				event_seq = event_seq + 1
+			WHERE id = $1 AND status = ANY($7)
+			RETURNING *),
+		e AS (INSERT INTO build_events (build_id, seq, type, payload)
+			SELECT id, event_seq, 'status', $8 FROM u)
+		SELECT `+buildColumns+` FROM u`,
+		id, string(t.To), t.Error, result, t.JobName, terminal, statusStrings(from), payload)
+	b, err := scanBuild(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, gerr := GetBuild(ctx, db, id); gerr != nil {
+			return nil, gerr
+		}
+		return nil, fmt.Errorf("build %s: %w", id, ErrTerminal)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("moving build %s to %s: %w", id, t.To, err)
+	}
+	return b, nil
+}
+
+func statusStrings(ss []schema.Status) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	return out
+}
