@@ -1,0 +1,2 @@
+// Package kubebox runs a real Kubernetes control plane for tests.
+package kubebox
