@@ -1,0 +1,167 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupRoot manages per-container memory cgroups (cgroup v1), nested under
+// the node process's own memory cgroup so the node's parent keeps accounting
+// for them: <own cgroup>/kubebox/<pod uid>/<container>-<attempt>.
+type cgroupRoot struct {
+	dir string // "" when the memory controller is not usable
+	log *slog.Logger
+
+	mu   sync.Mutex
+	pods map[string]bool // pod uids this node made cgroups for
+}
+
+const memoryMount = "/sys/fs/cgroup/memory"
+
+func newCgroupRoot(log *slog.Logger) *cgroupRoot {
+	own := ownMemoryCgroup()
+	dir := filepath.Join(memoryMount, own, "kubebox")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("memory cgroups unavailable; memory limits are not enforced", "err", err)
+		return &cgroupRoot{log: log}
+	}
+	return &cgroupRoot{dir: dir, log: log, pods: map[string]bool{}}
+}
+
+func ownMemoryCgroup() string {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return "/"
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		parts := strings.SplitN(s.Text(), ":", 3)
+		if len(parts) == 3 && (parts[1] == "memory" || strings.Contains(","+parts[1]+",", ",memory,")) {
+			return parts[2]
+		}
+	}
+	return "/"
+}
+
+// create makes the cgroup for one container attempt and sets its memory
+// limit (0 = none). It returns "" when cgroups are unavailable.
+func (r *cgroupRoot) create(podUID, name string, limit int64) (string, error) {
+	if r.dir == "" {
+		return "", nil
+	}
+	r.mu.Lock()
+	r.pods[podUID] = true
+	r.mu.Unlock()
+	dir := filepath.Join(r.dir, podUID, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if limit > 0 {
+		if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), []byte(strconv.FormatInt(limit, 10)), 0); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// oomKilled reports whether the kernel OOM-killed a process of the cgroup.
+func oomKilled(dir string) bool {
+	if dir == "" {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "memory.oom_control"))
+	if err != nil {
+		return false
+	}
+	for line := range bytes.Lines(b) {
+		if v, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("oom_kill ")); ok {
+			n, _ := strconv.Atoi(string(v))
+			return n > 0
+		}
+	}
+	return false
+}
+
+// killAll sends sig to every process left in the cgroup.
+func killCgroup(dir string, sig syscall.Signal) {
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return
+	}
+	for f := range strings.FieldsSeq(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
+}
+
+// remove deletes a container cgroup once its processes are gone, and its pod
+// directory when that is empty.
+func (r *cgroupRoot) remove(dir string) {
+	if dir == "" {
+		return
+	}
+	go func() {
+		for i := 0; i < 50; i++ {
+			killCgroup(dir, syscall.SIGKILL)
+			err := os.Remove(dir)
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				_ = os.Remove(filepath.Dir(dir)) // the pod's, if empty
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		r.log.Warn("could not remove cgroup", "dir", dir)
+	}()
+}
+
+// cleanup removes the cgroups this node made that are still there.
+func (r *cgroupRoot) cleanup() {
+	if r.dir == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for uid := range r.pods {
+		ctrs, _ := os.ReadDir(filepath.Join(r.dir, uid))
+		for _, c := range ctrs {
+			if c.IsDir() {
+				d := filepath.Join(r.dir, uid, c.Name())
+				killCgroup(d, syscall.SIGKILL)
+				_ = os.Remove(d)
+			}
+		}
+		_ = os.Remove(filepath.Join(r.dir, uid))
+	}
+}
+
+func memTotal() int64 {
+	var info unix.Sysinfo_t
+	if err := unix.Sysinfo(&info); err != nil {
+		return 0
+	}
+	return int64(info.Totalram) * int64(info.Unit)
+}
+
+func diskTotal(dir string) int64 {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0
+	}
+	return int64(st.Blocks) * st.Bsize
+}

@@ -1,0 +1,346 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	utilexec "k8s.io/utils/exec"
+)
+
+const (
+	execIdleTimeout = 4 * time.Hour
+	followPoll      = 100 * time.Millisecond
+)
+
+// handler is the kubelet API the apiserver proxies pods/exec and pods/log to.
+func (n *Node) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("/exec/{ns}/{pod}/{container}", n.serveExec)
+	mux.HandleFunc("/exec/{ns}/{pod}/{uid}/{container}", n.serveExec)
+	mux.HandleFunc("GET /containerLogs/{ns}/{pod}/{container}", n.serveLogs)
+	return mux
+}
+
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func writeError(w http.ResponseWriter, err error) {
+	var he *httpError
+	if errors.As(err, &he) {
+		http.Error(w, he.msg, he.code)
+		return
+	}
+	http.Error(w, err.Error(), http.StatusInternalServerError)
+}
+
+// lookup finds a container of a pod bound to this node.
+func (n *Node) lookup(ns, name, ctr, uid string) (*podWorker, *container, error) {
+	pod, err := n.pods.Pods(ns).Get(name)
+	if apierrors.IsNotFound(err) || (err == nil && uid != "" && string(pod.UID) != uid) {
+		return nil, nil, &httpError{http.StatusNotFound, fmt.Sprintf("pod %s/%s not found", ns, name)}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	w := n.worker(pod.UID)
+	if w == nil {
+		return nil, nil, &httpError{http.StatusNotFound, fmt.Sprintf("pod %s/%s is not running on this node", ns, name)}
+	}
+	c := w.container(ctr)
+	if c == nil {
+		return nil, nil, &httpError{http.StatusBadRequest, fmt.Sprintf("container %s is not valid for pod %s", ctr, name)}
+	}
+	return w, c, nil
+}
+
+type executorFunc func(ctx context.Context, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool) error
+
+func (f executorFunc) ExecInContainer(ctx context.Context, _, _, _ string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize, _ time.Duration) error {
+	if resize != nil {
+		go func() {
+			for range resize {
+			}
+		}()
+	}
+	return f(ctx, cmd, in, out, errOut, tty)
+}
+
+func (n *Node) serveExec(w http.ResponseWriter, r *http.Request) {
+	pw, c, err := n.lookup(r.PathValue("ns"), r.PathValue("pod"), r.PathValue("container"), r.PathValue("uid"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	opts, err := remotecommand.NewOptions(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	cmd := r.URL.Query()["command"]
+	if len(cmd) == 0 {
+		http.Error(w, "missing command", http.StatusBadRequest)
+		return
+	}
+	exec := executorFunc(func(ctx context.Context, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool) error {
+		return pw.exec(ctx, c, cmd, in, out, errOut, tty)
+	})
+	remotecommand.ServeExec(w, r, exec, r.PathValue("pod"), string(pw.uid), c.spec.Name, cmd, opts,
+		execIdleTimeout, remotecommand.DefaultStreamCreationTimeout, remotecommand.SupportedStreamingProtocols)
+}
+
+// exec runs cmd in the container's namespaces with its environment and
+// working directory, and returns its exit code as the kubelet does.
+func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io.Reader, out, errOut io.WriteCloser, tty bool) error {
+	w.mu.Lock()
+	if c.running == nil {
+		w.mu.Unlock()
+		return fmt.Errorf("container %q is not running", c.spec.Name)
+	}
+	pid, env, dir := c.pid, c.env, c.dir
+	w.mu.Unlock()
+
+	nsArgs := []string{"--target", strconv.Itoa(pid), "--mount", "--uts", "--wdns", dir, "--"}
+	cmd := exec.CommandContext(ctx, "nsenter", append(nsArgs, args...)...)
+	cmd.Env = env
+	cmd.WaitDelay = 2 * time.Second
+	if out != nil {
+		cmd.Stdout = out
+	}
+	if errOut != nil {
+		cmd.Stderr = errOut
+	} else if tty && out != nil {
+		cmd.Stderr = out
+	}
+	var stdinW *os.File
+	if in != nil {
+		r, wr, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		cmd.Stdin = r
+		stdinW = wr
+		defer r.Close()
+	}
+	if err := cmd.Start(); err != nil {
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		return err
+	}
+	if stdinW != nil {
+		go func() {
+			_, _ = io.Copy(stdinW, in)
+			stdinW.Close()
+		}()
+	}
+	err := cmd.Wait()
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState.Success() {
+		err = nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code := ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", code), Code: code}
+	}
+	return err
+}
+
+func (n *Node) serveLogs(w http.ResponseWriter, r *http.Request) {
+	pod := r.PathValue("pod")
+	pw, c, err := n.lookup(r.PathValue("ns"), pod, r.PathValue("container"), "")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	follow := q.Get("follow") == "true" || q.Get("follow") == "1"
+	previous := q.Get("previous") == "true" || q.Get("previous") == "1"
+	tail := int64(-1)
+	if s := q.Get("tailLines"); s != "" {
+		if tail, err = strconv.ParseInt(s, 10, 64); err != nil || tail < 0 {
+			http.Error(w, "invalid tailLines", http.StatusBadRequest)
+			return
+		}
+	}
+	limit := int64(-1)
+	if s := q.Get("limitBytes"); s != "" {
+		if limit, err = strconv.ParseInt(s, 10, 64); err != nil || limit <= 0 {
+			http.Error(w, "invalid limitBytes", http.StatusBadRequest)
+			return
+		}
+	}
+
+	pw.mu.Lock()
+	var path string
+	var done chan struct{}
+	switch {
+	case previous:
+		if len(c.logPaths) < 2 {
+			pw.mu.Unlock()
+			http.Error(w, fmt.Sprintf("previous terminated container %q in pod %q not found", c.spec.Name, pod), http.StatusBadRequest)
+			return
+		}
+		path = c.logPaths[len(c.logPaths)-2]
+		follow = false
+	case len(c.logPaths) == 0:
+		reason := c.waiting.Reason
+		pw.mu.Unlock()
+		http.Error(w, fmt.Sprintf("container %q in pod %q is waiting to start: %s", c.spec.Name, pod, reason), http.StatusBadRequest)
+		return
+	default:
+		path = c.logPaths[len(c.logPaths)-1]
+		done = c.done
+	}
+	pw.mu.Unlock()
+
+	f, err := os.Open(path)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer f.Close()
+	if tail >= 0 {
+		if err := seekTail(f, tail); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	var out io.Writer = w
+	if limit > 0 {
+		out = &limitWriter{w: w, n: limit}
+	}
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32*1024)
+	var tick *time.Ticker
+	for {
+		nr, rerr := f.Read(buf)
+		if nr > 0 {
+			if _, err := out.Write(buf[:nr]); err != nil {
+				return
+			}
+			if follow {
+				_ = rc.Flush()
+			}
+		}
+		if rerr == nil {
+			continue
+		}
+		if rerr != io.EOF || !follow {
+			return
+		}
+		if tick == nil {
+			tick = time.NewTicker(followPoll)
+			defer tick.Stop()
+		}
+		select {
+		case <-done:
+			// Drain what the container wrote last, then end the stream.
+			_, _ = io.CopyBuffer(out, f, buf)
+			return
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+var errLimit = errors.New("limit reached")
+
+type limitWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errLimit
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.w.Write(p)
+	l.n -= int64(n)
+	if err == nil && l.n <= 0 {
+		err = errLimit
+	}
+	return n, err
+}
+
+// seekTail positions f at the start of its last n lines.
+func seekTail(f *os.File, n int64) error {
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	const chunk = 8192
+	pos := end
+	lines := int64(0)
+	buf := make([]byte, chunk)
+	first := true
+	for pos > 0 {
+		size := int64(chunk)
+		if pos < size {
+			size = pos
+		}
+		pos -= size
+		if _, err := f.ReadAt(buf[:size], pos); err != nil && err != io.EOF {
+			return err
+		}
+		b := buf[:size]
+		if first && len(b) > 0 && b[len(b)-1] == '\n' {
+			b = b[:len(b)-1] // the final newline ends the last line
+		}
+		first = false
+		for i := len(b) - 1; i >= 0; i-- {
+			if b[i] == '\n' {
+				lines++
+				if lines == n {
+					_, err := f.Seek(pos+int64(i)+1, io.SeekStart)
+					return err
+				}
+			}
+		}
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return err
+}
+
+// tailFile returns up to the last n lines (and at most max bytes) of a file.
+func tailFile(path string, n int64, maxBytes int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if err := seekTail(f, n); err != nil {
+		return ""
+	}
+	b, _ := io.ReadAll(f)
+	if len(b) > maxBytes {
+		b = b[len(b)-maxBytes:]
+	}
+	return string(bytes.TrimRight(b, "\x00"))
+}
