@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -41,6 +42,10 @@ type Options struct {
 
 	// NodeName is the name of the one Node. Default "kubebox-node".
 	NodeName string
+
+	// NodeCapacity overrides the capacity the Node reports. Default: the
+	// machine's CPUs and memory, and 110 pods.
+	NodeCapacity corev1.ResourceList
 
 	// Log receives the output of every child process, each line prefixed
 	// with the child's name, and the node's log. Default: one file per child

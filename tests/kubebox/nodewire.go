@@ -6,25 +6,13 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/kilnbuild/kiln/tests/kubebox/node"
 )
 
-// nodeConfig mirrors node.Config, the interface between the control plane
-// and the process node (tests/kubebox/node).
-type nodeConfig struct {
-	Client        kubernetes.Interface
-	Name          string
-	Images        map[string]string
-	Dir           string
-	APIServerHost string
-	APIServerPort int
-	CACert        []byte
-	KubeletPort   int
-	ServingCert   []byte
-	ServingKey    []byte
-	ClientCA      []byte
-}
-
-// startNode runs the process node in this process until Stop.
+// startNode runs the process node (package node) in this process until Stop.
+// The node's containers are re-executions of this binary (see node's nsinit),
+// so any program that calls Start links the node package, which is enough.
 func (c *Cluster) startNode(opts Options) error {
 	port, err := freePort()
 	if err != nil {
@@ -40,17 +28,7 @@ func (c *Cluster) startNode(opts Options) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
-		cancel()
-		return errStopped
-	}
-	c.nodeStop, c.nodeDone = cancel, done
-	c.mu.Unlock()
-	err = runNode(ctx, nodeConfig{
+	n, err := node.New(node.Config{
 		Client:        client,
 		Name:          c.nodeName,
 		Images:        opts.Images,
@@ -62,14 +40,25 @@ func (c *Cluster) startNode(opts Options) error {
 		ServingCert:   c.pki.nodeServing.Cert,
 		ServingKey:    c.pki.nodeServing.Key,
 		ClientCA:      c.pki.ca.Cert,
-	}, log, func(err error) {
-		c.nodeErr = err
-		close(done)
+		Capacity:      opts.NodeCapacity,
+		Log:           log,
 	})
 	if err != nil {
-		cancel()
-		close(done)
 		return fmt.Errorf("starting node: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		cancel()
+		return errStopped
+	}
+	c.nodeStop, c.nodeDone = cancel, done
+	c.mu.Unlock()
+	go func() {
+		c.nodeErr = n.Run(ctx)
+		close(done)
+	}()
 	return nil
 }

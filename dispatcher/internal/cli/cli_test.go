@@ -68,7 +68,7 @@ func TestMigrateAndTokenCreate(t *testing.T) {
 	code, _, stderr = run("frobnicate")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, `unknown command "frobnicate"`)
-	code, _, stderr = run("serve", "--workers", "0")
+	code, _, stderr = run("serve", "--workers", "-1")
 	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "workers: must be a positive integer")
+	assert.Contains(t, stderr, "workers: must be a non-negative integer")
 }

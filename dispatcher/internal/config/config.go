@@ -37,7 +37,7 @@ var Settings = []Setting{
 	{"KILN_LISTEN_ADDR", "listen-addr", "127.0.0.1:8080", "address the HTTP API listens on"},
 	{"KILN_LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
 	{"KILN_DB_SCHEMA", "db-schema", "", "Postgres schema for Kiln's and River's tables (empty: search_path, usually public)"},
-	{"KILN_WORKERS", "workers", "10", "River dispatch workers in this process"},
+	{"KILN_WORKERS", "workers", "10", "River dispatch workers in this process; 0 serves the API only (insert-only River client)"},
 	{"KILN_AUTH_CACHE_TTL", "auth-cache-ttl", "10s", "how long a token lookup is cached; a revoked token stops working within it"},
 	{"KILN_TEMPLATES_DIR", "templates-dir", "", "directory of operator job templates (*.yaml) that add to or override the built-in ones"},
 	{"KILN_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long a graceful shutdown waits for requests and jobs"},
@@ -69,8 +69,8 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 		return nil, fs, fmt.Errorf("log-level: %w", err)
 	}
 	var err error
-	if c.Workers, err = strconv.Atoi(*vals["KILN_WORKERS"]); err != nil || c.Workers < 1 {
-		return nil, fs, fmt.Errorf("workers: must be a positive integer, got %q", *vals["KILN_WORKERS"])
+	if c.Workers, err = strconv.Atoi(*vals["KILN_WORKERS"]); err != nil || c.Workers < 0 {
+		return nil, fs, fmt.Errorf("workers: must be a non-negative integer, got %q", *vals["KILN_WORKERS"])
 	}
 	if c.AuthCacheTTL, err = time.ParseDuration(*vals["KILN_AUTH_CACHE_TTL"]); err != nil || c.AuthCacheTTL < 0 {
 		return nil, fs, fmt.Errorf("auth-cache-ttl: must be a duration such as 10s, got %q", *vals["KILN_AUTH_CACHE_TTL"])

@@ -50,8 +50,10 @@ type Accepted struct {
 // the River dispatch job. With a non-empty idemKey, a repeat of the same
 // request returns the first build; the same key with another body returns
 // ErrIdempotencyMismatch.
+//
+// Only project.ID is needed; an unknown project returns store.ErrNotFound.
 func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project *schema.Project, spec schema.BuildSpec, idemKey string) (*Accepted, error) {
-	if !who.CanSee(project.ID) {
+	if _, err := uuid.Parse(project.ID); err != nil || !who.CanSee(project.ID) {
 		return nil, fmt.Errorf("project %s: %w", project.ID, store.ErrNotFound)
 	}
 	if err := ValidateSpec(&spec, s.Templates, ""); err != nil {

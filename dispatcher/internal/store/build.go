@@ -66,6 +66,9 @@ func InsertBuild(ctx context.Context, db DB, nb NewBuild) (time.Time, error) {
 		INSERT INTO build_events (build_id, seq, type, payload, created_at)
 		SELECT id, 1, 'status', '{"status":"pending"}', created_at FROM b RETURNING created_at`,
 		nb.ID, nb.ProjectID, spec, nb.RequestedBy, nb.RiverJobID).Scan(&created)
+	if isForeignKeyViolation(err) {
+		return time.Time{}, fmt.Errorf("project %s: %w", nb.ProjectID, ErrNotFound)
+	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("inserting build %s: %w", nb.ID, err)
 	}

@@ -47,3 +47,8 @@ func notFound(err error, what string) error {
 	}
 	return err
 }
+
+func isForeignKeyViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23503"
+}

@@ -1,0 +1,207 @@
+// Command intake measures build intake: accepted builds per second through
+// the real HTTP API (audit row + River job in one transaction) at 1, 8 and 32
+// concurrent clients, against a baseline measured in the same run on the same
+// database at the same concurrency: a plain single-row INSERT transaction in
+// a pgx loop. It prints both rates and their ratio. Target: ≥ 0.5 at 32.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/kilnbuild/kiln/schema/migrate"
+)
+
+func main() {
+	dbURL := flag.String("database-url", envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database to measure on")
+	dispatcherBin := flag.String("dispatcher", "bin/dispatcher", "the dispatcher binary to measure")
+	dur := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
+	flag.Parse()
+	ctx := context.Background()
+
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	schemaName := "bench_" + hex.EncodeToString(b)
+	admin, err := pgxpool.New(ctx, *dbURL)
+	check(err)
+	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
+	check(err)
+	defer func() {
+		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE")
+		admin.Close()
+	}()
+
+	cfg, err := pgxpool.ParseConfig(*dbURL)
+	check(err)
+	cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
+	cfg.MaxConns = 40
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	check(err)
+	defer pool.Close()
+	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: schemaName})
+	check(err)
+	_, err = pool.Exec(ctx, `CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`)
+	check(err)
+
+	srvURL, stop := startDispatcher(*dispatcherBin, *dbURL+"&pool_max_conns=40", schemaName)
+	defer stop()
+	adminTok := dispatcherCmd(*dispatcherBin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
+	projectID := createProject(srvURL, adminTok)
+	tok := dispatcherCmd(*dispatcherBin, "token", "create", "--name", "bench", "--project", projectID, "--database-url", *dbURL, "--db-schema", schemaName)
+
+	body := []byte(`{"prompt":"Update the landing page heading to say {{name}}.","variables":{"name":"Acme"},"auto_commit":true,"auto_push":true,"callback_url":"https://bots.example/cb"}`)
+	url := srvURL + "/projects/" + projectID + "/builds"
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	client := &http.Client{Transport: tr}
+
+	intakeOp := func() error {
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("status %d", res.StatusCode)
+		}
+		return nil
+	}
+	plainOp := func() error {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO plain (payload) VALUES ($1)`, body); err != nil {
+			_ = tx.Rollback(ctx)
+			return err
+		}
+		return tx.Commit(ctx)
+	}
+
+	fmt.Printf("bench-intake: %s per measurement, database %s (schema %s)\n", *dur, cfg.ConnConfig.Database, schemaName)
+	fmt.Printf("%-8s %16s %16s %8s\n", "clients", "intake builds/s", "plain inserts/s", "ratio")
+	for _, c := range []int{1, 8, 32} {
+		plain := measure(c, *dur, plainOp)
+		kiln := measure(c, *dur, intakeOp)
+		fmt.Printf("%-8d %16.0f %16.0f %8.2f\n", c, kiln, plain, kiln/plain)
+	}
+	var builds, jobs int
+	check(pool.QueryRow(ctx, `SELECT count(*) FROM builds`).Scan(&builds))
+	check(pool.QueryRow(ctx, `SELECT count(*) FROM river_job`).Scan(&jobs))
+	fmt.Printf("check: %d audit rows, %d River jobs (must be equal)\n", builds, jobs)
+	if builds != jobs {
+		os.Exit(1)
+	}
+}
+
+// measure runs op from c goroutines for d and returns successful ops per second.
+func measure(c int, d time.Duration, op func() error) float64 {
+	var n, failed atomic.Int64
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := op(); err != nil {
+					if failed.Add(1) == 1 {
+						log.Printf("operation failed: %v", err)
+					}
+					continue
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		log.Printf("%d operations failed", f)
+	}
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// startDispatcher runs `dispatcher serve` on a free loopback port and waits for /readyz.
+func startDispatcher(bin, dbURL, schemaName string) (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schemaName,
+		"--log-level", "warn", "--workers", "0")
+	cmd.Stderr = os.Stderr
+	check(cmd.Start())
+	url := "http://" + addr
+	for i := 0; ; i++ {
+		res, err := http.Get(url + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if i > 100 {
+			log.Fatal("dispatcher did not become ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return url, func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+}
+
+func dispatcherCmd(bin string, args ...string) string {
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		log.Fatalf("%s %v: %v", bin, args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func createProject(url, tok string) string {
+	req, _ := http.NewRequest("POST", url+"/projects", strings.NewReader(`{"name":"bench"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := http.DefaultClient.Do(req)
+	check(err)
+	defer res.Body.Close()
+	var p struct{ ID string }
+	check(json.NewDecoder(res.Body).Decode(&p))
+	if res.StatusCode != http.StatusCreated {
+		log.Fatalf("creating project: status %d", res.StatusCode)
+	}
+	return p.ID
+}
