@@ -1,0 +1,42 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEnvThenFlags(t *testing.T) {
+	env := map[string]string{"KILN_LISTEN_ADDR": "127.0.0.1:9000", "KILN_WORKERS": "3", "KILN_AUTH_CACHE_TTL": "1m"}
+	c, _, err := Parse("serve", []string{"--workers", "7"}, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:9000", c.ListenAddr, "environment")
+	assert.Equal(t, 7, c.Workers, "flag overrides environment")
+	assert.Equal(t, time.Minute, c.AuthCacheTTL)
+	assert.Equal(t, "postgres://postgres@127.0.0.1:5432/kiln?sslmode=disable", c.DatabaseURL, "default")
+
+	for _, bad := range [][]string{{"--workers", "x"}, {"--auth-cache-ttl", "soon"}, {"--log-level", "loud"},
+		{"--db-schema", "Robert'); DROP"}, {"--auto-migrate", "maybe"}, {"--shutdown-timeout", "0s"}} {
+		_, _, err := Parse("serve", bad, func(string) string { return "" })
+		assert.ErrorContains(t, err, strings.TrimPrefix(bad[0], "--")+":", bad)
+	}
+}
+
+// The README's configuration table documents every setting with its default.
+func TestREADMEDocumentsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../../README.md")
+	require.NoError(t, err)
+	readme := string(b)
+	for _, s := range Settings {
+		def := "(empty)"
+		if s.Default != "" {
+			def = "`" + s.Default + "`"
+		}
+		row := "| `" + s.Env + "` | `--" + s.Flag + "` | " + def + " |"
+		assert.Contains(t, readme, row, "README configuration table")
+	}
+}
