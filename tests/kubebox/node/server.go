@@ -115,7 +115,7 @@ func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io
 	pid, env, dir := c.pid, c.env, c.dir
 	w.mu.Unlock()
 
-	nsArgs := []string{"--target", strconv.Itoa(pid), "--mount", "--uts", "--wdns", dir, "--"}
+	nsArgs := []string{"--target", strconv.Itoa(pid), "--mount", "--uts", "--wdns=" + dir, "--"}
 	cmd := exec.CommandContext(ctx, "nsenter", append(nsArgs, args...)...)
 	cmd.Env = env
 	cmd.WaitDelay = 2 * time.Second
