@@ -1,0 +1,341 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+)
+
+// fixtures is ../shared/fixtures relative to the repository root.
+const fixtures = "../../../../shared/fixtures/claude-code"
+
+func readFixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fixtures, name))
+	require.NoError(t, err)
+	return b
+}
+
+// parseAll runs a Claude parser over data and returns every event.
+func parseAll(t testing.TB, data []byte) []Event {
+	t.Helper()
+	var events []Event
+	err := Stream(bytes.NewReader(data), Claude{}.NewParser(), func(e Event) error {
+		events = append(events, e)
+		return nil
+	})
+	require.NoError(t, err)
+	return events
+}
+
+func TestClaudeFixtures(t *testing.T) {
+	t.Parallel()
+	const model = "claude-sonnet-4-5-20250929"
+	readHTML := "     1\t<!doctype html>\n     2\t<title>Acme</title>\n     3\t<h1>Hello</h1>\n"
+	successUsage := Usage{InputTokens: 16, OutputTokens: 175, CacheCreationInputTokens: 5120,
+		CacheReadInputTokens: 10480, Turns: 3, CostUSD: 0.0387}
+	maxTurnsUsage := Usage{InputTokens: 6, OutputTokens: 78, Turns: 2, CostUSD: 0.0121}
+	apiUsage := Usage{Turns: 1}
+	const maxTurnsErr = "agent stopped: reached the maximum number of turns (2)"
+	const apiErr = "agent reported an error: Invalid API key · Please run /login"
+	notGranted := "Claude requested permissions to use Bash, but you haven't granted it yet."
+	denials := []PermissionDenial{{ToolName: "Bash", ToolUseID: "toolu_12",
+		Input: `{"command":"npm install","description":"Install dependencies"}`}}
+
+	tests := []struct {
+		file    string
+		events  []Event
+		outcome Outcome
+	}{
+		{
+			file: "success-edit.jsonl",
+			events: []Event{
+				{Kind: KindInit, Init: &Init{SessionID: "3b1f0c2e-6a59-4d8e-9d7e-1f2a3b4c5d6e", Model: model}},
+				{Kind: KindText, Text: "I'll look at the landing page first."},
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_01", Name: "Read", Input: `{"file_path":"/workspace/index.html"}`}},
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_01", Summary: readHTML, Size: len(readHTML)}},
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_02", Name: "Edit",
+					Input: `{"file_path":"/workspace/index.html","old_string":"<h1>Hello</h1>","new_string":"<h1>Welcome to Acme</h1>"}`}},
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_02",
+					Summary: "The file /workspace/index.html has been updated.", Size: 48}},
+				{Kind: KindText, Text: `Updated the heading in index.html to "Welcome to Acme".`},
+				{Kind: KindUsage, Usage: &successUsage},
+				{Kind: KindFinal, Final: &Final{Success: true, Subtype: "success",
+					Result:   `Updated the heading in index.html to "Welcome to Acme".`,
+					NumTurns: 3, TotalCostUSD: 0.0387, DurationMS: 9412, Usage: successUsage}},
+			},
+			outcome: Outcome{Success: true, Subtype: "success",
+				Output:  `Updated the heading in index.html to "Welcome to Acme".`,
+				CostUSD: 0.0387, Turns: 3, InputTokens: 16 + 5120 + 10480, OutputTokens: 175},
+		},
+		{
+			file: "max-turns.jsonl",
+			events: []Event{
+				{Kind: KindInit, Init: &Init{SessionID: "9c8d7e6f-0000-4000-8000-0000000000aa", Model: model}},
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_11", Name: "Bash", Input: `{"command":"npm test","description":"Run the test suite"}`}},
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_11", Summary: "Error: Cannot find module 'jest'", IsError: true, Size: 32}},
+				// rate_limit_event is skipped.
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_12", Name: "Bash", Input: `{"command":"npm install","description":"Install dependencies"}`}},
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_12", Summary: notGranted, IsError: true, Size: len(notGranted)}},
+				{Kind: KindUsage, Usage: &maxTurnsUsage},
+				{Kind: KindFinal, Final: &Final{Subtype: "error_max_turns", Error: maxTurnsErr, IsError: true,
+					NumTurns: 2, TotalCostUSD: 0.0121, DurationMS: 31877, Usage: maxTurnsUsage, PermissionDenials: denials}},
+			},
+			outcome: Outcome{Subtype: "error_max_turns", Error: maxTurnsErr, CostUSD: 0.0121, Turns: 2,
+				InputTokens: 6, OutputTokens: 78, PermissionDenials: denials},
+		},
+		{
+			file: "api-error.jsonl",
+			events: []Event{
+				{Kind: KindInit, Init: &Init{SessionID: "11111111-2222-4333-8444-555555555555", Model: model}},
+				{Kind: KindText, Text: "Invalid API key · Please run /login"},
+				{Kind: KindUsage, Usage: &apiUsage},
+				{Kind: KindFinal, Final: &Final{Subtype: "success", Error: apiErr, IsError: true,
+					Result: "Invalid API key · Please run /login", NumTurns: 1, DurationMS: 412, Usage: apiUsage}},
+			},
+			outcome: Outcome{Subtype: "success", Error: apiErr, Output: "Invalid API key · Please run /login", Turns: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			t.Parallel()
+			events := parseAll(t, readFixture(t, tt.file))
+			if diff := cmp.Diff(tt.events, events); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.outcome, Summarize(events)); diff != "" {
+				t.Errorf("outcome (-want +got):\n%s", diff)
+			}
+			checkInvariants(t, events)
+		})
+	}
+}
+
+func TestClaudeStreamWithoutResult(t *testing.T) {
+	t.Parallel()
+	full := readFixture(t, "success-edit.jsonl")
+	lines := bytes.SplitAfter(full, []byte("\n"))
+	lastLine := lines[len(lines)-2] // the result line; the last element is empty
+	require.Contains(t, string(lastLine), `"type":"result"`)
+	withoutResult := bytes.Join(lines[:len(lines)-2], nil)
+
+	tests := map[string][]byte{
+		"killed before the result":  withoutResult,
+		"cut inside the result":     append(bytes.Clone(withoutResult), lastLine[:len(lastLine)/2]...),
+		"cut inside an early line":  full[:len(lines[0])+40],
+		"empty":                     nil,
+		"only blank lines":          []byte("\n\r\n  \n"),
+		"result not at end, no EOL": append(bytes.Clone(withoutResult), []byte(`{"type":"result","subtype":"success"`)...),
+	}
+	for name, data := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			events := parseAll(t, data)
+			checkInvariants(t, events)
+			last := events[len(events)-1]
+			require.Equal(t, &Final{Error: NoResultMessage}, last.Final)
+			o := Summarize(events)
+			require.False(t, o.Success)
+			require.Equal(t, "agent stream ended without a result", o.Error)
+		})
+	}
+}
+
+func TestClaudeStreamReadError(t *testing.T) {
+	t.Parallel()
+	half := readFixture(t, "success-edit.jsonl")[:1000]
+	boom := errors.New("connection reset")
+	var events []Event
+	err := Stream(iotest.TimeoutReader(iotest.HalfReader(bytes.NewReader(half))), Claude{}.NewParser(),
+		func(e Event) error { events = append(events, e); return nil })
+	require.ErrorIs(t, err, iotest.ErrTimeout)
+	checkInvariants(t, events)
+	require.Equal(t, NoResultMessage, events[len(events)-1].Final.Error)
+
+	err = Stream(iotest.ErrReader(boom), Claude{}.NewParser(), func(Event) error { return nil })
+	require.ErrorIs(t, err, boom)
+}
+
+func TestStreamStopsOnEmitError(t *testing.T) {
+	t.Parallel()
+	stop := errors.New("stop")
+	n := 0
+	err := Stream(bytes.NewReader(readFixture(t, "success-edit.jsonl")), Claude{}.NewParser(), func(Event) error {
+		n++
+		if n == 2 {
+			return stop
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, stop)
+	require.Equal(t, 2, n)
+}
+
+func TestClaudeHugeLines(t *testing.T) {
+	t.Parallel()
+	const size = 5 << 20
+	big := strings.Repeat("é", size/2) // 5 MiB of two-byte runes: cuts must respect UTF-8
+	toolLine := `{"type":"user","message":{"role":"user","content":[{"tool_use_id":"t1","type":"tool_result","content":"` + big + `"}]}}`
+	textLine := `{"type":"assistant","message":{"content":[{"type":"text","text":"` + big + `"}]}}`
+	resultLine := `{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"` + big + `"}`
+	data := []byte(toolLine + "\n" + textLine + "\n" + resultLine + "\n")
+
+	events := parseAll(t, data)
+	checkInvariants(t, events)
+	require.Len(t, events, 4) // tool result, text, usage, final
+
+	tr := events[0].ToolResult
+	require.NotNil(t, tr)
+	require.True(t, tr.Truncated)
+	require.Equal(t, size, tr.Size)
+	require.LessOrEqual(t, len(tr.Summary), MaxSummaryBytes)
+	require.True(t, utf8.ValidString(tr.Summary))
+	require.Contains(t, tr.Summary, "bytes shown]")
+
+	require.Equal(t, big, events[1].Text, "text events carry the whole text")
+	require.Equal(t, big, events[3].Final.Result)
+
+	o := Summarize(events)
+	require.True(t, o.Success)
+	require.True(t, o.OutputTruncated)
+	require.LessOrEqual(t, len(o.Output), MaxOutputBytes)
+	require.Greater(t, len(o.Output), MaxOutputBytes-100)
+	require.True(t, utf8.ValidString(o.Output))
+	require.True(t, strings.HasPrefix(big, strings.SplitN(o.Output, "\n[...", 2)[0]))
+}
+
+func TestClaudeUnknownAndGarbageLines(t *testing.T) {
+	t.Parallel()
+	input := strings.Join([]string{
+		`{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}`,
+		`{"type":"stream_event","event":{"type":"content_block_delta"}}`,
+		`{"type":"system","subtype":"compact_boundary"}`,
+		`{"type":"future_thing","result":42,"message":[1,2,3]}`,
+		`not json at all`,
+		`[1,2,3]`,
+		`{"type":5}`,
+		`{}`,
+		`{"type":"assistant"}`,
+		`{"type":"assistant","message":{"content":"a plain string"}}`,
+		`{"type":"user","message":{"content":"the prompt, echoed"}}`,
+		`{"type":"assistant","message":{"content":[{"type":"thinking","thinking":"hmm"},{"type":"text","text":"still here"},42]}}`,
+		`{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t9","content":[{"type":"text","text":"a"},{"type":"image"},{"type":"text","text":"b"}]}]}}`,
+		`{"type":"result","num_turns":"three"}`,
+		"\x00\xff\xfe{",
+		`{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":4,"errors":["tool crashed\nstack..."]}`,
+	}, "\n")
+	events := parseAll(t, []byte(input))
+	checkInvariants(t, events)
+
+	var kinds []Kind
+	for _, e := range events {
+		kinds = append(kinds, e.Kind)
+	}
+	want := []Kind{
+		KindWarning,    // not json
+		KindWarning,    // array
+		KindWarning,    // type 5
+		KindWarning,    // no type
+		KindWarning,    // assistant without message
+		KindText,       // still here
+		KindWarning,    // block 42
+		KindToolResult, // a, [image], b
+		KindWarning,    // result with a bad num_turns
+		KindWarning,    // binary garbage
+		KindUsage,
+		KindFinal,
+	}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Fatalf("kinds (-want +got):\n%s", diff)
+	}
+	require.Equal(t, "still here", events[5].Text)
+	require.Equal(t, "a\n[image]\nb", events[7].ToolResult.Summary)
+	require.Contains(t, events[0].Text, "agent output line 5: not a JSON object")
+	require.True(t, utf8.ValidString(events[9].Text))
+	f := events[len(events)-1].Final
+	require.False(t, f.Success)
+	require.Equal(t, "agent failed (error_during_execution): tool crashed", f.Error)
+}
+
+func TestClaudeLastResultWins(t *testing.T) {
+	t.Parallel()
+	events := parseAll(t, []byte(`{"type":"result","subtype":"error_during_execution","is_error":true}
+{"type":"result","subtype":"success","is_error":false,"result":"done"}
+`))
+	checkInvariants(t, events)
+	require.True(t, events[len(events)-1].Final.Success)
+}
+
+func TestParserEndTwice(t *testing.T) {
+	t.Parallel()
+	p := Claude{}.NewParser()
+	require.Len(t, p.End(), 1)
+	require.Empty(t, p.End())
+}
+
+// checkInvariants asserts what must hold for any input.
+func checkInvariants(t testing.TB, events []Event) {
+	t.Helper()
+	if len(events) == 0 {
+		t.Fatal("no events: a stream always ends with a Final event")
+	}
+	for i, e := range events {
+		isLast := i == len(events)-1
+		if (e.Kind == KindFinal) != isLast {
+			t.Fatalf("event %d of %d has kind %s: exactly one final event, last", i, len(events), e.Kind)
+		}
+		switch e.Kind {
+		case KindFinal:
+			f := e.Final
+			if f == nil {
+				t.Fatal("final event without Final")
+			}
+			if f.Success == (f.Error != "") {
+				t.Fatalf("final: success=%v with error %q", f.Success, f.Error)
+			}
+			if f.Success && (f.IsError || f.Subtype != "success") {
+				t.Fatalf("final: success with is_error=%v subtype=%q", f.IsError, f.Subtype)
+			}
+			if len(f.Error) > MaxSummaryBytes {
+				t.Fatalf("final error is %d bytes", len(f.Error))
+			}
+		case KindToolResult:
+			if len(e.ToolResult.Summary) > MaxSummaryBytes {
+				t.Fatalf("tool result summary is %d bytes", len(e.ToolResult.Summary))
+			}
+			if e.ToolResult.Truncated != (e.ToolResult.Size > MaxSummaryBytes) {
+				t.Fatalf("tool result truncated=%v with size %d", e.ToolResult.Truncated, e.ToolResult.Size)
+			}
+		case KindToolCall:
+			if len(e.ToolCall.Input) > MaxSummaryBytes {
+				t.Fatalf("tool call input is %d bytes", len(e.ToolCall.Input))
+			}
+		case KindWarning:
+			if len(e.Text) > 1024 || !utf8.ValidString(e.Text) {
+				t.Fatalf("warning is %d bytes, valid UTF-8 %v", len(e.Text), utf8.ValidString(e.Text))
+			}
+		}
+		typ, payload, err := SchemaEvent(e)
+		if err != nil || typ == "" || len(payload) == 0 {
+			t.Fatalf("SchemaEvent(%s) = %q, %q, %v", e.Kind, typ, payload, err)
+		}
+		if e.Kind != KindText && len(payload) > 8<<10 {
+			t.Fatalf("%s payload is %d bytes", typ, len(payload))
+		}
+	}
+	o := Summarize(events)
+	if len(o.Output) > MaxOutputBytes {
+		t.Fatalf("outcome output is %d bytes", len(o.Output))
+	}
+	if o.Success == (o.Error != "") {
+		t.Fatalf("outcome: success=%v with error %q", o.Success, o.Error)
+	}
+}

@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/kilnbuild/kiln/schema"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSchemaEvent(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 10000)
+	tests := []struct {
+		name    string
+		event   Event
+		typ     schema.EventType
+		payload string
+	}{
+		{"text", Event{Kind: KindText, Text: "hi <b>"}, schema.EventAgentText, `{"text":"hi \u003cb\u003e"}`},
+		{"tool call", Event{Kind: KindToolCall, ToolCall: &ToolCall{ID: "t1", Name: "Read", Input: `{"file_path":"a"}`}},
+			schema.EventToolCall, `{"id":"t1","name":"Read","input":"{\"file_path\":\"a\"}"}`},
+		{"tool result", Event{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "t1", Summary: "ok", Size: 2}},
+			schema.EventToolResult, `{"tool_use_id":"t1","summary":"ok","is_error":false,"truncated":false,"size":2}`},
+		{"usage", Event{Kind: KindUsage, Usage: &Usage{InputTokens: 1, OutputTokens: 2, CacheCreationInputTokens: 3, CacheReadInputTokens: 4, Turns: 5, CostUSD: 0.5}},
+			schema.EventUsage, `{"input_tokens":1,"output_tokens":2,"cache_creation_input_tokens":3,"cache_read_input_tokens":4,"turns":5,"cost_usd":0.5}`},
+		{"init", Event{Kind: KindInit, Init: &Init{SessionID: "s", Model: "m"}},
+			schema.EventLog, `{"level":"info","message":"agent session started","session_id":"s","model":"m"}`},
+		{"final success", Event{Kind: KindFinal, Final: &Final{Success: true, Subtype: "success", NumTurns: 3, Result: "done"}},
+			schema.EventLog, `{"level":"info","message":"agent finished","success":true,"subtype":"success","num_turns":3}`},
+		{"final failure", Event{Kind: KindFinal, Final: &Final{Subtype: "error_max_turns", Error: "too many", NumTurns: 2,
+			PermissionDenials: []PermissionDenial{{ToolName: "Bash"}}}},
+			schema.EventLog, `{"level":"error","message":"agent failed","success":false,"subtype":"error_max_turns","error":"too many","num_turns":2,"permission_denials":["Bash"]}`},
+		{"warning", Event{Kind: KindWarning, Text: "line 3: bad"}, schema.EventLog, `{"level":"warn","message":"line 3: bad"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			typ, payload, err := SchemaEvent(tt.event)
+			require.NoError(t, err)
+			require.Equal(t, tt.typ, typ)
+			require.JSONEq(t, tt.payload, string(payload))
+		})
+	}
+
+	// A hand-made oversized tool result is bounded all the same.
+	_, payload, err := SchemaEvent(Event{Kind: KindToolResult, ToolResult: &ToolResult{Summary: long}})
+	require.NoError(t, err)
+	require.Less(t, len(payload), MaxSummaryBytes+200)
+	require.Contains(t, string(payload), `"truncated":true,"size":10000`)
+
+	_, _, err = SchemaEvent(Event{Kind: KindToolCall})
+	require.Error(t, err, "a tool call event without its ToolCall")
+	_, _, err = SchemaEvent(Event{Kind: "nonsense"})
+	require.Error(t, err)
+}
+
+func TestTruncate(t *testing.T) {
+	t.Parallel()
+	s, cut := Truncate("short", 10)
+	require.Equal(t, "short", s)
+	require.False(t, cut)
+
+	for _, in := range []string{strings.Repeat("a", 5000), strings.Repeat("é", 5000), strings.Repeat("😀", 5000)} {
+		for _, limit := range []int{-1, 0, 1, 3, 10, 50, 51, 52, 100, 2048, len(in) - 1} {
+			out, cut := Truncate(in, limit)
+			require.True(t, cut)
+			require.LessOrEqual(t, len(out), max(limit, 0), "limit %d", limit)
+			require.True(t, utf8.ValidString(out), "limit %d: %q", limit, out)
+			if limit >= 100 {
+				require.Contains(t, out, "bytes shown]")
+			}
+		}
+	}
+	out, _ := Truncate(strings.Repeat("a", 3000), 2048)
+	require.True(t, strings.HasSuffix(out, "\n[... truncated: 2006 of 3000 bytes shown]"), out[2000:])
+	require.Len(t, out, 2048)
+}
+
+func TestOutcomeApply(t *testing.T) {
+	t.Parallel()
+	o := Summarize(parseAll(t, readFixture(t, "success-edit.jsonl")))
+	var r schema.BuildResult
+	o.Apply(&r)
+	require.Equal(t, schema.BuildResult{
+		Success: true,
+		Output:  `Updated the heading in index.html to "Welcome to Acme".`,
+		Usage:   &schema.Usage{CostUSD: 0.0387, Turns: 3, InputTokens: 15616, OutputTokens: 175},
+	}, r)
+
+	// Without a Final event, the outcome is a failure.
+	o = Summarize([]Event{{Kind: KindText, Text: "partial"}})
+	require.False(t, o.Success)
+	require.Equal(t, NoResultMessage, o.Error)
+	require.Equal(t, "partial", o.Output)
+}
