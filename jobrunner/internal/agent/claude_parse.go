@@ -287,6 +287,9 @@ func compactJSON(raw json.RawMessage) string {
 	return s
 }
 
+// maxWarningBytes bounds a warning's text.
+const maxWarningBytes = 1 << 10
+
 // warn reports an unreadable line with a short, bounded excerpt.
 func (p *claudeParser) warn(what string, err error, line []byte) []Event {
 	msg := fmt.Sprintf("agent output line %d: %s", p.lineNo, what)
@@ -295,5 +298,6 @@ func (p *claudeParser) warn(what string, err error, line []byte) []Event {
 	}
 	excerpt, _ := Truncate(string(line), 200)
 	msg += ": " + excerpt
-	return []Event{{Kind: KindWarning, Text: strings.ToValidUTF8(msg, "\uFFFD")}}
+	msg, _ = Truncate(strings.ToValidUTF8(msg, "\uFFFD"), maxWarningBytes)
+	return []Event{{Kind: KindWarning, Text: msg}}
 }

@@ -319,7 +319,7 @@ func checkInvariants(t testing.TB, events []Event) {
 				t.Fatalf("tool call input is %d bytes", len(e.ToolCall.Input))
 			}
 		case KindWarning:
-			if len(e.Text) > 1024 || !utf8.ValidString(e.Text) {
+			if len(e.Text) > maxWarningBytes || !utf8.ValidString(e.Text) {
 				t.Fatalf("warning is %d bytes, valid UTF-8 %v", len(e.Text), utf8.ValidString(e.Text))
 			}
 		}
