@@ -197,7 +197,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	return waitFor(ctx, "a Ready node and the default ServiceAccount", procs, func(ctx context.Context) (bool, error) {
 		select {
 		case <-c.nodeDone:
-			return false, fmt.Errorf("node stopped: %v", c.nodeErr)
+			return false, fmt.Errorf("%w: %v", errNodeStopped, c.nodeErr)
 		default:
 		}
 		node, err := c.client.CoreV1().Nodes().Get(ctx, c.nodeName, metav1.GetOptions{})

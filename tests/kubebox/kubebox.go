@@ -130,10 +130,19 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := c.startNode(opts); err != nil {
 		return nil, err
 	}
-	if err := c.waitReady(ctx); err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		err := c.waitReady(ctx)
+		if err == nil {
+			return c, nil
+		}
+		// Another cluster took the kubelet port between probe and bind.
+		if !errors.Is(err, errNodeStopped) || !addrInUse(c.nodeErr) || attempt == 3 {
+			return nil, err
+		}
+		if err := c.startNode(opts); err != nil {
+			return nil, err
+		}
 	}
-	return c, nil
 }
 
 // RESTConfig returns a new admin (system:masters) client configuration. It

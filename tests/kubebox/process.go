@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,7 +52,7 @@ func startProcess(name, bin string, args []string, logDir string, log io.Writer)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Keep the parent's proxy settings from redirecting loopback traffic.
 	cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
 		if file != nil {
 			file.Close()
 		}
@@ -108,6 +109,35 @@ func (p *process) stop(grace time.Duration) {
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	<-p.done
+}
+
+// spawner is a goroutine locked to its OS thread for the life of the
+// process. Pdeathsig fires when the *thread* that forked a child exits, not
+// the process; Go ends a thread when a goroutine that locked it returns, so
+// children are forked from this thread, which never ends.
+var spawner struct {
+	once sync.Once
+	reqs chan spawnRequest
+}
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func spawn(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		spawner.reqs = make(chan spawnRequest)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for r := range spawner.reqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawner.reqs <- spawnRequest{cmd, done}
+	return <-done
 }
 
 // tailBuffer keeps the last max bytes written to it.
@@ -184,4 +214,7 @@ func addrInUse(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "address already in use")
 }
 
-var errStopped = errors.New("kubebox: cluster stopped")
+var (
+	errStopped     = errors.New("kubebox: cluster stopped")
+	errNodeStopped = errors.New("node stopped")
+)
