@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
 	_ "github.com/kilnbuild/kiln/tests/kubebox/node/internal/nsinit" // container init hook
@@ -89,6 +90,7 @@ type Node struct {
 	cgroups *cgroupRoot
 	tls     *tls.Config
 
+	recorder   record.EventRecorder
 	pods       corelisters.PodLister
 	configMaps corelisters.ConfigMapLister
 	secrets    corelisters.SecretLister
@@ -177,6 +179,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	broadcaster, recorder := newRecorder(n)
+	defer broadcaster.Shutdown()
+	n.recorder = recorder
 
 	podFactory := informers.NewSharedInformerFactoryWithOptions(n.client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -266,7 +271,11 @@ func (n *Node) podChanged(pod *corev1.Pod) {
 		// Not ours to run (finished before this node started, or deleted
 		// before it ran): only finish a pending deletion.
 		if pod.DeletionTimestamp != nil {
-			go n.deletePod(n.ctx, pod)
+			go func() {
+				if err := n.deletePod(n.ctx, pod); err != nil && n.ctx.Err() == nil {
+					n.log.Warn("finishing pod deletion", "err", err)
+				}
+			}()
 		}
 		return
 	}
@@ -297,14 +306,15 @@ func (n *Node) worker(uid types.UID) *podWorker {
 
 // deletePod finishes a graceful deletion, as the kubelet does once the pod's
 // containers are gone.
-func (n *Node) deletePod(ctx context.Context, pod *corev1.Pod) {
+func (n *Node) deletePod(ctx context.Context, pod *corev1.Pod) error {
 	err := n.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: ptr.To[int64](0),
 		Preconditions:      metav1.NewUIDPreconditions(string(pod.UID)),
 	})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && ctx.Err() == nil {
-		n.log.Warn("deleting pod", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+	if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
 	}
+	return fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err)
 }
 
 func (n *Node) capacity() corev1.ResourceList {

@@ -176,6 +176,7 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 	if ads := pod.Spec.ActiveDeadlineSeconds; ads != nil {
 		deadline := w.startTime.Add(time.Duration(*ads) * time.Second)
 		if !now.Before(deadline) {
+			w.event(pod, nil, corev1.EventTypeNormal, eventDeadline, "Pod was active on the node longer than the specified deadline")
 			w.killAll(gracePeriod(pod))
 			w.mu.Lock()
 			w.finish(corev1.PodFailed, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
@@ -194,6 +195,9 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 		if err != nil {
 			w.volumeErr = err
 			w.volumeTries++
+			if w.volumeTries == 1 || w.volumeTries%10 == 0 {
+				w.event(pod, nil, corev1.EventTypeWarning, eventFailedMount, "%v", err)
+			}
 			retry := now.Add(configDelay(w.volumeTries))
 			w.mu.Unlock()
 			if w.volumeTries == 1 || w.volumeTries%10 == 0 {
@@ -276,12 +280,16 @@ func (w *podWorker) startOrBackoff(ctx context.Context, pod *corev1.Pod, c *cont
 				Reason:  "ImagePullBackOff",
 				Message: fmt.Sprintf("Back-off pulling image %q: ErrImagePull: %s", c.spec.Image, pullErrorMessage(c.spec.Image)),
 			}
+			w.event(pod, c, corev1.EventTypeNormal, eventBackOff, "Back-off pulling image %q", c.spec.Image)
+			w.event(pod, c, corev1.EventTypeWarning, eventFailed, "Error: ImagePullBackOff")
 		} else if c.restartPending && c.waiting.Reason != "CrashLoopBackOff" && c.waiting.Reason != "CreateContainerConfigError" {
 			c.waiting = corev1.ContainerStateWaiting{
 				Reason: "CrashLoopBackOff",
 				Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
 					c.nextTry.Sub(c.lastExit.FinishedAt.Time).Round(time.Second), c.spec.Name, pod.Name, pod.Namespace, pod.UID),
 			}
+			w.event(pod, c, corev1.EventTypeWarning, eventBackOff, "Back-off restarting failed container %s in pod %s_%s(%s)",
+				c.spec.Name, pod.Name, pod.Namespace, pod.UID)
 		}
 		return c.nextTry
 	}
@@ -298,6 +306,8 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 		c.pullFailedAt = now
 		c.nextTry = now.Add(pullDelay(c.pullFailures))
 		c.waiting = corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: pullErrorMessage(c.spec.Image)}
+		w.event(pod, c, corev1.EventTypeWarning, eventFailed, "%s", pullErrorMessage(c.spec.Image))
+		w.event(pod, c, corev1.EventTypeWarning, eventFailed, "Error: ErrImagePull")
 		return c.pullFailedAt.Add(pullBackoffDisplay)
 	}
 	c.pullFailures = 0
@@ -311,6 +321,9 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 		c.configFailures++
 		c.nextTry = now.Add(configDelay(c.configFailures))
 		c.waiting = corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: err.Error()}
+		if c.configFailures == 1 || c.configFailures%10 == 0 {
+			w.event(pod, c, corev1.EventTypeWarning, eventFailed, "Error: %v", err)
+		}
 		return c.nextTry
 	}
 	env, err := n.containerEnv(ctx, pod, &c.spec)
@@ -390,8 +403,11 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	c.done = done
 	started := metav1.Now()
 
+	w.event(pod, c, corev1.EventTypeNormal, eventPulled, "Container image %q already present on machine", c.spec.Image)
+	w.event(pod, c, corev1.EventTypeNormal, eventCreated, "Created container: %s", c.spec.Name)
 	proc, err := nsinit.Start(spec, nil, logFile, logFile)
 	if err != nil {
+		w.event(pod, c, corev1.EventTypeWarning, eventFailed, "Error: %v", err)
 		c.lastExit = &corev1.ContainerStateTerminated{
 			ExitCode: 128, Reason: "StartError", Message: err.Error(),
 			StartedAt: started, FinishedAt: started, ContainerID: "kubebox://" + c.id,
@@ -403,6 +419,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	c.proc = proc
 	c.pid = proc.Cmd.Process.Pid
 	c.running = &corev1.ContainerStateRunning{StartedAt: started}
+	w.event(pod, c, corev1.EventTypeNormal, eventStarted, "Started container %s", c.spec.Name)
 	go w.wait(c, proc, done, cg, termFile, logPath, started)
 	return time.Time{}
 }
@@ -459,6 +476,9 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, done chan struct{},
 	}
 
 	w.mu.Lock()
+	if startErr != nil {
+		w.event(w.pod, c, corev1.EventTypeWarning, eventFailed, "Error: %s", t.Message)
+	}
 	t.ContainerID = "kubebox://" + c.id
 	c.running = nil
 	c.proc = nil
@@ -485,6 +505,7 @@ func (w *podWorker) killAll(grace time.Duration) {
 	for _, c := range w.all() {
 		if c.proc != nil {
 			if grace > 0 {
+				w.event(w.pod, c, corev1.EventTypeNormal, eventKilling, "Stopping container %s", c.spec.Name)
 				signalContainer(c, syscall.SIGTERM)
 			} else {
 				signalContainer(c, syscall.SIGKILL)
@@ -506,6 +527,8 @@ func (w *podWorker) killAll(grace time.Duration) {
 			case <-deadline.C:
 				break wait
 			case <-w.removed:
+				break wait
+			case <-w.stopped:
 				break wait
 			}
 		}
@@ -543,7 +566,24 @@ func (w *podWorker) terminate(ctx context.Context, pod *corev1.Pod) {
 	if err := w.n.status.syncNow(ctx, w.uid); err != nil && ctx.Err() == nil {
 		w.log.Warn("writing final pod status", "err", err)
 	}
-	w.n.deletePod(ctx, pod)
+	delay := 100 * time.Millisecond
+	for {
+		err := w.n.deletePod(ctx, pod)
+		if err == nil {
+			return
+		}
+		w.log.Warn("finishing pod deletion", "err", err)
+		select {
+		case <-time.After(delay):
+		case <-w.removed:
+			return
+		case <-w.stopped:
+			return
+		case <-ctx.Done():
+			return
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 func gracePeriod(pod *corev1.Pod) time.Duration {

@@ -112,7 +112,7 @@ func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io
 		w.mu.Unlock()
 		return fmt.Errorf("container %q is not running", c.spec.Name)
 	}
-	pid, env, dir := c.pid, c.env, c.dir
+	pid, env, dir, cg := c.pid, c.env, c.dir, c.cgroup
 	w.mu.Unlock()
 
 	nsArgs := []string{"--target", strconv.Itoa(pid), "--mount", "--uts", "--wdns=" + dir, "--"}
@@ -142,6 +142,11 @@ func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io
 			stdinW.Close()
 		}
 		return err
+	}
+	// Like a process exec'd into a container, it shares the container's
+	// cgroup (and memory limit).
+	if cg != "" {
+		_ = os.WriteFile(cg+"/cgroup.procs", []byte(strconv.Itoa(cmd.Process.Pid)), 0)
 	}
 	if stdinW != nil {
 		go func() {

@@ -146,6 +146,7 @@ func (w *podWorker) podStatus() (*corev1.Pod, corev1.PodStatus) {
 		}
 	}
 	st.Phase = phase
+	st.ObservedGeneration = pod.Generation
 	st.Reason, st.Message = w.reason, w.message
 	st.HostIP = podIP
 	st.HostIPs = []corev1.HostIP{{IP: podIP}}
@@ -204,6 +205,7 @@ func (w *podWorker) podStatus() (*corev1.Pod, corev1.PodStatus) {
 		own = append(own, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
 	}
 	for _, c := range own {
+		c.ObservedGeneration = pod.Generation
 		st.Conditions = setCondition(st.Conditions, c, now)
 	}
 	return pod, st
@@ -229,7 +231,6 @@ func setCondition(conds []corev1.PodCondition, c corev1.PodCondition, now metav1
 		if conds[i].Status == c.Status {
 			c.LastTransitionTime = conds[i].LastTransitionTime
 		}
-		c.ObservedGeneration = conds[i].ObservedGeneration
 		conds[i] = c
 		return conds
 	}
