@@ -5,7 +5,10 @@
 KUBEBOX_VERSION := v1.37.2
 KUBEBOX_BIN := $(CURDIR)/.kubebox/bin/$(KUBEBOX_VERSION)
 KUBEBOX_RUN := $(CURDIR)/.kubebox/run
-# Extra flags for `kubebox up`, e.g. KUBEBOX_UP_FLAGS="--image claude=$(CURDIR)/bin/fake-claude"
+# Images of the background cluster: NAME=PATH runs host program PATH for
+# containers of image NAME. Add yours: make kubebox-up KUBEBOX_IMAGES+="claude=$(CURDIR)/bin/claude"
+KUBEBOX_IMAGES ?= sh=/bin/sh bash=/bin/bash
+# Other flags for `kubebox up` (e.g. --node-name N).
 KUBEBOX_UP_FLAGS ?=
 KUBEBOX_GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
@@ -19,7 +22,7 @@ kubebox-up: kubebox-build ## Start a kubebox cluster in the background (.kubebox
 	if [ -f $(KUBEBOX_RUN)/ready ] && kill -0 $$(cat $(KUBEBOX_RUN)/pid 2>/dev/null) 2>/dev/null; then \
 		echo "kubebox: already running (pid $$(cat $(KUBEBOX_RUN)/pid))"; \
 	else \
-		nohup $(KUBEBOX_BIN)/kubebox up --dir $(KUBEBOX_RUN) $(KUBEBOX_UP_FLAGS) \
+		nohup $(KUBEBOX_BIN)/kubebox up --dir $(KUBEBOX_RUN) $(addprefix --image ,$(KUBEBOX_IMAGES)) $(KUBEBOX_UP_FLAGS) \
 			>$(KUBEBOX_RUN)/kubebox.log 2>&1 </dev/null & pid=$$!; \
 		i=0; until [ -f $(KUBEBOX_RUN)/ready ]; do \
 			if ! kill -0 $$pid 2>/dev/null || [ $$i -ge 1200 ]; then \
