@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,6 +50,8 @@ func init() {
 		os.Exit(helperInCluster())
 	case "sigterm":
 		os.Exit(helperSigterm(os.Args[1]))
+	case "echo":
+		os.Exit(helperEcho(os.Args[1]))
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)
@@ -93,6 +98,28 @@ func helperSigterm(marker string) int {
 		return 1
 	}
 	return 0
+}
+
+// helperEcho serves a TCP echo on a free port and writes the port to file.
+func helperEcho(file string) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 1
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	if err := os.WriteFile(file, []byte(port), 0o644); err != nil {
+		return 1
+	}
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return 1
+		}
+		go func() {
+			defer conn.Close()
+			_, _ = io.Copy(conn, conn)
+		}()
+	}
 }
 
 func testBinary(t *testing.T) string {
@@ -436,6 +463,39 @@ func TestNodeKubectlExecAndLogs(t *testing.T) {
 func kubectl(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	return exec.Command("kubectl", append([]string{"--kubeconfig", shared.KubeconfigPath()}, args...)...)
+}
+
+func TestNodeKubectlPortForward(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	portFile := filepath.Join(t.TempDir(), "port")
+	pod := shPod("echo", "")
+	pod.Spec.Containers[0].Command = []string{testBinary(t), portFile}
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: helperEnv, Value: "echo"}}
+	createPod(t, ns, pod)
+	port := waitFile(t, portFile, 30*time.Second)
+
+	cmd := kubectl(t, "-n", ns, "port-forward", "pod/echo", ":"+port)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line := make([]byte, 200)
+	n, err := stdout.Read(line)
+	require.NoError(t, err)
+	m := regexp.MustCompile(`127\.0\.0\.1:(\d+) -> `).FindSubmatch(line[:n])
+	require.NotNil(t, m, "unexpected port-forward output %q", line[:n])
+
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+string(m[1]), 5*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = conn.Write([]byte("through the apiserver\n"))
+	require.NoError(t, err)
+	got := make([]byte, len("through the apiserver\n"))
+	_, err = io.ReadFull(conn, got)
+	require.NoError(t, err)
+	require.Equal(t, "through the apiserver\n", string(got))
 }
 
 func TestNodeLogsFollow(t *testing.T) {

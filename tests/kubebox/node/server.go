@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/cri-streaming/pkg/streaming/portforward"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
 )
@@ -30,7 +32,49 @@ func (n *Node) handler() http.Handler {
 	mux.HandleFunc("/exec/{ns}/{pod}/{container}", n.serveExec)
 	mux.HandleFunc("/exec/{ns}/{pod}/{uid}/{container}", n.serveExec)
 	mux.HandleFunc("GET /containerLogs/{ns}/{pod}/{container}", n.serveLogs)
+	mux.HandleFunc("/portForward/{ns}/{pod}", n.servePortForward)
+	mux.HandleFunc("/portForward/{ns}/{pod}/{uid}", n.servePortForward)
 	return mux
+}
+
+type portForwarderFunc func(ctx context.Context, port int32, stream io.ReadWriteCloser) error
+
+func (f portForwarderFunc) PortForward(ctx context.Context, _, _ string, port int32, stream io.ReadWriteCloser) error {
+	return f(ctx, port, stream)
+}
+
+// servePortForward forwards to 127.0.0.1: pods share the node's network.
+func (n *Node) servePortForward(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("ns"), r.PathValue("pod")
+	pod, err := n.pods.Pods(ns).Get(name)
+	if err != nil || (r.PathValue("uid") != "" && string(pod.UID) != r.PathValue("uid")) {
+		http.Error(w, fmt.Sprintf("pod %s/%s not found", ns, name), http.StatusNotFound)
+		return
+	}
+	opts, err := portforward.NewV4Options(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	forward := portForwarderFunc(func(ctx context.Context, port int32, stream io.ReadWriteCloser) error {
+		defer stream.Close()
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(podIP, strconv.Itoa(int(port))))
+		if err != nil {
+			return fmt.Errorf("failed to connect to localhost:%d inside namespace %q: %w", port, name, err)
+		}
+		defer conn.Close()
+		errc := make(chan error, 2)
+		go func() { _, err := io.Copy(conn, stream); errc <- err }()
+		go func() { _, err := io.Copy(stream, conn); errc <- err }()
+		select {
+		case err = <-errc:
+		case <-ctx.Done():
+		}
+		return err
+	})
+	portforward.ServePortForward(w, r, forward, name, string(pod.UID), opts, execIdleTimeout,
+		remotecommand.DefaultStreamCreationTimeout, portforward.SupportedProtocols)
 }
 
 type httpError struct {

@@ -17,9 +17,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -216,7 +218,7 @@ func Start(spec Spec, stdin io.Reader, stdout, stderr io.Writer) (*Process, erro
 			Pdeathsig:    syscall.SIGKILL,
 		},
 	}
-	err = cmd.Start()
+	onStarterThread(func() { err = cmd.Start() })
 	specR.Close()
 	errW.Close()
 	if err != nil {
@@ -233,6 +235,30 @@ func Start(spec Spec, stdin io.Reader, stdout, stderr io.Writer) (*Process, erro
 		_ = werr
 	}
 	return &Process{Cmd: cmd, errors: errR}, nil
+}
+
+// The kernel sends a child its parent-death signal when the *thread* that
+// forked it exits, and the Go runtime may retire threads. Forking from one
+// goroutine locked to its thread for the life of the process ties the
+// signal to the node's process instead.
+var (
+	starterOnce sync.Once
+	starter     chan func()
+)
+
+func onStarterThread(f func()) {
+	starterOnce.Do(func() {
+		starter = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for f := range starter {
+				f()
+			}
+		}()
+	})
+	done := make(chan struct{})
+	starter <- func() { f(); close(done) }
+	<-done
 }
 
 // StartError blocks until the process has exec'd its command (nil) or
