@@ -20,6 +20,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/api"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/jobtemplates"
@@ -62,13 +63,14 @@ type Options struct {
 
 // App is an assembled dispatcher.
 type App struct {
-	Pool    *pgxpool.Pool
-	Store   *store.Store
-	River   *river.Client[pgx.Tx]
-	Intake  *intake.Service
-	Auth    *auth.Authenticator
-	Handler http.Handler
-	Logger  *slog.Logger
+	Pool      *pgxpool.Pool
+	Store     *store.Store
+	River     *river.Client[pgx.Tx]
+	Intake    *intake.Service
+	Lifecycle *lifecycle.Lifecycle
+	Auth      *auth.Authenticator
+	Handler   http.Handler
+	Logger    *slog.Logger
 
 	workers int
 	started atomic.Bool
@@ -93,7 +95,8 @@ func New(o Options) (*App, error) {
 	}
 	a := &App{Pool: o.Pool, Store: store.New(o.Pool), River: rc, Logger: logger, workers: o.Workers}
 	a.Auth = auth.NewAuthenticator(o.Pool, o.AuthCacheTTL)
-	a.Intake = &intake.Service{Store: a.Store, River: rc, Templates: templates}
+	a.Lifecycle = &lifecycle.Lifecycle{River: rc}
+	a.Intake = &intake.Service{Store: a.Store, River: rc, Templates: templates, Lifecycle: a.Lifecycle}
 	a.Handler = api.NewServer(api.Options{
 		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: o.Metrics, Mount: o.Mount,
 	})

@@ -204,9 +204,9 @@ func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func loadTemplates(dir string) (*jobtemplates.Catalog, error) {
-	c, err := jobtemplates.Load(os.DirFS(dir))
+	c, err := jobtemplates.LoadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("templates-dir %s: %w", dir, err)
 	}
-	return c, nil
+	return jobtemplates.Embedded().Merge(c), nil
 }

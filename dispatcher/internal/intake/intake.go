@@ -9,13 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
@@ -32,7 +32,7 @@ type Service struct {
 	Store     *store.Store
 	River     *river.Client[pgx.Tx]
 	Templates TemplateSet
-	Now       func() time.Time
+	Lifecycle *lifecycle.Lifecycle
 
 	// testHookAfterJobInsert runs between the River insert and the audit
 	// row insert; tests make it fail to prove invariant 1.
@@ -226,7 +226,7 @@ func (s *Service) Cancel(ctx context.Context, who *auth.Principal, buildID, reas
 	var out *store.Build
 	err = s.Store.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		out, err = store.TransitionBuild(ctx, tx, b.ID, store.Transition{To: schema.StatusCancelled, Error: reason})
+		out, err = s.Lifecycle.Transition(ctx, tx, b.ID, store.Transition{To: schema.StatusCancelled, Error: reason})
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -22,7 +23,7 @@ func setup(t *testing.T) (*Service, *pgtest.DB, *auth.Principal) {
 	db := pgtest.New(t)
 	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
 	require.NoError(t, err)
-	s := &Service{Store: store.New(db.Pool), River: rc, Templates: jobtemplates.Embedded()}
+	s := &Service{Store: store.New(db.Pool), River: rc, Templates: jobtemplates.Embedded(), Lifecycle: &lifecycle.Lifecycle{River: rc}}
 	return s, db, &auth.Principal{TokenID: mustToken(t, db), Name: "admin", Admin: true}
 }
 

@@ -113,3 +113,21 @@ func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 	}
 	return c, nil
 }
+
+// QueueCallbacks is the River queue callback deliveries run on.
+const QueueCallbacks = "callbacks"
+
+// CallbackArgs asks for a terminal build's callback to be delivered. The
+// delivery id is fixed when the job is inserted, so every retry carries it.
+type CallbackArgs struct {
+	BuildID    string `json:"build_id"`
+	DeliveryID string `json:"delivery_id"`
+}
+
+// Kind implements river.JobArgs.
+func (CallbackArgs) Kind() string { return "kiln_callback" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (CallbackArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueCallbacks, MaxAttempts: 100}
+}

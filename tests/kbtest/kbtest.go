@@ -1,0 +1,164 @@
+// Package kbtest starts a kubebox cluster (tests/kubebox) for the product's
+// tests through its CLI, since the product module does not import kubebox's.
+// The binary is built by `make kubebox-build`; $KUBEBOX_BIN_DIR or
+// .kubebox/bin/v1.37.2 (found walking up from the working dir) holds it.
+// For tests only.
+package kbtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Version is the kubebox version the product is tested against.
+const Version = "v1.37.2"
+
+// Cluster is a running kubebox.
+type Cluster struct {
+	Dir        string
+	Kubeconfig string
+	Config     *rest.Config // admin
+	Client     kubernetes.Interface
+}
+
+// BinDir finds kubebox's binaries.
+func BinDir() (string, error) {
+	if d := os.Getenv("KUBEBOX_BIN_DIR"); d != "" {
+		return d, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		cand := filepath.Join(d, ".kubebox", "bin", Version)
+		if _, err := os.Stat(filepath.Join(cand, "kubebox")); err == nil {
+			return cand, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("kubebox binaries not found above %s; run `make kubebox-build`", wd)
+		}
+	}
+}
+
+// Start runs `kubebox up` with the given image map and stops it when the test ends.
+func Start(t testing.TB, images map[string]string) *Cluster {
+	t.Helper()
+	bin, err := BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "kbtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"up", "--dir", dir}
+	names := make([]string, 0, len(images))
+	for n := range images {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		args = append(args, "--image", n+"="+images[n])
+	}
+	log, err := os.Create(filepath.Join(dir, "kubebox.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "kubebox"), args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		log.Close()
+		if !t.Failed() {
+			_ = os.RemoveAll(dir)
+		} else {
+			t.Logf("kubebox state kept in %s", dir)
+		}
+	})
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			b, _ := os.ReadFile(filepath.Join(dir, "kubebox.log"))
+			t.Fatalf("kubebox up exited (%v):\n%s", err, tail(b))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubebox did not become ready; see %s", dir)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	kc := filepath.Join(dir, "kubeconfig")
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Cluster{Dir: dir, Kubeconfig: kc, Config: cfg, Client: client}
+}
+
+func tail(b []byte) string {
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// Impersonate returns a config acting as a service account, for least-privilege tests.
+func (c *Cluster) Impersonate(namespace, serviceAccount string) *rest.Config {
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + namespace + ":" + serviceAccount,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}}
+	return cfg
+}
+
+// WaitFor polls cond until it is true or the timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last error
+	for {
+		ok, err := cond(ctx)
+		if ok {
+			return
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
