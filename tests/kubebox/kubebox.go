@@ -76,15 +76,14 @@ type Cluster struct {
 	restConfig *rest.Config
 	client     kubernetes.Interface
 
-	mu        sync.Mutex
-	procs     []*process // in start order; stopped in reverse
-	nodeStop  context.CancelFunc
-	nodeDone  chan struct{} // closed when the node's Run returned
-	nodeErr   error         // what Run returned; read after nodeDone
-	closers   []io.Closer
-	stopped   bool
-	stopOnce  sync.Once
-	childsLog *lockedWriter
+	mu       sync.Mutex
+	procs    []*process // in start order; stopped in reverse
+	nodeStop context.CancelFunc
+	nodeDone chan struct{} // closed when the node's Run returned
+	nodeErr  error         // what Run returned; read after nodeDone
+	closers  []io.Closer
+	stopped  bool
+	stopOnce sync.Once
 }
 
 // Start runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler
@@ -92,7 +91,7 @@ type Cluster struct {
 // Node is Ready and schedulable and the "default" ServiceAccount exists in
 // the "default" namespace. ctx bounds only the start; the cluster runs until
 // Stop. On error nothing is left running.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	opts.NodeName = cmp.Or(opts.NodeName, "kubebox-node")
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 2 * time.Minute
@@ -104,43 +103,56 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
 
-	c = &Cluster{bin: bin, nodeName: opts.NodeName}
+	c := &Cluster{bin: bin, nodeName: opts.NodeName}
 	if opts.Log != nil {
-		c.childsLog = &lockedWriter{w: opts.Log}
-		c.log = c.childsLog
+		c.log = &lockedWriter{w: opts.Log}
 	}
-	defer func() {
-		if err != nil {
-			c.Stop()
-			c = nil
+	if err := c.boot(ctx, opts); err != nil {
+		// Keep the logs of a failed start for debugging, drop the rest.
+		keepLogs := c.removeDir
+		c.removeDir = false
+		c.Stop()
+		if keepLogs {
+			for _, name := range stateNames {
+				if name != "logs" {
+					os.RemoveAll(filepath.Join(c.dir, name))
+				}
+			}
+			err = fmt.Errorf("%w (logs kept in %s)", err, c.logDir)
 		}
-	}()
-	if err := c.prepareDir(opts.Dir); err != nil {
 		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) boot(ctx context.Context, opts Options) error {
+	var err error
+	if err := c.prepareDir(opts.Dir); err != nil {
+		return err
 	}
 	if c.pki, err = newClusterPKI(filepath.Join(c.dir, "pki"), opts.NodeName); err != nil {
-		return nil, err
+		return err
 	}
 	if err := c.startEtcdAndAPIServer(ctx, opts.APIServerArgs); err != nil {
-		return nil, err
+		return err
 	}
 	if err := c.startControllers(opts); err != nil {
-		return nil, err
+		return err
 	}
 	if err := c.startNode(opts); err != nil {
-		return nil, err
+		return err
 	}
 	for attempt := 1; ; attempt++ {
 		err := c.waitReady(ctx)
 		if err == nil {
-			return c, nil
+			return nil
 		}
 		// Another cluster took the kubelet port between probe and bind.
 		if !errors.Is(err, errNodeStopped) || !addrInUse(c.nodeErr) || attempt == 3 {
-			return nil, err
+			return err
 		}
 		if err := c.startNode(opts); err != nil {
-			return nil, err
+			return err
 		}
 	}
 }
@@ -265,7 +277,7 @@ func (c *Cluster) prepareDir(dir string) error {
 	c.logDir = filepath.Join(c.dir, "logs")
 	c.kubeconfig = filepath.Join(c.dir, "kubeconfig")
 	for _, sub := range []string{"pki", "etcd", "logs", "node", "config"} {
-		if err := os.MkdirAll(filepath.Join(c.dir, sub), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(c.dir, sub), 0o700); err != nil {
 			return fmt.Errorf("creating state dir: %w", err)
 		}
 	}
