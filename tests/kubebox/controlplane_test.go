@@ -327,3 +327,34 @@ func TestCLIUpDown(t *testing.T) {
 		require.True(t, os.IsNotExist(err), "%s removed on stop", name)
 	}
 }
+
+// TestJobTTLAfterFinished: the ttl-after-finished controller deletes a
+// finished Job (Kiln's Jobs set ttlSecondsAfterFinished).
+func TestJobTTLAfterFinished(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	client := shared.Client()
+	ns := namespace(t, client)
+
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "short-lived"},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            ptr.To[int32](0),
+			TTLSecondsAfterFinished: ptr.To[int32](1),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				RestartPolicy: corev1.RestartPolicyNever,
+				Containers:    []corev1.Container{{Name: "main", Image: "sh", Command: []string{"sh", "-c", "exit 0"}}},
+			}},
+		},
+	}
+	_, err := client.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{})
+	require.NoError(t, err)
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := client.BatchV1().Jobs(ns).Get(ctx, job.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+	require.NoError(t, err, "the finished Job is deleted")
+}
