@@ -6,9 +6,16 @@ package kubebox_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +30,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -37,6 +45,8 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/streaming/pkg/httpstream"
 	"k8s.io/utils/ptr"
+
+	"github.com/kilnbuild/kiln/tests/kubebox/node"
 )
 
 // helperEnv turns this test binary into a small program run inside pods.
@@ -395,7 +405,7 @@ func TestNodeExec(t *testing.T) {
 	req := shared.Client().CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{
 			Container: "main",
-			Command:   []string{"sh", "-c", `echo "$(cat) $GREETING $(pwd) $(hostname)"; echo oops >&2; touch mark; exit 7`},
+			Command:   []string{"sh", "-c", `echo "$(cat) $GREETING $(pwd) $(hostname)"; echo oops >&2; touch mark-` + ns + `; exit 7`},
 			Stdin:     true, Stdout: true, Stderr: true,
 		}, scheme.ParameterCodec)
 
@@ -436,7 +446,7 @@ func TestNodeExec(t *testing.T) {
 		})
 	}
 	// The file landed in the pod's emptyDir, not in the host's directory.
-	_, err := os.Stat("/kubebox-test/work/mark")
+	_, err := os.Stat("/kubebox-test/work/mark-" + ns)
 	require.True(t, os.IsNotExist(err), "exec wrote to the host path: %v", err)
 }
 
@@ -697,6 +707,85 @@ func TestNodeRestartPolicyOnFailure(t *testing.T) {
 	prev, err := shared.Client().CoreV1().Pods(ns).GetLogs("flaky", &corev1.PodLogOptions{Previous: true}).DoRaw(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, "first\n", string(prev))
+}
+
+// TestNodeRunStopsCleanly runs a second node in the shared cluster, gives it
+// a pod, and stops it: Run must return, kill the pod's processes and leave
+// no goroutines behind. (Not parallel: it counts goroutines.)
+func TestNodeRunStopsCleanly(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	ns := nodeNamespace(t)
+	name := "second-" + strings.ToLower(strconv.FormatInt(time.Now().UnixNano(), 36))
+	certPEM, keyPEM := selfSignedCert(t)
+	cfg := shared.RESTConfig()
+	cfg.QPS, cfg.Burst = 100, 200
+	client, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	n, err := node.New(node.Config{
+		Client: client, Name: name, Dir: dir,
+		Images:        map[string]string{"sh": "/bin/sh"},
+		APIServerHost: "127.0.0.1", APIServerPort: 6443,
+		KubeletPort: freeTCPPort(t), ServingCert: certPEM, ServingKey: keyPEM,
+		// No room for pods: the scheduler keeps other tests' pods off this
+		// node; this test binds its pod itself.
+		Capacity: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = shared.Client().CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	pod := shPod("sleeper", fmt.Sprintf(`echo $$$$ > %s; exec sleep 600` /* $$ is Kubernetes' escaped $ */, pidFile))
+	pod.Spec.NodeName = name
+	createPod(t, ns, pod)
+	pid, err := strconv.Atoi(strings.TrimSpace(waitFile(t, pidFile, 30*time.Second)))
+	require.NoError(t, err)
+	waitPod(t, ns, "sleeper", 30*time.Second, "Running", podPhase(corev1.PodRunning))
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "the container process survived the node")
+	client.CoreV1().RESTClient().(*rest.RESTClient).Client.CloseIdleConnections()
+	require.NoError(t, goleak.Find(ignore, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop")))
+}
+
+func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "kubebox-test-node"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // TestNodePodThroughput starts a batch of pods at once and reports how many

@@ -31,7 +31,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
-	_ "github.com/kilnbuild/kiln/tests/kubebox/node/internal/nsinit" // container init hook
+	"github.com/kilnbuild/kiln/tests/kubebox/node/internal/nsinit"
 )
 
 // KubeletVersion is the version the node reports.
@@ -89,6 +89,7 @@ type Node struct {
 	log     *slog.Logger
 	cgroups *cgroupRoot
 	tls     *tls.Config
+	starter *nsinit.Starter
 
 	recorder   record.EventRecorder
 	pods       corelisters.PodLister
@@ -179,6 +180,8 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.starter = nsinit.NewStarter()
+	defer n.starter.Close() // after the workers have killed every container
 	broadcaster, recorder := newRecorder(n)
 	defer broadcaster.Shutdown()
 	n.recorder = recorder

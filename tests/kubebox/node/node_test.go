@@ -133,7 +133,9 @@ func TestOOMKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	p, err := nsinit.Start(nsinit.Spec{
+	starter := nsinit.NewStarter()
+	defer starter.Close()
+	p, err := starter.Start(nsinit.Spec{
 		// Holds 200 MiB in the shell's memory.
 		Args:    []string{"sh", "-c", `x=$(head -c 209715200 /dev/zero | tr '\0' a); echo survived ${#x}`},
 		Env:     []string{"PATH=/usr/bin:/bin"},

@@ -199,6 +199,10 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 				w.event(pod, nil, corev1.EventTypeWarning, eventFailedMount, "%v", err)
 			}
 			retry := now.Add(configDelay(w.volumeTries))
+			if ready {
+				// A failed refresh: keep running, try again later.
+				w.tokenRefresh = retry
+			}
 			w.mu.Unlock()
 			if w.volumeTries == 1 || w.volumeTries%10 == 0 {
 				w.log.Info("volume setup failed", "err", err)
@@ -221,7 +225,7 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 	// Init containers, one at a time, in order. Sidecars start and keep running.
 	for _, c := range w.init {
 		if c.sidecar {
-			if c.running == nil {
+			if c.proc == nil {
 				wake(w.startOrBackoff(ctx, pod, c, now, policy))
 			}
 			continue
@@ -229,11 +233,12 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 		if c.succeeded() {
 			continue
 		}
-		if c.running != nil {
-			return next
+		if c.proc != nil {
+			return next // running, or about to
 		}
 		if c.lastExit != nil && !c.restartPending && !c.shouldRestart(policy) {
 			w.finish(corev1.PodFailed, "", "")
+			w.stopSidecars()
 			return next
 		}
 		wake(w.startOrBackoff(ctx, pod, c, now, policy))
@@ -241,7 +246,7 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 	}
 
 	for _, c := range w.ctrs {
-		if c.running != nil {
+		if c.proc != nil {
 			continue
 		}
 		if c.lastExit != nil && !c.restartPending && !c.shouldRestart(policy) {
@@ -252,12 +257,7 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 
 	if phase := w.containersPhase(); phase == corev1.PodSucceeded || phase == corev1.PodFailed {
 		w.finish(phase, "", "")
-		// Sidecars end with the pod.
-		for _, c := range w.init {
-			if c.sidecar && c.running != nil {
-				signalContainer(c, syscall.SIGTERM)
-			}
-		}
+		w.stopSidecars()
 	}
 	return next
 }
@@ -395,6 +395,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 		c.restarts++
 	}
 	c.restartPending = false
+	c.waiting = corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
 	c.id = newContainerID()
 	c.cgroup = cg
 	c.env = env
@@ -405,7 +406,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 
 	w.event(pod, c, corev1.EventTypeNormal, eventPulled, "Container image %q already present on machine", c.spec.Image)
 	w.event(pod, c, corev1.EventTypeNormal, eventCreated, "Created container: %s", c.spec.Name)
-	proc, err := nsinit.Start(spec, nil, logFile, logFile)
+	proc, err := n.starter.Start(spec, nil, logFile, logFile)
 	if err != nil {
 		w.event(pod, c, corev1.EventTypeWarning, eventFailed, "Error: %v", err)
 		c.lastExit = &corev1.ContainerStateTerminated{
@@ -416,10 +417,9 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 		n.cgroups.remove(cg)
 		return time.Time{}
 	}
+	// Running once the command is exec'd (after its mounts): see wait.
 	c.proc = proc
 	c.pid = proc.Cmd.Process.Pid
-	c.running = &corev1.ContainerStateRunning{StartedAt: started}
-	w.event(pod, c, corev1.EventTypeNormal, eventStarted, "Started container %s", c.spec.Name)
 	go w.wait(c, proc, done, cg, termFile, logPath, started)
 	return time.Time{}
 }
@@ -441,6 +441,16 @@ func prepareFiles(adir, logPath, termFile string) error {
 // wait records a container process's end.
 func (w *podWorker) wait(c *container, proc *nsinit.Process, done chan struct{}, cg, termFile, logPath string, started metav1.Time) {
 	startErr := proc.StartError()
+	if startErr == nil {
+		started = metav1.Now()
+		w.mu.Lock()
+		if c.proc == proc {
+			c.running = &corev1.ContainerStateRunning{StartedAt: started}
+			w.event(w.pod, c, corev1.EventTypeNormal, eventStarted, "Started container %s", c.spec.Name)
+		}
+		w.mu.Unlock()
+		w.signal()
+	}
 	_ = proc.Cmd.Wait()
 	finished := metav1.Now()
 	pid := proc.Cmd.Process.Pid
@@ -591,6 +601,15 @@ func gracePeriod(pod *corev1.Pod) time.Duration {
 	return time.Duration(s) * time.Second
 }
 
+// stopSidecars ends the sidecars of a finished pod. Called with w.mu held.
+func (w *podWorker) stopSidecars() {
+	for _, c := range w.init {
+		if c.sidecar && c.proc != nil {
+			signalContainer(c, syscall.SIGTERM)
+		}
+	}
+}
+
 // finish marks the pod terminal. Called with w.mu held.
 func (w *podWorker) finish(phase corev1.PodPhase, reason, message string) {
 	if w.phase != "" {
@@ -607,6 +626,8 @@ func (w *podWorker) containersPhase() corev1.PodPhase {
 		switch {
 		case c.running != nil:
 			running++
+		case c.proc != nil && c.prevExit != nil: // restarting
+			stopped++
 		case c.lastExit != nil:
 			stopped++
 			if c.lastExit.ExitCode == 0 && !c.restartPending {

@@ -187,9 +187,59 @@ type Process struct {
 	errors *os.File
 }
 
+// Starter starts container processes from one goroutine locked to its OS
+// thread. The kernel sends a child its parent-death signal when the thread
+// that forked it exits, and the Go runtime may retire threads; a thread that
+// lives until Close ties the signal to the node instead.
+type Starter struct {
+	mu     sync.Mutex
+	closed bool
+	reqs   chan func()
+	done   chan struct{}
+}
+
+// NewStarter starts the forking goroutine.
+func NewStarter() *Starter {
+	s := &Starter{reqs: make(chan func()), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		for f := range s.reqs {
+			f()
+		}
+	}()
+	return s
+}
+
+// Close ends the forking goroutine and its thread, which SIGKILLs any
+// process it started that is still running: call it once they have ended.
+func (s *Starter) Close() {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.reqs)
+	}
+	s.mu.Unlock()
+	<-s.done
+}
+
+func (s *Starter) onThread(f func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("nsinit: starter closed")
+	}
+	var err error
+	done := make(chan struct{})
+	s.reqs <- func() { err = f(); close(done) }
+	<-done
+	return err
+}
+
 // Start starts spec with the given standard streams (nil means /dev/null).
-// The process leads its own process group and is killed if the node dies.
-func Start(spec Spec, stdin io.Reader, stdout, stderr io.Writer) (*Process, error) {
+// The process leads its own process group and is SIGKILLed if the starter's
+// thread ends (the node dies or closes it).
+func (s *Starter) Start(spec Spec, stdin io.Reader, stdout, stderr io.Writer) (*Process, error) {
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -218,7 +268,7 @@ func Start(spec Spec, stdin io.Reader, stdout, stderr io.Writer) (*Process, erro
 			Pdeathsig:    syscall.SIGKILL,
 		},
 	}
-	onStarterThread(func() { err = cmd.Start() })
+	err = s.onThread(cmd.Start)
 	specR.Close()
 	errW.Close()
 	if err != nil {
@@ -235,30 +285,6 @@ func Start(spec Spec, stdin io.Reader, stdout, stderr io.Writer) (*Process, erro
 		_ = werr
 	}
 	return &Process{Cmd: cmd, errors: errR}, nil
-}
-
-// The kernel sends a child its parent-death signal when the *thread* that
-// forked it exits, and the Go runtime may retire threads. Forking from one
-// goroutine locked to its thread for the life of the process ties the
-// signal to the node's process instead.
-var (
-	starterOnce sync.Once
-	starter     chan func()
-)
-
-func onStarterThread(f func()) {
-	starterOnce.Do(func() {
-		starter = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for f := range starter {
-				f()
-			}
-		}()
-	})
-	done := make(chan struct{})
-	starter <- func() { f(); close(done) }
-	<-done
 }
 
 // StartError blocks until the process has exec'd its command (nil) or

@@ -6,13 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func run(t *testing.T, spec Spec) (string, error, error) {
 	t.Helper()
 	var out bytes.Buffer
-	p, err := Start(spec, nil, &out, &out)
+	s := NewStarter()
+	defer s.Close()
+	p, err := s.Start(spec, nil, &out, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +62,10 @@ func TestNotFound(t *testing.T) {
 }
 
 func BenchmarkStart(b *testing.B) {
+	s := NewStarter()
+	defer s.Close()
 	for b.Loop() {
-		p, err := Start(Spec{Args: []string{"/bin/true"}}, nil, nil, nil)
+		p, err := s.Start(Spec{Args: []string{"/bin/true"}}, nil, nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -71,5 +74,4 @@ func BenchmarkStart(b *testing.B) {
 		}
 		p.Cmd.Wait()
 	}
-	_ = time.Second
 }
