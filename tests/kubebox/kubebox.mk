@@ -12,7 +12,7 @@ KUBEBOX_IMAGES ?= sh=/bin/sh bash=/bin/bash
 KUBEBOX_UP_FLAGS ?=
 KUBEBOX_GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
-.PHONY: kubebox-build kubebox-up kubebox-down test-kubebox
+.PHONY: kubebox-build kubebox-up kubebox-down test-kubebox bench-kubebox
 
 kubebox-build: ## Build etcd, kube-apiserver, controller-manager, scheduler (cached) and the kubebox CLI
 	@GO=$(KUBEBOX_GO) tests/kubebox/build.sh $(KUBEBOX_BIN)
@@ -41,3 +41,6 @@ kubebox-down: ## Stop the cluster started by kubebox-up
 
 test-kubebox: kubebox-build ## Run kubebox's own tests (control plane and node)
 	cd tests/kubebox && KUBEBOX_BIN_DIR=$(KUBEBOX_BIN) $(KUBEBOX_GO) test -race -count=1 ./...
+
+bench-kubebox: kubebox-build ## Pods started per second on kubebox, against the apiserver's create rate
+	cd tests/kubebox && KUBEBOX_BIN_DIR=$(KUBEBOX_BIN) $(KUBEBOX_GO) test -run '^$$' -bench PodStartup -benchtime 5x .
