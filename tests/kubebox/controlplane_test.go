@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +35,7 @@ import (
 var shared *kubebox.Cluster
 
 func TestMain(m *testing.M) {
+	ignore := goleak.IgnoreCurrent()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	c, err := kubebox.Start(ctx, kubebox.Options{Images: testImages()})
 	cancel()
@@ -44,6 +46,20 @@ func TestMain(m *testing.M) {
 	shared = c
 	code := m.Run()
 	c.Stop()
+	if code == 0 {
+		// Stop ends the node, its informers and every child's waiter. Idle
+		// keep-alive connections of clients and kubebox's spawner thread
+		// (see process.go) stay by design.
+		if err := goleak.Find(ignore,
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
+			goleak.IgnoreAnyFunction("github.com/kilnbuild/kiln/tests/kubebox.spawn.func1.1"),
+		); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left after Stop:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
