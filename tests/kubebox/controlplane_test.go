@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -261,7 +262,8 @@ func TestRBACDeniesServiceAccountToken(t *testing.T) {
 func TestTwoClustersAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	other, err := kubebox.Start(ctx, kubebox.Options{Dir: t.TempDir(), NodeName: "other-node"})
+	var logs bytes.Buffer // written only while other runs, read after Stop
+	other, err := kubebox.Start(ctx, kubebox.Options{Dir: t.TempDir(), NodeName: "other-node", Log: &logs})
 	require.NoError(t, err)
 	defer other.Stop()
 
@@ -279,6 +281,9 @@ func TestTwoClustersAtOnce(t *testing.T) {
 
 	other.Stop()
 	other.Stop() // idempotent
+	for _, prefix := range []string{"[etcd] ", "[kube-apiserver] ", "[kube-controller-manager] ", "[kube-scheduler] ", "[node] "} {
+		require.Contains(t, logs.String(), "\n"+prefix, "Options.Log gets every component's lines")
+	}
 	_, err = other.Client().CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	require.Error(t, err, "the stopped cluster's apiserver is gone")
 	_, err = shared.Client().CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
@@ -295,7 +300,11 @@ func TestCLIUpDown(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	bin := filepath.Join(t.TempDir(), "kubebox")
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/kubebox").CombinedOutput()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.CommandContext(ctx, goCmd, "build", "-o", bin, "./cmd/kubebox").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 
 	dir := t.TempDir()
