@@ -630,16 +630,22 @@ func TestNodeEnvVolumesAndInitContainers(t *testing.T) {
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 
+	hostDir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(hostDir, "file"), []byte("from-host"), 0o644))
 	pod := shPod("env", `
 echo "secret=$TOKEN cm=$MODE name=$POD_NAME ns=$POD_NS node=$NODE sa=$SA label=$APP ip=$IP uid_set=${UID_:+yes}"
 echo "from=$P_user expanded=$EXPANDED host=$KUBERNETES_SERVICE_HOST port_set=${KUBERNETES_SERVICE_PORT:+yes}"
 echo "files=$(cat /etc/creds/token) $(cat /etc/settings/config.yaml) init=$(cat /shared/init)"
-echo "wd=$(pwd)"`)
+echo "wd=$(pwd) host=$(cat /host/file) labels=$(cat /podinfo/labels)"`)
 	pod.Labels = map[string]string{"app": "envtest"}
 	pod.Spec.Volumes = []corev1.Volume{
 		{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds"}}},
 		{Name: "settings", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}},
 		{Name: "shared", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: hostDir}}},
+		{Name: "podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}},
+		}}},
 	}
 	pod.Spec.InitContainers = []corev1.Container{
 		{Name: "first", Image: "sh", Command: []string{"sh", "-c", "echo -n one > /shared/init"},
@@ -653,6 +659,8 @@ echo "wd=$(pwd)"`)
 		{Name: "creds", MountPath: "/etc/creds"},
 		{Name: "settings", MountPath: "/etc/settings"},
 		{Name: "shared", MountPath: "/shared"},
+		{Name: "host", MountPath: "/host"},
+		{Name: "podinfo", MountPath: "/podinfo"},
 	}
 	field := func(path string) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
@@ -683,7 +691,7 @@ echo "wd=$(pwd)"`)
 	want := fmt.Sprintf(`secret=s3cret cm=fast name=env ns=%s node=%s sa=default label=envtest ip=127.0.0.1 uid_set=yes
 from=bot expanded=fast-env-$(MODE) host=127.0.0.1 port_set=yes
 files=s3cret a: 1 init=one+two
-wd=/kubebox-test/wd
+wd=/kubebox-test/wd host=from-host labels=app="envtest"
 `, ns, shared.NodeName())
 	require.Equal(t, want, string(logs))
 }
@@ -707,6 +715,24 @@ func TestNodeRestartPolicyOnFailure(t *testing.T) {
 	prev, err := shared.Client().CoreV1().Pods(ns).GetLogs("flaky", &corev1.PodLogOptions{Previous: true}).DoRaw(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, "first\n", string(prev))
+}
+
+func TestNodeCrashLoopBackOff(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	pod := shPod("crasher", `echo crashing; exit 1`)
+	pod.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	createPod(t, ns, pod)
+	p := waitPod(t, ns, "crasher", 30*time.Second, "CrashLoopBackOff", func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Waiting != nil &&
+			p.Status.ContainerStatuses[0].State.Waiting.Reason == "CrashLoopBackOff"
+	})
+	cs := p.Status.ContainerStatuses[0]
+	require.GreaterOrEqual(t, cs.RestartCount, int32(1))
+	require.NotNil(t, cs.LastTerminationState.Terminated)
+	require.EqualValues(t, 1, cs.LastTerminationState.Terminated.ExitCode)
+	require.Equal(t, corev1.PodRunning, p.Status.Phase)
+	require.Contains(t, cs.State.Waiting.Message, "back-off 10s restarting failed container=main")
 }
 
 // TestNodeRunStopsCleanly runs a second node in the shared cluster, gives it
@@ -795,7 +821,7 @@ func TestNodePodThroughput(t *testing.T) {
 		t.Skip("throughput run skipped in -short mode")
 	}
 	ns := nodeNamespace(t)
-	const count = 60
+	const count = 100
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, count)
