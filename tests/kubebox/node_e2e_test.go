@@ -282,6 +282,22 @@ func TestNodeJobCompletes(t *testing.T) {
 	require.Equal(t, "hello from "+pod.Name+"\n", string(logs))
 }
 
+func TestNodeParallelJob(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	job := shJob("many", `echo $JOB_COMPLETION_INDEX`)
+	job.Spec.Completions = ptr.To[int32](30)
+	job.Spec.Parallelism = ptr.To[int32](10)
+	job.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+	_, err := shared.Client().BatchV1().Jobs(ns).Create(context.Background(), job, metav1.CreateOptions{})
+	require.NoError(t, err)
+	waitJobCondition(t, ns, "many", batchv1.JobComplete, 2*time.Minute)
+	j, err := shared.Client().BatchV1().Jobs(ns).Get(context.Background(), "many", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.EqualValues(t, 30, j.Status.Succeeded)
+	require.EqualValues(t, 0, j.Status.Failed)
+}
+
 func hasPodCondition(p *corev1.Pod, t corev1.PodConditionType, s corev1.ConditionStatus) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == t {
@@ -448,6 +464,45 @@ func TestNodeExec(t *testing.T) {
 	// The file landed in the pod's emptyDir, not in the host's directory.
 	_, err := os.Stat("/kubebox-test/work/mark-" + ns)
 	require.True(t, os.IsNotExist(err), "exec wrote to the host path: %v", err)
+}
+
+type fixedSize struct{ sent bool }
+
+func (f *fixedSize) Next() *remotecommand.TerminalSize {
+	if f.sent {
+		return nil
+	}
+	f.sent = true
+	return &remotecommand.TerminalSize{Width: 100, Height: 40}
+}
+
+func TestNodeExecTTY(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	pod := execPod(t, ns)
+	req := shared.Client().CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{
+			Container: "main",
+			// Waits for the client's size to reach the terminal.
+			Command: []string{"sh", "-c", `while [ "$(stty size)" = "0 0" ]; do sleep 0.05; done; read line; tty; stty size; echo "got $line"; exit 5`},
+			Stdin:   true, Stdout: true, TTY: true,
+		}, scheme.ParameterCodec)
+	ex, err := remotecommand.NewWebSocketExecutor(shared.RESTConfig(), "GET", req.URL().String())
+	require.NoError(t, err)
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stdinR, stdinW := io.Pipe()
+	go func() { _, _ = stdinW.Write([]byte("hello\n")) }()
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{
+		Stdin: stdinR, Stdout: &out, Tty: true, TerminalSizeQueue: &fixedSize{},
+	})
+	stdinW.Close()
+	var exitErr utilexec.CodeExitError
+	require.True(t, errors.As(err, &exitErr), "want an exit code error, got %v (output %q)", err, out.String())
+	require.Equal(t, 5, exitErr.Code)
+	got := strings.ReplaceAll(out.String(), "\r\n", "\n")
+	require.Regexp(t, `(?s)hello\n/dev/pts/\d+\n40 100\ngot hello\n$`, got)
 }
 
 func TestNodeKubectlExecAndLogs(t *testing.T) {
@@ -758,7 +813,9 @@ func TestNodeRunStopsCleanly(t *testing.T) {
 		Capacity: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")},
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = shared.Client().CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = shared.Client().CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()

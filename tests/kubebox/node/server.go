@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cri-streaming/pkg/streaming/portforward"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -113,16 +114,10 @@ func (n *Node) lookup(ns, name, ctr, uid string) (*podWorker, *container, error)
 	return w, c, nil
 }
 
-type executorFunc func(ctx context.Context, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool) error
+type executorFunc func(ctx context.Context, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
 
 func (f executorFunc) ExecInContainer(ctx context.Context, _, _, _ string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize, _ time.Duration) error {
-	if resize != nil {
-		go func() {
-			for range resize {
-			}
-		}()
-	}
-	return f(ctx, cmd, in, out, errOut, tty)
+	return f(ctx, cmd, in, out, errOut, tty, resize)
 }
 
 func (n *Node) serveExec(w http.ResponseWriter, r *http.Request) {
@@ -141,8 +136,8 @@ func (n *Node) serveExec(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing command", http.StatusBadRequest)
 		return
 	}
-	exec := executorFunc(func(ctx context.Context, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool) error {
-		return pw.exec(ctx, c, cmd, in, out, errOut, tty)
+	exec := executorFunc(func(ctx context.Context, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+		return pw.exec(ctx, c, cmd, in, out, errOut, tty, resize)
 	})
 	remotecommand.ServeExec(w, r, exec, r.PathValue("pod"), string(pw.uid), c.spec.Name, cmd, opts,
 		execIdleTimeout, remotecommand.DefaultStreamCreationTimeout, remotecommand.SupportedStreamingProtocols)
@@ -150,7 +145,7 @@ func (n *Node) serveExec(w http.ResponseWriter, r *http.Request) {
 
 // exec runs cmd in the container's namespaces with its environment and
 // working directory, and returns its exit code as the kubelet does.
-func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io.Reader, out, errOut io.WriteCloser, tty bool) error {
+func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
 	w.mu.Lock()
 	if c.running == nil {
 		w.mu.Unlock()
@@ -163,6 +158,15 @@ func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io
 	cmd := exec.CommandContext(ctx, "nsenter", append(nsArgs, args...)...)
 	cmd.Env = env
 	cmd.WaitDelay = 2 * time.Second
+	if tty {
+		return execTTY(cmd, cg, in, out, resize)
+	}
+	if resize != nil {
+		go func() {
+			for range resize {
+			}
+		}()
+	}
 	if out != nil {
 		cmd.Stdout = out
 	}
@@ -198,7 +202,11 @@ func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io
 			stdinW.Close()
 		}()
 	}
-	err := cmd.Wait()
+	return exitCode(cmd.Wait(), cmd)
+}
+
+// exitCode turns a command's end into what remotecommand reports.
+func exitCode(err error, cmd *exec.Cmd) error {
 	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState.Success() {
 		err = nil
 	}
@@ -211,6 +219,92 @@ func (w *podWorker) exec(ctx context.Context, c *container, args []string, in io
 		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", code), Code: code}
 	}
 	return err
+}
+
+// execTTY runs cmd on a new pseudo-terminal: its stdin, stdout and stderr,
+// sized by the client's resize events.
+func execTTY(cmd *exec.Cmd, cg string, in io.Reader, out io.Writer, resize <-chan remotecommand.TerminalSize) error {
+	ptmx, pts, err := openPTY()
+	if err != nil {
+		return fmt.Errorf("allocating a terminal: %w", err)
+	}
+	defer ptmx.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	err = cmd.Start()
+	pts.Close()
+	if err != nil {
+		return err
+	}
+	if cg != "" {
+		_ = os.WriteFile(cg+"/cgroup.procs", []byte(strconv.Itoa(cmd.Process.Pid)), 0)
+	}
+	if resize != nil {
+		go func() {
+			for size := range resize {
+				_ = ioctl(ptmx, func(fd int) error {
+					return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: size.Height, Col: size.Width})
+				})
+			}
+		}()
+	}
+	if in != nil {
+		go func() { _, _ = io.Copy(ptmx, in) }()
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		if out != nil {
+			_, _ = io.Copy(out, ptmx) // ends with EIO once the terminal's last user is gone
+		} else {
+			_, _ = io.Copy(io.Discard, ptmx)
+		}
+	}()
+	err = cmd.Wait()
+	select {
+	case <-copied:
+	case <-time.After(2 * time.Second):
+	}
+	return exitCode(err, cmd)
+}
+
+func openPTY() (ptmx, pts *os.File, err error) {
+	ptmx, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	var n uint32
+	err = ioctl(ptmx, func(fd int) error {
+		if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+			return err
+		}
+		n, err = unix.IoctlGetUint32(fd, unix.TIOCGPTN)
+		return err
+	})
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, err
+	}
+	pts, err = os.OpenFile("/dev/pts/"+strconv.Itoa(int(n)), os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, err
+	}
+	return ptmx, pts, nil
+}
+
+// ioctl runs f on f's descriptor without switching it to blocking mode (as
+// File.Fd would), so Close still interrupts a pending Read.
+func ioctl(f *os.File, op func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var opErr error
+	if err := rc.Control(func(fd uintptr) { opErr = op(int(fd)) }); err != nil {
+		return err
+	}
+	return opErr
 }
 
 func (n *Node) serveLogs(w http.ResponseWriter, r *http.Request) {
