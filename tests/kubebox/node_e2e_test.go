@@ -751,6 +751,34 @@ wd=/kubebox-test/wd host=from-host labels=app="envtest"
 	require.Equal(t, want, string(logs))
 }
 
+// A working directory that is not on the host is the container's own, as in
+// a fresh root filesystem: two pods do not see each other's files there.
+func TestNodePrivateWorkingDir(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	wd := "/kubebox-test/private-" + ns
+	gate := filepath.Join(t.TempDir(), "gate")
+	for _, name := range []string{"a", "b"} {
+		pod := shPod(name, fmt.Sprintf(`echo $HOSTNAME > owner-$HOSTNAME; while [ ! -e %s ]; do sleep 0.05; done; ls`, gate))
+		pod.Spec.Containers[0].WorkingDir = wd
+		createPod(t, ns, pod)
+	}
+	for _, name := range []string{"a", "b"} {
+		waitPod(t, ns, name, 30*time.Second, "Running", podPhase(corev1.PodRunning))
+	}
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	for _, name := range []string{"a", "b"} {
+		waitPod(t, ns, name, 30*time.Second, "Succeeded", podPhase(corev1.PodSucceeded))
+		logs, err := shared.Client().CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, "owner-"+name+"\n", string(logs))
+	}
+	entries, err := os.ReadDir(wd)
+	require.NoError(t, err)
+	require.Empty(t, entries, "files leaked to the host's %s", wd)
+	_ = os.Remove(wd)
+}
+
 func TestNodeRestartPolicyOnFailure(t *testing.T) {
 	t.Parallel()
 	ns := nodeNamespace(t)

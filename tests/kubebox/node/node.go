@@ -56,7 +56,10 @@ type Config struct {
 	// Name is the Node's name. Default "kubebox".
 	Name string
 	// Images maps an image reference to the host executable that is its
-	// entrypoint. A reference also matches without its tag or digest.
+	// entrypoint. A reference also matches without its tag or digest. A
+	// container command is resolved on the host, except that a path that
+	// does not exist on the host and ends in the executable's base name
+	// (/usr/local/bin/runner for an image mapped to /tmp/x/runner) runs it.
 	Images map[string]string
 	// Dir holds the node's state: pod volumes, logs, termination messages.
 	// Required.

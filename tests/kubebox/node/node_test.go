@@ -156,3 +156,26 @@ func TestOOMKilled(t *testing.T) {
 		t.Fatal("oom_control does not show an OOM kill")
 	}
 }
+
+func TestImageCommandPath(t *testing.T) {
+	for _, tc := range []struct{ cmd, exe, want string }{
+		{"/usr/local/bin/kubebox-no-such-runner", "/tmp/x/kubebox-no-such-runner", "/tmp/x/kubebox-no-such-runner"},
+		{"kubebox-no-such-runner", "/tmp/x/kubebox-no-such-runner", ""}, // PATH lookup
+		{"/bin/sh", "/tmp/x/sh", ""},                                    // exists on the host
+		{"/usr/local/bin/other", "/tmp/x/runner", ""},                   // another program
+	} {
+		if got := imageCommandPath(tc.cmd, tc.exe); got != tc.want {
+			t.Errorf("imageCommandPath(%q, %q) = %q, want %q", tc.cmd, tc.exe, got, tc.want)
+		}
+	}
+}
+
+func TestUnderMount(t *testing.T) {
+	mounts := []nsinit.Mount{{Target: "/workspace"}, {Target: "/"}}
+	if !underMount("/workspace/src", mounts[:1]) || !underMount("/workspace", mounts[:1]) || underMount("/workspace2", mounts[:1]) {
+		t.Fatal("underMount is wrong about /workspace")
+	}
+	if !underMount("/anything", mounts[1:]) {
+		t.Fatal("everything is under /")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -343,6 +344,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 		for _, a := range c.spec.Command {
 			args = append(args, expand(a, lookup))
 		}
+		path = imageCommandPath(args[0], exe)
 	} else {
 		args = []string{exe}
 		path = exe
@@ -371,6 +373,17 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	cg, err := n.cgroups.create(uid, fmt.Sprintf("%s-%d", c.spec.Name, attempt), limit)
 	if err != nil {
 		return configFailed(fmt.Errorf("creating cgroup: %w", err))
+	}
+	if wd := c.spec.WorkingDir; wd != "" && !underMount(wd, mounts) {
+		if _, err := os.Stat(wd); os.IsNotExist(err) {
+			// Not on the host (the "image"): give the container its own
+			// empty directory there, as a fresh root filesystem would.
+			src := filepath.Join(adir, "workingdir")
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				return configFailed(err)
+			}
+			mounts = append(mounts, nsinit.Mount{Source: src, Target: filepath.Clean(wd)})
+		}
 	}
 	spec := nsinit.Spec{
 		Args:     args,
@@ -422,6 +435,31 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	c.pid = proc.Cmd.Process.Pid
 	go w.wait(c, proc, done, cg, termFile, logPath, started)
 	return time.Time{}
+}
+
+// imageCommandPath maps a command that names the image's own executable by
+// its path inside the image (say /usr/local/bin/jobrunner for an image
+// mapped to /tmp/build/jobrunner) to the mapped executable, when that path
+// does not exist on the host. Otherwise the command is resolved as given.
+func imageCommandPath(cmd, exe string) string {
+	if !strings.Contains(cmd, "/") || filepath.Base(cmd) != filepath.Base(exe) {
+		return ""
+	}
+	if _, err := os.Stat(cmd); err == nil {
+		return ""
+	}
+	return exe
+}
+
+// underMount reports whether path is a mount target or inside one.
+func underMount(path string, mounts []nsinit.Mount) bool {
+	path = filepath.Clean(path)
+	for _, m := range mounts {
+		if path == m.Target || strings.HasPrefix(path, strings.TrimSuffix(m.Target, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func prepareFiles(adir, logPath, termFile string) error {
