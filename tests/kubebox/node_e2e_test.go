@@ -691,7 +691,8 @@ func TestNodeEnvVolumesAndInitContainers(t *testing.T) {
 echo "secret=$TOKEN cm=$MODE name=$POD_NAME ns=$POD_NS node=$NODE sa=$SA label=$APP ip=$IP uid_set=${UID_:+yes}"
 echo "from=$P_user expanded=$EXPANDED host=$KUBERNETES_SERVICE_HOST port_set=${KUBERNETES_SERVICE_PORT:+yes}"
 echo "files=$(cat /etc/creds/token) $(cat /etc/settings/config.yaml) init=$(cat /shared/init)"
-echo "wd=$(pwd) host=$(cat /host/file) labels=$(cat /podinfo/labels)"`)
+echo "wd=$(pwd) host=$(cat /host/file) labels=$(cat /podinfo/labels)"
+echo "hostname=$(cat /etc/hostname) hosts=$(grep -c "127.0.0.1.env$" /etc/hosts)"`)
 	pod.Labels = map[string]string{"app": "envtest"}
 	pod.Spec.Volumes = []corev1.Volume{
 		{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds"}}},
@@ -747,6 +748,7 @@ echo "wd=$(pwd) host=$(cat /host/file) labels=$(cat /podinfo/labels)"`)
 from=bot expanded=fast-env-$(MODE) host=127.0.0.1 port_set=yes
 files=s3cret a: 1 init=one+two
 wd=/kubebox-test/wd host=from-host labels=app="envtest"
+hostname=env hosts=1
 `, ns, shared.NodeName())
 	require.Equal(t, want, string(logs))
 }

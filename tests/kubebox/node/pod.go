@@ -374,6 +374,15 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	if err != nil {
 		return configFailed(fmt.Errorf("creating cgroup: %w", err))
 	}
+	etc, err := n.podEtcFiles(pod)
+	if err != nil {
+		return configFailed(err)
+	}
+	for _, f := range etc {
+		if !underMount(f.Target, mounts) {
+			mounts = append(mounts, f)
+		}
+	}
 	if wd := c.spec.WorkingDir; wd != "" && !underMount(wd, mounts) {
 		if _, err := os.Stat(wd); os.IsNotExist(err) {
 			// Not on the host (the "image"): give the container its own
@@ -435,6 +444,30 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	c.pid = proc.Cmd.Process.Pid
 	go w.wait(c, proc, done, cg, termFile, logPath, started)
 	return time.Time{}
+}
+
+// podEtcFiles writes the pod's /etc/hosts (the host's, plus the pod's
+// hostname) and /etc/hostname, as the kubelet manages them, and returns
+// their mounts.
+func (n *Node) podEtcFiles(pod *corev1.Pod) ([]nsinit.Mount, error) {
+	dir := n.podDir(string(pod.UID))
+	hostsFile, hostnameFile := filepath.Join(dir, "etc-hosts"), filepath.Join(dir, "etc-hostname")
+	if _, err := os.Stat(hostnameFile); err != nil {
+		hostname := podHostname(pod)
+		hosts, _ := os.ReadFile("/etc/hosts")
+		content := fmt.Sprintf("# Kubernetes-managed hosts file (kubebox: the host's, plus this pod).\n%s\n%s\t%s\n",
+			strings.TrimRight(string(hosts), "\n"), podIP, hostname)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(hostsFile, []byte(content), 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(hostnameFile, []byte(hostname+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return []nsinit.Mount{{Source: hostsFile, Target: "/etc/hosts"}, {Source: hostnameFile, Target: "/etc/hostname"}}, nil
 }
 
 // imageCommandPath maps a command that names the image's own executable by
