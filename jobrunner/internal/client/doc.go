@@ -1,0 +1,13 @@
+// Package client is the runner's side of the runner protocol
+// (schema.RunnerAPIPrefix): it fetches the build's RunnerTask, posts event
+// batches and posts the BuildResult, authenticated with the build's runner
+// token as a Bearer token.
+//
+// Every call retries network errors, 5xx and 429 with exponential backoff
+// and jitter until its context ends; other 4xx answers are not retried. A
+// 409 means the build is already terminal: PostResult reports it as a
+// ResultAck with Accepted false, the other calls as ErrBuildTerminal.
+//
+// It is not a general HTTP client and knows nothing of the dispatcher's
+// public API; it never logs the token.
+package client

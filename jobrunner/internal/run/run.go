@@ -1,0 +1,530 @@
+package run
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kilnbuild/kiln/jobrunner/internal/agent"
+	"github.com/kilnbuild/kiln/jobrunner/internal/events"
+	"github.com/kilnbuild/kiln/jobrunner/internal/gitstep"
+	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
+	"github.com/kilnbuild/kiln/jobrunner/internal/prompt"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Dispatcher is the runner protocol's client side; *client.Client implements it.
+type Dispatcher interface {
+	Task(ctx context.Context) (schema.RunnerTask, error)
+	PostEvents(ctx context.Context, b schema.EventBatch) (schema.EventBatchAck, error)
+	PostResult(ctx context.Context, r schema.BuildResult) (schema.ResultAck, error)
+}
+
+// Why a run stopped early, as context causes.
+var (
+	errSignalled        = errors.New("the runner was asked to stop (SIGTERM: the Job was deleted)")
+	errDispatcherCancel = errors.New("the dispatcher reports the build as terminal")
+	errAgentTimeout     = errors.New("agent timed out")
+)
+
+// Outcome is what a run did and whether the dispatcher heard about it.
+type Outcome struct {
+	Result   schema.BuildResult
+	Reported bool
+	// Ack is the dispatcher's answer to the result, when Reported.
+	Ack schema.ResultAck
+	// ReportError explains why the result could not be reported.
+	ReportError error
+}
+
+// Summary is the outcome's termination message.
+func (o Outcome) Summary() schema.TerminationSummary {
+	msg, _ := agent.Truncate(o.Result.Error, 1<<10)
+	if !o.Reported && o.ReportError != nil {
+		rep, _ := agent.Truncate("result not reported: "+o.ReportError.Error(), 1<<10)
+		msg = strings.TrimPrefix(msg+"; "+rep, "; ")
+	}
+	return schema.TerminationSummary{
+		Kiln:         1,
+		Success:      o.Result.Success,
+		Cancelled:    o.Result.Cancelled,
+		Error:        msg,
+		CommitSHA:    o.Result.CommitSHA,
+		FilesChanged: len(o.Result.FilesChanged),
+		DurationMS:   o.Result.DurationMS,
+		Reported:     o.Reported,
+	}
+}
+
+// Runner runs one build.
+type Runner struct {
+	cfg  Config
+	disp Dispatcher
+	kube kubernetes.Interface
+	exec podexec.Execer
+	log  *slog.Logger
+	now  func() time.Time
+
+	batcher *events.Batcher
+
+	mu     sync.Mutex
+	termAt time.Time // when the stop signal came
+}
+
+// New returns a Runner. kube finds the project pod; exec runs commands in it.
+func New(cfg Config, disp Dispatcher, kube kubernetes.Interface, exec podexec.Execer, log *slog.Logger) *Runner {
+	return &Runner{cfg: cfg.withDefaults(), disp: disp, kube: kube, exec: exec,
+		log: cmp.Or(log, slog.Default()).With("component", "runner", "build", cfg.BuildID), now: time.Now}
+}
+
+// Run runs the build and reports its result. ctx ending means SIGTERM: the
+// agent is stopped, git is skipped and a cancelled result is reported
+// within the grace period.
+func (r *Runner) Run(ctx context.Context) Outcome {
+	start := r.now()
+	stop := context.AfterFunc(ctx, r.markStopped)
+	defer stop()
+
+	r.batcher = events.Start(ctx, r.disp, events.Options{Logger: r.log})
+	res := r.build(ctx, start)
+	res.DurationMS = r.now().Sub(start).Milliseconds()
+	if res.FilesChanged == nil {
+		res.FilesChanged = []string{}
+	}
+	if res.Artifacts == nil {
+		res.Artifacts = []schema.Artifact{}
+	}
+	r.event(schema.EventLog, logLine(res))
+
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.EventFlushTimeout)
+	if dl, ok := r.graceDeadline(); ok {
+		flushCtx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl.Add(-r.graceForReport()))
+	}
+	if err := r.batcher.Close(flushCtx); err != nil {
+		r.log.Warn("events left unposted", "err", err)
+	}
+	cancel()
+
+	reportCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ReportTimeout)
+	if dl, ok := r.graceDeadline(); ok {
+		reportCtx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl)
+	}
+	defer cancel()
+	ack, err := r.disp.PostResult(reportCtx, res)
+	out := Outcome{Result: res, Reported: err == nil, Ack: ack, ReportError: err}
+	if err != nil {
+		r.log.Error("could not report the result", "err", err)
+	} else {
+		r.log.Info("result reported", "success", res.Success, "cancelled", res.Cancelled,
+			"accepted", ack.Accepted, "status", ack.Status)
+	}
+	return out
+}
+
+// markStopped records when the stop signal came (once).
+func (r *Runner) markStopped() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.termAt.IsZero() {
+		r.termAt = r.now()
+		r.log.Info("stop signal received")
+	}
+}
+
+// graceDeadline is when the runner must be done after a stop signal: the
+// grace period less a margin for writing the termination message.
+func (r *Runner) graceDeadline() (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.termAt.IsZero() {
+		return time.Time{}, false
+	}
+	grace := time.Duration(r.cfg.Runner.GracePeriodSeconds) * time.Second
+	return r.termAt.Add(grace - min(2*time.Second, grace/5)), true
+}
+
+// graceForReport is the part of the grace period kept for the result post.
+func (r *Runner) graceForReport() time.Duration {
+	grace := time.Duration(r.cfg.Runner.GracePeriodSeconds) * time.Second
+	return max(grace/3, time.Second)
+}
+
+// build does everything up to the result. ctx is cancelled by SIGTERM.
+func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult {
+	failed := func(format string, args ...any) schema.BuildResult {
+		msg := fmt.Sprintf(format, args...)
+		r.log.Error("build failed", "err", msg)
+		return schema.BuildResult{Success: false, Error: msg}
+	}
+	taskCtx, cancel := context.WithTimeout(ctx, r.cfg.TaskTimeout)
+	task, err := r.disp.Task(taskCtx)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		return cancelled(errSignalled, agent.Outcome{})
+	case err != nil:
+		return failed("fetching the build from the dispatcher: %v", err)
+	case task.Status.Terminal():
+		return schema.BuildResult{Cancelled: true, Error: fmt.Sprintf("build is already %s; nothing run", task.Status)}
+	}
+	t := task.Target
+	r.event(schema.EventLog, agent.LogPayload{Level: "info", Message: fmt.Sprintf(
+		"runner started: template %s, project pod %s in %s, workdir %s", r.cfg.Runner.Template,
+		cmp.Or(t.PodName, "selected by "+t.PodSelector), t.Namespace, t.Workdir)})
+
+	text, err := prompt.Render(r.cfg.Runner.PromptPreamble, task.Spec.Prompt, task.Spec.Variables)
+	if err != nil {
+		return failed("%v", err)
+	}
+	var adapter agent.Adapter
+	switch a := r.cfg.Runner.Agent.Adapter; a {
+	case "", jobtemplates.AdapterClaudeCode:
+		adapter = agent.Claude{}
+	default:
+		return failed("agent adapter %q: not implemented by this runner", a)
+	}
+	ag := r.cfg.Runner.Agent
+	cmd, err := adapter.Command(agent.Settings{
+		Prompt: text, Model: ag.Model, MaxTurns: ag.MaxTurns, AllowedTools: ag.AllowedTools,
+		DisallowedTools: ag.DisallowedTools, PermissionMode: ag.PermissionMode,
+	})
+	if err != nil {
+		return failed("agent settings: %v", err)
+	}
+	if t.Workdir == "" {
+		return failed("target: workdir: required")
+	}
+	ctr, err := podexec.FindPod(ctx, r.kube, podexec.Target{
+		Namespace: t.Namespace, PodName: t.PodName, PodSelector: t.PodSelector, Container: t.Container,
+	}, r.cfg.PodWait)
+	if ctx.Err() != nil {
+		return cancelled(errSignalled, agent.Outcome{})
+	}
+	if err != nil {
+		return failed("finding the project pod: %v", err)
+	}
+	r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
+
+	run := r.runAgent(ctx, start, ctr, t.Workdir, adapter, cmd)
+	if run.stopped != nil {
+		if errors.Is(run.stopped, errAgentTimeout) {
+			res := schema.BuildResult{Error: run.stopped.Error()}
+			run.outcome.Apply(&res)
+			res.Success, res.Error = false, run.stopped.Error()
+			return res
+		}
+		return cancelled(run.stopped, run.outcome)
+	}
+	var res schema.BuildResult
+	run.outcome.Apply(&res)
+	switch {
+	case run.err != nil:
+		res.Success = false
+		res.Error = joinMsg(res.Error, fmt.Sprintf("running the agent: %v", run.err))
+	case run.exitCode != 0:
+		msg := fmt.Sprintf("agent exited with code %d", run.exitCode)
+		if s := strings.TrimSpace(run.stderr); s != "" {
+			msg += ": " + lastLines(s, 5)
+		}
+		if res.Success {
+			res.Error = msg
+		} else {
+			res.Error = joinMsg(res.Error, msg)
+		}
+		res.Success = false
+	}
+
+	// The git step. A failed agent's changes are listed, not committed.
+	gitCtx, cancel := context.WithTimeout(ctx, r.cfg.GitTimeout)
+	defer cancel()
+	opts := gitstep.Options{
+		Dir: t.Workdir, BuildID: task.BuildID, AutoCommit: task.Spec.AutoCommit && res.Success,
+		AutoPush: task.Spec.AutoPush && res.Success, AuthorName: t.AuthorName, AuthorEmail: t.AuthorEmail,
+		Remote: t.GitRemote, Branch: t.GitBranch, Body: commitBody(task.Spec.Prompt),
+	}
+	if opts.BuildID == "" {
+		opts.BuildID = r.cfg.BuildID
+	}
+	g, gerr := gitstep.Step{}.Run(gitCtx, podexec.Runner{Exec: r.exec, Container: ctr}, opts)
+	res.FilesChanged, res.CommitSHA = g.FilesChanged, g.CommitSHA
+	r.event(schema.EventGit, gitPayload{FilesChanged: g.FilesChanged, CommitSHA: g.CommitSHA, Pushed: g.Pushed,
+		Committed: g.CommitSHA != "", Error: errString(gerr)})
+	if gerr != nil {
+		if ctx.Err() != nil {
+			return cancelled(errSignalled, run.outcome)
+		}
+		res.Success = false
+		var pe *gitstep.PushError
+		if errors.As(gerr, &pe) {
+			res.Error = joinMsg(res.Error, pe.Error())
+		} else {
+			res.Error = joinMsg(res.Error, "git step: "+gerr.Error())
+		}
+	}
+	return res
+}
+
+type gitPayload struct {
+	FilesChanged []string `json:"files_changed"`
+	Committed    bool     `json:"committed"`
+	CommitSHA    string   `json:"commit_sha,omitempty"`
+	Pushed       bool     `json:"pushed"`
+	Error        string   `json:"error,omitempty"`
+}
+
+// agentRun is how the agent's exec ended.
+type agentRun struct {
+	outcome  agent.Outcome
+	exitCode int
+	err      error  // the exec itself failed
+	stderr   string // the tail of its stderr
+	stopped  error  // non-nil: stopped early for this reason (signal, dispatcher, timeout)
+}
+
+// runAgent runs the agent in ctr and streams its events. It returns when
+// the agent exits, or stops it (a second exec killing its process group)
+// when ctx ends, the dispatcher says the build is terminal, or the
+// deadline comes.
+func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Container, workdir string, adapter agent.Adapter, cmd agent.Command) agentRun {
+	stopCtx, stopRun := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopRun(nil)
+	stopAfterSignal := context.AfterFunc(ctx, func() { stopRun(errSignalled) })
+	defer stopAfterSignal()
+	go func() {
+		// The dispatcher's cancel shows in event acks; while the agent is
+		// quiet (no events, no acks) the task's status is polled instead.
+		poll := time.NewTicker(r.cfg.StatusPoll)
+		defer poll.Stop()
+		for {
+			select {
+			case <-r.batcher.Terminal():
+				stopRun(errDispatcherCancel)
+				return
+			case <-stopCtx.Done():
+				return
+			case <-poll.C:
+				pctx, cancel := context.WithTimeout(stopCtx, r.cfg.StatusPoll)
+				task, err := r.disp.Task(pctx)
+				cancel()
+				if err == nil && task.Status.Terminal() {
+					stopRun(fmt.Errorf("%w (%s)", errDispatcherCancel, task.Status))
+					return
+				}
+			}
+		}
+	}()
+	if d := r.cfg.Runner.DeadlineSeconds; d > 0 {
+		// Stop the agent in time to report: the Job's deadline less the grace period and a margin.
+		budget := time.Duration(d-r.cfg.Runner.GracePeriodSeconds)*time.Second - 10*time.Second
+		if budget > 0 {
+			t := time.AfterFunc(budget-r.now().Sub(start), func() {
+				stopRun(fmt.Errorf("%w after %s (the build's deadline is %ds)", errAgentTimeout, budget.Round(time.Second), d))
+			})
+			defer t.Stop()
+		}
+	}
+
+	pidFile := PIDFile(r.cfg.PIDDir, r.cfg.BuildID)
+	script := AgentScript(workdir, pidFile, cmd.Argv)
+	pr, pw := io.Pipe()
+	stderr := &tailBuffer{max: 8 << 10}
+	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelExec()
+	type execDone struct {
+		code int
+		err  error
+	}
+	execCh := make(chan execDone, 1)
+	go func() {
+		code, err := r.exec.Exec(execCtx, ctr, podexec.Request{
+			Argv: []string{"sh", "-c", script}, Stdin: bytes.NewReader(cmd.Stdin), Stdout: pw, Stderr: stderr,
+		})
+		pw.Close()
+		execCh <- execDone{code, err}
+	}()
+	var rec agent.Recorder
+	streamCh := make(chan error, 1)
+	go func() {
+		streamCh <- agent.Stream(pr, adapter.NewParser(), func(e agent.Event) error {
+			rec.Observe(e)
+			if t, p, err := agent.SchemaEvent(e); err == nil {
+				r.batcher.Add(schema.EventInput{Type: t, Time: r.now().UTC(), Payload: p})
+			}
+			return nil
+		})
+	}()
+
+	var (
+		out          agentRun
+		streamDone   bool
+		execFinished bool
+	)
+	for !streamDone || !execFinished {
+		select {
+		case err := <-streamCh:
+			streamDone = true
+			if err != nil {
+				r.log.Warn("agent output stream", "err", err)
+			}
+		case d := <-execCh:
+			execFinished = true
+			out.exitCode, out.err = d.code, d.err
+		case <-stopCtx.Done():
+			out.stopped = context.Cause(stopCtx)
+			r.log.Info("stopping the agent", "reason", out.stopped)
+			r.killAgent(ctx, ctr, pidFile)
+			// The killed agent's stream ends by itself; give it a moment, then cut it.
+			grace := time.NewTimer(3 * time.Second)
+			for !streamDone || !execFinished {
+				select {
+				case <-streamCh:
+					streamDone = true
+				case <-execCh:
+					execFinished = true
+				case <-grace.C:
+					cancelExec()
+					pr.CloseWithError(errors.New("agent stopped"))
+				}
+			}
+			grace.Stop()
+			out.outcome = rec.Outcome()
+			return out
+		}
+	}
+	out.outcome = rec.Outcome()
+	out.stderr = stderr.String()
+	r.log.Info("agent finished", "exit_code", out.exitCode, "err", out.err, "success", out.outcome.Success,
+		"turns", out.outcome.Turns, "cost_usd", out.outcome.CostUSD)
+	return out
+}
+
+// killAgent runs the second exec that kills the agent's process group,
+// within what the grace period allows.
+func (r *Runner) killAgent(ctx context.Context, ctr podexec.Container, pidFile string) {
+	if ctx.Err() != nil {
+		r.markStopped()
+	}
+	budget := r.cfg.KillWait + 5*time.Second
+	if dl, ok := r.graceDeadline(); ok {
+		budget = min(budget, time.Until(dl)-r.graceForReport())
+	}
+	wait := r.cfg.KillWait
+	if budget < wait+time.Second {
+		wait = max(budget/2, 500*time.Millisecond)
+	}
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(budget, 2*time.Second))
+	defer cancel()
+	var out bytes.Buffer
+	code, err := r.exec.Exec(kctx, ctr, podexec.Request{
+		Argv:   []string{"sh", "-c", KillScript(pidFile, int(wait/(100*time.Millisecond)))},
+		Stdout: &out, Stderr: &out,
+	})
+	msg := strings.TrimSpace(out.String())
+	level := "info"
+	if err != nil || code != 0 {
+		level = "error"
+		msg = fmt.Sprintf("stopping the agent: exit %d, %v: %s", code, err, msg)
+	}
+	r.log.Info("agent stop", "result", msg)
+	r.event(schema.EventLog, agent.LogPayload{Level: level, Message: msg})
+}
+
+func cancelled(why error, o agent.Outcome) schema.BuildResult {
+	res := schema.BuildResult{}
+	o.Apply(&res)
+	res.Success, res.Cancelled = false, true
+	res.Error = "cancelled: " + why.Error()
+	return res
+}
+
+func (r *Runner) event(t schema.EventType, payload any) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return
+	}
+	r.batcher.Add(schema.EventInput{Type: t, Time: r.now().UTC(), Payload: b})
+}
+
+func logLine(res schema.BuildResult) agent.LogPayload {
+	ok := res.Success
+	p := agent.LogPayload{Level: "info", Message: "build succeeded", Success: &ok}
+	switch {
+	case res.Cancelled:
+		p.Level, p.Message = "warn", "build cancelled"
+	case !res.Success:
+		p.Level, p.Message = "error", "build failed"
+	}
+	p.Error, _ = agent.Truncate(res.Error, agent.MaxSummaryBytes)
+	return p
+}
+
+// commitBody is the commit message body: the spec's prompt (before
+// rendering, so variable values never land in history), first lines only.
+func commitBody(p string) string {
+	p = strings.TrimSpace(p)
+	if i := strings.IndexByte(p, '\n'); i >= 0 {
+		p = p[:i]
+	}
+	p, _ = agent.Truncate(p, 200)
+	return p
+}
+
+func joinMsg(a, b string) string {
+	if a == "" {
+		return b
+	}
+	if b == "" {
+		return a
+	}
+	return a + "; " + b
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	out, _ := agent.Truncate(strings.Join(lines, " | "), 1<<10)
+	return out
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.ToValidUTF8(string(t.b), "?")
+}
