@@ -37,6 +37,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -818,6 +819,40 @@ func TestNodeCrashLoopBackOff(t *testing.T) {
 	require.EqualValues(t, 1, cs.LastTerminationState.Terminated.ExitCode)
 	require.Equal(t, corev1.PodRunning, p.Status.Phase)
 	require.Contains(t, cs.State.Waiting.Message, "back-off 10s restarting failed container=main")
+}
+
+func TestNodeProbes(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	flag := filepath.Join(t.TempDir(), "ready")
+	gated := shPod("gated", "exec sleep 600")
+	gated.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-e", flag}}},
+		PeriodSeconds: 1,
+	}
+	createPod(t, ns, gated)
+	p := waitPod(t, ns, "gated", 30*time.Second, "Running", podPhase(corev1.PodRunning))
+	require.False(t, hasPodCondition(p, corev1.PodReady, corev1.ConditionTrue), "ready before its probe passed")
+	require.NoError(t, os.WriteFile(flag, nil, 0o644))
+	waitPod(t, ns, "gated", 30*time.Second, "Ready", func(p *corev1.Pod) bool {
+		return hasPodCondition(p, corev1.PodReady, corev1.ConditionTrue)
+	})
+
+	unhealthy := shPod("unhealthy", "exec sleep 600")
+	unhealthy.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	unhealthy.Spec.TerminationGracePeriodSeconds = ptr.To[int64](1)
+	unhealthy.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+		ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(int32(freeTCPPort(t)))}},
+		PeriodSeconds:    1,
+		FailureThreshold: 2,
+	}
+	createPod(t, ns, unhealthy)
+	p = waitPod(t, ns, "unhealthy", 30*time.Second, "a restart", func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
+	})
+	last := p.Status.ContainerStatuses[0].LastTerminationState.Terminated
+	require.NotNil(t, last)
+	require.EqualValues(t, 128+int32(syscall.SIGTERM), last.ExitCode)
 }
 
 // TestNodeRunStopsCleanly runs a second node in the shared cluster, gives it

@@ -518,6 +518,7 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, done chan struct{},
 		if c.proc == proc {
 			c.running = &corev1.ContainerStateRunning{StartedAt: started}
 			w.event(w.pod, c, corev1.EventTypeNormal, eventStarted, "Started container %s", c.spec.Name)
+			w.startProbes(c, proc, done)
 		}
 		w.mu.Unlock()
 		w.signal()

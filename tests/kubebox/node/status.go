@@ -171,12 +171,12 @@ func (w *podWorker) podStatus() (*corev1.Pod, corev1.PodStatus) {
 		}
 	}
 	for _, c := range w.ctrs {
-		if c.running == nil {
+		if !c.ready() {
 			notReady = append(notReady, c.spec.Name)
 		}
 	}
 	for _, c := range w.init {
-		if c.sidecar && c.running == nil {
+		if c.sidecar && !c.ready() {
 			notReady = append(notReady, c.spec.Name)
 		}
 	}
@@ -249,7 +249,7 @@ func (c *container) status() corev1.ContainerStatus {
 		RestartCount:         c.restarts,
 		Image:                c.spec.Image,
 		ImageID:              c.imageID,
-		Started:              ptr.To(c.running != nil),
+		Started:              ptr.To(c.started()),
 	}
 	if c.attempts > 0 {
 		cs.ContainerID = "kubebox://" + c.id
@@ -257,7 +257,7 @@ func (c *container) status() corev1.ContainerStatus {
 	if c.init && !c.sidecar {
 		cs.Ready = c.succeeded()
 	} else {
-		cs.Ready = c.running != nil
+		cs.Ready = c.ready()
 	}
 	return cs
 }
