@@ -855,6 +855,33 @@ func TestNodeProbes(t *testing.T) {
 	require.EqualValues(t, 128+int32(syscall.SIGTERM), last.ExitCode)
 }
 
+func TestNodeLifecycleHooks(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	trace := filepath.Join(t.TempDir(), "trace")
+	pod := shPod("hooked", fmt.Sprintf(`trap 'echo term >> %[1]s; exit 0' TERM; echo main >> %[1]s; while :; do sleep 0.1; done`, trace))
+	pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{
+		PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo poststart >> " + trace}}},
+		PreStop:   &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo prestop >> " + trace}}},
+	}
+	createPod(t, ns, pod)
+	waitPod(t, ns, "hooked", 30*time.Second, "Ready", func(p *corev1.Pod) bool {
+		return hasPodCondition(p, corev1.PodReady, corev1.ConditionTrue)
+	})
+	require.NoError(t, shared.Client().CoreV1().Pods(ns).Delete(context.Background(), "hooked", metav1.DeleteOptions{}))
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := shared.Client().CoreV1().Pods(ns).Get(ctx, "hooked", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	require.NoError(t, err, "pod was not deleted")
+	b, err := os.ReadFile(trace)
+	require.NoError(t, err)
+	lines := strings.Fields(string(b))
+	// postStart runs alongside the main process; preStop strictly before SIGTERM.
+	require.ElementsMatch(t, []string{"main", "poststart", "prestop", "term"}, lines)
+	require.Equal(t, []string{"prestop", "term"}, lines[2:])
+}
+
 // TestNodeRunStopsCleanly runs a second node in the shared cluster, gives it
 // a pod, and stops it: Run must return, kill the pod's processes and leave
 // no goroutines behind. (Not parallel: it counts goroutines.)

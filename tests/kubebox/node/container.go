@@ -46,18 +46,19 @@ type container struct {
 	pullFailedAt   time.Time
 	nextTry        time.Time // do not start before
 
-	id         string
-	imageID    string
-	attempts   int
-	proc       *nsinit.Process
-	pid        int
-	env        []string
-	dir        string
-	cgroup     string
-	logPaths   []string      // one per attempt; the last is current
-	probeReady bool          // the readiness probe passed (this run)
-	startupOK  bool          // the startup probe passed (this run)
-	done       chan struct{} // closed when the current (or last) process ended
+	id          string
+	imageID     string
+	attempts    int
+	proc        *nsinit.Process
+	pid         int
+	env         []string
+	dir         string
+	cgroup      string
+	logPaths    []string      // one per attempt; the last is current
+	probeReady  bool          // the readiness probe passed (this run)
+	startupOK   bool          // the startup probe passed (this run)
+	postStarted bool          // the postStart hook finished (this run)
+	done        chan struct{} // closed when the current (or last) process ended
 }
 
 func newContainer(spec corev1.Container, init bool) *container {

@@ -517,11 +517,18 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, done chan struct{},
 		w.mu.Lock()
 		if c.proc == proc {
 			c.running = &corev1.ContainerStateRunning{StartedAt: started}
+			c.postStarted = c.spec.Lifecycle == nil || c.spec.Lifecycle.PostStart == nil
 			w.event(w.pod, c, corev1.EventTypeNormal, eventStarted, "Started container %s", c.spec.Name)
-			w.startProbes(c, proc, done)
+			if c.postStarted {
+				w.startProbes(c, proc, done)
+			}
 		}
+		postStart := !c.postStarted
 		w.mu.Unlock()
 		w.signal()
+		if postStart {
+			w.postStart(c, proc, done)
+		}
 	}
 	_ = proc.Cmd.Wait()
 	finished := metav1.Now()
@@ -584,11 +591,27 @@ func signalContainer(c *container, sig syscall.Signal) {
 func (w *podWorker) killAll(grace time.Duration) {
 	w.mu.Lock()
 	var dones []chan struct{}
+	hookCtx, cancelHooks := context.WithTimeout(context.Background(), grace)
+	defer cancelHooks()
 	for _, c := range w.all() {
 		if c.proc != nil {
 			if grace > 0 {
 				w.event(w.pod, c, corev1.EventTypeNormal, eventKilling, "Stopping container %s", c.spec.Name)
-				signalContainer(c, syscall.SIGTERM)
+				if c.running != nil && c.spec.Lifecycle != nil && c.spec.Lifecycle.PreStop != nil {
+					// The preStop hook runs first, within the grace period.
+					go func(c *container, proc *nsinit.Process, pod *corev1.Pod) {
+						if err := w.runHook(hookCtx, c, c.spec.Lifecycle.PreStop); err != nil {
+							w.event(pod, c, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
+						}
+						w.mu.Lock()
+						if c.proc == proc {
+							signalContainer(c, syscall.SIGTERM)
+						}
+						w.mu.Unlock()
+					}(c, c.proc, w.pod)
+				} else {
+					signalContainer(c, syscall.SIGTERM)
+				}
 			} else {
 				signalContainer(c, syscall.SIGKILL)
 			}

@@ -29,13 +29,13 @@ const (
 // ready is what the container's status reports as ready. Called with the
 // pod worker's mutex held.
 func (c *container) ready() bool {
-	return c.running != nil && (c.spec.ReadinessProbe == nil || c.probeReady) && c.started()
+	return c.started() && (c.spec.ReadinessProbe == nil || c.probeReady)
 }
 
 // started is the container status' started: running and past any startup
 // probe. Called with the pod worker's mutex held.
 func (c *container) started() bool {
-	return c.running != nil && (c.spec.StartupProbe == nil || c.startupOK)
+	return c.running != nil && c.postStarted && (c.spec.StartupProbe == nil || c.startupOK)
 }
 
 // startProbes runs the container's probes while proc lives, as the
@@ -143,6 +143,50 @@ func (w *podWorker) killAfter(c *container, proc *nsinit.Process, done <-chan st
 		}
 		w.mu.Unlock()
 	}
+}
+
+// postStart runs the container's postStart hook; if it fails, the
+// container is killed, as the kubelet does.
+func (w *podWorker) postStart(c *container, proc *nsinit.Process, done <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := w.runHook(ctx, c, c.spec.Lifecycle.PostStart)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c.proc != proc {
+		return
+	}
+	if err != nil {
+		w.event(w.pod, c, corev1.EventTypeWarning, "FailedPostStartHook", "PostStartHook failed: %v", err)
+		signalContainer(c, syscall.SIGKILL)
+		return
+	}
+	c.postStarted = true
+	w.startProbes(c, proc, done)
+	w.signal()
+}
+
+// runHook runs a lifecycle handler against the container.
+func (w *podWorker) runHook(ctx context.Context, c *container, h *corev1.LifecycleHandler) error {
+	switch {
+	case h.Sleep != nil:
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
+			return nil
+		}
+	case h.Exec != nil, h.HTTPGet != nil, h.TCPSocket != nil:
+		return w.probe(ctx, c, &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: h.Exec, HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket}})
+	}
+	return nil
 }
 
 // probe runs one check; nil means success.
