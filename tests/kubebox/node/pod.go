@@ -40,7 +40,6 @@ type podWorker struct {
 	pod          *corev1.Pod
 	startTime    metav1.Time
 	volumesReady bool
-	volumeErr    error
 	volumeTries  int
 	tokenRefresh time.Time
 	init         []*container
@@ -194,7 +193,6 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 		refresh, err := w.n.setupVolumes(ctx, pod)
 		w.mu.Lock()
 		if err != nil {
-			w.volumeErr = err
 			w.volumeTries++
 			if w.volumeTries == 1 || w.volumeTries%10 == 0 {
 				w.event(pod, nil, corev1.EventTypeWarning, eventFailedMount, "%v", err)
@@ -213,7 +211,7 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 				return next
 			}
 		} else {
-			w.volumesReady, w.volumeErr, w.volumeTries, w.tokenRefresh = true, nil, 0, refresh
+			w.volumesReady, w.volumeTries, w.tokenRefresh = true, 0, refresh
 			w.mu.Unlock()
 		}
 	}
