@@ -782,6 +782,31 @@ func TestNodePrivateWorkingDir(t *testing.T) {
 	_ = os.Remove(wd)
 }
 
+func TestNodeSidecar(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	dir := t.TempDir()
+	pod := shPod("with-sidecar", fmt.Sprintf(`cat %s/sidecar-up`, dir))
+	pod.Spec.InitContainers = []corev1.Container{{
+		Name: "sidecar", Image: "sh", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+		Command: []string{"sh", "-c", fmt.Sprintf(`echo up > %s/sidecar-up; exec sleep 600`, dir)},
+		// The main container starts only once this passes.
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-e", dir + "/sidecar-up"}}},
+			PeriodSeconds: 1,
+		},
+	}}
+	createPod(t, ns, pod)
+	p := waitPod(t, ns, "with-sidecar", 30*time.Second, "Succeeded", podPhase(corev1.PodSucceeded))
+	require.EqualValues(t, 0, terminated(p, "main").ExitCode)
+	logs, err := shared.Client().CoreV1().Pods(ns).GetLogs("with-sidecar", &corev1.PodLogOptions{Container: "main"}).DoRaw(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "up\n", string(logs))
+	// The sidecar was stopped when the pod finished.
+	p = waitPod(t, ns, "with-sidecar", 30*time.Second, "sidecar stopped", func(p *corev1.Pod) bool { return terminated(p, "sidecar") != nil })
+	require.Equal(t, corev1.PodSucceeded, p.Status.Phase)
+}
+
 func TestNodeRestartPolicyOnFailure(t *testing.T) {
 	t.Parallel()
 	ns := nodeNamespace(t)

@@ -227,6 +227,9 @@ func (w *podWorker) reconcile(ctx context.Context) time.Time {
 			if c.proc == nil {
 				wake(w.startOrBackoff(ctx, pod, c, now, policy))
 			}
+			if c.restarts == 0 && !c.started() {
+				return next // what follows waits for the sidecar's first start
+			}
 			continue
 		}
 		if c.succeeded() {
