@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -47,6 +47,30 @@ func TestRunner(t *testing.T) {
 	t.Run("success commits and pushes", func(t *testing.T) {
 		t.Parallel()
 		testSuccess(t, env)
+	})
+	t.Run("failing agent", func(t *testing.T) {
+		t.Parallel()
+		testFailingAgent(t, env)
+	})
+	t.Run("missing variable", func(t *testing.T) {
+		t.Parallel()
+		testMissingVariable(t, env)
+	})
+	t.Run("cancel by deleting the job", func(t *testing.T) {
+		t.Parallel()
+		testCancelJobDeleted(t, env)
+	})
+	t.Run("cancel seen from the dispatcher", func(t *testing.T) {
+		t.Parallel()
+		testCancelFromDispatcher(t, env)
+	})
+	t.Run("dispatcher unreachable at the end", func(t *testing.T) {
+		t.Parallel()
+		testDispatcherUnreachable(t, env)
+	})
+	t.Run("push rejected", func(t *testing.T) {
+		t.Parallel()
+		testPushRejected(t, env)
 	})
 }
 
@@ -155,10 +179,222 @@ func requireBatches(t *testing.T, b harness.Build) {
 	require.Zero(t, b.Gaps)
 }
 
-var (
-	_ = context.Background
-	_ = strconv.Itoa
-	_ = syscall.Kill
-	_ = metav1.DeletePropagationBackground
-	_ = ptr.To[int]
-)
+func testFailingAgent(t *testing.T, env *harness.Env) {
+	for _, tc := range []struct {
+		transcript string
+		selector   bool
+		err        string
+		output     string
+		usage      schema.Usage
+	}{
+		{"api-error", false, "agent reported an error: Invalid API key · Please run /login",
+			"Invalid API key · Please run /login", schema.Usage{Turns: 1}},
+		{"max-turns", true, "agent stopped: reached the maximum number of turns (2)",
+			"", schema.Usage{CostUSD: 0.0121, Turns: 2, InputTokens: 6, OutputTokens: 78}},
+	} {
+		t.Run(tc.transcript, func(t *testing.T) {
+			t.Parallel()
+			p := env.NewProject(t, tc.transcript, harness.ProjectOptions{AllowList: tc.selector})
+			seed := p.Git(t, p.Remote, "rev-parse", "main")
+			id := "b-" + tc.transcript
+			var o harness.BuildOptions
+			if tc.selector {
+				// Found by label selector: the runner's Role needs list for that.
+				target := p.Target()
+				target.PodName, target.PodSelector = "", "kiln-project="+p.Name
+				o.Target = &target
+			}
+			job := env.StartBuild(t, p, id, schema.BuildSpec{
+				Prompt:     "Run the tests. fake-claude:transcript=" + tc.transcript + " fake-claude:run=r",
+				AutoCommit: true, AutoPush: true,
+			}, o)
+			pod := env.WaitJobPod(t, job, 2*time.Minute)
+			b := env.Dispatcher.Get(id)
+			require.Len(t, b.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+			res := b.ResultPosts[0]
+			require.False(t, res.Success)
+			require.False(t, res.Cancelled)
+			require.Equal(t, tc.err, res.Error)
+			require.Equal(t, tc.output, res.Output)
+			require.Equal(t, &tc.usage, res.Usage)
+			require.Empty(t, res.CommitSHA)
+			require.Equal(t, []string{}, res.FilesChanged)
+			require.Equal(t, schema.StatusFailed, b.Status)
+			require.Equal(t, seed, p.Git(t, p.Remote, "rev-parse", "main"), "nothing pushed")
+			require.EqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode, "a failed build that was reported exits 0")
+			requireBatches(t, b)
+		})
+	}
+}
+
+func testMissingVariable(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "missing", harness.ProjectOptions{})
+	id := "b-missing"
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt:    "Fix {{ ticket }} in {{repo}}. fake-claude:transcript=success-edit fake-claude:run=r",
+		Variables: map[string]string{"repo": "acme"}, AutoCommit: true,
+	}, harness.BuildOptions{})
+	pod := env.WaitJobPod(t, job, 2*time.Minute)
+	b := env.Dispatcher.Get(id)
+	require.Len(t, b.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+	res := b.ResultPosts[0]
+	require.False(t, res.Success)
+	require.Equal(t, `prompt: missing variable "ticket"`, res.Error)
+	require.Empty(t, res.CommitSHA)
+	require.Equal(t, []string{}, res.FilesChanged)
+	_, err := os.Stat(filepath.Join(p.State, "r.pid"))
+	require.ErrorIs(t, err, os.ErrNotExist, "the agent never ran")
+	var sum schema.TerminationSummary
+	require.NoError(t, json.Unmarshal([]byte(pod.Status.ContainerStatuses[0].State.Terminated.Message), &sum))
+	require.Equal(t, schema.TerminationSummary{Kiln: 1, Error: res.Error, DurationMS: res.DurationMS, Reported: true}, sum)
+}
+
+// waitPID waits for fakeclaude's pid file of a run.
+func waitPID(t *testing.T, p *harness.Project, name string) int {
+	t.Helper()
+	var pid int
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(p.State, name))
+		if err == nil {
+			if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in %s", name, p.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid is a live process (a zombie counts as gone).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func testCancelJobDeleted(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "cancel", harness.ProjectOptions{})
+	id := "b-cancel"
+	// The agent ignores SIGTERM (only SIGKILL ends it) and has a child in
+	// its process group; both must be gone afterwards.
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt: "Work slowly. fake-claude:transcript=success-edit fake-claude:run=r fake-claude:sleep=300s " +
+			"fake-claude:child=1 fake-claude:ignore-term=1",
+		AutoCommit: true, AutoPush: true,
+	}, harness.BuildOptions{})
+	pid := waitPID(t, p, "r.pid")
+	child := waitPID(t, p, "r.child.pid")
+	require.True(t, alive(pid) && alive(child))
+	runner := env.RunnerPod(t, job)
+	time.Sleep(500 * time.Millisecond) // let a batch of events through
+
+	deleted := time.Now()
+	require.NoError(t, env.Client.BatchV1().Jobs(harness.RunnerNamespace).Delete(context.Background(), job.Name,
+		metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}))
+	b := env.Dispatcher.WaitResult(t, id, 30*time.Second)
+	took := time.Since(deleted)
+	t.Logf("job deleted → cancelled result in %s", took)
+	require.Less(t, took, 20*time.Second, "within the grace period")
+	require.Len(t, b.ResultPosts, 1)
+	res := b.ResultPosts[0]
+	require.True(t, res.Cancelled, "runner log:\n%s", env.Logs(runner))
+	require.False(t, res.Success)
+	require.Contains(t, res.Error, "cancelled: the runner was asked to stop")
+	require.Empty(t, res.CommitSHA, "git skipped")
+	require.Equal(t, schema.StatusCancelled, b.Status)
+	require.False(t, alive(pid), "fakeclaude %d still running", pid)
+	require.False(t, alive(child), "fakeclaude's child %d still running", child)
+	_, err := os.Stat("/tmp/kiln-" + id + ".pid")
+	require.ErrorIs(t, err, os.ErrNotExist, "pid file removed")
+	// The edit fakeclaude made before the result stays uncommitted in the workspace.
+	require.Equal(t, p.Git(t, p.Remote, "rev-parse", "main"), p.Git(t, p.Workdir, "rev-parse", "HEAD"))
+	requireBatches(t, b)
+	var stopped bool
+	var all []string
+	for _, e := range b.Events() {
+		all = append(all, string(e.Type)+" "+string(e.Payload))
+		if e.Type == schema.EventLog && strings.Contains(string(e.Payload), "killed with SIGKILL") {
+			stopped = true
+		}
+	}
+	require.True(t, stopped, "the kill is in the events:\n%s", strings.Join(all, "\n"))
+}
+
+func testCancelFromDispatcher(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "dcancel", harness.ProjectOptions{})
+	id := "b-dcancel"
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt: "Work slowly. fake-claude:transcript=success-edit fake-claude:run=r fake-claude:sleep=300s fake-claude:child=1",
+	}, harness.BuildOptions{})
+	pid := waitPID(t, p, "r.pid")
+	child := waitPID(t, p, "r.child.pid")
+	env.Dispatcher.Update(id, func(b *harness.Build) { b.Status = schema.StatusCancelled })
+	pod := env.WaitJobPod(t, job, time.Minute)
+	b := env.Dispatcher.Get(id)
+	require.Len(t, b.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+	res := b.ResultPosts[0]
+	require.True(t, res.Cancelled)
+	require.False(t, res.Success)
+	require.Contains(t, res.Error, "the dispatcher reports the build as terminal")
+	require.Nil(t, b.Accepted, "the build was already terminal")
+	require.False(t, alive(pid))
+	require.False(t, alive(child))
+	require.EqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode)
+}
+
+func testDispatcherUnreachable(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "unreach", harness.ProjectOptions{})
+	id := "b-unreach"
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt: "fake-claude:transcript=success-edit fake-claude:run=r", AutoCommit: true,
+	}, harness.BuildOptions{ExtraEnv: []corev1.EnvVar{{Name: "KILN_REPORT_TIMEOUT", Value: "4s"}}})
+	env.Dispatcher.Update(id, func(b *harness.Build) { b.DropResults = true })
+	pod := env.WaitJobPod(t, job, 2*time.Minute)
+	term := pod.Status.ContainerStatuses[0].State.Terminated
+	require.NotEqualValues(t, 0, term.ExitCode, "runner log:\n%s", env.Logs(pod))
+	b := env.Dispatcher.Get(id)
+	require.Greater(t, len(b.ResultPosts), 1, "retried")
+	var sum schema.TerminationSummary
+	require.NoError(t, json.Unmarshal([]byte(term.Message), &sum), term.Message)
+	require.False(t, sum.Reported)
+	require.True(t, sum.Success)
+	require.Equal(t, 1, sum.FilesChanged)
+	require.Equal(t, p.Git(t, p.Workdir, "rev-parse", "HEAD"), sum.CommitSHA)
+	require.Contains(t, sum.Error, "result not reported")
+	require.Less(t, len(term.Message), 4096)
+}
+
+func testPushRejected(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "reject", harness.ProjectOptions{})
+	// Someone else pushed first: the workspace is behind.
+	other := filepath.Join(t.TempDir(), "other")
+	p.Git(t, filepath.Dir(other), "clone", "-q", p.Remote, other)
+	require.NoError(t, os.WriteFile(filepath.Join(other, "NEWS"), []byte("news\n"), 0o644))
+	p.Git(t, other, "add", "NEWS")
+	p.Git(t, other, "-c", "user.name=O", "-c", "user.email=o@example.com", "commit", "-q", "-m", "other")
+	p.Git(t, other, "push", "-q", "origin", "HEAD:main")
+	theirs := p.Git(t, p.Remote, "rev-parse", "main")
+
+	id := "b-reject"
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt: "fake-claude:transcript=success-edit fake-claude:run=r", AutoCommit: true, AutoPush: true,
+	}, harness.BuildOptions{})
+	pod := env.WaitJobPod(t, job, 2*time.Minute)
+	b := env.Dispatcher.Get(id)
+	require.Len(t, b.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+	res := b.ResultPosts[0]
+	require.False(t, res.Success)
+	require.Contains(t, res.Error, "non-fast-forward")
+	require.Contains(t, res.Error, "rejected", "git's own message")
+	require.Len(t, res.CommitSHA, 40, "the commit is kept")
+	require.Equal(t, res.CommitSHA, p.Git(t, p.Workdir, "rev-parse", "HEAD"))
+	require.Equal(t, theirs, p.Git(t, p.Remote, "rev-parse", "main"), "no force push")
+	require.Equal(t, []string{"index.html"}, res.FilesChanged)
+}

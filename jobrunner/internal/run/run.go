@@ -425,10 +425,11 @@ func (r *Runner) killAgent(ctx context.Context, ctr podexec.Container, pidFile s
 	}
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(budget, 2*time.Second))
 	defer cancel()
-	var out bytes.Buffer
+	// One writer for both streams: it must be safe for concurrent writes.
+	out := &tailBuffer{max: 4 << 10}
 	code, err := r.exec.Exec(kctx, ctr, podexec.Request{
 		Argv:   []string{"sh", "-c", KillScript(pidFile, int(wait/(100*time.Millisecond)))},
-		Stdout: &out, Stderr: &out,
+		Stdout: out, Stderr: out,
 	})
 	msg := strings.TrimSpace(out.String())
 	level := "info"
