@@ -101,6 +101,11 @@ func testSuccess(t *testing.T, env *harness.Env) {
 	require.Equal(t, schema.TerminationSummary{Kiln: 1, Success: true, CommitSHA: res.CommitSHA, FilesChanged: 1,
 		DurationMS: res.DurationMS, Reported: true}, sum)
 
+	// Exec went over WebSocket: no fallback to SPDY was needed.
+	logs := env.Logs(pod)
+	require.NotContains(t, logs, "falling back to SPDY")
+	require.NotContains(t, logs, "runner-token-", "the token never appears in logs")
+
 	// Every BuildResult field.
 	require.True(t, res.Success, res.Error)
 	require.Empty(t, res.Error)

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kilnbuild/kiln/jobrunner/internal/agent"
 	"github.com/kilnbuild/kiln/jobrunner/internal/client"
 	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
 	"github.com/kilnbuild/kiln/schema"
@@ -84,8 +86,27 @@ func writeSummary(log *slog.Logger, path string, s schema.TerminationSummary) {
 	if path == "" {
 		path = DefaultTerminationLog
 	}
-	b, _ := json.Marshal(s)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if err := os.WriteFile(path, EncodeSummary(s), 0o644); err != nil {
 		log.Error("writing the termination message", "path", path, "err", err)
+	}
+}
+
+// MaxSummaryBytes bounds the encoded TerminationSummary, well under the
+// kubelet's 4 KiB termination-message limit.
+const MaxSummaryBytes = 3 << 10
+
+// EncodeSummary encodes s as JSON in at most MaxSummaryBytes, shortening
+// its error message as needed (escaping can make a message grow sixfold).
+func EncodeSummary(s schema.TerminationSummary) []byte {
+	for {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(s)
+		b := bytes.TrimSpace(buf.Bytes())
+		if len(b) <= MaxSummaryBytes || s.Error == "" {
+			return b
+		}
+		s.Error, _ = agent.Truncate(s.Error, len(s.Error)/2)
 	}
 }

@@ -230,8 +230,10 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	run.outcome.Apply(&res)
 	switch {
 	case run.err != nil:
+		// The exec itself broke (pod gone, API unreachable): git would fail the same way.
 		res.Success = false
 		res.Error = joinMsg(res.Error, fmt.Sprintf("running the agent: %v", run.err))
+		return res
 	case run.exitCode != 0:
 		msg := fmt.Sprintf("agent exited with code %d", run.exitCode)
 		if s := strings.TrimSpace(run.stderr); s != "" {

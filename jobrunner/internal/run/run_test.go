@@ -1,0 +1,99 @@
+package run
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	rc, err := json.Marshal(jobtemplates.RunnerConfig{Template: "default", GracePeriodSeconds: 30, DeadlineSeconds: 600})
+	require.NoError(t, err)
+	env := map[string]string{
+		jobtemplates.EnvDispatcherURL: "http://127.0.0.1:1", jobtemplates.EnvBuildID: "b1",
+		jobtemplates.EnvRunnerToken: "tok", jobtemplates.EnvRunnerConfig: string(rc), EnvReportTimeout: "7s",
+	}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	require.Equal(t, "b1", c.BuildID)
+	require.Equal(t, 7*time.Second, c.ReportTimeout)
+	require.Equal(t, DefaultTerminationLog, c.TerminationLog)
+	require.EqualValues(t, 30, c.Runner.GracePeriodSeconds)
+
+	c, err = ConfigFromEnv(func(k string) string {
+		if k == jobtemplates.EnvRunnerConfig {
+			return `{"bogus":1}`
+		}
+		return ""
+	})
+	require.Error(t, err)
+	for _, want := range []string{"KILN_BUILD_ID: required", "KILN_DISPATCHER_URL: required", "KILN_RUNNER_TOKEN: required", "unknown field"} {
+		require.ErrorContains(t, err, want)
+	}
+	require.Equal(t, DefaultTerminationLog, c.TerminationLog, "the summary can still be written")
+}
+
+// The agent script, run by a local sh: cd, pid file, stdin passed on,
+// arguments quoted (none is interpreted by the shell), exit status kept.
+func TestAgentScriptLocally(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pidFile := PIDFile(dir, "b/../x y")
+	require.Equal(t, filepath.Join(dir, "kiln-b_.._x_y.pid"), pidFile)
+	argv := []string{"sh", "-c", `printf '%s|' "$@"; cat; ls "$PWD" >/dev/null; pwd; test -s "$1" && echo pid-ok; exit 4`, "sh",
+		pidFile, "$(touch pwned)", "it's", "a b"}
+	cmd := exec.Command("sh", "-c", AgentScript(dir, pidFile, argv))
+	cmd.Stdin = strings.NewReader("PROMPT")
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 4, ee.ExitCode())
+	require.Equal(t, pidFile+"|$(touch pwned)|it's|a b|PROMPT"+dir+"\npid-ok\n", string(out))
+	_, err = os.Stat(filepath.Join(dir, "pwned"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	_, err = os.Stat(pidFile)
+	require.ErrorIs(t, err, os.ErrNotExist, "removed when the agent exits")
+}
+
+func TestKillScriptWithoutAgent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	f := filepath.Join(dir, "kiln-x.pid")
+	require.NoError(t, os.WriteFile(f, []byte("999999999\n"), 0o644))
+	out, err := exec.Command("sh", "-c", KillScript(f, 1)).CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Equal(t, "agent already gone\n", string(out))
+	_, err = os.Stat(f)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestSummaryBounded(t *testing.T) {
+	t.Parallel()
+	o := Outcome{Result: schema.BuildResult{Error: strings.Repeat("é", 10000), FilesChanged: make([]string, 5000)},
+		ReportError: errFake(strings.Repeat("x", 10000))}
+	b := EncodeSummary(o.Summary())
+	require.LessOrEqual(t, len(b), MaxSummaryBytes)
+	nasty := EncodeSummary(schema.TerminationSummary{Kiln: 1, Error: strings.Repeat("\x01<", 5000)})
+	require.LessOrEqual(t, len(nasty), MaxSummaryBytes)
+	require.True(t, json.Valid(nasty))
+	var s schema.TerminationSummary
+	require.NoError(t, json.Unmarshal(b, &s), string(b))
+	require.Equal(t, 1, s.Kiln)
+	require.Equal(t, 5000, s.FilesChanged)
+	require.False(t, s.Reported)
+	require.Contains(t, s.Error, "result not reported")
+}
+
+type errFake string
+
+func (e errFake) Error() string { return string(e) }
