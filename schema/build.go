@@ -101,6 +101,19 @@ type Build struct {
 	CreatedAt   time.Time    `json:"created_at"`
 	StartedAt   *time.Time   `json:"started_at,omitempty"`
 	FinishedAt  *time.Time   `json:"finished_at,omitempty"`
+	// Callbacks lists every attempt at delivering the build's callback.
+	Callbacks []CallbackAttempt `json:"callbacks,omitempty"`
+}
+
+// CallbackAttempt is one try at delivering a terminal build's callback.
+type CallbackAttempt struct {
+	DeliveryID string    `json:"delivery_id"` // the Kiln-Delivery-Id header; the same on every retry
+	Attempt    int       `json:"attempt"`
+	StatusCode int       `json:"status_code,omitempty"` // absent when no HTTP answer came
+	Outcome    string    `json:"outcome"`               // delivered, retry or failed
+	Error      string    `json:"error,omitempty"`
+	DurationMS int64     `json:"duration_ms"`
+	At         time.Time `json:"at"`
 }
 
 // BuildAccepted is the 202 body of a build submission.

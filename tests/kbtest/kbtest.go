@@ -52,16 +52,38 @@ func BinDir() (string, error) {
 	}
 }
 
+// HostTempDir is where host-side files that pods must see live. Not /tmp:
+// build pods mount an emptyDir over /tmp, which hides whatever a container's
+// mounts or executable would need from the host's /tmp. $KUBEBOX_HOST_TMP or
+// /var/tmp.
+func HostTempDir() string {
+	if d := os.Getenv("KUBEBOX_HOST_TMP"); d != "" {
+		return d
+	}
+	return "/var/tmp"
+}
+
 // Start runs `kubebox up` with the given image map and stops it when the test ends.
 func Start(t testing.TB, images map[string]string) *Cluster {
 	t.Helper()
-	bin, err := BinDir()
+	c, stop, err := Up(images)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "kbtest-")
+	t.Cleanup(func() { stop(!t.Failed()) })
+	return c
+}
+
+// Up runs `kubebox up` (for TestMain); stop(clean) ends it and, when clean,
+// removes its state directory.
+func Up(images map[string]string) (*Cluster, func(clean bool), error) {
+	bin, err := BinDir()
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp(HostTempDir(), "kbtest-")
+	if err != nil {
+		return nil, nil, err
 	}
 	args := []string{"up", "--dir", dir}
 	names := make([]string, 0, len(images))
@@ -74,17 +96,17 @@ func Start(t testing.TB, images map[string]string) *Cluster {
 	}
 	log, err := os.Create(filepath.Join(dir, "kubebox.log"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	cmd := exec.Command(filepath.Join(bin, "kubebox"), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
+	stop := func(clean bool) {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-done:
@@ -93,12 +115,12 @@ func Start(t testing.TB, images map[string]string) *Cluster {
 			<-done
 		}
 		log.Close()
-		if !t.Failed() {
+		if clean {
 			_ = os.RemoveAll(dir)
 		} else {
-			t.Logf("kubebox state kept in %s", dir)
+			fmt.Fprintf(os.Stderr, "kbtest: kubebox state kept in %s\n", dir)
 		}
-	})
+	}
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
@@ -107,25 +129,28 @@ func Start(t testing.TB, images map[string]string) *Cluster {
 		select {
 		case err := <-done:
 			b, _ := os.ReadFile(filepath.Join(dir, "kubebox.log"))
-			t.Fatalf("kubebox up exited (%v):\n%s", err, tail(b))
+			return nil, nil, fmt.Errorf("kubebox up exited (%v):\n%s", err, tail(b))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kubebox did not become ready; see %s", dir)
+			stop(false)
+			return nil, nil, fmt.Errorf("kubebox did not become ready; see %s", dir)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	kc := filepath.Join(dir, "kubeconfig")
 	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 	if err != nil {
-		t.Fatal(err)
+		stop(false)
+		return nil, nil, err
 	}
 	cfg.QPS, cfg.Burst = 200, 400
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		t.Fatal(err)
+		stop(false)
+		return nil, nil, err
 	}
-	return &Cluster{Dir: dir, Kubeconfig: kc, Config: cfg, Client: client}
+	return &Cluster{Dir: dir, Kubeconfig: kc, Config: cfg, Client: client}, stop, nil
 }
 
 func tail(b []byte) string {

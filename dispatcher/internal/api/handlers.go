@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -117,6 +118,10 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if b.Callbacks, err = callback.ListAttempts(r.Context(), s.intake.Store.Pool, b.ID); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, b.Build)
 }
 
@@ -214,32 +219,4 @@ func decodeCursor(c string) (string, bool) {
 		return "", false
 	}
 	return id, true
-}
-
-// eventList is the body of GET /builds/{taskId}/events.
-type eventList struct {
-	Events []schema.Event `json:"events"`
-}
-
-func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
-	b, err := s.intake.GetBuild(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	after := int64(0)
-	if v := r.URL.Query().Get("after"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "after", "must be a non-negative integer"))
-			return
-		}
-		after = n
-	}
-	evs, err := store.ListEvents(r.Context(), s.intake.Store.Pool, b.ID, after, 1000)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, eventList{Events: evs})
 }

@@ -75,7 +75,6 @@ func NewServer(o Options) *Server {
 		r.With(s.requireAdmin).Post("/project/create-and-build", s.createAndBuild)
 		r.Get("/builds/{taskId}", s.getBuild)
 		r.Post("/builds/{taskId}/cancel", s.cancelBuild)
-		r.Get("/builds/{taskId}/events", s.listEvents)
 	})
 	if o.Mount != nil {
 		o.Mount(r, s.requireAuth)

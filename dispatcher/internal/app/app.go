@@ -4,11 +4,13 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -16,13 +18,19 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/api"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
+	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/dispatcher/internal/runnerapi"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 	"github.com/kilnbuild/kiln/jobtemplates"
 )
 
@@ -56,9 +64,31 @@ type Options struct {
 	Logger       *slog.Logger  // default: discard
 	AuthCacheTTL time.Duration
 	Templates    *jobtemplates.Catalog // default: jobtemplates.Embedded()
-	Launcher     queue.Launcher
+	Kube         *KubeOptions          // nil: no cluster; builds stay pending
 	Metrics      http.Handler
 	Mount        func(r chi.Router, authed func(http.Handler) http.Handler)
+
+	// Event streams and callbacks.
+	EventBuffer       int                     // events waiting for one live subscriber before it is dropped; default 256
+	EventHeartbeat    time.Duration           // idle SSE/WebSocket heartbeat; default 15s
+	CallbackAllowlist []netip.Prefix          // addresses callbacks may reach although refused by default
+	CallbackTimeout   time.Duration           // one callback attempt; default 10s
+	CallbackMaxAge    time.Duration           // how long failed callbacks are retried; default 24h
+	CallbackBackoff   func(int) time.Duration // wait before retry n; default callback.DefaultBackoff
+	CallbackWorkers   int                     // concurrent callback deliveries; default 10
+}
+
+// KubeOptions connects the dispatcher to the cluster its builds run in.
+type KubeOptions struct {
+	Client               kubernetes.Interface
+	Namespace            string        // where build Jobs run; default kiln-builds
+	DispatcherURL        string        // the dispatcher's URL as the runner pods see it
+	Image                string        // runner image override
+	MaxInFlight          int           // global maximum of builds in flight; default 50
+	RetryAfter           time.Duration // capacity re-check interval; default 2s
+	ImagePullTimeout     time.Duration // default 2m
+	UnschedulableTimeout time.Duration // default 5m
+	ReconcileInterval    time.Duration // periodic reconcile on the River leader; default 30s
 }
 
 // App is an assembled dispatcher.
@@ -68,7 +98,12 @@ type App struct {
 	River     *river.Client[pgx.Tx]
 	Intake    *intake.Service
 	Lifecycle *lifecycle.Lifecycle
+	Runner    *runnerapi.Server
+	Launcher  *launcher.Launcher // nil without a cluster
+	Watcher   *watcher.Watcher   // nil without a cluster
 	Auth      *auth.Authenticator
+	Events    *events.Hub
+	Callbacks *callback.Worker
 	Handler   http.Handler
 	Logger    *slog.Logger
 
@@ -89,22 +124,81 @@ func New(o Options) (*App, error) {
 	if templates == nil {
 		templates = jobtemplates.Embedded()
 	}
-	rc, err := queue.NewClient(o.Pool, queue.Options{Schema: o.Schema, Workers: o.Workers, Logger: logger, Launcher: o.Launcher})
+	a := &App{Pool: o.Pool, Store: store.New(o.Pool), Logger: logger, workers: o.Workers, Lifecycle: &lifecycle.Lifecycle{}}
+	a.Runner = &runnerapi.Server{Pool: o.Pool, Lifecycle: a.Lifecycle, Logger: logger.With("component", "runnerapi")}
+	qo := queue.Options{Schema: o.Schema, Workers: o.Workers, Logger: logger}
+	if k := o.Kube; k != nil && o.Workers > 0 {
+		var err error
+		a.Launcher, err = launcher.New(launcher.Options{Client: k.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
+			Templates: templates, Namespace: k.Namespace, DispatcherURL: k.DispatcherURL, Image: k.Image,
+			MaxInFlight: k.MaxInFlight, RetryAfter: k.RetryAfter, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		a.Watcher, err = watcher.New(watcher.Options{Client: k.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
+			Results: a.Runner, Namespace: k.Namespace, ImagePullTimeout: k.ImagePullTimeout,
+			UnschedulableTimeout: k.UnschedulableTimeout, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		qo.Launcher = a.Launcher
+		qo.Register = func(w *river.Workers) { river.AddWorker(w, &watcher.ReconcileWorker{Watcher: a.Watcher}) }
+		qo.Periodic = []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(k.ReconcileInterval, 30*time.Second)),
+			func() (river.JobArgs, *river.InsertOpts) {
+				return watcher.ReconcileArgs{}, &river.InsertOpts{Queue: queue.QueueDispatch}
+			}, &river.PeriodicJobOpts{ID: "kiln_reconcile"})}
+	}
+	cw, err := callback.NewWorker(callback.Options{Pool: o.Pool, Guard: &callback.Guard{Allow: o.CallbackAllowlist},
+		Logger: logger, Timeout: o.CallbackTimeout, MaxAge: o.CallbackMaxAge, Backoff: o.CallbackBackoff})
 	if err != nil {
 		return nil, err
 	}
-	a := &App{Pool: o.Pool, Store: store.New(o.Pool), River: rc, Logger: logger, workers: o.Workers}
+	a.Callbacks = cw
+	register := qo.Register
+	qo.Register = func(w *river.Workers) {
+		river.AddWorker(w, cw)
+		if register != nil {
+			register(w)
+		}
+	}
+	qo.Queues = map[string]river.QueueConfig{queue.QueueCallbacks: {MaxWorkers: cmp.Or(o.CallbackWorkers, 10)}}
+	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: logger, Buffer: o.EventBuffer}); err != nil {
+		return nil, err
+	}
+	rc, err := queue.NewClient(o.Pool, qo)
+	if err != nil {
+		return nil, err
+	}
+	a.River, a.Lifecycle.River = rc, rc
 	a.Auth = auth.NewAuthenticator(o.Pool, o.AuthCacheTTL)
-	a.Lifecycle = &lifecycle.Lifecycle{River: rc}
 	a.Intake = &intake.Service{Store: a.Store, River: rc, Templates: templates, Lifecycle: a.Lifecycle}
+	if a.Watcher != nil {
+		a.Intake.AfterCancel = a.Watcher.Enqueue
+	}
 	a.Handler = api.NewServer(api.Options{
-		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: o.Metrics, Mount: o.Mount,
+		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: o.Metrics,
+		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
+			a.Runner.Mount(r)
+			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: logger,
+				Heartbeat: o.EventHeartbeat}).Mount(r, authed)
+			if o.Mount != nil {
+				o.Mount(r, authed)
+			}
+		},
 	})
 	return a, nil
 }
 
-// Start starts River's workers (nothing for an insert-only app).
+// Start starts the watcher and River's workers (nothing for an insert-only app).
 func (a *App) Start(ctx context.Context) error {
+	if err := a.Events.Start(ctx); err != nil {
+		return err
+	}
+	if a.Watcher != nil {
+		if err := a.Watcher.Start(ctx); err != nil {
+			return err
+		}
+	}
 	if a.workers > 0 {
 		if err := a.River.Start(ctx); err != nil {
 			return fmt.Errorf("starting river: %w", err)
@@ -117,9 +211,15 @@ func (a *App) Start(ctx context.Context) error {
 // Stop stops River, letting running jobs finish until ctx ends.
 func (a *App) Stop(ctx context.Context) error {
 	a.started.Store(false)
+	a.Events.Stop()
 	if a.workers == 0 {
 		return nil
 	}
+	defer func() {
+		if a.Watcher != nil {
+			a.Watcher.Stop()
+		}
+	}()
 	if err := a.River.Stop(ctx); err != nil {
 		return a.River.StopAndCancel(context.WithoutCancel(ctx))
 	}

@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
@@ -113,8 +116,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	kube, err := kubeOptions(cfg, logger)
+	if err != nil {
+		return err
+	}
 	a, err := app.New(app.Options{Pool: pool, Schema: cfg.DBSchema, Workers: cfg.Workers, Logger: logger,
-		AuthCacheTTL: cfg.AuthCacheTTL, Templates: templates})
+		AuthCacheTTL: cfg.AuthCacheTTL, Templates: templates, Kube: kube})
 	if err != nil {
 		return err
 	}
@@ -209,4 +216,36 @@ func loadTemplates(dir string) (*jobtemplates.Catalog, error) {
 		return nil, fmt.Errorf("templates-dir %s: %w", dir, err)
 	}
 	return jobtemplates.Embedded().Merge(c), nil
+}
+
+// kubeOptions connects to the build cluster: the kubeconfig given, else the
+// in-cluster config when running in a pod, else none (builds stay pending).
+func kubeOptions(cfg *config.Config, logger *slog.Logger) (*app.KubeOptions, error) {
+	var rc *rest.Config
+	var err error
+	switch {
+	case cfg.Kubeconfig != "":
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		rc, err = rest.InClusterConfig()
+	default:
+		logger.Warn("no Kubernetes cluster configured (KILN_KUBECONFIG empty, not in a pod): builds will stay pending")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	rc.UserAgent = "kiln-dispatcher"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	url := cfg.DispatcherURL
+	if url == "" {
+		url = "http://" + cfg.ListenAddr
+	}
+	return &app.KubeOptions{Client: client, Namespace: cfg.BuildNamespace, DispatcherURL: url, Image: cfg.RunnerImage,
+		MaxInFlight: cfg.MaxInFlight, ImagePullTimeout: cfg.ImagePullTimeout,
+		UnschedulableTimeout: cfg.UnschedulableTimeout, ReconcileInterval: cfg.ReconcileInterval}, nil
 }

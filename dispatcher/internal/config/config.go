@@ -24,6 +24,15 @@ type Config struct {
 	TemplatesDir    string
 	ShutdownTimeout time.Duration
 	AutoMigrate     bool
+
+	Kubeconfig           string
+	BuildNamespace       string
+	DispatcherURL        string
+	RunnerImage          string
+	MaxInFlight          int
+	ImagePullTimeout     time.Duration
+	UnschedulableTimeout time.Duration
+	ReconcileInterval    time.Duration
 }
 
 // Setting is one configuration entry: its environment name, flag and default.
@@ -42,6 +51,14 @@ var Settings = []Setting{
 	{"KILN_TEMPLATES_DIR", "templates-dir", "", "directory of operator job templates (*.yaml) that add to or override the built-in ones"},
 	{"KILN_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long a graceful shutdown waits for requests and jobs"},
 	{"KILN_AUTO_MIGRATE", "auto-migrate", "false", "apply migrations when serve starts"},
+	{"KILN_KUBECONFIG", "kubeconfig", "", "kubeconfig of the build cluster (empty: in-cluster config when running in a pod, else no cluster and builds stay pending)"},
+	{"KILN_BUILD_NAMESPACE", "build-namespace", "kiln-builds", "namespace build Jobs and their Secrets are created in"},
+	{"KILN_DISPATCHER_URL", "dispatcher-url", "", "the dispatcher's URL as runner pods reach it (empty: http:// plus the listen address)"},
+	{"KILN_RUNNER_IMAGE", "runner-image", "", "runner image for every template (empty: each template's own)"},
+	{"KILN_MAX_IN_FLIGHT", "max-in-flight", "50", "builds running or launching at once, all projects; each project also has max_concurrent"},
+	{"KILN_IMAGE_PULL_TIMEOUT", "image-pull-timeout", "2m", "how long a build pod's image pull errors may last before the build fails"},
+	{"KILN_UNSCHEDULABLE_TIMEOUT", "unschedulable-timeout", "5m", "how long a build pod may stay unschedulable before the build fails"},
+	{"KILN_RECONCILE_INTERVAL", "reconcile-interval", "30s", "how often the River leader re-checks active builds against the cluster"},
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -81,8 +98,30 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 	if c.AutoMigrate, err = strconv.ParseBool(*vals["KILN_AUTO_MIGRATE"]); err != nil {
 		return nil, fs, fmt.Errorf("auto-migrate: must be true or false, got %q", *vals["KILN_AUTO_MIGRATE"])
 	}
+	c.Kubeconfig, c.BuildNamespace = *vals["KILN_KUBECONFIG"], *vals["KILN_BUILD_NAMESPACE"]
+	c.DispatcherURL, c.RunnerImage = *vals["KILN_DISPATCHER_URL"], *vals["KILN_RUNNER_IMAGE"]
+	if c.MaxInFlight, err = strconv.Atoi(*vals["KILN_MAX_IN_FLIGHT"]); err != nil || c.MaxInFlight < 1 {
+		return nil, fs, fmt.Errorf("max-in-flight: must be a positive integer, got %q", *vals["KILN_MAX_IN_FLIGHT"])
+	}
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{{"KILN_IMAGE_PULL_TIMEOUT", &c.ImagePullTimeout}, {"KILN_UNSCHEDULABLE_TIMEOUT", &c.UnschedulableTimeout}, {"KILN_RECONCILE_INTERVAL", &c.ReconcileInterval}} {
+		if *d.dst, err = time.ParseDuration(*vals[d.env]); err != nil || *d.dst <= 0 {
+			return nil, fs, fmt.Errorf("%s: must be a positive duration such as 30s, got %q", flagOf(d.env), *vals[d.env])
+		}
+	}
 	if c.DBSchema != "" && !schemaName.MatchString(c.DBSchema) {
 		return nil, fs, fmt.Errorf("db-schema: must match %s, got %q", schemaName, c.DBSchema)
 	}
 	return c, fs, nil
+}
+
+func flagOf(env string) string {
+	for _, s := range Settings {
+		if s.Env == env {
+			return s.Flag
+		}
+	}
+	return env
 }

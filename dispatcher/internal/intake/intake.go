@@ -33,6 +33,9 @@ type Service struct {
 	River     *river.Client[pgx.Tx]
 	Templates TemplateSet
 	Lifecycle *lifecycle.Lifecycle
+	// AfterCancel is told of each cancelled build, so a running one's Job is
+	// removed promptly; may be nil.
+	AfterCancel func(buildID string)
 
 	// testHookAfterJobInsert runs between the River insert and the audit
 	// row insert; tests make it fail to prove invariant 1.
@@ -237,6 +240,9 @@ func (s *Service) Cancel(ctx context.Context, who *auth.Principal, buildID, reas
 		}
 		return nil
 	})
+	if err == nil && s.AfterCancel != nil {
+		s.AfterCancel(out.ID)
+	}
 	return out, err
 }
 

@@ -77,6 +77,10 @@ type Options struct {
 	PollOnly   bool // no LISTEN/NOTIFY (for poolers that cannot hold it)
 	DB         store.DB
 	JobTimeout time.Duration // default 1m
+	Periodic   []*river.PeriodicJob
+	// RescueStuckJobsAfter: how soon a job whose worker died (kill -9) runs
+	// again; default 2m (dispatch jobs take seconds).
+	RescueStuckJobsAfter time.Duration
 }
 
 // NewClient returns a River client on pool. With Workers == 0 it only inserts.
@@ -86,10 +90,17 @@ func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg := &river.Config{
-		Schema:     o.Schema,
-		Logger:     logger.With("component", "river"),
-		JobTimeout: o.JobTimeout,
-		PollOnly:   o.PollOnly,
+		Schema:               o.Schema,
+		Logger:               logger.With("component", "river"),
+		JobTimeout:           o.JobTimeout,
+		PollOnly:             o.PollOnly,
+		RescueStuckJobsAfter: o.RescueStuckJobsAfter,
+	}
+	if cfg.RescueStuckJobsAfter == 0 {
+		cfg.RescueStuckJobsAfter = 2 * time.Minute
+	}
+	if cfg.JobTimeout == 0 {
+		cfg.JobTimeout = time.Minute
 	}
 	if o.Workers > 0 {
 		workers := river.NewWorkers()
@@ -102,6 +113,7 @@ func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 			o.Register(workers)
 		}
 		cfg.Workers = workers
+		cfg.PeriodicJobs = o.Periodic
 		cfg.Queues = map[string]river.QueueConfig{QueueDispatch: {MaxWorkers: o.Workers}}
 		for k, v := range o.Queues {
 			cfg.Queues[k] = v

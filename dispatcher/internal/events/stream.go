@@ -1,0 +1,371 @@
+package events
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-chi/chi/v5"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// StatusSlowConsumer is the WebSocket close code of a subscriber dropped
+// because it fell too far behind; the reason says where to resume.
+const StatusSlowConsumer websocket.StatusCode = 4000
+
+// ListLimit is the most events one JSON page of GET /builds/{id}/events holds.
+const ListLimit = 1000
+
+// Handler serves a build's events: a JSON page, a Server-Sent Events stream
+// or a WebSocket, with the same auth and scoping as the other build endpoints.
+type Handler struct {
+	Hub    *Hub                // required
+	Auth   *auth.Authenticator // required: resolves the already-checked bearer token
+	Intake *intake.Service     // required: scopes the build to the token
+	Logger *slog.Logger        // default: discard
+	// Heartbeat is how often an idle stream sends a comment (SSE) or a ping
+	// (WebSocket). Default 15s.
+	Heartbeat time.Duration
+	// WriteTimeout bounds one write to a client. Default 30s.
+	WriteTimeout time.Duration
+}
+
+// Mount adds GET /builds/{taskId}/events and GET /builds/{taskId}/events/ws.
+func (h *Handler) Mount(r chi.Router, authed func(http.Handler) http.Handler) {
+	r.With(authed).Get("/builds/{taskId}/events", h.events)
+	r.With(authed).Get("/builds/{taskId}/events/ws", h.websocket)
+}
+
+func (h *Handler) logger() *slog.Logger { return cmp.Or(h.Logger, slog.New(slog.DiscardHandler)) }
+
+// build returns the build the request names if its token may see it.
+func (h *Handler) build(w http.ResponseWriter, r *http.Request) (*store.Build, bool) {
+	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	p, err := h.Auth.Authenticate(r.Context(), strings.TrimSpace(token))
+	if err != nil {
+		h.fail(w, r, err)
+		return nil, false
+	}
+	b, err := h.Intake.GetBuild(r.Context(), p, chi.URLParam(r, "taskId"))
+	if err != nil {
+		h.fail(w, r, err)
+		return nil, false
+	}
+	return b, true
+}
+
+// after reads where to resume: Last-Event-ID (sent by a reconnecting
+// EventSource) wins over ?after=.
+func after(r *http.Request) (int64, error) {
+	v := r.Header.Get("Last-Event-ID")
+	field := "Last-Event-ID"
+	if v == "" {
+		v, field = r.URL.Query().Get("after"), "after"
+	}
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, &fieldError{field: field, rule: "must be a non-negative integer"}
+	}
+	return n, nil
+}
+
+type fieldError struct{ field, rule string }
+
+func (e *fieldError) Error() string { return e.field + ": " + e.rule }
+
+// fail answers err as RFC 9457 problem+json, like the API does.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p := map[string]any{"instance": r.URL.Path}
+	if id := w.Header().Get("X-Request-Id"); id != "" {
+		p["request_id"] = id
+	}
+	status, kind := http.StatusInternalServerError, "internal-error"
+	var fe *fieldError
+	switch {
+	case errors.As(err, &fe):
+		status, kind = http.StatusUnprocessableEntity, "validation-failed"
+		p["detail"] = fe.Error()
+		p["errors"] = []map[string]string{{"field": fe.field, "rule": fe.rule}}
+	case errors.Is(err, store.ErrNotFound):
+		status, kind = http.StatusNotFound, "not-found"
+		p["detail"] = err.Error()
+	case errors.Is(err, auth.ErrInvalidToken):
+		status, kind = http.StatusUnauthorized, "unauthorized"
+		p["detail"] = "Authorization: the token is not valid"
+	default:
+		h.logger().ErrorContext(r.Context(), "events request failed", "error", err, "request_id", p["request_id"], "path", r.URL.Path)
+		p["detail"] = "internal error; quote the request id when reporting it"
+	}
+	p["type"], p["title"], p["status"] = "https://kiln.dev/problems/"+kind, http.StatusText(status), status
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// events answers GET /builds/{taskId}/events: JSON, or SSE when asked for.
+func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
+	b, ok := h.build(w, r)
+	if !ok {
+		return
+	}
+	from, err := after(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		h.sse(w, r, b, from)
+		return
+	}
+	evs, err := store.ListEvents(r.Context(), h.Hub.pool, b.ID, from, ListLimit)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"events": evs})
+}
+
+// sink is where follow writes: an SSE response or a WebSocket.
+type sink interface {
+	event(ctx context.Context, e schema.Event) error
+	heartbeat(ctx context.Context) error
+	end(ctx context.Context, status schema.Status, last int64) error
+	dropped(ctx context.Context, last int64) error
+	shutdown(ctx context.Context, last int64) error
+}
+
+// terminalStatus returns the status a status event moved to, if terminal.
+func terminalStatus(e schema.Event) (schema.Status, bool) {
+	if e.Type != schema.EventStatus {
+		return "", false
+	}
+	var p struct {
+		Status schema.Status `json:"status"`
+	}
+	if json.Unmarshal(e.Payload, &p) != nil || !p.Status.Terminal() {
+		return "", false
+	}
+	return p.Status, true
+}
+
+// follow writes build b's events after pos to out: a replay from the
+// database, then live events from the hub, until the build is terminal and
+// its events are written, the client leaves, or it falls behind.
+func (h *Handler) follow(ctx context.Context, b *store.Build, pos int64, out sink) error {
+	var sub *Subscription
+	if !b.Status.Terminal() {
+		var err error
+		if sub, err = h.Hub.Subscribe(ctx, b.ID); err != nil {
+			return err
+		}
+		defer sub.Close()
+	}
+	for {
+		st, err := h.replay(ctx, b.ID, &pos, out)
+		if err != nil {
+			return err
+		}
+		if st != "" {
+			return out.end(ctx, st, pos)
+		}
+		if sub == nil {
+			return out.end(ctx, b.Status, pos)
+		}
+		if sub.Live(pos) {
+			break
+		}
+	}
+	hb := time.NewTicker(cmp.Or(h.Heartbeat, 15*time.Second))
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.Dropped:
+			return out.dropped(ctx, pos)
+		case <-h.Hub.done:
+			return out.shutdown(ctx, pos)
+		case <-hb.C:
+			if err := out.heartbeat(ctx); err != nil {
+				return err
+			}
+		case e := <-sub.C:
+			if e.Seq <= pos {
+				continue
+			}
+			if e.Seq > pos+1 { // cannot happen while the feed works; mend from the database
+				st, err := h.replay(ctx, b.ID, &pos, out)
+				if err != nil {
+					return err
+				}
+				if st != "" {
+					return out.end(ctx, st, pos)
+				}
+				continue
+			}
+			if err := out.event(ctx, e); err != nil {
+				return err
+			}
+			pos = e.Seq
+			if st, ok := terminalStatus(e); ok {
+				// Anything stored with the terminal status goes out too.
+				if _, err := h.replay(ctx, b.ID, &pos, out); err != nil {
+					return err
+				}
+				return out.end(ctx, st, pos)
+			}
+		}
+	}
+}
+
+// replay writes the stored events after *pos, page by page, and returns the
+// terminal status if it wrote the terminal status event.
+func (h *Handler) replay(ctx context.Context, id string, pos *int64, out sink) (schema.Status, error) {
+	var final schema.Status
+	for {
+		evs, err := store.ListEvents(ctx, h.Hub.pool, id, *pos, h.Hub.o.PageSize)
+		if err != nil {
+			return "", err
+		}
+		for _, e := range evs {
+			if err := out.event(ctx, e); err != nil {
+				return "", err
+			}
+			*pos = e.Seq
+			if st, ok := terminalStatus(e); ok {
+				final = st
+			}
+		}
+		if len(evs) < h.Hub.o.PageSize {
+			return final, nil
+		}
+	}
+}
+
+// sse streams Server-Sent Events: "id: <seq>", "event: <type>", "data: <Event JSON>".
+// It ends with "event: end" once the build is terminal, or "event: dropped"
+// when the client fell behind; both carry where to resume.
+func (h *Handler) sse(w http.ResponseWriter, r *http.Request, b *store.Build, pos int64) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s := &sseSink{w: w, rc: http.NewResponseController(w), timeout: cmp.Or(h.WriteTimeout, 30*time.Second)}
+	if err := s.write("retry: 2000\n\n"); err != nil {
+		return
+	}
+	if err := h.follow(r.Context(), b, pos, s); err != nil && r.Context().Err() == nil {
+		h.logger().InfoContext(r.Context(), "event stream ended", "build_id", b.ID, "error", err)
+	}
+}
+
+type sseSink struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (s *sseSink) write(text string) error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	if _, err := fmt.Fprint(s.w, text); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+func (s *sseSink) event(_ context.Context, e schema.Event) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return s.write(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", e.Seq, e.Type, data))
+}
+
+func (s *sseSink) heartbeat(context.Context) error { return s.write(": heartbeat\n\n") }
+
+func (s *sseSink) end(_ context.Context, st schema.Status, last int64) error {
+	return s.write(fmt.Sprintf("event: end\ndata: {\"status\":%q,\"last_seq\":%d}\n\n", st, last))
+}
+
+// shutdown ends the response; the client's EventSource reconnects with
+// Last-Event-ID, to another replica.
+func (s *sseSink) shutdown(context.Context, int64) error { return nil }
+
+func (s *sseSink) dropped(_ context.Context, last int64) error {
+	return s.write(fmt.Sprintf("event: dropped\ndata: {\"reason\":\"slow consumer\",\"resume_after\":%d}\n\n", last))
+}
+
+// websocket answers GET /builds/{taskId}/events/ws: one JSON Event per text
+// message, replayed from ?after= and then live; a normal closure once the
+// build is terminal, StatusSlowConsumer when the client fell behind.
+func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
+	b, ok := h.build(w, r)
+	if !ok {
+		return
+	}
+	pos, err := after(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return // Accept has answered
+	}
+	defer c.CloseNow()
+	ctx := c.CloseRead(r.Context())
+	s := &wsSink{c: c, timeout: cmp.Or(h.WriteTimeout, 30*time.Second)}
+	if err := h.follow(ctx, b, pos, s); err != nil && ctx.Err() == nil {
+		h.logger().InfoContext(r.Context(), "event socket ended", "build_id", b.ID, "error", err)
+		_ = c.Close(websocket.StatusInternalError, "internal error")
+	}
+}
+
+type wsSink struct {
+	c       *websocket.Conn
+	timeout time.Duration
+}
+
+func (s *wsSink) event(ctx context.Context, e schema.Event) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.c.Write(ctx, websocket.MessageText, data)
+}
+
+func (s *wsSink) heartbeat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.c.Ping(ctx)
+}
+
+func (s *wsSink) end(_ context.Context, st schema.Status, _ int64) error {
+	return s.c.Close(websocket.StatusNormalClosure, "build "+string(st))
+}
+
+func (s *wsSink) shutdown(_ context.Context, last int64) error {
+	return s.c.Close(websocket.StatusGoingAway, fmt.Sprintf("server shutting down; resume from seq %d", last))
+}
+
+func (s *wsSink) dropped(_ context.Context, last int64) error {
+	return s.c.Close(StatusSlowConsumer, fmt.Sprintf("slow consumer; resume from seq %d", last))
+}

@@ -1,0 +1,247 @@
+// Package launcher turns a pending build into a running one: it decides
+// whether capacity allows it (a global maximum, a per-project maximum, FIFO
+// within a project), renders the build's Job and Secret with jobtemplates and
+// creates them. It is called by the River dispatch worker; tracking the Job
+// afterwards is the watcher's job.
+package launcher
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Waiting reasons recorded on pending builds (and as events when they change).
+const (
+	WaitGlobal  = "waiting for capacity: the dispatcher's maximum of builds in flight is reached"
+	WaitProject = "waiting for capacity: the project's maximum of running builds is reached"
+	WaitFIFO    = "waiting for capacity: an older build of this project goes first"
+	WaitQuota   = "waiting for capacity: the namespace's ResourceQuota is exceeded"
+)
+
+// Options configures New.
+type Options struct {
+	Client        kubernetes.Interface  // required
+	Pool          *pgxpool.Pool         // required
+	Lifecycle     *lifecycle.Lifecycle  // required
+	Templates     *jobtemplates.Catalog // default: jobtemplates.Embedded()
+	Namespace     string                // where Jobs run; default "kiln-builds"
+	DispatcherURL string                // as seen from the Job's pod; required
+	Image         string                // overrides every template's runner image when set
+	MaxInFlight   int                   // builds running or launching at once, all projects; default 50
+	RetryAfter    time.Duration         // how soon a build waiting for capacity is looked at again; default 2s
+	Logger        *slog.Logger
+	// OnLaunch is told of each Job created and how long the create took; may be nil.
+	OnLaunch func(b *store.Build, took time.Duration, err error)
+}
+
+// Launcher creates build Jobs.
+type Launcher struct {
+	o      Options
+	logger *slog.Logger
+}
+
+// New returns a Launcher.
+func New(o Options) (*Launcher, error) {
+	if o.Client == nil || o.Pool == nil || o.Lifecycle == nil || o.DispatcherURL == "" {
+		return nil, errors.New("launcher: Client, Pool, Lifecycle and DispatcherURL are required")
+	}
+	o.Namespace = cmp.Or(o.Namespace, "kiln-builds")
+	o.MaxInFlight = cmp.Or(o.MaxInFlight, 50)
+	o.RetryAfter = cmp.Or(o.RetryAfter, 2*time.Second)
+	if o.Templates == nil {
+		o.Templates = jobtemplates.Embedded()
+	}
+	logger := cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	return &Launcher{o: o, logger: logger.With("component", "launcher")}, nil
+}
+
+// Namespace is where the launcher creates Jobs.
+func (l *Launcher) Namespace() string { return l.o.Namespace }
+
+// Launch implements queue.Launcher.
+func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
+	reserved, wait, err := l.reserve(ctx, b)
+	if err != nil {
+		return err
+	}
+	if !reserved {
+		l.waiting(ctx, b.ID, wait)
+		return river.JobSnooze(l.o.RetryAfter)
+	}
+	return l.create(ctx, b)
+}
+
+// reserve takes a launch slot for b under a lock shared by every replica.
+func (l *Launcher) reserve(ctx context.Context, b *store.Build) (bool, string, error) {
+	jobName := jobtemplates.JobName(b.ID)
+	var ok bool
+	var wait string
+	err := pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, store.LaunchLockKey); err != nil {
+			return err
+		}
+		cur, err := store.GetBuild(ctx, tx, b.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status != schema.StatusPending {
+			return nil
+		}
+		if cur.JobName != "" { // reserved by an earlier attempt
+			ok = true
+			return nil
+		}
+		c, err := store.LaunchCapacity(ctx, tx, cur)
+		if err != nil {
+			return err
+		}
+		switch {
+		case c.OlderPending:
+			wait = WaitFIFO
+		case c.ProjectInFlight >= c.MaxConcurrent:
+			wait = WaitProject
+		case c.InFlight >= l.o.MaxInFlight:
+			wait = WaitGlobal
+		default:
+			ok = true
+			return store.Reserve(ctx, tx, b.ID, jobName)
+		}
+		return nil
+	})
+	return ok, wait, err
+}
+
+func (l *Launcher) waiting(ctx context.Context, id, reason string) {
+	changed, err := store.SetWaiting(ctx, l.o.Pool, id, reason)
+	if err == nil && changed {
+		_, err = store.AppendEvent(ctx, l.o.Pool, id, schema.EventInfo, map[string]string{"message": reason})
+	}
+	if err != nil {
+		l.logger.WarnContext(ctx, "recording wait", "build_id", id, "error", err)
+	}
+}
+
+// create makes the Job and its Secret (each only if absent) and marks the
+// build running. Every step is safe to repeat after a crash.
+func (l *Launcher) create(ctx context.Context, b *store.Build) error {
+	start := time.Now()
+	p, err := store.GetProject(ctx, l.o.Pool, b.ProjectID)
+	if err != nil {
+		return err
+	}
+	tmpl, err := l.o.Templates.Resolve(b.Spec.TemplateName())
+	if err != nil {
+		return l.failBuild(ctx, b, fmt.Sprintf("template %q: %v", b.Spec.TemplateName(), err))
+	}
+	token, hash := auth.NewToken()
+	job, secret, err := jobtemplates.Render(jobtemplates.RenderInput{Build: b.Build, Project: *p, Template: tmpl,
+		Namespace: l.o.Namespace, DispatcherURL: l.o.DispatcherURL, RunnerToken: token, Image: l.o.Image})
+	if err != nil {
+		return l.failBuild(ctx, b, "rendering the Job: "+err.Error())
+	}
+	jobs := l.o.Client.BatchV1().Jobs(l.o.Namespace)
+	created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		created, err = jobs.Get(ctx, job.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("getting job %s: %w", job.Name, err)
+		}
+	case isQuotaExceeded(err):
+		l.report(b, start, err)
+		if uerr := store.Unreserve(ctx, l.o.Pool, b.ID); uerr != nil {
+			return uerr
+		}
+		l.waiting(ctx, b.ID, WaitQuota+": "+apiMessage(err))
+		return river.JobSnooze(l.o.RetryAfter)
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		l.report(b, start, err)
+		return l.failBuild(ctx, b, "the Kubernetes API rejected the Job: "+apiMessage(err))
+	case err != nil:
+		l.report(b, start, err)
+		return fmt.Errorf("creating job %s: %w", job.Name, err) // River retries with backoff
+	}
+
+	// The Secret comes second so it can be owned by the Job (garbage-collected
+	// with it). Until it exists the pod waits in CreateContainerConfigError, so
+	// a fresh token here is safe: no runner can have read an older one.
+	secrets := l.o.Client.CoreV1().Secrets(l.o.Namespace)
+	if _, err := secrets.Get(ctx, secret.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if err := store.SetRunnerTokenHash(ctx, l.o.Pool, b.ID, hash); err != nil {
+			return err
+		}
+		if _, err := secrets.Create(ctx, jobtemplates.OwnedBy(secret, created), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating secret %s: %w", secret.Name, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("getting secret %s: %w", secret.Name, err)
+	}
+
+	_, err = l.o.Lifecycle.TransitionNow(ctx, l.o.Pool, b.ID, store.Transition{To: schema.StatusRunning, JobName: job.Name,
+		From: []schema.Status{schema.StatusPending}})
+	if errors.Is(err, store.ErrTerminal) {
+		// Cancelled while we created it: the watcher deletes the Job.
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l.report(b, start, nil)
+	l.logger.InfoContext(ctx, "build launched", "build_id", b.ID, "job", job.Name, "namespace", l.o.Namespace)
+	return nil
+}
+
+func (l *Launcher) report(b *store.Build, start time.Time, err error) {
+	if l.o.OnLaunch != nil {
+		l.o.OnLaunch(b, time.Since(start), err)
+	}
+}
+
+func (l *Launcher) failBuild(ctx context.Context, b *store.Build, reason string) error {
+	_, err := l.o.Lifecycle.TransitionNow(ctx, l.o.Pool, b.ID, store.Transition{To: schema.StatusFailed, Error: reason})
+	if err != nil && !errors.Is(err, store.ErrTerminal) {
+		return err
+	}
+	l.logger.WarnContext(ctx, "build failed at launch", "build_id", b.ID, "reason", reason)
+	return nil
+}
+
+func isQuotaExceeded(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
+}
+
+func apiMessage(err error) string {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		return se.Status().Message
+	}
+	return err.Error()
+}
+
+// DeleteJob removes a build's Job; background propagation removes its pods.
+func DeleteJob(ctx context.Context, client kubernetes.Interface, namespace, name string) error {
+	policy := metav1.DeletePropagationBackground
+	err := client.BatchV1().Jobs(namespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &policy})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

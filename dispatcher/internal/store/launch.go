@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// LaunchLockKey serializes launch decisions across dispatcher replicas.
+const LaunchLockKey int64 = 0x6b696c6e01
+
+// Capacity is what a launch decision looks at.
+type Capacity struct {
+	InFlight        int  // running builds plus pending ones holding a reservation, all projects
+	ProjectInFlight int  // the same, for the build's project
+	OlderPending    bool // an older pending build of the project holds no reservation yet (FIFO)
+	MaxConcurrent   int  // the project's limit
+}
+
+// LaunchCapacity reads capacity for a build; call it under LaunchLockKey.
+func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
+	var c Capacity
+	err := db.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM builds WHERE status = 'running' OR (status = 'pending' AND job_name <> '')),
+		(SELECT count(*) FROM builds WHERE project_id = $1 AND (status = 'running' OR (status = 'pending' AND job_name <> ''))),
+		EXISTS (SELECT 1 FROM builds WHERE project_id = $1 AND status = 'pending' AND job_name = '' AND id < $2),
+		(SELECT max_concurrent FROM projects WHERE id = $1)`, b.ProjectID, b.ID).
+		Scan(&c.InFlight, &c.ProjectInFlight, &c.OlderPending, &c.MaxConcurrent)
+	return c, err
+}
+
+// Reserve records the Job name of a pending build, holding its capacity.
+func Reserve(ctx context.Context, db DB, id, jobName string) error {
+	tag, err := db.Exec(ctx, `UPDATE builds SET job_name = $2, waiting_reason = '' WHERE id = $1 AND status = 'pending'`, id, jobName)
+	if err == nil && tag.RowsAffected() == 0 {
+		return fmt.Errorf("build %s: %w", id, ErrTerminal)
+	}
+	return err
+}
+
+// Unreserve gives a pending build's reservation back (e.g. the quota refused its Job).
+func Unreserve(ctx context.Context, db DB, id string) error {
+	_, err := db.Exec(ctx, `UPDATE builds SET job_name = '' WHERE id = $1 AND status = 'pending'`, id)
+	return err
+}
+
+// SetRunnerTokenHash stores the hash of a build's runner token.
+func SetRunnerTokenHash(ctx context.Context, db DB, id string, hash []byte) error {
+	_, err := db.Exec(ctx, `UPDATE builds SET runner_token_hash = $2 WHERE id = $1`, id, hash)
+	return err
+}
+
+// CheckRunnerToken reports whether hash is build id's runner token hash.
+func CheckRunnerToken(ctx context.Context, db DB, id string, hash []byte) (bool, error) {
+	var stored []byte
+	err := db.QueryRow(ctx, `SELECT runner_token_hash FROM builds WHERE id = $1`, id).Scan(&stored)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(stored) > 0 && subtle.ConstantTimeCompare(stored, hash) == 1, nil
+}
+
+// SetWaiting records why a pending build waits; it reports whether the reason changed.
+func SetWaiting(ctx context.Context, db DB, id, reason string) (bool, error) {
+	tag, err := db.Exec(ctx, `UPDATE builds SET waiting_reason = $2 WHERE id = $1 AND status = 'pending' AND waiting_reason <> $2`, id, reason)
+	return err == nil && tag.RowsAffected() == 1, err
+}
+
+// AppendBatch stores a runner's event batch once: a batch number seen before
+// stores nothing and returns duplicate = true.
+func AppendBatch(ctx context.Context, db DB, buildID string, batch int64, events []schema.EventInput) (stored int, duplicate bool, err error) {
+	tag, err := db.Exec(ctx, `INSERT INTO runner_batches (build_id, batch, events) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		buildID, batch, len(events))
+	if err != nil {
+		return 0, false, notFound(err, "build "+buildID)
+	}
+	if tag.RowsAffected() == 0 {
+		return 0, true, nil
+	}
+	if len(events) == 0 {
+		return 0, false, nil
+	}
+	types := make([]string, len(events))
+	payloads := make([]string, len(events))
+	for i, e := range events {
+		types[i] = string(e.Type)
+		p := e.Payload
+		if len(p) == 0 || !json.Valid(p) {
+			p = json.RawMessage(`{}`)
+		}
+		payloads[i] = string(p)
+	}
+	_, err = db.Exec(ctx, `WITH u AS (
+			UPDATE builds SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq - $2 AS base)
+		INSERT INTO build_events (build_id, seq, type, payload)
+		SELECT $1, u.base + e.ord, e.type, e.payload::jsonb
+		FROM u, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(type, payload, ord)`,
+		buildID, len(events), types, payloads)
+	if err != nil {
+		return 0, false, fmt.Errorf("storing events of build %s: %w", buildID, err)
+	}
+	return len(events), false, nil
+}
+
+// ActiveBuilds lists running builds and pending builds holding a reservation.
+func ActiveBuilds(ctx context.Context, db DB) ([]*Build, error) {
+	rows, err := db.Query(ctx, `SELECT `+buildColumns+` FROM builds
+		WHERE status = 'running' OR (status = 'pending' AND job_name <> '') ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Build
+	for rows.Next() {
+		b, err := scanBuild(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}

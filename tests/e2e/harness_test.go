@@ -1,0 +1,402 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kilnbuild/kiln/deploy/base/rbac"
+	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/kbtest"
+)
+
+// RunnerImage is the image the default template names; kubebox maps it to the
+// stand-in runner (or the real jobrunner, in the runner tests).
+const RunnerImage = "kilnbuild/kiln-jobrunner:latest"
+
+var (
+	binDir     string // dispatcher, standin-runner
+	markerDir  string
+	cluster    *kbtest.Cluster
+	dbURL      = envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable")
+	buildOnce  sync.Once
+	clusterErr error
+)
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+func TestMain(m *testing.M) {
+	var err error
+	binDir, err = os.MkdirTemp(kbtest.HostTempDir(), "kiln-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	markerDir = filepath.Join(binDir, "markers")
+	for name, pkg := range map[string]string{"dispatcher": "../../dispatcher", "standin-runner": "../standin-runner"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", name, err, out)
+			os.Exit(1)
+		}
+	}
+	c, stop, err := kbtest.Up(map[string]string{RunnerImage: filepath.Join(binDir, "standin-runner")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cluster = c
+	code := m.Run()
+	stop(code == 0)
+	if code == 0 {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// env is one isolated Kiln: its own namespace, schema and dispatcher processes.
+type env struct {
+	t          *testing.T
+	ns         string
+	schema     string
+	pool       *pgxpool.Pool
+	kubeconfig string // the dispatcher's, with exactly deploy/base/rbac/dispatcher.yaml's rights
+	tmplDir    string
+	extraEnv   []string
+	procs      []*dispatcher
+	admin      string
+}
+
+type dispatcher struct {
+	cmd  *exec.Cmd
+	url  string
+	done chan struct{}
+	log  string
+}
+
+func newEnv(t *testing.T, extraEnv ...string) *env {
+	t.Helper()
+	t.Parallel()
+	ctx := context.Background()
+	e := &env{t: t, ns: "kb-" + randHex(4), schema: "e2e_" + randHex(5), extraEnv: extraEnv}
+
+	_, err := cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cluster.Client.CoreV1().Namespaces().Delete(context.Background(), e.ns, metav1.DeleteOptions{})
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.dumpPods()
+		}
+	})
+	e.applyDispatcherRBAC()
+	// Build Jobs run as kiln-runner (deploy/base/rbac/runner.yaml).
+	_, err = cluster.Client.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kiln-runner"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	e.kubeconfig = e.serviceAccountKubeconfig("kiln-dispatcher")
+
+	admin, err := pgxpool.New(ctx, dbURL)
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx, "CREATE SCHEMA "+e.schema)
+	require.NoError(t, err)
+	admin.Close()
+	t.Cleanup(func() {
+		if c, err := pgxpool.New(context.Background(), dbURL); err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA "+e.schema+" CASCADE")
+			c.Close()
+		}
+	})
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	require.NoError(t, err)
+	cfg.ConnConfig.RuntimeParams["search_path"] = e.schema
+	e.pool, err = pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(e.pool.Close)
+
+	e.tmplDir = t.TempDir()
+	e.writeTemplates()
+	e.run("migrate")
+	e.admin = strings.TrimSpace(e.run("token", "create", "--name", "e2e-admin", "--admin"))
+	return e
+}
+
+// applyDispatcherRBAC applies deploy/base/rbac/dispatcher.yaml with its
+// namespaces pointed at this test's namespace.
+func (e *env) applyDispatcherRBAC() {
+	ctx := context.Background()
+	dec := scheme.Codecs.UniversalDeserializer()
+	for _, doc := range strings.Split(string(rbac.Dispatcher), "\n---\n") {
+		obj, _, err := dec.Decode([]byte(doc), nil, nil)
+		require.NoError(e.t, err)
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			o.Namespace = e.ns
+			_, err = cluster.Client.CoreV1().ServiceAccounts(e.ns).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			o.Namespace = e.ns
+			_, err = cluster.Client.RbacV1().Roles(e.ns).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			o.Namespace = e.ns
+			for i := range o.Subjects {
+				o.Subjects[i].Namespace = e.ns
+			}
+			_, err = cluster.Client.RbacV1().RoleBindings(e.ns).Create(ctx, o, metav1.CreateOptions{})
+		default:
+			err = fmt.Errorf("unexpected object %T in dispatcher.yaml", obj)
+		}
+		require.NoError(e.t, err)
+	}
+	var _ runtime.Object
+}
+
+// serviceAccountKubeconfig writes a kubeconfig that authenticates as the
+// service account with a token from the real apiserver.
+func (e *env) serviceAccountKubeconfig(sa string) string {
+	exp := int64(3600)
+	tr, err := cluster.Client.CoreV1().ServiceAccounts(e.ns).CreateToken(context.Background(), sa,
+		&authenticationv1TokenRequest{Spec: tokenSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	require.NoError(e.t, err)
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kubebox"] = &clientcmdapi.Cluster{Server: cluster.Config.Host, CertificateAuthorityData: cluster.Config.CAData}
+	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts["kiln"] = &clientcmdapi.Context{Cluster: "kubebox", AuthInfo: sa, Namespace: e.ns}
+	cfg.CurrentContext = "kiln"
+	path := filepath.Join(e.t.TempDir(), "kubeconfig")
+	require.NoError(e.t, clientcmd.WriteToFile(*cfg, path))
+	return path
+}
+
+func (e *env) writeTemplates() {
+	base, err := os.ReadFile("../../jobtemplates/templates/default.yaml")
+	require.NoError(e.t, err)
+	variant := func(name string, edit func(string) string) {
+		y := strings.Replace(string(base), "name: default", "name: "+name, 1)
+		require.NoError(e.t, os.WriteFile(filepath.Join(e.tmplDir, name+".yaml"), []byte(edit(y)), 0o644))
+	}
+	variant("short", func(y string) string {
+		return strings.NewReplacer("activeDeadlineSeconds: 3600", "activeDeadlineSeconds: 6", "terminationGracePeriodSeconds: 60", "terminationGracePeriodSeconds: 5").Replace(y)
+	})
+	variant("badimage", func(y string) string {
+		return strings.Replace(y, "image: "+RunnerImage, "image: kiln/no-such-image:1", 1)
+	})
+	variant("nowhere", func(y string) string {
+		return strings.Replace(y, "serviceAccountName: kiln-runner", "serviceAccountName: kiln-runner\nnodeSelector:\n  kiln.dev/no-such-node: \"true\"", 1)
+	})
+	variant("tiny", func(y string) string {
+		return strings.NewReplacer("    memory: 256Mi", "    memory: 48Mi", "    memory: 64Mi", "    memory: 32Mi").Replace(y)
+	})
+}
+
+func (e *env) baseEnv() []string {
+	return append(os.Environ(), "KILN_DATABASE_URL="+dbURL, "KILN_DB_SCHEMA="+e.schema)
+}
+
+// run runs a dispatcher subcommand and returns its stdout.
+func (e *env) run(args ...string) string {
+	e.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "dispatcher"), args...)
+	cmd.Env = e.baseEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(e.t, err, "dispatcher %v: %s", args, stderr.String())
+	return string(out)
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs a dispatcher serving this env and waits for /readyz.
+func (e *env) start() *dispatcher {
+	e.t.Helper()
+	addr := freeAddr(e.t)
+	logPath := filepath.Join(e.t.TempDir(), "dispatcher.log")
+	logf, err := os.Create(logPath)
+	require.NoError(e.t, err)
+	cmd := exec.Command(filepath.Join(binDir, "dispatcher"), "serve")
+	cmd.Env = append(e.baseEnv(), "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+e.kubeconfig,
+		"KILN_BUILD_NAMESPACE="+e.ns, "KILN_TEMPLATES_DIR="+e.tmplDir, "KILN_LOG_LEVEL=info",
+		"KILN_RECONCILE_INTERVAL=2s", "KILN_IMAGE_PULL_TIMEOUT=3s", "KILN_UNSCHEDULABLE_TIMEOUT=3s", "KILN_AUTH_CACHE_TTL=0s")
+	cmd.Env = append(cmd.Env, e.extraEnv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(e.t, cmd.Start())
+	d := &dispatcher{cmd: cmd, url: "http://" + addr, done: make(chan struct{}), log: logPath}
+	go func() { _ = cmd.Wait(); logf.Close(); close(d.done) }()
+	e.procs = append(e.procs, d)
+	e.t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		if e.t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			var keep []string
+			for _, l := range strings.Split(string(b), "\n") {
+				if !strings.Contains(l, `"msg":"request"`) && !strings.Contains(l, `"component":"river"`) {
+					keep = append(keep, l)
+				}
+			}
+			e.t.Logf("dispatcher log (%s, without requests and River):\n%s", addr, lastLines(strings.Join(keep, "\n"), 40))
+		}
+	})
+	kbtest.WaitFor(e.t, 30*time.Second, "dispatcher ready", func(ctx context.Context) (bool, error) {
+		select {
+		case <-d.done:
+			b, _ := os.ReadFile(logPath)
+			e.t.Fatalf("dispatcher exited:\n%s", b)
+		default:
+		}
+		res, err := http.Get(d.url + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		res.Body.Close()
+		return res.StatusCode == 200, nil
+	})
+	return d
+}
+
+func (d *dispatcher) kill9() {
+	_ = d.cmd.Process.Kill()
+	<-d.done
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// api calls the REST API of d as the admin.
+func (e *env) api(d *dispatcher, method, path string, body any, out any) int {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, d.url+path, rd)
+	require.NoError(e.t, err)
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if out != nil && res.StatusCode < 300 {
+		require.NoError(e.t, json.Unmarshal(b, out), "%s", b)
+	}
+	return res.StatusCode
+}
+
+func (e *env) project(d *dispatcher, name string, maxConcurrent int) schema.Project {
+	var p schema.Project
+	code := e.api(d, "POST", "/projects", map[string]any{"name": name, "max_concurrent": maxConcurrent}, &p)
+	require.Equal(e.t, 201, code)
+	return p
+}
+
+func (e *env) submit(d *dispatcher, projectID string, spec map[string]any) string {
+	e.t.Helper()
+	var acc schema.BuildAccepted
+	code := e.api(d, "POST", "/projects/"+projectID+"/builds", spec, &acc)
+	require.Equal(e.t, 202, code)
+	return acc.TaskID
+}
+
+func (e *env) get(d *dispatcher, id string) schema.Build {
+	e.t.Helper()
+	var b schema.Build
+	require.Equal(e.t, 200, e.api(d, "GET", "/builds/"+id, nil, &b))
+	return b
+}
+
+// waitStatus waits for a build to reach one of the statuses.
+func (e *env) waitStatus(d *dispatcher, id string, timeout time.Duration, want ...schema.Status) schema.Build {
+	e.t.Helper()
+	var b schema.Build
+	kbtest.WaitFor(e.t, timeout, fmt.Sprintf("build %s to be %v", id, want), func(ctx context.Context) (bool, error) {
+		b = e.get(d, id)
+		for _, w := range want {
+			if b.Status == w {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("status %s (%s)", b.Status, b.Error)
+	})
+	return b
+}
+
+func (e *env) events(d *dispatcher, id string) []schema.Event {
+	var out struct{ Events []schema.Event }
+	require.Equal(e.t, 200, e.api(d, "GET", "/builds/"+id+"/events", nil, &out))
+	return out.Events
+}
+
+func markerExists(id, name string) bool {
+	_, err := os.Stat(filepath.Join(markerDir, id+"."+name))
+	return err == nil
+}
+
+// dumpPods logs the namespace's pods, their statuses and log tails.
+func (e *env) dumpPods() {
+	ctx := context.Background()
+	pods, err := cluster.Client.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		e.t.Logf("listing pods: %v", err)
+		return
+	}
+	for _, p := range pods.Items {
+		st, _ := json.Marshal(p.Status)
+		e.t.Logf("pod %s: %s", p.Name, st)
+		if logs, err := cluster.Client.CoreV1().Pods(e.ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx); err == nil {
+			e.t.Logf("pod %s logs:\n%s", p.Name, lastLines(string(logs), 20))
+		}
+	}
+}

@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/kbtest"
+)
+
+func TestLaunchToCompletion(t *testing.T) {
+	e := newEnv(t)
+	d := e.start()
+	p := e.project(d, "web", 1)
+	id := e.submit(d, p.ID, map[string]any{"prompt": "succeed"})
+	b := e.waitStatus(d, id, 60*time.Second, schema.StatusCompleted, schema.StatusFailed)
+	require.Equal(t, schema.StatusCompleted, b.Status, b.Error)
+	require.NotNil(t, b.Result)
+	assert.Equal(t, "all done", b.Result.Output)
+	assert.Equal(t, "0123abcd", b.Result.CommitSHA)
+	assert.Equal(t, []string{"index.html"}, b.Result.FilesChanged)
+	assert.Equal(t, 1, b.Attempt, "one Job")
+	assert.Equal(t, jobtemplates.JobName(id), b.JobName)
+	require.NotNil(t, b.StartedAt)
+	require.NotNil(t, b.FinishedAt)
+
+	job, err := cluster.Client.BatchV1().Jobs(e.ns).Get(context.Background(), b.JobName, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, id, job.Labels[jobtemplates.LabelBuildID])
+	assert.Equal(t, "kiln", job.Labels[jobtemplates.LabelManagedBy])
+	assert.Equal(t, int32(0), *job.Spec.BackoffLimit)
+	assert.Equal(t, corev1.RestartPolicyNever, job.Spec.Template.Spec.RestartPolicy)
+	sec, err := cluster.Client.CoreV1().Secrets(e.ns).Get(context.Background(), jobtemplates.SecretName(id), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, sec.OwnerReferences, 1)
+	assert.Equal(t, job.UID, sec.OwnerReferences[0].UID, "the Secret is owned by the Job")
+
+	evs := e.events(d, id)
+	var kinds []string
+	for i, ev := range evs {
+		assert.Equal(t, int64(i+1), ev.Seq, "events are numbered without gaps")
+		kinds = append(kinds, string(ev.Type)+":"+string(ev.Payload))
+	}
+	joined := strings.Join(kinds, "\n")
+	assert.Contains(t, joined, `status:{"error":"","status":"running"}`)
+	assert.Equal(t, 2, strings.Count(joined, "agent_text"), "a retried batch is stored once:\n%s", joined)
+	assert.Contains(t, string(evs[len(evs)-1].Payload), `"completed"`)
+}
+
+func TestRunnerTokenIsPerBuild(t *testing.T) {
+	e := newEnv(t)
+	d := e.start()
+	p := e.project(d, "web", 2)
+	a := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	e.waitStatus(d, a, 60*time.Second, schema.StatusRunning)
+	sec, err := cluster.Client.CoreV1().Secrets(e.ns).Get(context.Background(), jobtemplates.SecretName(a), metav1.GetOptions{})
+	require.NoError(t, err)
+	tokA := string(sec.Data[jobtemplates.SecretKeyRunnerToken])
+	bID := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	e.waitStatus(d, bID, 60*time.Second, schema.StatusRunning)
+
+	for _, c := range []struct {
+		build, token string
+		want         int
+	}{{a, tokA, 200}, {bID, tokA, 401}, {a, "", 401}, {a, e.admin, 401}} {
+		req, _ := newRequest("GET", d.url+schema.RunnerAPIPrefix+c.build, c.token)
+		res, err := defaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, c.want, res.StatusCode, "build %s with token %.10q", c.build, c.token)
+	}
+	// Neither the token nor its Secret's data reach the audit trail or the logs.
+	b := e.get(d, a)
+	assert.NotContains(t, b.Error+b.JobName, tokA)
+	for _, ev := range e.events(d, a) {
+		assert.NotContains(t, string(ev.Payload), tokA)
+	}
+	assert.NotContains(t, readFile(t, d.log), tokA)
+}
+
+func TestFailureReasons(t *testing.T) {
+	e := newEnv(t)
+	d := e.start()
+	p := e.project(d, "web", 10)
+	cases := []struct {
+		name, prompt, template, want string
+	}{
+		{"reported failure", "fail", "", "agent failed: boom"},
+		{"exit without result", "no-result", "", "runner exited without a result"},
+		{"crash", "crash", "", "runner exited with code 3 without a result: crashed hard"},
+		{"deadline", "hang", "short", "timed out after 6s"},
+		{"deadline, runner stops cleanly", "stopped", "short", "timed out after 6s"},
+		{"oom", "oom", "tiny", "out of memory (limit 48Mi)"},
+		{"image pull", "succeed", "badimage", "image pull failed for kiln/no-such-image:1"},
+		{"unschedulable", "succeed", "nowhere", "unschedulable: 0/1 nodes are available"},
+	}
+	ids := map[string]string{}
+	for _, c := range cases {
+		spec := map[string]any{"prompt": c.prompt}
+		if c.template != "" {
+			spec["template"] = c.template
+		}
+		ids[c.name] = e.submit(d, p.ID, spec)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := e.waitStatus(d, ids[c.name], 90*time.Second, schema.StatusFailed, schema.StatusCompleted, schema.StatusCancelled)
+			assert.Equal(t, schema.StatusFailed, b.Status)
+			assert.Contains(t, b.Error, c.want)
+			evs := e.events(d, ids[c.name])
+			assert.Contains(t, string(evs[len(evs)-1].Payload), c.want, "the reason is an event too")
+		})
+	}
+	// Image pull and scheduling failures delete their Jobs.
+	for _, name := range []string{"image pull", "unschedulable"} {
+		kbtest.WaitFor(t, 30*time.Second, name+" job deleted", func(ctx context.Context) (bool, error) {
+			_, err := cluster.Client.BatchV1().Jobs(e.ns).Get(ctx, jobtemplates.JobName(ids[name]), metav1.GetOptions{})
+			return apierrors.IsNotFound(err), err
+		})
+	}
+}
+
+func TestResultFromTerminationMessage(t *testing.T) {
+	e := newEnv(t)
+	d := e.start()
+	p := e.project(d, "web", 1)
+	id := e.submit(d, p.ID, map[string]any{"prompt": "summary"})
+	b := e.waitStatus(d, id, 60*time.Second, schema.StatusCompleted, schema.StatusFailed)
+	require.Equal(t, schema.StatusCompleted, b.Status, b.Error)
+	assert.Equal(t, "feedface", b.Result.CommitSHA, "the outcome came from the pod's termination message")
+}
+
+func TestJobDeletedBySomeoneElse(t *testing.T) {
+	e := newEnv(t)
+	d := e.start()
+	p := e.project(d, "web", 1)
+	id := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	b := e.waitStatus(d, id, 60*time.Second, schema.StatusRunning)
+	bg := metav1.DeletePropagationBackground
+	require.NoError(t, cluster.Client.BatchV1().Jobs(e.ns).Delete(context.Background(), b.JobName, metav1.DeleteOptions{PropagationPolicy: &bg}))
+	b = e.waitStatus(d, id, 60*time.Second, schema.StatusFailed, schema.StatusCompleted)
+	assert.Equal(t, schema.StatusFailed, b.Status)
+	assert.Equal(t, "job deleted", b.Error)
+}
+
+func TestCancelRunning(t *testing.T) {
+	e := newEnv(t)
+	d := e.start()
+	p := e.project(d, "web", 1)
+	id := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	b := e.waitStatus(d, id, 60*time.Second, schema.StatusRunning)
+	kbtest.WaitFor(t, 30*time.Second, "runner started", func(context.Context) (bool, error) { return markerExists(id, "started"), nil })
+
+	var out schema.Build
+	require.Equal(t, 200, e.api(d, "POST", "/builds/"+id+"/cancel", map[string]any{"reason": "not needed"}, &out))
+	assert.Equal(t, schema.StatusCancelled, out.Status)
+
+	kbtest.WaitFor(t, 30*time.Second, "job deleted", func(ctx context.Context) (bool, error) {
+		_, err := cluster.Client.BatchV1().Jobs(e.ns).Get(ctx, b.JobName, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+	kbtest.WaitFor(t, 30*time.Second, "runner got SIGTERM", func(context.Context) (bool, error) { return markerExists(id, "sigterm"), nil })
+	// The stand-in claims success after SIGTERM; the build must stay cancelled.
+	time.Sleep(time.Second)
+	b = e.get(d, id)
+	assert.Equal(t, schema.StatusCancelled, b.Status)
+	assert.Equal(t, "not needed", b.Error)
+	assert.Nil(t, b.Result, "the late result was ignored")
+	assert.Contains(t, readFile(t, d.log), "late or duplicate result ignored")
+}
+
+func TestCapacityFIFO(t *testing.T) {
+	e := newEnv(t, "KILN_MAX_IN_FLIGHT=2")
+	d := e.start()
+	a := e.project(d, "a", 1)
+	bp := e.project(d, "b", 1)
+	var aIDs []string
+	for range 3 {
+		aIDs = append(aIDs, e.submit(d, a.ID, map[string]any{"prompt": "sleep-2"}))
+	}
+	bID := e.submit(d, bp.ID, map[string]any{"prompt": "sleep-2"})
+	cp := e.project(d, "c", 1)
+	cID := e.submit(d, cp.ID, map[string]any{"prompt": "sleep-2"})
+
+	all := append(append([]string{}, aIDs...), bID, cID)
+	for _, id := range all {
+		e.waitStatus(d, id, 120*time.Second, schema.StatusCompleted)
+	}
+	builds := map[string]schema.Build{}
+	for _, id := range all {
+		builds[id] = e.get(d, id)
+	}
+	// Project a ran one at a time, in submission order.
+	for i := 1; i < len(aIDs); i++ {
+		prev, cur := builds[aIDs[i-1]], builds[aIDs[i]]
+		assert.False(t, cur.StartedAt.Before(*prev.FinishedAt), "build %d of a started before %d finished", i, i-1)
+	}
+	// Never more than two in flight across projects.
+	for _, x := range all {
+		overlapping := 0
+		for _, y := range all {
+			if !builds[y].StartedAt.After(*builds[x].StartedAt) && builds[y].FinishedAt.After(*builds[x].StartedAt) {
+				overlapping++
+			}
+		}
+		assert.LessOrEqual(t, overlapping, 2, "builds in flight when %s started", x)
+	}
+	waited := false
+	for _, ev := range e.events(d, aIDs[2]) {
+		if strings.Contains(string(ev.Payload), "waiting for capacity") {
+			waited = true
+		}
+	}
+	assert.True(t, waited, "a queued build says why it waits")
+}
+
+func TestQuotaKeepsBuildsPending(t *testing.T) {
+	e := newEnv(t)
+	_, err := cluster.Client.CoreV1().ResourceQuotas(e.ns).Create(context.Background(), &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "one-job"},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/jobs.batch": resource.MustParse("1")}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	d := e.start()
+	p := e.project(d, "web", 2)
+	first := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	e.waitStatus(d, first, 60*time.Second, schema.StatusRunning)
+	second := e.submit(d, p.ID, map[string]any{"prompt": "succeed"})
+	kbtest.WaitFor(t, 30*time.Second, "quota wait event", func(context.Context) (bool, error) {
+		for _, ev := range e.events(d, second) {
+			if strings.Contains(string(ev.Payload), "ResourceQuota is exceeded") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	assert.Equal(t, schema.StatusPending, e.get(d, second).Status)
+	require.Equal(t, 200, e.api(d, "POST", "/builds/"+first+"/cancel", nil, nil))
+	b := e.waitStatus(d, second, 90*time.Second, schema.StatusCompleted, schema.StatusFailed)
+	assert.Equal(t, schema.StatusCompleted, b.Status, b.Error)
+}
+
+func TestInvalidJobFailsBuild(t *testing.T) {
+	e := newEnv(t)
+	// Kiln's template checks pass it, Kubernetes refuses it: an extended
+	// resource requested without a limit.
+	require.NoError(t, writeTemplateVariant(e, "greedy", "    memory: 64Mi", "    memory: 64Mi\n    example.com/widget: \"1\""))
+	d := e.start()
+	p := e.project(d, "web", 1)
+	id := e.submit(d, p.ID, map[string]any{"prompt": "succeed", "template": "greedy"})
+	b := e.waitStatus(d, id, 60*time.Second, schema.StatusFailed, schema.StatusCompleted)
+	assert.Equal(t, schema.StatusFailed, b.Status)
+	assert.Contains(t, b.Error, "the Kubernetes API rejected the Job")
+	assert.Contains(t, b.Error, "Limit must be set for non overcommitable resources")
+}
+
+var _ = batchv1.Job{}
