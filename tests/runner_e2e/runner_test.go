@@ -2,6 +2,8 @@ package runner_e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 )
@@ -83,8 +86,16 @@ func testSuccess(t *testing.T, env *harness.Env) {
 		Variables:  map[string]string{"ticket": "ACME-42", "context": big},
 		AutoCommit: true, AutoPush: true,
 	}
+	// Build outputs (ignored by git) for the artifact globs; one is over the size limit.
+	require.NoError(t, os.MkdirAll(filepath.Join(p.Workdir, "dist"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(p.Workdir, "dist", "report.txt"), []byte("all good\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(p.Workdir, "dist", "huge.txt"), make([]byte, 5000), 0o644))
+	tmpl, ok := jobtemplates.Embedded().Get("default")
+	require.True(t, ok)
+	tmpl.TerminationGracePeriodSeconds = 20
+	tmpl.Artifacts = jobtemplates.Artifacts{Globs: []string{"dist/*.txt", "*.html"}, MaxBytes: 4096}
 	start := time.Now()
-	job := env.StartBuild(t, p, id, spec, harness.BuildOptions{})
+	job := env.StartBuild(t, p, id, spec, harness.BuildOptions{Template: tmpl})
 	pod := env.WaitJobPod(t, job, 2*time.Minute)
 	elapsed := time.Since(start)
 	b := env.Dispatcher.Get(id)
@@ -115,8 +126,12 @@ func testSuccess(t *testing.T, env *harness.Env) {
 	require.Len(t, res.CommitSHA, 40)
 	require.Positive(t, res.DurationMS)
 	require.Less(t, res.DurationMS, elapsed.Milliseconds()+1)
-	require.NotNil(t, res.Artifacts)
-	require.Empty(t, res.Artifacts)
+	index, err := os.ReadFile(filepath.Join(p.Workdir, "index.html"))
+	require.NoError(t, err)
+	require.ElementsMatch(t, []schema.Artifact{
+		{Name: "report.txt", Path: "dist/report.txt", Size: 9, SHA256: sha256hex([]byte("all good\n"))},
+		{Name: "index.html", Path: "index.html", Size: int64(len(index)), SHA256: sha256hex(index)},
+	}, res.Artifacts)
 	require.Equal(t, &schema.Usage{CostUSD: 0.0387, Turns: 3, InputTokens: 16 + 5120 + 10480, OutputTokens: 175}, res.Usage)
 
 	// The commit is in the remote, with the right author, message, trailer and files.
@@ -158,7 +173,7 @@ func testSuccess(t *testing.T, env *harness.Env) {
 	}
 	require.True(t, sawBig, "a 200 KB output line arrived whole")
 	require.Equal(t, []string{"log", "agent_text", "log", "agent_text", "tool_call", "tool_result", "tool_call", "tool_result",
-		"agent_text", "usage", "log", "git", "log"}, kinds)
+		"agent_text", "usage", "log", "git", "log", "log"}, kinds) // ..., git, "artifact skipped: dist/huge.txt", result
 	var git struct {
 		FilesChanged []string `json:"files_changed"`
 		CommitSHA    string   `json:"commit_sha"`
@@ -171,6 +186,11 @@ func testSuccess(t *testing.T, env *harness.Env) {
 	}
 	require.Equal(t, res.CommitSHA, git.CommitSHA)
 	require.True(t, git.Pushed)
+}
+
+func sha256hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }
 
 // requireBatches checks the stored batches are numbered 1..n with no gaps or duplicates.

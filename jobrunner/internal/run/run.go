@@ -262,6 +262,17 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	res.FilesChanged, res.CommitSHA = g.FilesChanged, g.CommitSHA
 	r.event(schema.EventGit, gitPayload{FilesChanged: g.FilesChanged, CommitSHA: g.CommitSHA, Pushed: g.Pushed,
 		Committed: g.CommitSHA != "", Error: errString(gerr)})
+	if gerr == nil && res.Success {
+		arts, skipped, err := r.artifacts(gitCtx, ctr, t.Workdir, r.cfg.Runner.Artifacts)
+		if err != nil {
+			// Artifacts are a by-product: the build stands, the problem is told.
+			r.event(schema.EventLog, agent.LogPayload{Level: "warn", Message: "artifacts: " + err.Error()})
+		}
+		for _, s := range skipped {
+			r.event(schema.EventLog, agent.LogPayload{Level: "warn", Message: "artifact skipped: " + s})
+		}
+		res.Artifacts = arts
+	}
 	if gerr != nil {
 		if ctx.Err() != nil {
 			return cancelled(errSignalled, run.outcome)

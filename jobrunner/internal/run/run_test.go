@@ -1,10 +1,13 @@
 package run
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,3 +100,25 @@ func TestSummaryBounded(t *testing.T) {
 type errFake string
 
 func (e errFake) Error() string { return string(e) }
+
+func TestArtifactScriptsLocally(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for name, size := range map[string]int{"index.html": 10, "dist/a b.txt": 5, "dist/big.txt": 2000, "dist/sub/x.txt": 1, ".git/config": 3} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(strings.Repeat("z", size)), 0o644))
+	}
+	list, err := exec.Command("sh", "-c", listScript(dir)).Output()
+	require.NoError(t, err)
+	files := MatchArtifacts(list, []string{"dist/*.txt", "*.html", ".git/*"})
+	slices.Sort(files)
+	require.Equal(t, []string{"dist/a b.txt", "dist/big.txt", "index.html"}, files)
+	out, err := exec.Command("sh", append([]string{"-c", sumScript(dir, 1000), "sh"}, files...)...).Output()
+	require.NoError(t, err)
+	require.Equal(t, "5 "+sha("zzzzz")+"\n2000 -\n10 "+sha(strings.Repeat("z", 10))+"\n", string(out))
+}
+
+func sha(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}

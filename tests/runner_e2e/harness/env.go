@@ -161,7 +161,7 @@ type ProjectOptions struct {
 	AllowList bool
 }
 
-// NewProject creates namespace "proj-<name>" with a Role granting the
+// NewProject creates namespace "proj-<name>" (its .gitignore ignores dist/) with a Role granting the
 // runner exactly pods get and pods/exec create,get (plus list with
 // AllowList), a bare repository with one commit (index.html), its clone as
 // the workdir, and a running pod with fakeclaude first on its PATH.
@@ -190,6 +190,7 @@ func (e *Env) NewProject(t *testing.T, name string, o ProjectOptions) *Project {
 	git(root, "init", "-q", "--bare", "-b", "main", p.Remote)
 	git(root, "clone", "-q", p.Remote, p.Workdir)
 	must(t, os.WriteFile(filepath.Join(p.Workdir, "index.html"), []byte("<!doctype html>\n<title>Acme</title>\n<h1>Hello</h1>\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(p.Workdir, ".gitignore"), []byte("dist/\n"), 0o644))
 	git(p.Workdir, "add", "-A")
 	git(p.Workdir, "-c", "user.name=Seed", "-c", "user.email=seed@example.com", "commit", "-q", "-m", "seed")
 	git(p.Workdir, "push", "-q", "origin", "HEAD:refs/heads/main")

@@ -1,0 +1,99 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/kilnbuild/kiln/jobrunner/internal/agent"
+	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// maxArtifacts caps how many files the globs may select.
+const maxArtifacts = 100
+
+// listScript prints the workdir's files (relative, NUL-terminated), .git
+// excluded, bounded so a huge tree cannot flood the runner.
+func listScript(workdir string) string {
+	return fmt.Sprintf(`cd %s || exit 126; find . -path ./.git -prune -o -type f -print0 | head -c 8388608`, agent.ShellQuote(workdir))
+}
+
+// sumScript prints "SIZE SHA256" (or "SIZE -" above max bytes) for each
+// file argument, one line each, in order.
+func sumScript(workdir string, max int64) string {
+	return fmt.Sprintf(`cd %s || exit 126; for f; do s=$(wc -c < "$f") || { echo "- -"; continue; }; `+
+		`if [ "$s" -gt %d ]; then echo "$s -"; else h=$(sha256sum < "$f") && echo "$s ${h%%%% *}" || echo "$s -"; fi; done`,
+		agent.ShellQuote(workdir), max)
+}
+
+// MatchArtifacts returns the files (relative paths, as `find .` prints
+// them) that match any glob, in the order listed, at most maxArtifacts.
+func MatchArtifacts(listing []byte, globs []string) []string {
+	var out []string
+	for _, f := range bytes.Split(listing, []byte{0}) {
+		p := strings.TrimPrefix(string(f), "./")
+		if p == "" || p == "." {
+			continue
+		}
+		for _, g := range globs {
+			if ok, _ := path.Match(g, p); ok {
+				out = append(out, p)
+				break
+			}
+		}
+		if len(out) == maxArtifacts {
+			break
+		}
+	}
+	return out
+}
+
+// artifacts lists the files the template's globs select, with their size
+// and SHA-256, skipping those over the size limit. Uploading them needs a
+// runner-protocol endpoint that does not exist yet, so URL stays empty.
+func (r *Runner) artifacts(ctx context.Context, ctr podexec.Container, workdir string, a jobtemplates.Artifacts) ([]schema.Artifact, []string, error) {
+	if len(a.Globs) == 0 {
+		return nil, nil, nil
+	}
+	max := a.MaxBytes
+	if max <= 0 {
+		max = jobtemplates.DefaultMaxArtifactBytes
+	}
+	var list, errOut bytes.Buffer
+	code, err := r.exec.Exec(ctx, ctr, podexec.Request{Argv: []string{"sh", "-c", listScript(workdir)}, Stdout: &list, Stderr: &errOut})
+	if err != nil || code != 0 {
+		return nil, nil, fmt.Errorf("listing files: exit %d: %v %s", code, err, strings.TrimSpace(errOut.String()))
+	}
+	files := MatchArtifacts(list.Bytes(), a.Globs)
+	if len(files) == 0 {
+		return nil, nil, nil
+	}
+	var sums bytes.Buffer
+	errOut.Reset()
+	argv := append([]string{"sh", "-c", sumScript(workdir, max), "sh"}, files...)
+	code, err = r.exec.Exec(ctx, ctr, podexec.Request{Argv: argv, Stdout: &sums, Stderr: &errOut})
+	if err != nil || code != 0 {
+		return nil, nil, fmt.Errorf("summing artifacts: exit %d: %v %s", code, err, strings.TrimSpace(errOut.String()))
+	}
+	lines := strings.Split(strings.TrimRight(sums.String(), "\n"), "\n")
+	if len(lines) != len(files) {
+		return nil, nil, fmt.Errorf("summing artifacts: %d lines for %d files", len(lines), len(files))
+	}
+	var out []schema.Artifact
+	var skipped []string
+	for i, l := range lines {
+		size, sum, _ := strings.Cut(l, " ")
+		n, err := strconv.ParseInt(size, 10, 64)
+		if err != nil || sum == "-" || len(sum) != 64 {
+			skipped = append(skipped, fmt.Sprintf("%s (%s bytes, limit %d)", files[i], size, max))
+			continue
+		}
+		out = append(out, schema.Artifact{Name: path.Base(files[i]), Path: files[i], Size: n, SHA256: sum})
+	}
+	return out, skipped, nil
+}
