@@ -44,8 +44,8 @@ func setup(t *testing.T, handle func(n int, w http.ResponseWriter, r *http.Reque
 	t.Cleanup(srv.Close)
 	c, err := New(Options{
 		BaseURL: srv.URL + "/base", BuildID: "b-1", Token: "tok-secret",
-		Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond},
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Backoff:    Backoff{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond},
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		HTTPClient: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	})
 	require.NoError(t, err)
