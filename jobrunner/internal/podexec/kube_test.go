@@ -30,7 +30,7 @@ func TestExecOnKubebox(t *testing.T) {
 	ctx := context.Background()
 	_, err = c.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"app": "p"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "sleeper", Args: []string{"infinity"}}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "sleeper", Args: []string{"infinity"}}}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	ctr, err := FindPod(ctx, c.Client, Target{Namespace: "default", PodSelector: "app=p"}, time.Minute)

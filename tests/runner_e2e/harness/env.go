@@ -308,8 +308,8 @@ func (e *Env) StartBuild(t *testing.T, p *Project, id string, spec schema.BuildS
 	token := "runner-token-" + id
 	e.Dispatcher.Add(schema.RunnerTask{BuildID: id, ProjectID: "pid-" + p.Name, Spec: spec, Target: target}, token)
 	job, secret, err := jobtemplates.Render(jobtemplates.RenderInput{
-		Build:   schema.Build{ID: id, ProjectID: "pid-" + p.Name, Spec: spec},
-		Project: schema.Project{ID: "pid-" + p.Name, Name: p.Name, Namespace: p.Namespace},
+		Build:    schema.Build{ID: id, ProjectID: "pid-" + p.Name, Spec: spec},
+		Project:  schema.Project{ID: "pid-" + p.Name, Name: p.Name, Namespace: p.Namespace},
 		Template: tmpl, Namespace: RunnerNamespace, DispatcherURL: e.Dispatcher.URL,
 		RunnerToken: token, Image: ImageRunner,
 	})
