@@ -101,7 +101,7 @@ func helperInCluster() int {
 func helperSigterm(marker string) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
-	if err := os.WriteFile(marker+".ready", nil, 0o644); err != nil {
+	if err := os.WriteFile(marker+".ready", []byte("ready"), 0o644); err != nil {
 		return 1
 	}
 	s := <-sig
@@ -387,13 +387,14 @@ func TestNodeDeletingJobSendsSIGTERM(t *testing.T) {
 	}
 }
 
+// waitFile waits for a file to have content and returns it.
 func waitFile(t *testing.T, path string, timeout time.Duration) string {
 	t.Helper()
 	var data []byte
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		b, err := os.ReadFile(path)
 		data = b
-		return err == nil, nil
+		return err == nil && len(b) > 0, nil
 	})
 	require.NoError(t, err, "file %s never appeared", path)
 	return string(data)
@@ -936,19 +937,25 @@ func TestNodeRunStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	pod := shPod("sleeper", fmt.Sprintf(`echo $$$$ > %s; exec sleep 600` /* $$ is Kubernetes' escaped $ */, pidFile))
+	// "$$" in a command is Kubernetes' escaped "$": the shell sees "echo $$".
+	pod := shPod("sleeper", fmt.Sprintf(`echo $$$$ > %s; exec sleep 600`, pidFile))
 	pod.Spec.NodeName = name
 	createPod(t, ns, pod)
+	waitPod(t, ns, "sleeper", 30*time.Second, "Running", podPhase(corev1.PodRunning))
 	pid, err := strconv.Atoi(strings.TrimSpace(waitFile(t, pidFile, 30*time.Second)))
 	require.NoError(t, err)
-	waitPod(t, ns, "sleeper", 30*time.Second, "Running", podPhase(corev1.PodRunning))
 
 	cancel()
 	select {
 	case err := <-done:
 		require.NoError(t, err)
+		done <- nil // for the cleanup
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}

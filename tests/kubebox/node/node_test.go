@@ -161,8 +161,8 @@ func TestImageCommandPath(t *testing.T) {
 	for _, tc := range []struct{ cmd, exe, want string }{
 		{"/usr/local/bin/kubebox-no-such-runner", "/tmp/x/kubebox-no-such-runner", "/tmp/x/kubebox-no-such-runner"},
 		{"kubebox-no-such-runner", "/tmp/x/kubebox-no-such-runner", ""}, // PATH lookup
-		{"/bin/sh", "/tmp/x/sh", ""},                                    // exists on the host
-		{"/usr/local/bin/other", "/tmp/x/runner", ""},                   // another program
+		{"/bin/sh", "/tmp/x/sh", ""},                  // exists on the host
+		{"/usr/local/bin/other", "/tmp/x/runner", ""}, // another program
 	} {
 		if got := imageCommandPath(tc.cmd, tc.exe); got != tc.want {
 			t.Errorf("imageCommandPath(%q, %q) = %q, want %q", tc.cmd, tc.exe, got, tc.want)
