@@ -44,7 +44,8 @@ func AgentScript(workdir, pidFile string, argv []string) string {
 // KillScript is the `sh -c` script of the second exec that stops the
 // agent: it reads the pid file (waiting up to 3s for it to appear), sends
 // SIGTERM to the whole process group, waits up to waitTenths tenths of a
-// second, then sends SIGKILL. It prints what it did and exits 0 once the
+// second, then sends SIGKILL and waits up to 2s more for the group to be
+// gone (or only zombies: kill -0 still sees them). It prints what it did and exits 0 once the
 // group is gone (or was never there), 3 when there was no pid file.
 func KillScript(pidFile string, waitTenths int) string {
 	f := agent.ShellQuote(pidFile)
@@ -55,7 +56,9 @@ case "$pg" in ''|*[!0-9]*) echo "no agent pid file"; exit 3;; esac
 if kill -0 -"$pg" 2>/dev/null; then t=-"$pg"; elif kill -0 "$pg" 2>/dev/null; then t="$pg"; else echo "agent already gone"; rm -f "$f"; exit 0; fi
 kill -TERM $t 2>/dev/null
 i=0; while kill -0 $t 2>/dev/null && [ $i -lt %d ]; do sleep 0.1; i=$((i+1)); done
-if kill -0 $t 2>/dev/null; then kill -KILL $t 2>/dev/null; echo "agent process group $pg killed with SIGKILL"; else echo "agent process group $pg stopped with SIGTERM"; fi
+if kill -0 $t 2>/dev/null; then kill -KILL $t 2>/dev/null; echo "agent process group $pg killed with SIGKILL"
+  i=0; while kill -0 $t 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
+else echo "agent process group $pg stopped with SIGTERM"; fi
 rm -f "$f"
 exit 0`, f, waitTenths)
 }
