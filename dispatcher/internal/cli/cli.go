@@ -24,6 +24,7 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/client"
 	"github.com/kilnbuild/kiln/dispatcher/internal/config"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/jobtemplates"
@@ -37,6 +38,8 @@ commands:
   migrate                       apply Kiln's and River's migrations (idempotent, safe to run concurrently)
   token create --name N (--admin | --project P ...)
                                 print a new API token once (P: project id or name; repeatable)
+  client <command> [flags]      talk to a running dispatcher (KILN_URL, KILN_TOKEN): submit, get, list,
+                                cancel, watch; 'dispatcher client help' for more
   help                          show this text
 
 Every command takes the configuration flags; run 'dispatcher serve -h' to list them.
@@ -58,6 +61,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(ctx, args[1:], stderr)
 	case "token":
 		err = token(ctx, args[1:], stdout, stderr)
+	case "client":
+		return client.Main(ctx, args[1:], stdout, stderr, os.Getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -121,7 +126,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	a, err := app.New(app.Options{Pool: pool, Schema: cfg.DBSchema, Workers: cfg.Workers, Logger: logger,
-		AuthCacheTTL: cfg.AuthCacheTTL, Templates: templates, Kube: kube})
+		AuthCacheTTL: cfg.AuthCacheTTL, Templates: templates, Kube: kube,
+		CallbackAllowlist: cfg.CallbackAllowlist, CallbackMaxAge: cfg.CallbackMaxAge, CallbackTimeout: cfg.CallbackTimeout,
+		EventBuffer: cfg.EventBuffer, EventHeartbeat: cfg.EventHeartbeat})
 	if err != nil {
 		return err
 	}
@@ -133,6 +140,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv.RegisterOnShutdown(a.Events.Stop) // event streams end so Shutdown need not wait for them; clients resume elsewhere
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("serving", "addr", ln.Addr().String(), "workers", cfg.Workers, "templates", templates.Names())

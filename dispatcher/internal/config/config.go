@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,6 +35,12 @@ type Config struct {
 	ImagePullTimeout     time.Duration
 	UnschedulableTimeout time.Duration
 	ReconcileInterval    time.Duration
+
+	CallbackAllowlist []netip.Prefix
+	CallbackMaxAge    time.Duration
+	CallbackTimeout   time.Duration
+	EventBuffer       int
+	EventHeartbeat    time.Duration
 }
 
 // Setting is one configuration entry: its environment name, flag and default.
@@ -59,6 +67,11 @@ var Settings = []Setting{
 	{"KILN_IMAGE_PULL_TIMEOUT", "image-pull-timeout", "2m", "how long a build pod's image pull errors may last before the build fails"},
 	{"KILN_UNSCHEDULABLE_TIMEOUT", "unschedulable-timeout", "5m", "how long a build pod may stay unschedulable before the build fails"},
 	{"KILN_RECONCILE_INTERVAL", "reconcile-interval", "30s", "how often the River leader re-checks active builds against the cluster"},
+	{"KILN_CALLBACK_ALLOWLIST", "callback-allowlist", "", "comma-separated CIDRs or addresses callbacks may reach although private, loopback or link-local (refused by default)"},
+	{"KILN_CALLBACK_MAX_AGE", "callback-max-age", "24h", "how long after a build finished a failing callback is retried"},
+	{"KILN_CALLBACK_TIMEOUT", "callback-timeout", "10s", "how long one callback attempt may take to connect, send and get an answer"},
+	{"KILN_EVENTS_BUFFER", "events-buffer", "256", "events waiting for one live stream before that slow client is dropped (it resumes where it left)"},
+	{"KILN_EVENTS_HEARTBEAT", "events-heartbeat", "15s", "how often an idle SSE or WebSocket event stream sends a heartbeat"},
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -111,6 +124,20 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 			return nil, fs, fmt.Errorf("%s: must be a positive duration such as 30s, got %q", flagOf(d.env), *vals[d.env])
 		}
 	}
+	if c.CallbackAllowlist, err = parsePrefixes(*vals["KILN_CALLBACK_ALLOWLIST"]); err != nil {
+		return nil, fs, fmt.Errorf("callback-allowlist: %w", err)
+	}
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{{"KILN_CALLBACK_MAX_AGE", &c.CallbackMaxAge}, {"KILN_CALLBACK_TIMEOUT", &c.CallbackTimeout}, {"KILN_EVENTS_HEARTBEAT", &c.EventHeartbeat}} {
+		if *d.dst, err = time.ParseDuration(*vals[d.env]); err != nil || *d.dst <= 0 {
+			return nil, fs, fmt.Errorf("%s: must be a positive duration such as 10s, got %q", flagOf(d.env), *vals[d.env])
+		}
+	}
+	if c.EventBuffer, err = strconv.Atoi(*vals["KILN_EVENTS_BUFFER"]); err != nil || c.EventBuffer < 1 {
+		return nil, fs, fmt.Errorf("events-buffer: must be a positive integer, got %q", *vals["KILN_EVENTS_BUFFER"])
+	}
 	if c.DBSchema != "" && !schemaName.MatchString(c.DBSchema) {
 		return nil, fs, fmt.Errorf("db-schema: must match %s, got %q", schemaName, c.DBSchema)
 	}
@@ -124,4 +151,25 @@ func flagOf(env string) string {
 		}
 	}
 	return env
+}
+
+// parsePrefixes reads comma-separated CIDRs or addresses (an address is its /32 or /128).
+func parsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f); err == nil {
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR or an IP address", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

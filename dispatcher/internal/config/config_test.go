@@ -40,3 +40,21 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 		assert.Contains(t, readme, row, "README configuration table")
 	}
 }
+
+func TestLiveSettings(t *testing.T) {
+	c, _, err := Parse("serve", []string{"--callback-allowlist", "127.0.0.1, 10.20.0.0/16,::1", "--events-buffer", "8"},
+		func(string) string { return "" })
+	require.NoError(t, err)
+	require.Len(t, c.CallbackAllowlist, 3)
+	assert.Equal(t, "127.0.0.1/32", c.CallbackAllowlist[0].String())
+	assert.Equal(t, "10.20.0.0/16", c.CallbackAllowlist[1].String())
+	assert.Equal(t, 24*time.Hour, c.CallbackMaxAge)
+	assert.Equal(t, 10*time.Second, c.CallbackTimeout)
+	assert.Equal(t, 8, c.EventBuffer)
+	assert.Equal(t, 15*time.Second, c.EventHeartbeat)
+	for _, bad := range [][]string{{"--callback-allowlist", "example.com"}, {"--callback-max-age", "0s"},
+		{"--callback-timeout", "x"}, {"--events-buffer", "0"}, {"--events-heartbeat", "-1s"}} {
+		_, _, err := Parse("serve", bad, func(string) string { return "" })
+		assert.ErrorContains(t, err, strings.TrimPrefix(bad[0], "--")+":", bad)
+	}
+}

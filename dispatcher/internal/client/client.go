@@ -1,0 +1,195 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Client calls a dispatcher's REST API.
+type Client struct {
+	BaseURL string       // e.g. http://127.0.0.1:8080
+	Token   string       // sent as a Bearer token, never printed
+	HTTP    *http.Client // default: 30s timeout (streams use their own)
+}
+
+// APIError is a non-2xx answer; Detail comes from the problem+json body.
+type APIError struct {
+	Status int
+	Detail string
+}
+
+func (e *APIError) Error() string {
+	if e.Detail == "" {
+		return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
+	}
+	return fmt.Sprintf("HTTP %d: %s", e.Status, e.Detail)
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return &http.Client{Timeout: 30 * time.Second}
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("User-Agent", "kiln-client/1")
+	return req, nil
+}
+
+// do sends a request and decodes a 2xx JSON answer into out.
+func (c *Client) do(ctx context.Context, method, path string, body, out any, hdr ...string) error {
+	req, err := c.newRequest(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i+1] != "" {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	res, err := c.httpClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		return apiError(res)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(res.Body).Decode(out)
+}
+
+func apiError(res *http.Response) error {
+	var p struct {
+		Detail string `json:"detail"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	_ = json.Unmarshal(b, &p)
+	return &APIError{Status: res.StatusCode, Detail: p.Detail}
+}
+
+// Submit starts a build of project (an id, or a name through the
+// /project/{name}/build alias) and returns what the API accepted.
+func (c *Client) Submit(ctx context.Context, project string, spec schema.BuildSpec, idempotencyKey string) (*schema.BuildAccepted, error) {
+	path := "/projects/" + url.PathEscape(project) + "/builds"
+	if !looksLikeUUID(project) {
+		path = "/project/" + url.PathEscape(project) + "/build"
+	}
+	var acc schema.BuildAccepted
+	err := c.do(ctx, http.MethodPost, path, spec, &acc, "Idempotency-Key", idempotencyKey)
+	return &acc, err
+}
+
+// Get returns a build.
+func (c *Client) Get(ctx context.Context, id string) (*schema.Build, error) {
+	var b schema.Build
+	err := c.do(ctx, http.MethodGet, "/builds/"+url.PathEscape(id), nil, &b)
+	return &b, err
+}
+
+// BuildList is a page of builds.
+type BuildList struct {
+	Builds     []schema.Build `json:"builds"`
+	NextCursor string         `json:"next_cursor,omitempty"`
+}
+
+// List returns a page of a project's builds, newest first.
+func (c *Client) List(ctx context.Context, projectID string, status schema.Status, limit int, cursor string) (*BuildList, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", string(status))
+	}
+	if limit > 0 {
+		q.Set("limit", fmt.Sprint(limit))
+	}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	path := "/projects/" + url.PathEscape(projectID) + "/builds"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out BuildList
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return &out, err
+}
+
+// Cancel cancels a pending or running build.
+func (c *Client) Cancel(ctx context.Context, id, reason string) (*schema.Build, error) {
+	var body any
+	if reason != "" {
+		body = map[string]string{"reason": reason}
+	}
+	var b schema.Build
+	err := c.do(ctx, http.MethodPost, "/builds/"+url.PathEscape(id)+"/cancel", body, &b)
+	return &b, err
+}
+
+// ProjectID resolves a project name to its id (an id is returned as is).
+func (c *Client) ProjectID(ctx context.Context, project string) (string, error) {
+	if looksLikeUUID(project) {
+		return project, nil
+	}
+	var out struct {
+		Projects []schema.Project `json:"projects"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/projects", nil, &out); err != nil {
+		return "", err
+	}
+	for _, p := range out.Projects {
+		if p.Name == project {
+			return p.ID, nil
+		}
+	}
+	return "", &APIError{Status: http.StatusNotFound, Detail: "project " + project + ": not found"}
+}
+
+func looksLikeUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if r != '-' {
+				return false
+			}
+		case !strings.ContainsRune("0123456789abcdefABCDEF", r):
+			return false
+		}
+	}
+	return true
+}
+
+// errStreamEnded means the stream closed without saying the build ended;
+// the watcher reconnects.
+var errStreamEnded = errors.New("event stream closed")

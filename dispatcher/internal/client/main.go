@@ -1,0 +1,317 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Exit statuses of `dispatcher client`.
+const (
+	ExitOK        = 0   // done; for watch: the build completed
+	ExitFailed    = 1   // watch: the build failed
+	ExitCancelled = 2   // watch: the build was cancelled; also a usage error
+	ExitUsage     = 2   // bad command line
+	ExitError     = 3   // the dispatcher could not be reached or refused the request
+	ExitInterrupt = 130 // interrupted (Ctrl-C)
+)
+
+const usage = `usage: dispatcher client <command> [flags]
+
+Talks to a running dispatcher. Every command takes --url (default $KILN_URL,
+else http://127.0.0.1:8080) and --token (default $KILN_TOKEN).
+
+commands:
+  submit --project P [flags] PROMPT...   start a build; prints its task id
+      --template T  --var k=v (repeatable)  --auto-commit  --auto-push
+      --callback-url URL  --idempotency-key K  --watch (then follow it, as watch)
+      PROMPT "-" reads the prompt from standard input; P is a project id or name
+  get TASK_ID                            print a build as JSON (status, result, callbacks)
+  list --project P [--status S] [--limit N] [--cursor C] [--json]
+                                         a project's builds, newest first
+  cancel TASK_ID [--reason R]            cancel a pending or running build
+  watch TASK_ID [--after N] [--ws] [--quiet]
+                                         follow a build's events live until it ends,
+                                         reconnecting and resuming after disconnects
+
+exit status: 0 done (watch: completed), 1 watch: failed, 2 watch: cancelled or a
+usage error, 3 the dispatcher was unreachable or refused the request, 130 interrupted.
+`
+
+// Main runs `dispatcher client args...` and returns the exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if len(args) < 1 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) < 1 {
+			return ExitUsage
+		}
+		return ExitOK
+	}
+	r := &runner{stdout: stdout, stderr: stderr, stdin: os.Stdin}
+	fs := flag.NewFlagSet("dispatcher client "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	base := fs.String("url", cmpOr(getenv("KILN_URL"), "http://127.0.0.1:8080"), "dispatcher URL ($KILN_URL)")
+	token := fs.String("token", getenv("KILN_TOKEN"), "API token ($KILN_TOKEN); never printed")
+	var cmd func(ctx context.Context, c *Client, pos []string) (int, error)
+	switch args[0] {
+	case "submit":
+		cmd = r.submitFlags(fs)
+	case "get":
+		cmd = r.get
+	case "list":
+		cmd = r.listFlags(fs)
+	case "cancel":
+		cmd = r.cancelFlags(fs)
+	case "watch":
+		cmd = r.watchFlags(fs)
+	default:
+		fmt.Fprintf(stderr, "dispatcher client: unknown command %q\n\n%s", args[0], usage)
+		return ExitUsage
+	}
+	pos, err := parse(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		return ExitUsage // the flag package printed why
+	}
+	if *token == "" {
+		fmt.Fprintln(stderr, "dispatcher client: no token: set KILN_TOKEN or pass --token")
+		return ExitUsage
+	}
+	code, err := cmd(ctx, &Client{BaseURL: *base, Token: *token}, pos)
+	var ue usageError
+	switch {
+	case err == nil:
+		return code
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "dispatcher client %s: %v\n", args[0], err)
+		return ExitUsage
+	case ctx.Err() != nil:
+		return ExitInterrupt
+	default:
+		fmt.Fprintf(stderr, "dispatcher client %s: %v\n", args[0], err)
+		return ExitError
+	}
+}
+
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// parse parses flags wherever they stand among the positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		rest := fs.Args()
+		if rest[0] == "--" {
+			return append(pos, rest[1:]...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+type runner struct {
+	stdout, stderr io.Writer
+	stdin          io.Reader
+}
+
+func (r *runner) printJSON(v any) error {
+	enc := json.NewEncoder(r.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+	project := fs.String("project", "", "project id or name (required)")
+	prompt := fs.String("prompt", "", "the prompt (or give it as arguments)")
+	template := fs.String("template", "", "build template (default: the server's default)")
+	var vars multi
+	fs.Var(&vars, "var", "a template variable k=v (repeatable)")
+	autoCommit := fs.Bool("auto-commit", false, "commit the agent's changes")
+	autoPush := fs.Bool("auto-push", false, "push the commit")
+	callbackURL := fs.String("callback-url", "", "URL to POST the outcome to (signed; docs/callbacks.md)")
+	key := fs.String("idempotency-key", "", "Idempotency-Key: the same key and body return the first build")
+	watch := fs.Bool("watch", false, "follow the build after submitting it (exit status as watch)")
+	ws := fs.Bool("ws", false, "with --watch: follow over the WebSocket")
+	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+		text := *prompt
+		if len(pos) > 0 {
+			if text != "" {
+				return 0, usageError("give the prompt as --prompt or as arguments, not both")
+			}
+			text = strings.Join(pos, " ")
+		}
+		if text == "-" {
+			b, err := io.ReadAll(r.stdin)
+			if err != nil {
+				return 0, err
+			}
+			text = string(b)
+		}
+		if *project == "" || strings.TrimSpace(text) == "" {
+			return 0, usageError("--project and a prompt are required")
+		}
+		spec := schema.BuildSpec{Prompt: text, Template: *template, AutoCommit: *autoCommit, AutoPush: *autoPush,
+			CallbackURL: *callbackURL}
+		for _, v := range vars {
+			k, val, ok := strings.Cut(v, "=")
+			if !ok || k == "" {
+				return 0, usageError(fmt.Sprintf("--var %q: want k=v", v))
+			}
+			if spec.Variables == nil {
+				spec.Variables = map[string]string{}
+			}
+			spec.Variables[k] = val
+		}
+		acc, err := c.Submit(ctx, *project, spec, *key)
+		if err != nil {
+			return 0, err
+		}
+		fmt.Fprintln(r.stdout, acc.TaskID)
+		if !*watch {
+			return ExitOK, nil
+		}
+		return r.follow(ctx, c, acc.TaskID, 0, *ws, false)
+	}
+}
+
+func (r *runner) get(ctx context.Context, c *Client, pos []string) (int, error) {
+	if len(pos) != 1 {
+		return 0, usageError("want one task id")
+	}
+	b, err := c.Get(ctx, pos[0])
+	if err != nil {
+		return 0, err
+	}
+	return ExitOK, r.printJSON(b)
+}
+
+func (r *runner) listFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+	project := fs.String("project", "", "project id or name (required)")
+	status := fs.String("status", "", "only builds in this status")
+	limit := fs.Int("limit", 20, "builds per page (1-100)")
+	cursor := fs.String("cursor", "", "the next page's cursor, from a previous list")
+	asJSON := fs.Bool("json", false, "print the page as JSON")
+	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+		if *project == "" || len(pos) > 0 {
+			return 0, usageError("--project is required; no arguments")
+		}
+		id, err := c.ProjectID(ctx, *project)
+		if err != nil {
+			return 0, err
+		}
+		page, err := c.List(ctx, id, schema.Status(*status), *limit, *cursor)
+		if err != nil {
+			return 0, err
+		}
+		if *asJSON {
+			return ExitOK, r.printJSON(page)
+		}
+		tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TASK ID\tSTATUS\tCREATED\tPROMPT")
+		for _, b := range page.Builds {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.ID, b.Status, b.CreatedAt.Local().Format(time.DateTime), clip(b.Spec.Prompt, 60))
+		}
+		if err := tw.Flush(); err != nil {
+			return 0, err
+		}
+		if page.NextCursor != "" {
+			fmt.Fprintf(r.stderr, "more: --cursor %s\n", page.NextCursor)
+		}
+		return ExitOK, nil
+	}
+}
+
+func (r *runner) cancelFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+	reason := fs.String("reason", "", "why (recorded as the build's error)")
+	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+		if len(pos) != 1 {
+			return 0, usageError("want one task id")
+		}
+		b, err := c.Cancel(ctx, pos[0], *reason)
+		if err != nil {
+			return 0, err
+		}
+		fmt.Fprintf(r.stdout, "%s %s\n", b.ID, b.Status)
+		return ExitOK, nil
+	}
+}
+
+func (r *runner) watchFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+	after := fs.Int64("after", 0, "start after this event sequence number")
+	ws := fs.Bool("ws", false, "follow over the WebSocket instead of Server-Sent Events")
+	quiet := fs.Bool("quiet", false, "print only the outcome")
+	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+		if len(pos) != 1 {
+			return 0, usageError("want one task id")
+		}
+		return r.follow(ctx, c, pos[0], *after, *ws, *quiet)
+	}
+}
+
+// follow watches a build and turns its outcome into the exit status.
+func (r *runner) follow(ctx context.Context, c *Client, id string, after int64, ws, quiet bool) (int, error) {
+	p := &Progress{W: r.stdout}
+	show := p.Show
+	if quiet {
+		show = func(schema.Event) {}
+	}
+	st, err := c.Watch(ctx, id, WatchOptions{After: after, WebSocket: ws, Show: show,
+		Notice: func(s string) { fmt.Fprintln(r.stderr, "watch:", s) }})
+	if err != nil {
+		return 0, err
+	}
+	b, err := c.Get(ctx, id)
+	if err == nil && b.Status.Terminal() {
+		line := fmt.Sprintf("build %s %s", id, b.Status)
+		if b.Error != "" {
+			line += ": " + b.Error
+		}
+		if b.Result != nil && b.Result.CommitSHA != "" {
+			line += " (commit " + b.Result.CommitSHA + ")"
+		}
+		fmt.Fprintln(r.stdout, line)
+	} else {
+		fmt.Fprintf(r.stdout, "build %s %s\n", id, st)
+	}
+	switch st {
+	case schema.StatusCompleted:
+		return ExitOK, nil
+	case schema.StatusFailed:
+		return ExitFailed, nil
+	default:
+		return ExitCancelled, nil
+	}
+}
