@@ -45,6 +45,9 @@ type Config struct {
 	PIDDir string
 	// GitTimeout bounds the git step. Default 5m.
 	GitTimeout time.Duration
+	// AgentBinary is the agent CLI to run in the project pod. Default: the
+	// adapter's own ("claude", looked up on the pod's PATH).
+	AgentBinary string
 	// StatusPoll is how often the build's status is fetched while the agent
 	// runs, to notice a cancel when no event acks come. Default 5s.
 	StatusPoll time.Duration

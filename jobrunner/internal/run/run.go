@@ -190,7 +190,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	var adapter agent.Adapter
 	switch a := r.cfg.Runner.Agent.Adapter; a {
 	case "", jobtemplates.AdapterClaudeCode:
-		adapter = agent.Claude{}
+		adapter = agent.Claude{Binary: r.cfg.AgentBinary}
 	default:
 		return failed("agent adapter %q: not implemented by this runner", a)
 	}

@@ -1,0 +1,181 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// localExec runs requests as local processes: the pipeline without a cluster.
+type localExec struct{}
+
+func (localExec) Exec(ctx context.Context, _ podexec.Container, req podexec.Request) (int, error) {
+	cmd := exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = req.Stdin, req.Stdout, req.Stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ctx.Err() == nil {
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return -1, err
+	}
+	return 0, nil
+}
+
+// memDispatcher is an in-memory dispatcher.
+type memDispatcher struct {
+	mu      sync.Mutex
+	task    schema.RunnerTask
+	events  []schema.EventInput
+	results []schema.BuildResult
+}
+
+func (d *memDispatcher) Task(context.Context) (schema.RunnerTask, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.task, nil
+}
+
+func (d *memDispatcher) PostEvents(_ context.Context, b schema.EventBatch) (schema.EventBatchAck, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.events = append(d.events, b.Events...)
+	return schema.EventBatchAck{Stored: len(b.Events), Status: d.task.Status}, nil
+}
+
+func (d *memDispatcher) PostResult(_ context.Context, r schema.BuildResult) (schema.ResultAck, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.results = append(d.results, r)
+	return schema.ResultAck{Status: schema.StatusCompleted, Accepted: true}, nil
+}
+
+// setupLocal returns a runner whose "pod" is this machine: the agent is a
+// shell script printing a fixture, then sleeping $AGENT_SLEEP seconds.
+func setupLocal(t *testing.T, rc jobtemplates.RunnerConfig, sleep string) (*Runner, *memDispatcher, string) {
+	t.Helper()
+	dir := t.TempDir()
+	work := filepath.Join(dir, "work")
+	require.NoError(t, os.MkdirAll(work, 0o755))
+	git := exec.Command("git", "init", "-q", work)
+	require.NoError(t, git.Run())
+	fixture, err := filepath.Abs("../../../../shared/fixtures/claude-code/success-edit.jsonl")
+	require.NoError(t, err)
+	if _, err := os.Stat(fixture); err != nil {
+		t.Skip("fixtures not found:", err)
+	}
+	agentBin := filepath.Join(dir, "claude")
+	require.NoError(t, os.WriteFile(agentBin, []byte("#!/bin/sh\ncat >/dev/null\nhead -n 3 "+fixture+"\nsleep "+sleep+"\ntail -n 1 "+fixture+"\n"), 0o755))
+	kube := fake.NewSimpleClientset(&corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "proj", Name: "ws"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	})
+	d := &memDispatcher{task: schema.RunnerTask{BuildID: "b1", Status: schema.StatusRunning,
+		Spec:   schema.BuildSpec{Prompt: "do it"},
+		Target: schema.Target{Namespace: "proj", PodName: "ws", Workdir: work}}}
+	if rc.Agent.AllowedTools == nil {
+		rc.Agent.AllowedTools = []string{"Read"}
+	}
+	cfg := Config{BuildID: "b1", Runner: rc, PIDDir: dir, AgentBinary: agentBin, KillWait: time.Second,
+		StatusPoll: 100 * time.Millisecond, TerminationLog: filepath.Join(dir, "termination-log")}
+	return New(cfg, d, kube, localExec{}, slog.New(slog.NewTextHandler(io.Discard, nil))), d, dir
+}
+
+func TestLocalSuccessWithoutChanges(t *testing.T) {
+	t.Parallel()
+	r, d, _ := setupLocal(t, jobtemplates.RunnerConfig{}, "0")
+	out := r.Run(context.Background())
+	require.True(t, out.Reported)
+	require.True(t, out.Result.Success, out.Result.Error)
+	require.Equal(t, `Updated the heading in index.html to "Welcome to Acme".`, out.Result.Output)
+	require.Equal(t, []string{}, out.Result.FilesChanged, "nothing changed: success without a commit")
+	require.Empty(t, out.Result.CommitSHA)
+	require.Len(t, d.results, 1)
+}
+
+// The runner's own deadline: the Job's deadline less the grace period and
+// a margin. Reaching it kills the agent and fails the build.
+func TestLocalAgentTimeout(t *testing.T) {
+	t.Parallel()
+	r, d, dir := setupLocal(t, jobtemplates.RunnerConfig{DeadlineSeconds: 12, GracePeriodSeconds: 1}, "60")
+	start := time.Now()
+	out := r.Run(context.Background())
+	require.Less(t, time.Since(start), 10*time.Second)
+	require.False(t, out.Result.Success)
+	require.False(t, out.Result.Cancelled)
+	require.Contains(t, out.Result.Error, "agent timed out after 1s (the build's deadline is 12s)")
+	require.Empty(t, out.Result.CommitSHA)
+	_, err := os.Stat(PIDFile(dir, "b1"))
+	require.ErrorIs(t, err, os.ErrNotExist, "the agent was killed and its pid file removed")
+	require.Len(t, d.results, 1)
+}
+
+// SIGTERM (ctx ending) stops the agent, skips git and reports cancelled.
+func TestLocalSignal(t *testing.T) {
+	t.Parallel()
+	r, d, _ := setupLocal(t, jobtemplates.RunnerConfig{GracePeriodSeconds: 10}, "60")
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(500*time.Millisecond, cancel)
+	start := time.Now()
+	out := r.Run(ctx)
+	require.Less(t, time.Since(start), 8*time.Second)
+	require.True(t, out.Reported)
+	require.True(t, out.Result.Cancelled)
+	require.False(t, out.Result.Success)
+	require.Contains(t, out.Result.Error, "SIGTERM")
+	require.Len(t, d.results, 1)
+}
+
+// A build the dispatcher already finished is not run.
+func TestLocalAlreadyTerminal(t *testing.T) {
+	t.Parallel()
+	r, d, dir := setupLocal(t, jobtemplates.RunnerConfig{}, "0")
+	d.task.Status = schema.StatusCancelled
+	out := r.Run(context.Background())
+	require.True(t, out.Result.Cancelled)
+	require.Equal(t, "build is already cancelled; nothing run", out.Result.Error)
+	_, err := os.Stat(PIDFile(dir, "b1"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// The dispatcher cancels while the agent is quiet: the status poll notices.
+func TestLocalDispatcherCancel(t *testing.T) {
+	t.Parallel()
+	r, d, _ := setupLocal(t, jobtemplates.RunnerConfig{}, "60")
+	time.AfterFunc(500*time.Millisecond, func() {
+		d.mu.Lock()
+		d.task.Status = schema.StatusCancelled
+		d.mu.Unlock()
+	})
+	out := r.Run(context.Background())
+	require.True(t, out.Result.Cancelled)
+	require.Contains(t, out.Result.Error, "the dispatcher reports the build as terminal (cancelled)")
+}
+
+func TestLocalUnknownAdapter(t *testing.T) {
+	t.Parallel()
+	r, _, _ := setupLocal(t, jobtemplates.RunnerConfig{Agent: jobtemplates.Agent{Adapter: "codex"}}, "0")
+	out := r.Run(context.Background())
+	require.False(t, out.Result.Success)
+	require.Equal(t, `agent adapter "codex": not implemented by this runner`, out.Result.Error)
+	require.True(t, strings.HasPrefix(string(EncodeSummary(out.Summary())), `{"kiln":1,"success":false`))
+}
