@@ -22,22 +22,7 @@ import (
 	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 )
 
-func TestMain(m *testing.M) {
-	// Keep every host path the pods use out of /tmp: the runner's pod mounts
-	// an emptyDir on /tmp, and kubebox resolves bind-mount sources (the
-	// termination-log file, the service-account token, the executable)
-	// after mounting it, so sources under /tmp would be hidden.
-	tmp, err := os.MkdirTemp("/var/tmp", "kiln-runner-e2e-")
-	if err != nil {
-		panic(err)
-	}
-	os.Setenv("TMPDIR", tmp)
-	code := m.Run()
-	if code == 0 {
-		os.RemoveAll(tmp)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 // TestRunner runs the real jobrunner as a kubebox Job against a stand-in
 // dispatcher, one cluster for all cases.
