@@ -41,11 +41,15 @@ test-kubebox-if-present:
 	@if [ -f tests/kubebox/kubebox.mk ]; then $(MAKE) --no-print-directory test-kubebox; fi
 
 .PHONY: bench
-bench: bench-intake ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
 	$(GO) run ./tests/bench/intake
+
+.PHONY: bench-events
+bench-events: postgres build ## events/s via the runner path vs plain INSERT; fan-out lag p50/p99 to 100 SSE watchers vs the NOTIFY round trip
+	$(GO) run ./tests/bench/events
 
 .PHONY: demo
 demo: postgres build ## run the main flow on this machine

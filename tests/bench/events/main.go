@@ -1,0 +1,418 @@
+// Command events measures Kiln's build events end to end, with baselines
+// measured in the same run on the same database:
+//
+//   - ingestion: events stored per second through the runner protocol
+//     (POST /runner/v1/builds/{id}/events, batches of 50, stored exactly once,
+//     with the NOTIFY trigger), at 1 and 8 concurrent runners, against a plain
+//     multi-row INSERT of the same rows into an untriggered table;
+//   - fan-out lag: 100 SSE watchers on one dispatcher replica follow a build
+//     whose events a runner posts to another replica; lag is from just before
+//     the POST to the watcher reading the event (p50, p99), against the
+//     Postgres NOTIFY round trip alone (pg_notify on one connection to
+//     LISTEN on another).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/schema/migrate"
+)
+
+func main() {
+	dbURL := flag.String("database-url", envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database to measure on")
+	bin := flag.String("dispatcher", "bin/dispatcher", "the dispatcher binary to measure")
+	dur := flag.Duration("duration", 4*time.Second, "how long each ingestion measurement runs")
+	watchers := flag.Int("watchers", 100, "SSE watchers for the fan-out measurement")
+	events := flag.Int("events", 300, "events posted during the fan-out measurement")
+	flag.Parse()
+	ctx := context.Background()
+
+	schemaName := "bench_" + randHex(4)
+	admin, err := pgxpool.New(ctx, *dbURL)
+	check(err)
+	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
+	check(err)
+	defer func() {
+		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE")
+		admin.Close()
+	}()
+	cfg, err := pgxpool.ParseConfig(*dbURL)
+	check(err)
+	cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
+	cfg.MaxConns = 20
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	check(err)
+	defer pool.Close()
+	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: schemaName})
+	check(err)
+	_, err = pool.Exec(ctx, `CREATE TABLE plain_events (build_id uuid NOT NULL, seq bigint NOT NULL, type text NOT NULL,
+		payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (build_id, seq))`)
+	check(err)
+
+	ingest, stopA := startDispatcher(*bin, *dbURL+"&pool_max_conns=30", schemaName)
+	defer stopA()
+	follow, stopB := startDispatcher(*bin, *dbURL+"&pool_max_conns=30", schemaName)
+	defer stopB()
+	adminTok := dispatcherCmd(*bin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
+	projectID := createProject(ingest, adminTok)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+
+	fmt.Printf("bench-events: database %s (schema %s), two dispatcher replicas\n\n", cfg.ConnConfig.Database, schemaName)
+
+	// Ingestion.
+	const batch = 50
+	fmt.Printf("ingestion, batches of %d events, %s each\n", batch, *dur)
+	fmt.Printf("%-9s %22s %22s %8s\n", "runners", "runner path events/s", "plain INSERT events/s", "ratio")
+	for _, c := range []int{1, 8} {
+		runners := make([]*runner, c)
+		for i := range runners {
+			runners[i] = newRunner(ctx, hc, ingest, adminTok, projectID, pool)
+		}
+		plainIDs := make([]string, c)
+		plainSeq := make([]int64, c)
+		for i := range plainIDs {
+			plainIDs[i] = runners[i].id
+		}
+		plain := measure(c, *dur, func(w int) error {
+			base := plainSeq[w]
+			plainSeq[w] += batch
+			types, payloads := batchRows(batch)
+			_, err := pool.Exec(ctx, `INSERT INTO plain_events (build_id, seq, type, payload)
+				SELECT $1, $2 + e.ord, e.type, e.payload::jsonb
+				FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(type, payload, ord)`,
+				plainIDs[w], base, types, payloads)
+			return err
+		}) * batch
+		kiln := measure(c, *dur, func(w int) error { return runners[w].post(batch, nil) }) * batch
+		fmt.Printf("%-9d %22.0f %22.0f %8.2f\n", c, kiln, plain, kiln/plain)
+	}
+
+	// Fan-out lag.
+	r := newRunner(ctx, hc, ingest, adminTok, projectID, pool)
+	lags := make([][]time.Duration, *watchers)
+	var wg sync.WaitGroup
+	ready := make(chan struct{}, *watchers)
+	for i := range *watchers {
+		wg.Go(func() { lags[i] = watch(follow, adminTok, r.id, ready) })
+	}
+	for range *watchers {
+		<-ready
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	for range *events {
+		check(r.post(1, func() []byte { return []byte(fmt.Sprintf(`{"t":%d}`, time.Now().UnixNano())) }))
+		time.Sleep(2 * time.Millisecond)
+	}
+	posted := time.Since(start)
+	req, _ := http.NewRequest("POST", ingest+"/builds/"+r.id+"/cancel", nil)
+	req.Header.Set("Authorization", "Bearer "+adminTok)
+	res, err := hc.Do(req)
+	check(err)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		log.Fatalf("cancelling the watched build: HTTP %d", res.StatusCode)
+	}
+	wg.Wait()
+	var all []time.Duration
+	short := 0
+	for _, l := range lags {
+		if len(l) != *events {
+			short++
+		}
+		all = append(all, l...)
+	}
+	base := notifyRoundTrip(ctx, cfg, *events)
+	fmt.Printf("\nfan-out to %d SSE watchers on another replica, %d events over %s (%d deliveries)\n",
+		*watchers, *events, posted.Round(time.Millisecond), len(all))
+	fmt.Printf("%-34s %10s %10s\n", "", "p50", "p99")
+	fmt.Printf("%-34s %10s %10s\n", "post → watcher (runner path, SSE)", pct(all, 50), pct(all, 99))
+	fmt.Printf("%-34s %10s %10s\n", "baseline: NOTIFY round trip", pct(base, 50), pct(base, 99))
+	fmt.Printf("%-34s %10.1f %10.1f\n", "ratio", ratio(all, base, 50), ratio(all, base, 99))
+	if short > 0 {
+		log.Fatalf("%d watchers missed events", short)
+	}
+	fmt.Printf("check: every watcher got all %d events in order\n", *events)
+}
+
+func batchRows(n int) (types, payloads []string) {
+	types, payloads = make([]string, n), make([]string, n)
+	for i := range n {
+		types[i] = "agent_text"
+		payloads[i] = `{"text":"Looking at src/app.tsx to change the heading"}`
+	}
+	return types, payloads
+}
+
+// runner posts events for one build as its jobrunner would.
+type runner struct {
+	hc      *http.Client
+	url     string
+	id      string
+	token   string
+	batchNo int64
+}
+
+func newRunner(ctx context.Context, hc *http.Client, base, adminTok, projectID string, pool *pgxpool.Pool) *runner {
+	req, _ := http.NewRequest("POST", base+"/projects/"+projectID+"/builds", strings.NewReader(`{"prompt":"bench"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminTok)
+	res, err := hc.Do(req)
+	check(err)
+	var acc schema.BuildAccepted
+	check(json.NewDecoder(res.Body).Decode(&acc))
+	res.Body.Close()
+	// What the launcher does: a runner token, kept only as its hash.
+	tok := "kiln_" + randHex(16)
+	h := sha256.Sum256([]byte(tok))
+	_, err = pool.Exec(ctx, `UPDATE builds SET runner_token_hash = $2 WHERE id = $1`, acc.TaskID, h[:])
+	check(err)
+	return &runner{hc: hc, url: base + schema.RunnerAPIPrefix + acc.TaskID + "/events", id: acc.TaskID, token: tok}
+}
+
+func (r *runner) post(n int, payload func() []byte) error {
+	r.batchNo++
+	b := schema.EventBatch{Batch: r.batchNo, Events: make([]schema.EventInput, n)}
+	for i := range b.Events {
+		p := json.RawMessage(`{"text":"Looking at src/app.tsx to change the heading"}`)
+		if payload != nil {
+			p = payload()
+		}
+		b.Events[i] = schema.EventInput{Type: schema.EventAgentText, Time: time.Now(), Payload: p}
+	}
+	body, _ := json.Marshal(b)
+	req, _ := http.NewRequest("POST", r.url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	res, err := r.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	var ack schema.EventBatchAck
+	if res.StatusCode != 200 {
+		b, _ := io.ReadAll(res.Body)
+		return fmt.Errorf("events: HTTP %d: %s", res.StatusCode, b)
+	}
+	if err := json.NewDecoder(res.Body).Decode(&ack); err != nil {
+		return err
+	}
+	if ack.Stored != n {
+		return fmt.Errorf("stored %d of %d", ack.Stored, n)
+	}
+	return nil
+}
+
+// watch follows a build over SSE and returns the lag of every timed event.
+func watch(base, tok, id string, ready chan<- struct{}) []time.Duration {
+	req, _ := http.NewRequest("GET", base+"/builds/"+id+"/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := http.DefaultClient.Do(req)
+	check(err)
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var lags []time.Duration
+	var last int64
+	signalled := false
+	for sc.Scan() {
+		line := sc.Text()
+		if !signalled && strings.HasPrefix(line, "id: ") {
+			signalled = true
+			ready <- struct{}{}
+		}
+		if strings.HasPrefix(line, "event: end") {
+			break
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		now := time.Now()
+		var e schema.Event
+		if json.Unmarshal([]byte(data), &e) != nil || e.Seq == 0 {
+			continue
+		}
+		if e.Seq != last+1 {
+			log.Fatalf("watcher: event %d after %d", e.Seq, last)
+		}
+		last = e.Seq
+		var p struct {
+			T int64 `json:"t"`
+		}
+		if json.Unmarshal(e.Payload, &p) == nil && p.T > 0 {
+			lags = append(lags, now.Sub(time.Unix(0, p.T)))
+		}
+	}
+	return lags
+}
+
+// notifyRoundTrip measures pg_notify on one connection to LISTEN on another.
+func notifyRoundTrip(ctx context.Context, cfg *pgxpool.Config, n int) []time.Duration {
+	l, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
+	check(err)
+	defer l.Close(ctx)
+	s, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
+	check(err)
+	defer s.Close(ctx)
+	_, err = l.Exec(ctx, "LISTEN bench_round_trip")
+	check(err)
+	out := make([]time.Duration, 0, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for len(out) < n {
+			m, err := l.WaitForNotification(ctx)
+			check(err)
+			t, _ := strconv.ParseInt(m.Payload, 10, 64)
+			out = append(out, time.Since(time.Unix(0, t)))
+		}
+	}()
+	for range n {
+		_, err := s.Exec(ctx, "SELECT pg_notify('bench_round_trip', $1)", strconv.FormatInt(time.Now().UnixNano(), 10))
+		check(err)
+		time.Sleep(2 * time.Millisecond)
+	}
+	<-done
+	return out
+}
+
+func pct(d []time.Duration, p int) string { return percentile(d, p).Round(10 * time.Microsecond).String() }
+
+func percentile(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func ratio(a, b []time.Duration, p int) float64 {
+	return float64(percentile(a, p)) / float64(max(percentile(b, p), time.Microsecond))
+}
+
+// measure runs op from c goroutines (given their index) for d and returns successful ops per second.
+func measure(c int, d time.Duration, op func(w int) error) float64 {
+	var n, failed atomic.Int64
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range c {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := op(w); err != nil {
+					if failed.Add(1) == 1 {
+						log.Printf("operation failed: %v", err)
+					}
+					continue
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		log.Fatalf("%d operations failed", f)
+	}
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// startDispatcher runs `dispatcher serve --workers 0` on a free loopback port and waits for /readyz.
+func startDispatcher(bin, dbURL, schemaName string) (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schemaName,
+		"--log-level", "error", "--workers", "0")
+	cmd.Stderr = os.Stderr
+	check(cmd.Start())
+	url := "http://" + addr
+	for i := 0; ; i++ {
+		res, err := http.Get(url + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if i > 100 {
+			log.Fatal("dispatcher did not become ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return url, func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+}
+
+func dispatcherCmd(bin string, args ...string) string {
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		log.Fatalf("%s %v: %v", bin, args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func createProject(url, tok string) string {
+	req, _ := http.NewRequest("POST", url+"/projects", strings.NewReader(`{"name":"bench"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := http.DefaultClient.Do(req)
+	check(err)
+	defer res.Body.Close()
+	var p struct {
+		ID string `json:"id"`
+	}
+	check(json.NewDecoder(res.Body).Decode(&p))
+	if p.ID == "" {
+		log.Fatalf("creating project: HTTP %d", res.StatusCode)
+	}
+	return p.ID
+}
