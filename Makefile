@@ -9,7 +9,7 @@ export KILN_TEST_DATABASE_URL ?= $(PG_URL)/kiln_test?sslmode=disable
 
 .DEFAULT_GOAL := help
 
--include tests/kubebox/kubebox.mk
+include tests/kubebox/kubebox.mk
 
 .PHONY: help
 help: ## list the targets
@@ -30,15 +30,11 @@ lint: ## go vet and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tests/kubebox/')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 .PHONY: test
-test: postgres lint test-go test-kubebox-if-present ## run every test (what CI runs)
+test: postgres lint test-go test-kubebox ## run every test (what CI runs)
 
 .PHONY: test-go
-test-go: postgres build ## the product's tests, with the race detector
+test-go: postgres build kubebox-build ## the product's tests, with the race detector (end-to-end ones on kubebox)
 	$(GO) test -race -count=1 -timeout 20m ./...
-
-.PHONY: test-kubebox-if-present
-test-kubebox-if-present:
-	@if [ -f tests/kubebox/kubebox.mk ]; then $(MAKE) --no-print-directory test-kubebox; fi
 
 .PHONY: bench
 bench: bench-intake bench-events ## every benchmark; prints figures and ratios

@@ -10,6 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,6 +102,9 @@ type env struct {
 	extraEnv   []string
 	procs      []*dispatcher
 	admin      string
+	service    *httptest.Server // a stable URL in front of the live dispatchers, as a Service is
+	mu         sync.Mutex
+	next       int
 }
 
 type dispatcher struct {
@@ -118,11 +124,6 @@ func newEnv(t *testing.T, extraEnv ...string) *env {
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = cluster.Client.CoreV1().Namespaces().Delete(context.Background(), e.ns, metav1.DeleteOptions{})
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			e.dumpPods()
-		}
 	})
 	e.applyDispatcherRBAC()
 	// Build Jobs run as kiln-runner (deploy/base/rbac/runner.yaml).
@@ -147,7 +148,15 @@ func newEnv(t *testing.T, extraEnv ...string) *env {
 	e.pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(e.pool.Close)
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.dumpPods()
+			e.dumpDB()
+		}
+	})
 
+	e.service = httptest.NewServer(http.HandlerFunc(e.proxy))
+	t.Cleanup(e.service.Close)
 	e.tmplDir = t.TempDir()
 	e.writeTemplates()
 	e.run("migrate")
@@ -254,7 +263,7 @@ func (e *env) start() *dispatcher {
 	require.NoError(e.t, err)
 	cmd := exec.Command(filepath.Join(binDir, "dispatcher"), "serve")
 	cmd.Env = append(e.baseEnv(), "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+e.kubeconfig,
-		"KILN_BUILD_NAMESPACE="+e.ns, "KILN_TEMPLATES_DIR="+e.tmplDir, "KILN_LOG_LEVEL=info",
+		"KILN_BUILD_NAMESPACE="+e.ns, "KILN_TEMPLATES_DIR="+e.tmplDir, "KILN_DISPATCHER_URL="+e.service.URL, "KILN_LOG_LEVEL=info",
 		"KILN_RECONCILE_INTERVAL=2s", "KILN_IMAGE_PULL_TIMEOUT=3s", "KILN_UNSCHEDULABLE_TIMEOUT=3s", "KILN_AUTH_CACHE_TTL=0s")
 	cmd.Env = append(cmd.Env, e.extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -262,7 +271,9 @@ func (e *env) start() *dispatcher {
 	require.NoError(e.t, cmd.Start())
 	d := &dispatcher{cmd: cmd, url: "http://" + addr, done: make(chan struct{}), log: logPath}
 	go func() { _ = cmd.Wait(); logf.Close(); close(d.done) }()
+	e.mu.Lock()
 	e.procs = append(e.procs, d)
+	e.mu.Unlock()
 	e.t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -399,4 +410,44 @@ func (e *env) dumpPods() {
 			e.t.Logf("pod %s logs:\n%s", p.Name, lastLines(string(logs), 20))
 		}
 	}
+}
+
+// dumpDB logs the builds and River jobs of this env.
+func (e *env) dumpDB() {
+	rows, err := e.pool.Query(context.Background(), `SELECT b.id, b.status, b.job_name, b.waiting_reason, b.error,
+		coalesce(r.state::text, ''), coalesce(r.attempt, 0), coalesce(r.scheduled_at::text, '')
+		FROM builds b LEFT JOIN river_job r ON r.id = b.river_job_id ORDER BY b.id`)
+	if err != nil {
+		e.t.Logf("dumping builds: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, status, job, wait, berr, state, sched string
+		var attempt int
+		_ = rows.Scan(&id, &status, &job, &wait, &berr, &state, &attempt, &sched)
+		e.t.Logf("build %s %s job=%q wait=%q err=%q river=%s attempt=%d scheduled=%s", id, status, job, wait, berr, state, attempt, sched)
+	}
+}
+
+// proxy forwards a request to a live dispatcher, round robin.
+func (e *env) proxy(w http.ResponseWriter, r *http.Request) {
+	e.mu.Lock()
+	var live []*dispatcher
+	for _, d := range e.procs {
+		select {
+		case <-d.done:
+		default:
+			live = append(live, d)
+		}
+	}
+	e.next++
+	n := e.next
+	e.mu.Unlock()
+	if len(live) == 0 {
+		http.Error(w, "no dispatcher is running", http.StatusBadGateway)
+		return
+	}
+	target, _ := url.Parse(live[n%len(live)].url)
+	httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
 }

@@ -266,3 +266,80 @@ func TestInvalidJobFailsBuild(t *testing.T) {
 }
 
 var _ = batchv1.Job{}
+
+// kill -9 the dispatcher with builds pending and running, change the cluster
+// while it is down, start it again: every build ends terminal, none gets a
+// second Job.
+func TestRestartSafety(t *testing.T) {
+	e := newEnv(t, "KILN_MAX_IN_FLIGHT=3")
+	d := e.start()
+	p := e.project(d, "web", 3)
+	q := e.project(d, "api", 1)
+	running := []string{
+		e.submit(d, p.ID, map[string]any{"prompt": "sleep-4"}),
+		e.submit(d, p.ID, map[string]any{"prompt": "sleep"}),
+		e.submit(d, p.ID, map[string]any{"prompt": "sleep"}),
+	}
+	for _, id := range running {
+		e.waitStatus(d, id, 60*time.Second, schema.StatusRunning)
+	}
+	pending := []string{
+		e.submit(d, q.ID, map[string]any{"prompt": "succeed"}),
+		e.submit(d, q.ID, map[string]any{"prompt": "succeed"}),
+	}
+	d.kill9()
+
+	// While it is down: one running build's Job disappears, one running build
+	// is cancelled straight in the database (another replica did it), and the
+	// sleep-4 build finishes and reports to nobody.
+	bg := metav1.DeletePropagationBackground
+	require.NoError(t, cluster.Client.BatchV1().Jobs(e.ns).Delete(context.Background(), jobtemplates.JobName(running[1]), metav1.DeleteOptions{PropagationPolicy: &bg}))
+	_, err := e.pool.Exec(context.Background(), `UPDATE builds SET status = 'cancelled', error = 'cancelled elsewhere', finished_at = now() WHERE id = $1`, running[2])
+	require.NoError(t, err)
+
+	// Two replicas come back side by side.
+	d1, d2 := e.start(), e.start()
+	b := e.waitStatus(d1, running[1], 60*time.Second, schema.StatusFailed)
+	assert.Equal(t, "job deleted", b.Error)
+	kbtest.WaitFor(t, 60*time.Second, "the cancelled build's Job deleted", func(ctx context.Context) (bool, error) {
+		_, err := cluster.Client.BatchV1().Jobs(e.ns).Get(ctx, jobtemplates.JobName(running[2]), metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+	b = e.waitStatus(d2, running[0], 90*time.Second, schema.StatusCompleted, schema.StatusFailed)
+	assert.Equal(t, schema.StatusCompleted, b.Status, "the result posted while the dispatcher was down arrives on retry (%s)", b.Error)
+	// A dispatch job held by the killed process is rescued by River after 30s.
+	for _, id := range pending {
+		b := e.waitStatus(d2, id, 150*time.Second, schema.StatusCompleted, schema.StatusFailed)
+		assert.Equal(t, schema.StatusCompleted, b.Status, b.Error)
+	}
+	// At most one Job a build: every build that ran was started once.
+	var multi int
+	require.NoError(t, e.pool.QueryRow(context.Background(), `SELECT count(*) FROM builds WHERE attempt > 1`).Scan(&multi))
+	assert.Zero(t, multi)
+	var nonTerminal int
+	require.NoError(t, e.pool.QueryRow(context.Background(), `SELECT count(*) FROM builds WHERE status IN ('pending', 'running')`).Scan(&nonTerminal))
+	assert.Zero(t, nonTerminal)
+}
+
+// Two replicas serving and launching at once reach the same outcomes: every
+// build completes, once.
+func TestTwoReplicas(t *testing.T) {
+	e := newEnv(t, "KILN_MAX_IN_FLIGHT=4")
+	d1, d2 := e.start(), e.start()
+	var ids []string
+	for i := range 4 {
+		p := e.project(d1, "p"+string(rune('a'+i)), 1)
+		for j := range 3 {
+			d := d1
+			if j%2 == 1 {
+				d = d2
+			}
+			ids = append(ids, e.submit(d, p.ID, map[string]any{"prompt": "succeed"}))
+		}
+	}
+	for _, id := range ids {
+		b := e.waitStatus(d2, id, 120*time.Second, schema.StatusCompleted, schema.StatusFailed)
+		assert.Equal(t, schema.StatusCompleted, b.Status, b.Error)
+		assert.Equal(t, 1, b.Attempt)
+	}
+}

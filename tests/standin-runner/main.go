@@ -129,7 +129,12 @@ func main() {
 		n, _ := strconv.Atoi(strings.TrimPrefix(mode, "sleep-"))
 		time.Sleep(time.Duration(n) * time.Second)
 		marker("finished")
-		must(call("POST", "/result", schema.BuildResult{Success: true, Output: mode}, nil))
+		if err := call("POST", "/result", schema.BuildResult{Success: true, Output: mode}, nil); err != nil {
+			// As the real runner does: the outcome goes to the termination message.
+			sum, _ := json.Marshal(schema.TerminationSummary{Kiln: 1, Success: true, DurationMS: int64(n) * 1000, Error: ""})
+			_ = os.WriteFile("/dev/termination-log", sum, 0o644)
+			os.Exit(1)
+		}
 	default:
 		must(call("POST", "/result", schema.BuildResult{Success: false, Error: "standin: unknown mode " + mode}, nil))
 	}

@@ -76,10 +76,12 @@ type Options struct {
 	Queues     map[string]river.QueueConfig
 	PollOnly   bool // no LISTEN/NOTIFY (for poolers that cannot hold it)
 	DB         store.DB
-	JobTimeout time.Duration // default 1m
+	JobTimeout time.Duration // default 20s
 	Periodic   []*river.PeriodicJob
 	// RescueStuckJobsAfter: how soon a job whose worker died (kill -9) runs
-	// again; default 2m (dispatch jobs take seconds).
+	// again; default 30s. Every Kiln job is short (a launch is a few API
+	// calls, a callback attempt is bounded by its timeout), so JobTimeout is
+	// 20s and a job still "running" after 30s was lost with its process.
 	RescueStuckJobsAfter time.Duration
 }
 
@@ -97,10 +99,10 @@ func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 		RescueStuckJobsAfter: o.RescueStuckJobsAfter,
 	}
 	if cfg.RescueStuckJobsAfter == 0 {
-		cfg.RescueStuckJobsAfter = 2 * time.Minute
+		cfg.RescueStuckJobsAfter = 30 * time.Second
 	}
 	if cfg.JobTimeout == 0 {
-		cfg.JobTimeout = time.Minute
+		cfg.JobTimeout = 20 * time.Second
 	}
 	if o.Workers > 0 {
 		workers := river.NewWorkers()
