@@ -240,8 +240,11 @@ func (s *Service) Cancel(ctx context.Context, who *auth.Principal, buildID, reas
 		}
 		return nil
 	})
-	if err == nil && s.AfterCancel != nil {
-		s.AfterCancel(out.ID)
+	if err == nil {
+		s.Lifecycle.Committed(out)
+		if s.AfterCancel != nil {
+			s.AfterCancel(out.ID)
+		}
 	}
 	return out, err
 }

@@ -19,6 +19,18 @@ import (
 // Lifecycle changes build statuses.
 type Lifecycle struct {
 	River *river.Client[pgx.Tx]
+	// OnTransition is told of every status change after its transaction
+	// commits (TransitionNow) — metrics, wake-ups; may be nil. Changes made
+	// with Transition inside a caller's transaction are reported by the
+	// caller through Committed.
+	OnTransition func(b *store.Build)
+}
+
+// Committed reports a change made with Transition once its transaction committed.
+func (l *Lifecycle) Committed(b *store.Build) {
+	if l.OnTransition != nil && b != nil {
+		l.OnTransition(b)
+	}
 }
 
 // Transition applies t to build id inside tx. When the build becomes terminal
@@ -51,5 +63,8 @@ func (l *Lifecycle) TransitionNow(ctx context.Context, db interface {
 		b, err = l.Transition(ctx, tx, id, t)
 		return err
 	})
+	if err == nil {
+		l.Committed(b)
+	}
 	return b, err
 }
