@@ -22,7 +22,7 @@ func TestExecOnKubebox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kubebox")
 	}
-	tmp, err := os.MkdirTemp("/var/tmp", "podexec-")
+	tmp, err := os.MkdirTemp(kbtest.HostTempDir(), "podexec-")
 	require.NoError(t, err)
 	t.Setenv("TMPDIR", tmp)
 	t.Cleanup(func() { os.RemoveAll(tmp) })

@@ -26,7 +26,7 @@ func TestAgentScriptsOnKubebox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kubebox")
 	}
-	tmp, err := os.MkdirTemp("/var/tmp", "run-kube-")
+	tmp, err := os.MkdirTemp(kbtest.HostTempDir(), "run-kube-")
 	require.NoError(t, err)
 	t.Setenv("TMPDIR", tmp)
 	t.Cleanup(func() { os.RemoveAll(tmp) })

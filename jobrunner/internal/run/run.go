@@ -107,8 +107,15 @@ func (r *Runner) Run(ctx context.Context) Outcome {
 	}
 	r.event(schema.EventLog, logLine(res))
 
-	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.EventFlushTimeout)
+	// After a stop signal everything must fit in the grace period: events
+	// get what the result post does not need.
+	if ctx.Err() != nil {
+		r.markStopped() // the AfterFunc may not have run yet
+	}
+	// A signal arriving during the flush ends it: the result comes first.
+	flushCtx, cancel := context.WithTimeout(ctx, r.cfg.EventFlushTimeout)
 	if dl, ok := r.graceDeadline(); ok {
+		cancel()
 		flushCtx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl.Add(-r.graceForReport()))
 	}
 	if err := r.batcher.Close(flushCtx); err != nil {
@@ -116,10 +123,11 @@ func (r *Runner) Run(ctx context.Context) Outcome {
 	}
 	cancel()
 
-	reportCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ReportTimeout)
+	reportDL := r.now().Add(r.cfg.ReportTimeout)
 	if dl, ok := r.graceDeadline(); ok {
-		reportCtx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl)
+		reportDL = dl
 	}
+	reportCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), reportDL)
 	defer cancel()
 	ack, err := r.disp.PostResult(reportCtx, res)
 	out := Outcome{Result: res, Reported: err == nil, Ack: ack, ReportError: err}
