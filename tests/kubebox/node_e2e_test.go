@@ -595,6 +595,19 @@ func TestNodeLogsFollow(t *testing.T) {
 	tail, err := shared.Client().CoreV1().Pods(ns).GetLogs("talker", &corev1.PodLogOptions{TailLines: ptr.To[int64](2)}).DoRaw(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, "line 3\nlast\n", string(tail))
+
+	out, err := kubectl(t, "-n", ns, "logs", "--timestamps", "--tail", "1", "talker").CombinedOutput()
+	require.NoError(t, err, string(out))
+	ts, line, _ := strings.Cut(string(out), " ")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	require.NoError(t, err, "timestamp of %q", out)
+	require.WithinDuration(t, time.Now(), at, time.Minute)
+	require.Equal(t, "last\n", line)
+
+	after := metav1.NewTime(at.Add(time.Second))
+	none, err := shared.Client().CoreV1().Pods(ns).GetLogs("talker", &corev1.PodLogOptions{SinceTime: &after}).DoRaw(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, string(none))
 }
 
 func TestNodeImagePullBackOff(t *testing.T) {

@@ -202,7 +202,7 @@ func pullErrorMessage(image string) string {
 func readTerminationMessage(c *container, termFile, logPath string, exitCode int32) string {
 	msg := readLimited(termFile, maxTerminationMessage)
 	if msg == "" && exitCode != 0 && c.spec.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
-		msg = tailFile(logPath, fallbackLogLines, fallbackLogBytes)
+		msg = tailLog(logPath, fallbackLogLines, fallbackLogBytes)
 	}
 	return msg
 }

@@ -29,9 +29,12 @@
 //     the node's own; a kill by the OOM killer is reported as OOMKilled.
 //   - Real exit codes, reasons, times and termination messages in the
 //     status, written with strategic-merge patches; kubelet events.
+//   - Logs kept as CRI runtimes keep them (timestamped records), so
+//     kubectl logs has -f, --tail, --previous, --timestamps, --since and
+//     --limit-bytes; exec (with or without a terminal) and port-forward.
 //
 // What it is not: an isolation boundary. Containers run as the node's user
 // (securityContext is ignored), see the host's filesystem apart from their
-// mounts, its processes and its network. CPU limits, persistent volumes,
-// container stdin/attach and log timestamps are not supported.
+// mounts, its processes and its network. CPU limits, persistent volumes and
+// container stdin/attach are not supported.
 package node

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -177,5 +178,59 @@ func TestUnderMount(t *testing.T) {
 	}
 	if !underMount("/anything", mounts[1:]) {
 		t.Fatal("everything is under /")
+	}
+}
+
+func TestContainerLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "0.log")
+	l, stdout, stderr, err := startContainerLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", maxLogRecord+10)
+	stdout.WriteString("one\n\n" + long + "\nunterminated")
+	stderr.WriteString("err\n")
+	stdout.Close()
+	stderr.Close()
+	l.wait(5 * time.Second)
+	select {
+	case <-l.done:
+	default:
+		t.Fatal("log did not finish")
+	}
+
+	var out bytes.Buffer
+	streams := map[string]int{}
+	b, _ := os.ReadFile(path)
+	for line := range bytes.Lines(b) {
+		r, ok := parseLogRecord(line)
+		if !ok {
+			t.Fatalf("unparsable record %q", line)
+		}
+		streams[r.stream]++
+		if r.stream == "stdout" {
+			_ = logOptions{}.writeRecord(&out, r)
+		}
+	}
+	if want := "one\n\n" + long + "\nunterminated\n"; out.String() != want {
+		t.Errorf("stdout content: got %d bytes, want %d", out.Len(), len(want))
+	}
+	if streams["stderr"] != 1 || streams["stdout"] != 5 { // the long line is two records
+		t.Errorf("records per stream: %v", streams)
+	}
+	if got := tailLog(path, 1, 100); got != "unterminated\n" && got != "err\n" {
+		t.Errorf("tailLog = %q", got)
+	}
+
+	var ts bytes.Buffer
+	r, _ := parseLogRecord([]byte("2026-11-26T23:00:00.5Z stdout F hi\n"))
+	_ = logOptions{timestamps: true}.writeRecord(&ts, r)
+	if ts.String() != "2026-11-26T23:00:00.5Z hi\n" {
+		t.Errorf("with timestamps: %q", ts.String())
+	}
+	ts.Reset()
+	_ = logOptions{since: r.time.Add(time.Second)}.writeRecord(&ts, r)
+	if ts.Len() != 0 {
+		t.Errorf("a record before since was written: %q", ts.String())
 	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -332,6 +333,25 @@ func (n *Node) serveLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	opts := logOptions{timestamps: q.Get("timestamps") == "true" || q.Get("timestamps") == "1"}
+	if s := q.Get("sinceSeconds"); s != "" {
+		secs, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || secs <= 0 {
+			http.Error(w, "invalid sinceSeconds", http.StatusBadRequest)
+			return
+		}
+		opts.since = time.Now().Add(-time.Duration(secs) * time.Second)
+	}
+	if s := q.Get("sinceTime"); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			http.Error(w, "invalid sinceTime", http.StatusBadRequest)
+			return
+		}
+		opts.since = t
+	}
+	finished := false
+
 	pw.mu.Lock()
 	var path string
 	var done chan struct{}
@@ -373,22 +393,32 @@ func (n *Node) serveLogs(w http.ResponseWriter, r *http.Request) {
 		out = &limitWriter{w: w, n: limit}
 	}
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32*1024)
+	rd := bufio.NewReaderSize(f, 64*1024)
+	var partial []byte // a record read before it was completely written
 	var tick *time.Ticker
 	for {
-		nr, rerr := f.Read(buf)
-		if nr > 0 {
-			if _, err := out.Write(buf[:nr]); err != nil {
-				return
-			}
-			if follow {
-				_ = rc.Flush()
+		line, rerr := rd.ReadBytes('\n')
+		if len(line) > 0 {
+			if line[len(line)-1] != '\n' {
+				partial = append(partial, line...)
+			} else {
+				if partial != nil {
+					line, partial = append(partial, line...), nil
+				}
+				if rec, ok := parseLogRecord(line); ok {
+					if err := opts.writeRecord(out, rec); err != nil {
+						return
+					}
+				}
+				if follow && rd.Buffered() == 0 {
+					_ = rc.Flush()
+				}
 			}
 		}
 		if rerr == nil {
 			continue
 		}
-		if rerr != io.EOF || !follow {
+		if rerr != io.EOF || !follow || finished {
 			return
 		}
 		if tick == nil {
@@ -397,9 +427,8 @@ func (n *Node) serveLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-done:
-			// Drain what the container wrote last, then end the stream.
-			_, _ = io.CopyBuffer(out, f, buf)
-			return
+			// The container ended and its log is complete: read the rest.
+			finished = true
 		case <-r.Context().Done():
 			return
 		case <-tick.C:

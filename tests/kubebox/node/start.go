@@ -114,11 +114,6 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	if err := prepareFiles(adir, logPath, termFile); err != nil {
 		return configFailed(err)
 	}
-	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return configFailed(err)
-	}
-	defer logFile.Close()
 	var limit int64
 	if q, ok := c.spec.Resources.Limits[corev1.ResourceMemory]; ok {
 		limit = q.Value()
@@ -181,7 +176,13 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 
 	w.event(pod, c, corev1.EventTypeNormal, eventPulled, "Container image %q already present on machine", c.spec.Image)
 	w.event(pod, c, corev1.EventTypeNormal, eventCreated, "Created container: %s", c.spec.Name)
-	proc, err := n.starter.Start(spec, nil, logFile, logFile)
+	clog, stdout, stderr, err := startContainerLog(logPath)
+	if err != nil {
+		return configFailed(err)
+	}
+	proc, err := n.starter.Start(spec, nil, stdout, stderr)
+	stdout.Close() // the container has its own copies
+	stderr.Close()
 	if err != nil {
 		w.event(pod, c, corev1.EventTypeWarning, eventFailed, "Error: %v", err)
 		c.lastExit = &corev1.ContainerStateTerminated{
@@ -195,7 +196,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	// Running once the command is exec'd (after its mounts): see wait.
 	c.proc = proc
 	c.pid = proc.Cmd.Process.Pid
-	go w.wait(c, proc, done, cg, termFile, logPath, started)
+	go w.wait(c, proc, clog, done, cg, termFile, logPath, started)
 	return time.Time{}
 }
 
@@ -263,7 +264,7 @@ func prepareFiles(adir, logPath, termFile string) error {
 }
 
 // wait records a container process's end.
-func (w *podWorker) wait(c *container, proc *nsinit.Process, done chan struct{}, cg, termFile, logPath string, started metav1.Time) {
+func (w *podWorker) wait(c *container, proc *nsinit.Process, clog *containerLog, done chan struct{}, cg, termFile, logPath string, started metav1.Time) {
 	startErr := proc.StartError()
 	if startErr == nil {
 		started = metav1.Now()
@@ -290,6 +291,7 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, done chan struct{},
 	// rest of the container.
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	killCgroup(cg, syscall.SIGKILL)
+	clog.wait(2 * time.Second)
 
 	t := &corev1.ContainerStateTerminated{StartedAt: started, FinishedAt: finished}
 	ws, _ := proc.Cmd.ProcessState.Sys().(syscall.WaitStatus)
