@@ -46,6 +46,9 @@ type memDispatcher struct {
 	task    schema.RunnerTask
 	events  []schema.EventInput
 	results []schema.BuildResult
+	// posting, when set, is closed at the first result post, which then
+	// waits for its context (an unreachable dispatcher).
+	posting chan struct{}
 }
 
 func (d *memDispatcher) Task(context.Context) (schema.RunnerTask, error) {
@@ -61,7 +64,12 @@ func (d *memDispatcher) PostEvents(_ context.Context, b schema.EventBatch) (sche
 	return schema.EventBatchAck{Stored: len(b.Events), Status: d.task.Status}, nil
 }
 
-func (d *memDispatcher) PostResult(_ context.Context, r schema.BuildResult) (schema.ResultAck, error) {
+func (d *memDispatcher) PostResult(ctx context.Context, r schema.BuildResult) (schema.ResultAck, error) {
+	if d.posting != nil {
+		close(d.posting)
+		<-ctx.Done()
+		return schema.ResultAck{}, ctx.Err()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.results = append(d.results, r)
@@ -178,4 +186,23 @@ func TestLocalUnknownAdapter(t *testing.T) {
 	require.False(t, out.Result.Success)
 	require.Equal(t, `agent adapter "codex": not implemented by this runner`, out.Result.Error)
 	require.True(t, strings.HasPrefix(string(EncodeSummary(out.Summary())), `{"kiln":1,"success":false`))
+}
+
+// A signal while the result post is being retried cuts it to the grace
+// period, so the runner still writes its termination message in time.
+func TestLocalSignalDuringReport(t *testing.T) {
+	t.Parallel()
+	r, d, _ := setupLocal(t, jobtemplates.RunnerConfig{GracePeriodSeconds: 3}, "0")
+	d.posting = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-d.posting
+		cancel()
+	}()
+	start := time.Now()
+	out := r.Run(ctx)
+	require.Less(t, time.Since(start), 5*time.Second, "bounded by the 3s grace period, not the 2m report timeout")
+	require.False(t, out.Reported)
+	require.True(t, out.Result.Success, "the build itself had finished")
+	require.Contains(t, out.Summary().Error, "result not reported")
 }

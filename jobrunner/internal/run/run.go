@@ -129,6 +129,17 @@ func (r *Runner) Run(ctx context.Context) Outcome {
 	}
 	reportCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), reportDL)
 	defer cancel()
+	if _, signalled := r.graceDeadline(); !signalled {
+		// A signal during the post shortens it to the grace period, so the
+		// termination message is still written before SIGKILL.
+		unwatch := context.AfterFunc(ctx, func() {
+			r.markStopped()
+			if dl, ok := r.graceDeadline(); ok {
+				time.AfterFunc(time.Until(dl), cancel)
+			}
+		})
+		defer unwatch()
+	}
 	ack, err := r.disp.PostResult(reportCtx, res)
 	out := Outcome{Result: res, Reported: err == nil, Ack: ack, ReportError: err}
 	if err != nil {
