@@ -18,6 +18,7 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/client"
 	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -226,9 +227,8 @@ func TestFanOutAcrossInstances(t *testing.T) {
 
 	// Written on instance A (its pool and its lifecycle).
 	for i := range 20 {
-		_, err := e.app.Store.Pool.Exec(context.Background(), `SELECT 1`) // A's pool answers
+		_, err := store.AppendEvent(context.Background(), e.app.Pool, id, schema.EventLog, map[string]int{"n": i})
 		require.NoError(t, err)
-		e.appendEvents(id, 1)
 		if i == 10 {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -323,4 +323,47 @@ func TestListenerReconnects(t *testing.T) {
 	e.appendEvents(id, 3)
 	evs, _ = collect(t, ch, 3)
 	requireSeqs(t, evs, 2, 4)
+}
+
+// Watchers that join while a build is busy, with a small buffer, still see
+// every event exactly once and in order: catch-up overflow replays again, and
+// a dropped client resumes where it was (as `dispatcher client watch` does).
+func TestWatchersJoiningMidStream(t *testing.T) {
+	e := setup(t, func(o *app.Options) { o.EventBuffer = 8 })
+	id := e.build()
+	const watchers, batches = 20, 60
+	var wg sync.WaitGroup
+	results := make([][]int64, watchers)
+	started := make(chan struct{}, watchers)
+	for i := range watchers {
+		wg.Go(func() {
+			if i > 0 {
+				time.Sleep(time.Duration(i) * 15 * time.Millisecond)
+			}
+			c := &client.Client{BaseURL: e.srv.URL, Token: e.admin}
+			started <- struct{}{}
+			st, err := c.Watch(context.Background(), id, client.WatchOptions{WebSocket: i%2 == 1, Sleep: func(time.Duration) {},
+				Show: func(ev schema.Event) { results[i] = append(results[i], ev.Seq) }})
+			assert.NoError(t, err)
+			assert.Equal(t, schema.StatusCompleted, st)
+		})
+	}
+	<-started
+	total := int64(1)
+	for b := range batches {
+		n := 1 + b%25
+		e.appendBatch(id, n)
+		total += int64(n)
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.finish(id, schema.StatusCompleted)
+	total++
+	wg.Wait()
+	for i, got := range results {
+		want := make([]int64, total)
+		for j := range want {
+			want[j] = int64(j + 1)
+		}
+		require.Equal(t, want, got, "watcher %d", i)
+	}
 }

@@ -244,27 +244,24 @@ func (f *feed) poke() {
 // Live. Events appended after Subscribe returned are delivered on C.
 func (h *Hub) Subscribe(ctx context.Context, id string) (*Subscription, error) {
 	h.mu.Lock()
-	f := h.feeds[id]
-	h.mu.Unlock()
-	var seq int64
-	if f == nil {
-		// The feed starts at the build's current sequence; everything up to
-		// it is in the database for the subscriber's replay.
-		if err := h.pool.QueryRow(ctx, `SELECT event_seq FROM builds WHERE id = $1`, id).Scan(&seq); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil, fmt.Errorf("build %s: %w", id, store.ErrNotFound)
-			}
+	defer h.mu.Unlock()
+	for h.feeds[id] == nil && !h.stopped {
+		// A new feed starts at the build's current sequence; everything up
+		// to it is in the database for the subscriber's replay.
+		h.mu.Unlock()
+		var seq int64
+		err := h.pool.QueryRow(ctx, `SELECT event_seq FROM builds WHERE id = $1`, id).Scan(&seq)
+		h.mu.Lock()
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("build %s: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("reading sequence of build %s: %w", id, err)
 		}
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped {
-		return nil, ErrStopped
-	}
-	f = h.feeds[id]
-	if f == nil {
-		f = &feed{id: id, wake: make(chan struct{}, 1), quit: make(chan struct{}), cursor: seq, subs: map[*Subscription]struct{}{}}
+		if h.feeds[id] != nil || h.stopped {
+			break // another subscriber started it meanwhile
+		}
+		f := &feed{id: id, wake: make(chan struct{}, 1), quit: make(chan struct{}), cursor: seq, subs: map[*Subscription]struct{}{}}
 		h.feeds[id] = f
 		h.wg.Add(1)
 		go func() {
@@ -272,6 +269,10 @@ func (h *Hub) Subscribe(ctx context.Context, id string) (*Subscription, error) {
 			h.run(f)
 		}()
 	}
+	if h.stopped {
+		return nil, ErrStopped
+	}
+	f := h.feeds[id]
 	s := &Subscription{hub: h, feed: f, C: make(chan schema.Event, h.o.Buffer), Dropped: make(chan struct{}), catchingUp: true}
 	f.subs[s] = struct{}{}
 	return s, nil
