@@ -302,7 +302,9 @@ func notifyRoundTrip(ctx context.Context, cfg *pgxpool.Config, n int) []time.Dur
 	return out
 }
 
-func pct(d []time.Duration, p int) string { return percentile(d, p).Round(10 * time.Microsecond).String() }
+func pct(d []time.Duration, p int) string {
+	return percentile(d, p).Round(10 * time.Microsecond).String()
+}
 
 func percentile(d []time.Duration, p int) time.Duration {
 	if len(d) == 0 {
