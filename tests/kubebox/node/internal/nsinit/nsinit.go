@@ -278,12 +278,9 @@ func (s *Starter) Start(spec Spec, stdin io.Reader, stdout, stderr io.Writer) (*
 	}
 	// The child reads the whole spec before doing anything else, so this
 	// write cannot block for long even when the spec exceeds a pipe buffer.
-	_, werr := specW.Write(data)
+	// If it fails, the child died before reading, and Wait reports why.
+	_, _ = specW.Write(data)
 	specW.Close()
-	if werr != nil {
-		// The child died before reading; Wait reports why.
-		_ = werr
-	}
 	return &Process{Cmd: cmd, errors: errR}, nil
 }
 
