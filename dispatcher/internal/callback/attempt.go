@@ -40,15 +40,15 @@ func recordAttempt(ctx context.Context, db store.DB, a attempt) (int, error) {
 	return n, nil
 }
 
-// delivered reports whether a delivery already succeeded.
-func delivered(ctx context.Context, db store.DB, deliveryID string) (bool, error) {
-	var ok bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM callback_attempts
-		WHERE delivery_id = $1 AND outcome = 'delivered')`, deliveryID).Scan(&ok)
+// deliveryState reports whether a delivery already succeeded and how many
+// attempts it has had.
+func deliveryState(ctx context.Context, db store.DB, deliveryID string) (delivered bool, attempts int, err error) {
+	err = db.QueryRow(ctx, `SELECT COALESCE(bool_or(outcome = 'delivered'), false), count(*)
+		FROM callback_attempts WHERE delivery_id = $1`, deliveryID).Scan(&delivered, &attempts)
 	if err != nil {
-		return false, fmt.Errorf("reading callback delivery %s: %w", deliveryID, err)
+		return false, 0, fmt.Errorf("reading callback delivery %s: %w", deliveryID, err)
 	}
-	return ok, nil
+	return delivered, attempts, nil
 }
 
 // ListAttempts returns every callback attempt of a build, oldest first.

@@ -146,8 +146,9 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 	if b.Spec.CallbackURL == "" || !b.Status.Terminal() {
 		return river.JobCancel(fmt.Errorf("build %s has no callback to deliver", b.ID))
 	}
-	if done, err := delivered(ctx, w.pool, args.DeliveryID); err != nil || done {
-		return err // delivered by an earlier run of this job: nothing to do
+	done, prev, err := deliveryState(ctx, w.pool, args.DeliveryID)
+	if err != nil || done {
+		return err // done: delivered by an earlier run of this job
 	}
 	finished := job.CreatedAt
 	if b.FinishedAt != nil {
@@ -174,9 +175,13 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 	case res.status >= 200 && res.status < 300:
 		a.Outcome = OutcomeDelivered
 	case res.retryAfter > 0:
-		next = res.retryAfter
-	case res.retry:
+		// Not sooner than asked, nor sooner than the backoff: a receiver
+		// answering 429 with a short Retry-After forever is not hammered.
+		next = max(res.retryAfter, w.backoff(prev+1))
+	case res.retry && job.Attempt < job.MaxAttempts:
 		next = w.backoff(job.Attempt)
+	case res.retry:
+		a.Error += fmt.Sprintf("; giving up after %d attempts", prev+1)
 	}
 	if a.Outcome == "" {
 		a.Outcome = OutcomeFailed
