@@ -233,14 +233,30 @@ func TestFanOutAcrossInstances(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	// And through instance A's runner protocol, a batch posted twice is stored once.
+	tok := "kiln_runner_test_token"
+	require.NoError(t, store.SetRunnerTokenHash(context.Background(), e.db.Pool, id, auth.Hash(tok)))
+	batch := `{"batch":1,"events":[{"type":"agent_text","time":"2026-01-01T00:00:00Z","payload":{"text":"a"}},` +
+		`{"type":"tool_call","time":"2026-01-01T00:00:01Z","payload":{"name":"Edit"}}]}`
+	for range 2 {
+		req, err := http.NewRequest("POST", e.srv.URL+schema.RunnerAPIPrefix+id+"/events", strings.NewReader(batch))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, 200, res.StatusCode)
+	}
 	_, err := e.app.Lifecycle.TransitionNow(context.Background(), e.app.Pool, id, storeTransition(schema.StatusCompleted))
 	require.NoError(t, err)
 
 	evs, end := collect(t, ch, 0)
-	requireSeqs(t, evs, 2, 22)
+	requireSeqs(t, evs, 2, 24)
+	assert.Equal(t, schema.EventToolCall, evs[len(evs)-2].Type)
 	assert.Equal(t, "end", end.Event)
 	wevs, err := wsRead(t, c, 0)
-	requireSeqs(t, wevs, 1, 22)
+	requireSeqs(t, wevs, 1, 24)
 	assert.Equal(t, websocket.StatusNormalClosure, websocket.CloseStatus(err))
 }
 
