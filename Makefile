@@ -37,7 +37,7 @@ test-go: postgres build kubebox-build ## the product's tests, with the race dete
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 .PHONY: bench
-bench: bench-intake bench-events ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events bench-dispatch ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
@@ -46,6 +46,10 @@ bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSER
 .PHONY: bench-events
 bench-events: postgres build ## events/s via the runner path vs plain INSERT; fan-out lag p50/p99 to 100 SSE watchers vs the NOTIFY round trip
 	$(GO) run ./tests/bench/events
+
+.PHONY: bench-dispatch
+bench-dispatch: postgres build kubebox-build ## submit → Job created p50/p99 at 5 and 20 builds/s vs a plain client-go Job create, on kubebox
+	$(GO) run ./tests/bench/dispatch
 
 .PHONY: demo
 demo: postgres build ## run the main flow on this machine

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,11 @@ func OpenPool(ctx context.Context, url, schema string) (*pgxpool.Pool, error) {
 	}
 	if schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgx's default (max(4, CPUs)) starves River's workers, the watcher
+		// and the API together; the URL's pool_max_conns overrides this.
+		cfg.MaxConns = 25
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -243,7 +243,7 @@ func kubeOptions(cfg *config.Config, logger *slog.Logger) (*app.KubeOptions, err
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	rc.QPS, rc.Burst = 50, 100
+	rc.QPS, rc.Burst = 200, 400 // a launch is two creates; watches are not rate limited
 	rc.UserAgent = "kiln-dispatcher"
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {

@@ -181,18 +181,24 @@ func (l *Launcher) create(ctx context.Context, b *store.Build) error {
 	}
 
 	// The Secret comes second so it can be owned by the Job (garbage-collected
-	// with it). Until it exists the pod waits in CreateContainerConfigError, so
-	// a fresh token here is safe: no runner can have read an older one.
+	// with it); until it exists the pod waits in CreateContainerConfigError.
+	// The token's hash is stored before the Secret is created, so a runner
+	// never holds a token the dispatcher does not know.
 	secrets := l.o.Client.CoreV1().Secrets(l.o.Namespace)
-	if _, err := secrets.Get(ctx, secret.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		if err := store.SetRunnerTokenHash(ctx, l.o.Pool, b.ID, hash); err != nil {
-			return err
+	if err := store.SetRunnerTokenHash(ctx, l.o.Pool, b.ID, hash); err != nil {
+		return err
+	}
+	_, err = secrets.Create(ctx, jobtemplates.OwnedBy(secret, created), metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// An earlier attempt made it, and its pod may hold that token: keep it.
+		existing, gerr := secrets.Get(ctx, secret.Name, metav1.GetOptions{})
+		if gerr != nil {
+			return fmt.Errorf("getting secret %s: %w", secret.Name, gerr)
 		}
-		if _, err := secrets.Create(ctx, jobtemplates.OwnedBy(secret, created), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating secret %s: %w", secret.Name, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("getting secret %s: %w", secret.Name, err)
+		err = store.SetRunnerTokenHash(ctx, l.o.Pool, b.ID, auth.Hash(string(existing.Data[jobtemplates.SecretKeyRunnerToken])))
+	}
+	if err != nil {
+		return fmt.Errorf("creating secret %s: %w", secret.Name, err)
 	}
 
 	_, err = l.o.Lifecycle.TransitionNow(ctx, l.o.Pool, b.ID, store.Transition{To: schema.StatusRunning, JobName: job.Name,
@@ -205,7 +211,8 @@ func (l *Launcher) create(ctx context.Context, b *store.Build) error {
 		return err
 	}
 	l.report(b, start, nil)
-	l.logger.InfoContext(ctx, "build launched", "build_id", b.ID, "job", job.Name, "namespace", l.o.Namespace)
+	l.logger.InfoContext(ctx, "build launched", "build_id", b.ID, "job", job.Name, "namespace", l.o.Namespace,
+		"queued_ms", start.Sub(b.CreatedAt).Milliseconds(), "launch_ms", time.Since(start).Milliseconds())
 	return nil
 }
 

@@ -97,6 +97,11 @@ func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 		JobTimeout:           o.JobTimeout,
 		PollOnly:             o.PollOnly,
 		RescueStuckJobsAfter: o.RescueStuckJobsAfter,
+		// Inserts notify the queue at most once per interval; jobs inserted
+		// in between wait for the next fetch. Short intervals keep the
+		// submit → Job latency low at the cost of a few cheap queries.
+		FetchCooldown:     20 * time.Millisecond,
+		FetchPollInterval: 250 * time.Millisecond,
 	}
 	if cfg.RescueStuckJobsAfter == 0 {
 		cfg.RescueStuckJobsAfter = 30 * time.Second

@@ -1,0 +1,248 @@
+// Command dispatch measures how long Kiln takes from a build submission to
+// its Kubernetes Job existing, at 5 and 20 builds per second, on kubebox, and
+// in the same run the latency of a plain Job create through client-go of the
+// same Job spec. Both are observed the same way: a watch on the namespace
+// sees the Job's ADDED event. It prints p50/p99 of both and their ratio.
+// Target: Kiln's p99 within 3× the plain create's.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/kbtest"
+)
+
+func main() {
+	dbURL := flag.String("database-url", envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database")
+	dispatcherBin := flag.String("dispatcher", "bin/dispatcher", "dispatcher binary")
+	runnerBin := flag.String("runner", "", "executable build pods run (default: /bin/true)")
+	dur := flag.Duration("duration", 10*time.Second, "how long each rate is offered")
+	flag.Parse()
+	ctx := context.Background()
+	runner := *runnerBin
+	if runner == "" {
+		runner = "/bin/true"
+	}
+	abs, err := filepath.Abs(*dispatcherBin)
+	check(err)
+
+	c, stop, err := kbtest.Up(map[string]string{"kilnbuild/kiln-jobrunner:latest": runner})
+	check(err)
+	defer stop(true)
+	ns := "bench"
+	_, err = c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	check(err)
+	_, err = c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kiln-runner"}}, metav1.CreateOptions{})
+	check(err)
+
+	schemaName := fmt.Sprintf("bench_dispatch_%d", time.Now().Unix())
+	admin, err := pgxpool.New(ctx, *dbURL)
+	check(err)
+	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
+	check(err)
+	defer func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE"); admin.Close() }()
+
+	env := append(os.Environ(), "KILN_DATABASE_URL="+*dbURL+"&pool_max_conns=20", "KILN_DB_SCHEMA="+schemaName)
+	run := func(args ...string) string {
+		cmd := exec.Command(abs, args...)
+		cmd.Env = env
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		check(err)
+		return strings.TrimSpace(string(out))
+	}
+	run("migrate")
+	tok := run("token", "create", "--name", "bench", "--admin")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := exec.Command(abs, "serve")
+	srv.Env = append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+c.Kubeconfig, "KILN_BUILD_NAMESPACE="+ns,
+		"KILN_MAX_IN_FLIGHT=10000", "KILN_LOG_LEVEL=warn", "KILN_WORKERS=20")
+	srv.Stderr = os.Stderr
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	check(srv.Start())
+	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
+	base := "http://" + addr
+	for i := 0; ; i++ {
+		if res, err := http.Get(base + "/readyz"); err == nil && res.StatusCode == 200 {
+			res.Body.Close()
+			break
+		}
+		if i > 300 {
+			log.Fatal("dispatcher not ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Projects enough that the per-project limit never binds.
+	var projects []string
+	for i := range 20 {
+		var p schema.Project
+		post(base+"/projects", tok, map[string]any{"name": fmt.Sprintf("p%d", i), "max_concurrent": 100}, &p)
+		projects = append(projects, p.ID)
+	}
+
+	// One watch observes every Job, Kiln's and the baseline's.
+	w, err := c.Client.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{})
+	check(err)
+	defer w.Stop()
+	var mu sync.Mutex
+	seen := map[string]time.Time{}
+	go func() {
+		for ev := range w.ResultChan() {
+			if ev.Type != watch.Added {
+				continue
+			}
+			if m, ok := ev.Object.(metav1.Object); ok {
+				mu.Lock()
+				seen[m.GetName()] = time.Now()
+				mu.Unlock()
+			}
+		}
+	}()
+	waitSeen := func(name string, deadline time.Time) (time.Time, bool) {
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			t, ok := seen[name]
+			mu.Unlock()
+			if ok {
+				return t, true
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Time{}, false
+	}
+
+	tmpl, ok := jobtemplates.Embedded().Get("default")
+	if !ok {
+		log.Fatal("no default template")
+	}
+	// Warm up both paths (River leadership, connection pools, informers).
+	for i := range 10 {
+		var acc schema.BuildAccepted
+		post(base+"/projects/"+projects[i%len(projects)]+"/builds", tok, map[string]any{"prompt": "no-result"}, &acc)
+		if _, ok := waitSeen(jobtemplates.JobName(acc.TaskID), time.Now().Add(60*time.Second)); !ok {
+			log.Fatal("warm-up build got no Job")
+		}
+	}
+	fmt.Printf("bench-dispatch: kubebox %s, %s per rate\n", kbtest.Version, *dur)
+	fmt.Printf("%-6s %-10s %6s %10s %10s\n", "rate/s", "path", "n", "p50", "p99")
+	for _, rate := range []int{5, 20} {
+		n := int(dur.Seconds()) * rate
+		// Baseline: the same Job, created directly.
+		plain := offer(rate, n, func(i int) (time.Duration, bool) {
+			id := fmt.Sprintf("01a2%04x-0000-7000-8000-%012x", rate, i)
+			job, _, err := jobtemplates.Render(jobtemplates.RenderInput{
+				Build:   schema.Build{ID: id, ProjectID: projects[0], Spec: schema.BuildSpec{Prompt: "x", Template: "default"}},
+				Project: schema.Project{ID: projects[0], Name: "p0"}, Template: tmpl, Namespace: ns,
+				DispatcherURL: base, RunnerToken: "t"})
+			check(err)
+			// Not Kiln's: keep the dispatcher's watcher out of it.
+			delete(job.Labels, jobtemplates.LabelManagedBy)
+			delete(job.Spec.Template.Labels, jobtemplates.LabelManagedBy)
+			start := time.Now()
+			if _, err := c.Client.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+				log.Printf("plain create: %v", err)
+				return 0, false
+			}
+			t, ok := waitSeen(job.Name, time.Now().Add(30*time.Second))
+			return t.Sub(start), ok
+		})
+		kiln := offer(rate, n, func(i int) (time.Duration, bool) {
+			start := time.Now()
+			var acc schema.BuildAccepted
+			post(base+"/projects/"+projects[i%len(projects)]+"/builds", tok, map[string]any{"prompt": "no-result"}, &acc)
+			t, ok := waitSeen(jobtemplates.JobName(acc.TaskID), time.Now().Add(60*time.Second))
+			return t.Sub(start), ok
+		})
+		p50p, p99p := pct(plain, 50), pct(plain, 99)
+		p50k, p99k := pct(kiln, 50), pct(kiln, 99)
+		fmt.Printf("%-6d %-10s %6d %10s %10s\n", rate, "plain", len(plain), p50p.Round(time.Millisecond), p99p.Round(time.Millisecond))
+		fmt.Printf("%-6d %-10s %6d %10s %10s   p99 ratio %.2f (target ≤ 3)\n", rate, "kiln", len(kiln), p50k.Round(time.Millisecond), p99k.Round(time.Millisecond), float64(p99k)/float64(p99p))
+	}
+}
+
+// offer starts op at rate per second, n times, and returns the latencies of those that finished.
+func offer(rate, n int, op func(i int) (time.Duration, bool)) []time.Duration {
+	var mu sync.Mutex
+	var out []time.Duration
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for i := range n {
+		<-tick.C
+		wg.Go(func() {
+			if d, ok := op(i); ok {
+				mu.Lock()
+				out = append(out, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(out) < n {
+		log.Printf("%d of %d operations did not finish", n-len(out), n)
+	}
+	return out
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(i, len(s))-1)]
+}
+
+func post(url, tok string, body, out any) {
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	check(err)
+	defer res.Body.Close()
+	if res.StatusCode >= 300 {
+		log.Fatalf("POST %s: status %d", url, res.StatusCode)
+	}
+	check(json.NewDecoder(res.Body).Decode(out))
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
