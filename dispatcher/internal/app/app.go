@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
