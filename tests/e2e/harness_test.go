@@ -35,6 +35,7 @@ import (
 	"github.com/kilnbuild/kiln/deploy/base/rbac"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/kbtest"
+	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 )
 
 // RunnerImage is the image the default template names; kubebox maps it to the
@@ -43,6 +44,7 @@ const RunnerImage = "kilnbuild/kiln-jobrunner:latest"
 
 var (
 	binDir     string // dispatcher, standin-runner
+	runnerBins harness.Binaries
 	markerDir  string
 	cluster    *kbtest.Cluster
 	dbURL      = envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable")
@@ -71,7 +73,23 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	c, stop, err := kbtest.Up(map[string]string{RunnerImage: filepath.Join(binDir, "standin-runner")})
+	// Files pods must see stay out of /tmp (build pods mount an emptyDir there).
+	tmp, err := os.MkdirTemp(kbtest.HostTempDir(), "kiln-e2e-tmp-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("TMPDIR", tmp)
+	defer os.RemoveAll(tmp)
+	runnerBins, err = harness.BuildBinaries()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	c, stop, err := kbtest.Up(map[string]string{
+		RunnerImage:          filepath.Join(binDir, "standin-runner"),
+		harness.ImageRunner:  runnerBins.JobRunner,
+		harness.ImageProject: "/bin/sleep",
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -116,9 +134,15 @@ type dispatcher struct {
 
 func newEnv(t *testing.T, extraEnv ...string) *env {
 	t.Helper()
+	return newEnvIn(t, "kb-"+randHex(4), extraEnv...)
+}
+
+// newEnvIn is newEnv with the builds namespace given.
+func newEnvIn(t *testing.T, ns string, extraEnv ...string) *env {
+	t.Helper()
 	t.Parallel()
 	ctx := context.Background()
-	e := &env{t: t, ns: "kb-" + randHex(4), schema: "e2e_" + randHex(5), extraEnv: extraEnv}
+	e := &env{t: t, ns: ns, schema: "e2e_" + randHex(5), extraEnv: extraEnv}
 
 	_, err := cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{})
 	require.NoError(t, err)

@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/kbtest"
+	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
+)
+
+// callbackReceiver records signed callbacks.
+type callbackReceiver struct {
+	mu     sync.Mutex
+	bodies [][]byte
+	heads  []http.Header
+}
+
+func (c *callbackReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	c.mu.Lock()
+	c.bodies = append(c.bodies, b)
+	c.heads = append(c.heads, r.Header.Clone())
+	c.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// The whole flow with every real part: a bot submits over HTTP, the
+// dispatcher (with its least-privilege role) launches a Job, the real
+// jobrunner execs the (stand-in) agent in the project's pod over the
+// Kubernetes exec API, the runner's git step commits and pushes to a real
+// remote, the result lands in the audit trail, events stream in order, and a
+// signed callback reaches the bot.
+func TestWholeFlow(t *testing.T) {
+	e := newEnvIn(t, harness.RunnerNamespace, "KILN_RUNNER_IMAGE="+harness.ImageRunner, "KILN_CALLBACK_ALLOWLIST=127.0.0.1/32")
+	hn := &harness.Env{Bin: runnerBins, Cluster: cluster, Client: cluster.Client, Fixtures: fixtures(t)}
+	proj := hn.NewProject(t, "flow", harness.ProjectOptions{})
+	d := e.start()
+	recv := &callbackReceiver{}
+	cb := httptest.NewServer(recv)
+	t.Cleanup(cb.Close)
+
+	var p schema.Project
+	require.Equal(t, 201, e.api(d, "POST", "/projects", map[string]any{
+		"name": "flow", "namespace": proj.Namespace, "pod_name": proj.Pod, "container": "main", "workdir": proj.Workdir,
+		"git_remote": "origin", "git_branch": "main", "commit_author_name": "Kiln Bot", "commit_author_email": "bot@kiln.example",
+	}, &p))
+	id := e.submit(d, p.ID, map[string]any{
+		"prompt":      "Change the heading for {{ ticket }}. fake-claude:transcript=success-edit fake-claude:run=flow",
+		"variables":   map[string]string{"ticket": "ACME-7"},
+		"auto_commit": true, "auto_push": true, "callback_url": cb.URL + "/kiln",
+	})
+	b := e.waitStatus(d, id, 120*time.Second, schema.StatusCompleted, schema.StatusFailed)
+	require.Equal(t, schema.StatusCompleted, b.Status, b.Error)
+	r := b.Result
+	require.NotNil(t, r)
+	assert.True(t, r.Success)
+	assert.Equal(t, []string{"index.html"}, r.FilesChanged)
+	assert.Len(t, r.CommitSHA, 40)
+	assert.Contains(t, r.Output, "Welcome to Acme")
+	assert.Positive(t, r.DurationMS)
+	require.NotNil(t, r.Usage)
+	assert.Positive(t, r.Usage.CostUSD)
+
+	// The commit is in the remote, by the configured author, naming the build.
+	remoteHead := proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main")
+	assert.Equal(t, r.CommitSHA, remoteHead)
+	assert.Equal(t, "Kiln Bot <bot@kiln.example>", proj.Git(t, proj.Remote, "log", "-1", "--format=%an <%ae>", "main"))
+	assert.Contains(t, proj.Git(t, proj.Remote, "log", "-1", "--format=%B", "main"), "Kiln-Build-Id: "+id)
+	assert.Equal(t, "index.html", proj.Git(t, proj.Remote, "show", "--format=", "--name-only", "main"))
+	assert.Contains(t, proj.Git(t, proj.Remote, "show", "main:index.html"), "Welcome to Acme")
+
+	// Events: ordered, from pending through the agent's work and git to completed.
+	evs := e.events(d, id)
+	var types []string
+	for i, ev := range evs {
+		require.Equal(t, int64(i+1), ev.Seq)
+		types = append(types, string(ev.Type))
+	}
+	joined := strings.Join(types, ",")
+	for _, want := range []string{"status", "agent_text", "tool_call", "tool_result", "git"} {
+		assert.Contains(t, joined, want)
+	}
+	assert.Contains(t, string(evs[len(evs)-1].Payload), `"completed"`)
+
+	// The signed callback arrived; a receiver checks it as docs/callbacks.md says.
+	kbtest.WaitFor(t, 30*time.Second, "callback", func(context.Context) (bool, error) {
+		recv.mu.Lock()
+		defer recv.mu.Unlock()
+		return len(recv.bodies) > 0, nil
+	})
+	recv.mu.Lock()
+	body, h := recv.bodies[0], recv.heads[0]
+	recv.mu.Unlock()
+	mac := hmac.New(sha256.New, []byte(p.CallbackSecret))
+	mac.Write([]byte(h.Get("Kiln-Timestamp") + "." + string(body)))
+	assert.Equal(t, "v1="+hex.EncodeToString(mac.Sum(nil)), h.Get("Kiln-Signature"))
+	assert.NotEmpty(t, h.Get("Kiln-Delivery-Id"))
+	var payload struct {
+		TaskID string             `json:"task_id"`
+		Status schema.Status      `json:"status"`
+		Result schema.BuildResult `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal(body, &payload))
+	assert.Equal(t, id, payload.TaskID)
+	assert.Equal(t, schema.StatusCompleted, payload.Status)
+	assert.Equal(t, r.CommitSHA, payload.Result.CommitSHA)
+
+	// Cancel mid-run: the agent's process is gone from the pod, no commit, cancelled.
+	before := proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main")
+	slow := e.submit(d, p.ID, map[string]any{
+		"prompt":      "Work slowly. fake-claude:transcript=success-edit fake-claude:run=slow fake-claude:sleep=300s fake-claude:child=1",
+		"auto_commit": true, "auto_push": true,
+	})
+	e.waitStatus(d, slow, 60*time.Second, schema.StatusRunning)
+	pidFile := filepath.Join(proj.State, "slow.pid")
+	var pid int
+	kbtest.WaitFor(t, 60*time.Second, "the agent running in the project pod", func(context.Context) (bool, error) {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false, err
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && alive(pid), err
+	})
+	require.Equal(t, 200, e.api(d, "POST", "/builds/"+slow+"/cancel", map[string]any{"reason": "superseded"}, nil))
+	kbtest.WaitFor(t, 60*time.Second, "the agent process gone", func(context.Context) (bool, error) { return !alive(pid), nil })
+	b = e.get(d, slow)
+	assert.Equal(t, schema.StatusCancelled, b.Status)
+	assert.Equal(t, "superseded", b.Error)
+	assert.Equal(t, before, proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main"), "a cancelled build pushes nothing")
+}
+
+// alive reports whether pid is a live (non-zombie) process.
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+func fixtures(t *testing.T) string {
+	for _, p := range []string{"../../../shared/fixtures/claude-code", "/work/shared/fixtures/claude-code"} {
+		if _, err := os.Stat(filepath.Join(p, "success-edit.jsonl")); err == nil {
+			abs, _ := filepath.Abs(p)
+			return abs
+		}
+	}
+	t.Fatal("fixtures not found")
+	return ""
+}
