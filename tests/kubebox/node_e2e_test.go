@@ -507,6 +507,29 @@ func TestNodeExecTTY(t *testing.T) {
 	require.Regexp(t, `(?s)hello\n/dev/pts/\d+\n40 100\ngot hello\n$`, got)
 }
 
+func TestNodeAttach(t *testing.T) {
+	t.Parallel()
+	ns := nodeNamespace(t)
+	pod := shPod("reader", `read line; echo "got $line"; echo bye >&2`)
+	pod.Spec.Containers[0].Stdin = true
+	pod.Spec.Containers[0].StdinOnce = true
+	createPod(t, ns, pod)
+	waitPod(t, ns, "reader", 30*time.Second, "Running", podPhase(corev1.PodRunning))
+
+	req := shared.Client().CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name("reader").SubResource("attach").
+		VersionedParams(&corev1.PodAttachOptions{Container: "main", Stdin: true, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ex, err := remotecommand.NewWebSocketExecutor(shared.RESTConfig(), "GET", req.URL().String())
+	require.NoError(t, err)
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: strings.NewReader("hello\n"), Stdout: &stdout, Stderr: &stderr})
+	require.NoError(t, err)
+	require.Equal(t, "got hello\n", stdout.String())
+	require.Equal(t, "bye\n", stderr.String())
+	waitPod(t, ns, "reader", 30*time.Second, "Succeeded", podPhase(corev1.PodSucceeded))
+}
+
 func TestNodeKubectlExecAndLogs(t *testing.T) {
 	t.Parallel()
 	ns := nodeNamespace(t)

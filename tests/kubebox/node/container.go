@@ -58,6 +58,7 @@ type container struct {
 	probeReady  bool          // the readiness probe passed (this run)
 	startupOK   bool          // the startup probe passed (this run)
 	postStarted bool          // the postStart hook finished (this run)
+	stdin       *os.File      // the node's end of the container's stdin (spec.stdin)
 	done        chan struct{} // closed when the current (or last) process ended
 }
 

@@ -31,10 +31,11 @@
 //     status, written with strategic-merge patches; kubelet events.
 //   - Logs kept as CRI runtimes keep them (timestamped records), so
 //     kubectl logs has -f, --tail, --previous, --timestamps, --since and
-//     --limit-bytes; exec (with or without a terminal) and port-forward.
+//     --limit-bytes; exec (with or without a terminal), attach (with the
+//     container's stdin when spec.stdin is set) and port-forward.
 //
 // What it is not: an isolation boundary. Containers run as the node's user
 // (securityContext is ignored), see the host's filesystem apart from their
 // mounts, its processes and its network. CPU limits, persistent volumes and
-// container stdin/attach are not supported.
+// a terminal for the container itself (spec.tty) are not supported.
 package node

@@ -33,6 +33,8 @@ func (n *Node) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
 	mux.HandleFunc("/exec/{ns}/{pod}/{container}", n.serveExec)
 	mux.HandleFunc("/exec/{ns}/{pod}/{uid}/{container}", n.serveExec)
+	mux.HandleFunc("/attach/{ns}/{pod}/{container}", n.serveAttach)
+	mux.HandleFunc("/attach/{ns}/{pod}/{uid}/{container}", n.serveAttach)
 	mux.HandleFunc("GET /containerLogs/{ns}/{pod}/{container}", n.serveLogs)
 	mux.HandleFunc("/portForward/{ns}/{pod}", n.servePortForward)
 	mux.HandleFunc("/portForward/{ns}/{pod}/{uid}", n.servePortForward)
@@ -142,6 +144,107 @@ func (n *Node) serveExec(w http.ResponseWriter, r *http.Request) {
 	})
 	remotecommand.ServeExec(w, r, exec, r.PathValue("pod"), string(pw.uid), c.spec.Name, cmd, opts,
 		execIdleTimeout, remotecommand.DefaultStreamCreationTimeout, remotecommand.SupportedStreamingProtocols)
+}
+
+type attacherFunc func(ctx context.Context, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
+
+func (f attacherFunc) AttachContainer(ctx context.Context, _, _, _ string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	return f(ctx, in, out, errOut, tty, resize)
+}
+
+func (n *Node) serveAttach(w http.ResponseWriter, r *http.Request) {
+	pw, c, err := n.lookup(r.PathValue("ns"), r.PathValue("pod"), r.PathValue("container"), r.PathValue("uid"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	opts, err := remotecommand.NewOptions(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	attach := attacherFunc(func(ctx context.Context, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+		return pw.attach(ctx, c, in, out, errOut, tty, resize)
+	})
+	remotecommand.ServeAttach(w, r, attach, r.PathValue("pod"), string(pw.uid), c.spec.Name, opts,
+		execIdleTimeout, remotecommand.DefaultStreamCreationTimeout, remotecommand.SupportedStreamingProtocols)
+}
+
+// attach streams what the running container writes from now on, and feeds
+// its stdin (when the container has one) until the container ends.
+func (w *podWorker) attach(ctx context.Context, c *container, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	if resize != nil {
+		go func() {
+			for range resize {
+			}
+		}()
+	}
+	w.mu.Lock()
+	if c.proc == nil || len(c.logPaths) == 0 {
+		w.mu.Unlock()
+		return fmt.Errorf("container %q is not running", c.spec.Name)
+	}
+	path, done, stdin, once := c.logPaths[len(c.logPaths)-1], c.done, c.stdin, c.spec.StdinOnce
+	w.mu.Unlock()
+
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		return err
+	}
+	if in != nil && stdin != nil {
+		go func() {
+			_, _ = io.Copy(stdin, in)
+			if once {
+				stdin.Close()
+			}
+		}()
+	}
+	if errOut == nil || tty {
+		errOut = out
+	}
+	rd := bufio.NewReader(f)
+	var partial []byte
+	finished := false
+	tick := time.NewTicker(followPoll)
+	defer tick.Stop()
+	for {
+		line, rerr := rd.ReadBytes('\n')
+		if len(line) > 0 && line[len(line)-1] != '\n' {
+			partial = append(partial, line...)
+		} else if len(line) > 0 {
+			if partial != nil {
+				line, partial = append(partial, line...), nil
+			}
+			if rec, ok := parseLogRecord(line); ok {
+				dst := out
+				if rec.stream == "stderr" {
+					dst = errOut
+				}
+				if dst != nil {
+					if err := (logOptions{}).writeRecord(dst, rec); err != nil {
+						return nil // the client went away
+					}
+				}
+			}
+		}
+		if rerr == nil {
+			continue
+		}
+		if rerr != io.EOF || finished {
+			return nil
+		}
+		select {
+		case <-done:
+			finished = true
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 // exec runs cmd in the container's namespaces with its environment and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -180,10 +181,25 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	if err != nil {
 		return configFailed(err)
 	}
-	proc, err := n.starter.Start(spec, nil, stdout, stderr)
+	var stdin *os.File // nil: /dev/null
+	if c.spec.Stdin {
+		if stdin, c.stdin, err = os.Pipe(); err != nil {
+			stdout.Close()
+			stderr.Close()
+			return configFailed(err)
+		}
+	}
+	proc, err := n.starter.Start(spec, stdinReader(stdin), stdout, stderr)
 	stdout.Close() // the container has its own copies
 	stderr.Close()
+	if stdin != nil {
+		stdin.Close()
+	}
 	if err != nil {
+		if c.stdin != nil {
+			c.stdin.Close()
+			c.stdin = nil
+		}
 		w.event(pod, c, corev1.EventTypeWarning, eventFailed, "Error: %v", err)
 		c.lastExit = &corev1.ContainerStateTerminated{
 			ExitCode: 128, Reason: "StartError", Message: err.Error(),
@@ -198,6 +214,14 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	c.pid = proc.Cmd.Process.Pid
 	go w.wait(c, proc, clog, done, cg, termFile, logPath, started)
 	return time.Time{}
+}
+
+// stdinReader keeps a nil *os.File from becoming a non-nil io.Reader.
+func stdinReader(f *os.File) io.Reader {
+	if f == nil {
+		return nil
+	}
+	return f
 }
 
 // podEtcFiles writes the pod's /etc/hosts (the host's, plus the pod's
@@ -322,6 +346,10 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, clog *containerLog,
 	w.mu.Lock()
 	if startErr != nil {
 		w.event(w.pod, c, corev1.EventTypeWarning, eventFailed, "Error: %s", t.Message)
+	}
+	if c.proc == proc && c.stdin != nil {
+		c.stdin.Close()
+		c.stdin = nil
 	}
 	t.ContainerID = "kubebox://" + c.id
 	c.running = nil
