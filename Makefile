@@ -52,7 +52,7 @@ bench-dispatch: postgres build kubebox-build ## submit → Job created p50/p99 a
 	$(GO) run ./tests/bench/dispatch
 
 .PHONY: demo
-demo: postgres build ## run the main flow on this machine
+demo: postgres build kubebox-build ## run the whole flow on this machine: Postgres, kubebox, dispatcher, a project pod, a build with curl
 	@bash tests/tools/demo.sh
 
 .PHONY: clean
