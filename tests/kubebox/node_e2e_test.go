@@ -663,6 +663,21 @@ func TestNodeOOMKilled(t *testing.T) {
 	require.EqualValues(t, 137, term.ExitCode)
 }
 
+func TestNodeCPULimit(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"); err != nil {
+		t.Skip("no cgroup v1 cpu controller")
+	}
+	ns := nodeNamespace(t)
+	pod := shPod("capped", `cat /sys/fs/cgroup/cpu$(awk -F: '$2=="cpu" || $2~/^cpu,|,cpu$|,cpu,/ {print $3}' /proc/self/cgroup)/cpu.cfs_quota_us`)
+	pod.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}
+	createPod(t, ns, pod)
+	waitPod(t, ns, "capped", 30*time.Second, "Succeeded", podPhase(corev1.PodSucceeded))
+	logs, err := shared.Client().CoreV1().Pods(ns).GetLogs("capped", &corev1.PodLogOptions{}).DoRaw(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "25000\n", string(logs))
+}
+
 func TestNodeInClusterConfig(t *testing.T) {
 	t.Parallel()
 	ns := nodeNamespace(t)

@@ -16,30 +16,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cgroupRoot manages per-container memory cgroups (cgroup v1), nested under
-// the node process's own memory cgroup so the node's parent keeps accounting
-// for them: <own cgroup>/kubebox/<pod uid>/<container>-<attempt>.
+// cgroupRoot manages per-container cgroups (cgroup v1) of one controller
+// (memory, cpu), nested under the node process's own cgroup of that
+// controller so the node's parent keeps accounting for them:
+// <own cgroup>/kubebox/<pod uid>/<container>-<attempt>.
 type cgroupRoot struct {
-	dir string // "" when the memory controller is not usable
+	dir string // "" when the controller is not usable
 	log *slog.Logger
 
 	mu   sync.Mutex
 	pods map[string]bool // pod uids this node made cgroups for
 }
 
-const memoryMount = "/sys/fs/cgroup/memory"
-
-func newCgroupRoot(log *slog.Logger) *cgroupRoot {
-	own := ownMemoryCgroup()
-	dir := filepath.Join(memoryMount, own, "kubebox")
+func newCgroupRoot(log *slog.Logger, controller string) *cgroupRoot {
+	own := ownCgroup(controller)
+	dir := filepath.Join("/sys/fs/cgroup", controller, own, "kubebox")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Warn("memory cgroups unavailable; memory limits are not enforced", "err", err)
+		log.Warn(controller+" cgroups unavailable; its limits are not enforced", "err", err)
 		return &cgroupRoot{log: log}
 	}
 	return &cgroupRoot{dir: dir, log: log, pods: map[string]bool{}}
 }
 
-func ownMemoryCgroup() string {
+// ownCgroup is this process's cgroup of a v1 controller.
+func ownCgroup(controller string) string {
 	f, err := os.Open("/proc/self/cgroup")
 	if err != nil {
 		return "/"
@@ -48,16 +48,17 @@ func ownMemoryCgroup() string {
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		parts := strings.SplitN(s.Text(), ":", 3)
-		if len(parts) == 3 && (parts[1] == "memory" || strings.Contains(","+parts[1]+",", ",memory,")) {
+		if len(parts) == 3 && strings.Contains(","+parts[1]+",", ","+controller+",") {
 			return parts[2]
 		}
 	}
 	return "/"
 }
 
-// create makes the cgroup for one container attempt and sets its memory
-// limit (0 = none). It returns "" when cgroups are unavailable.
-func (r *cgroupRoot) create(podUID, name string, limit int64) (string, error) {
+// create makes the cgroup for one container attempt and writes settings
+// (file name -> value) into it. It returns "" when the controller is not
+// usable.
+func (r *cgroupRoot) create(podUID, name string, settings map[string]string) (string, error) {
 	if r.dir == "" {
 		return "", nil
 	}
@@ -68,8 +69,8 @@ func (r *cgroupRoot) create(podUID, name string, limit int64) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	if limit > 0 {
-		if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), []byte(strconv.FormatInt(limit, 10)), 0); err != nil {
+	for file, value := range settings {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0); err != nil {
 			return "", err
 		}
 	}

@@ -25,6 +25,7 @@ const (
 	pullBackoffDisplay            = time.Second
 	configRetryBase               = time.Second
 	configRetryMax                = 10 * time.Second
+	cfsPeriod                     = 100000 // µs
 )
 
 // container is the node's record of one container of a pod. Its fields are
@@ -53,7 +54,8 @@ type container struct {
 	pid         int
 	env         []string
 	dir         string
-	cgroup      string
+	cgroup      string // memory
+	cpuCgroup   string
 	logPaths    []string      // one per attempt; the last is current
 	probeReady  bool          // the readiness probe passed (this run)
 	startupOK   bool          // the startup probe passed (this run)

@@ -25,8 +25,9 @@
 //     preStop hooks, activeDeadlineSeconds, graceful deletion (SIGTERM to
 //     the process group, the grace period, SIGKILL) and then deletion of
 //     the pod object.
-//   - Memory limits in a cgroup v1 memory cgroup per container, nested in
-//     the node's own; a kill by the OOM killer is reported as OOMKilled.
+//   - Memory and CPU limits in cgroup v1 memory and cpu cgroups per
+//     container, nested in the node's own; a kill by the OOM killer is
+//     reported as OOMKilled. CPU requests (shares) are not applied.
 //   - Real exit codes, reasons, times and termination messages in the
 //     status, written with strategic-merge patches; kubelet events.
 //   - Logs kept as CRI runtimes keep them (timestamped records), so
@@ -36,6 +37,6 @@
 //
 // What it is not: an isolation boundary. Containers run as the node's user
 // (securityContext is ignored), see the host's filesystem apart from their
-// mounts, its processes and its network. CPU limits, persistent volumes and
+// mounts, its processes and its network. Persistent volumes and
 // a terminal for the container itself (spec.tty) are not supported.
 package node

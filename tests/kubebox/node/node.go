@@ -90,7 +90,8 @@ type Node struct {
 	cfg     Config
 	client  kubernetes.Interface
 	log     *slog.Logger
-	cgroups *cgroupRoot
+	cgroups *cgroupRoot // memory
+	cpu     *cgroupRoot
 	tls     *tls.Config
 	starter *nsinit.Starter
 
@@ -153,7 +154,8 @@ func New(cfg Config) (*Node, error) {
 		tls:     tlsConfig,
 		workers: map[types.UID]*podWorker{},
 	}
-	n.cgroups = newCgroupRoot(log)
+	n.cgroups = newCgroupRoot(log, "memory")
+	n.cpu = newCgroupRoot(log, "cpu")
 	n.status = newStatusManager(n)
 	return n, nil
 }
@@ -259,6 +261,7 @@ func (n *Node) Run(ctx context.Context) error {
 	statusWG.Wait()
 	hbWG.Wait()
 	n.cgroups.cleanup()
+	n.cpu.cleanup()
 	return err
 }
 

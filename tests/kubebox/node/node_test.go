@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,12 +125,12 @@ func TestContainersPhase(t *testing.T) {
 // TestOOMKilled runs a process over its memory limit in a cgroup made the
 // way the node makes them and checks that the kill is recognized.
 func TestOOMKilled(t *testing.T) {
-	root := newCgroupRoot(testLogger(t))
+	root := newCgroupRoot(testLogger(t), "memory")
 	if root.dir == "" {
 		t.Skip("memory cgroup not writable")
 	}
 	t.Cleanup(root.cleanup)
-	cg, err := root.create("unit-test-pod", "hog-0", 32<<20)
+	cg, err := root.create("unit-test-pod", "hog-0", map[string]string{"memory.limit_in_bytes": strconv.Itoa(32 << 20)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -115,13 +116,27 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	if err := prepareFiles(adir, logPath, termFile); err != nil {
 		return configFailed(err)
 	}
-	var limit int64
-	if q, ok := c.spec.Resources.Limits[corev1.ResourceMemory]; ok {
-		limit = q.Value()
+	cgName := fmt.Sprintf("%s-%d", c.spec.Name, attempt)
+	memory := map[string]string{}
+	if q, ok := c.spec.Resources.Limits[corev1.ResourceMemory]; ok && q.Value() > 0 {
+		memory["memory.limit_in_bytes"] = strconv.FormatInt(q.Value(), 10)
 	}
-	cg, err := n.cgroups.create(uid, fmt.Sprintf("%s-%d", c.spec.Name, attempt), limit)
+	cg, err := n.cgroups.create(uid, cgName, memory)
 	if err != nil {
-		return configFailed(fmt.Errorf("creating cgroup: %w", err))
+		return configFailed(fmt.Errorf("creating memory cgroup: %w", err))
+	}
+	var cpuCg string
+	if q, ok := c.spec.Resources.Limits[corev1.ResourceCPU]; ok && q.MilliValue() > 0 {
+		// A CFS quota per 100ms period, as the kubelet sets for a CPU limit.
+		quota := max(q.MilliValue()*cfsPeriod/1000, 1000)
+		cpuCg, err = n.cpu.create(uid, cgName, map[string]string{
+			"cpu.cfs_period_us": strconv.FormatInt(cfsPeriod, 10),
+			"cpu.cfs_quota_us":  strconv.FormatInt(quota, 10),
+		})
+		if err != nil {
+			n.cgroups.remove(cg)
+			return configFailed(fmt.Errorf("creating cpu cgroup: %w", err))
+		}
 	}
 	etc, err := n.podEtcFiles(pod)
 	if err != nil {
@@ -154,8 +169,10 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 			Target: cmpOr(c.spec.TerminationMessagePath, defaultTerminationMessagePath),
 		}),
 	}
-	if cg != "" {
-		spec.Cgroups = []string{cg}
+	for _, dir := range []string{cg, cpuCg} {
+		if dir != "" {
+			spec.Cgroups = append(spec.Cgroups, dir)
+		}
 	}
 
 	c.attempts++
@@ -169,6 +186,7 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 	c.waiting = corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
 	c.id = newContainerID()
 	c.cgroup = cg
+	c.cpuCgroup = cpuCg
 	c.env = env
 	c.dir = cmpOr(c.spec.WorkingDir, "/")
 	done := make(chan struct{})
@@ -207,12 +225,13 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 		}
 		close(done)
 		n.cgroups.remove(cg)
+		n.cpu.remove(cpuCg)
 		return time.Time{}
 	}
 	// Running once the command is exec'd (after its mounts): see wait.
 	c.proc = proc
 	c.pid = proc.Cmd.Process.Pid
-	go w.wait(c, proc, clog, done, cg, termFile, logPath, started)
+	go w.wait(c, proc, clog, done, cg, cpuCg, termFile, logPath, started)
 	return time.Time{}
 }
 
@@ -288,7 +307,7 @@ func prepareFiles(adir, logPath, termFile string) error {
 }
 
 // wait records a container process's end.
-func (w *podWorker) wait(c *container, proc *nsinit.Process, clog *containerLog, done chan struct{}, cg, termFile, logPath string, started metav1.Time) {
+func (w *podWorker) wait(c *container, proc *nsinit.Process, clog *containerLog, done chan struct{}, cg, cpuCg, termFile, logPath string, started metav1.Time) {
 	startErr := proc.StartError()
 	if startErr == nil {
 		started = metav1.Now()
@@ -315,6 +334,7 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, clog *containerLog,
 	// rest of the container.
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	killCgroup(cg, syscall.SIGKILL)
+	killCgroup(cpuCg, syscall.SIGKILL)
 	clog.wait(2 * time.Second)
 
 	t := &corev1.ContainerStateTerminated{StartedAt: started, FinishedAt: finished}
@@ -358,5 +378,6 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, clog *containerLog,
 	w.mu.Unlock()
 	close(done)
 	w.n.cgroups.remove(cg)
+	w.n.cpu.remove(cpuCg)
 	w.signal()
 }
