@@ -24,8 +24,9 @@ type cgroupRoot struct {
 	dir string // "" when the controller is not usable
 	log *slog.Logger
 
-	mu   sync.Mutex
-	pods map[string]bool // pod uids this node made cgroups for
+	mu       sync.Mutex
+	pods     map[string]bool // pod uids this node made cgroups for
+	removing sync.WaitGroup
 }
 
 func newCgroupRoot(log *slog.Logger, controller string) *cgroupRoot {
@@ -117,18 +118,32 @@ func (r *cgroupRoot) remove(dir string) {
 	if dir == "" {
 		return
 	}
+	r.removing.Add(1)
 	go func() {
-		for i := 0; i < 50; i++ {
-			killCgroup(dir, syscall.SIGKILL)
-			err := os.Remove(dir)
-			if err == nil || errors.Is(err, os.ErrNotExist) {
-				_ = os.Remove(filepath.Dir(dir)) // the pod's, if empty
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
+		defer r.removing.Done()
+		if !removeCgroup(dir, 5*time.Second) {
+			r.log.Warn("could not remove cgroup", "dir", dir)
+			return
 		}
-		r.log.Warn("could not remove cgroup", "dir", dir)
+		_ = os.Remove(filepath.Dir(dir)) // the pod's, if empty
 	}()
+}
+
+// removeCgroup kills what is left in a cgroup and removes it once the
+// kernel lets it go (killed processes must be reaped first).
+func removeCgroup(dir string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		killCgroup(dir, syscall.SIGKILL)
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // cleanup removes the cgroups this node made that are still there.
@@ -136,15 +151,14 @@ func (r *cgroupRoot) cleanup() {
 	if r.dir == "" {
 		return
 	}
+	r.removing.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for uid := range r.pods {
 		ctrs, _ := os.ReadDir(filepath.Join(r.dir, uid))
 		for _, c := range ctrs {
 			if c.IsDir() {
-				d := filepath.Join(r.dir, uid, c.Name())
-				killCgroup(d, syscall.SIGKILL)
-				_ = os.Remove(d)
+				removeCgroup(filepath.Join(r.dir, uid, c.Name()), 2*time.Second)
 			}
 		}
 		_ = os.Remove(filepath.Join(r.dir, uid))
