@@ -83,3 +83,21 @@ type TerminationSummary struct {
 	DurationMS   int64  `json:"duration_ms"`
 	Reported     bool   `json:"reported"` // the result post succeeded
 }
+
+// ArtifactUpload is a file the runner uploads after a build:
+//
+//	POST /runner/v1/builds/{id}/artifacts  ArtifactUpload → Artifact (with its URL)
+//
+// Content is base64 in JSON. The dispatcher checks Size and SHA256 against
+// Content and keeps at most its configured maximum per file (10 MiB by default).
+type ArtifactUpload struct {
+	Path    string `json:"path"`
+	SHA256  string `json:"sha256"`
+	Size    int64  `json:"size"`
+	Content []byte `json:"content"`
+}
+
+// ArtifactURL is where the API serves a build's artifact (relative to the API's base URL).
+func ArtifactURL(buildID, path string) string {
+	return "/builds/" + buildID + "/artifacts/" + path
+}

@@ -63,8 +63,8 @@ func TestWholeFlow(t *testing.T) {
 		"git_remote": "origin", "git_branch": "main", "commit_author_name": "Kiln Bot", "commit_author_email": "bot@kiln.example",
 	}, &p))
 	id := e.submit(d, p.ID, map[string]any{
-		"prompt":      "Change the heading for {{ ticket }}. fake-claude:transcript=success-edit fake-claude:run=flow",
-		"variables":   map[string]string{"ticket": "ACME-7"},
+		"prompt":    "Change the heading for {{ ticket }}. fake-claude:transcript=success-edit fake-claude:run=flow",
+		"variables": map[string]string{"ticket": "ACME-7"}, "template": "site",
 		"auto_commit": true, "auto_push": true, "callback_url": cb.URL + "/kiln",
 	})
 	b := e.waitStatus(d, id, 120*time.Second, schema.StatusCompleted, schema.StatusFailed)
@@ -78,6 +78,17 @@ func TestWholeFlow(t *testing.T) {
 	assert.Positive(t, r.DurationMS)
 	require.NotNil(t, r.Usage)
 	assert.Positive(t, r.Usage.CostUSD)
+
+	// The artifact the template asks for was uploaded and downloads intact.
+	require.Len(t, r.Artifacts, 1)
+	art := r.Artifacts[0]
+	assert.Equal(t, "index.html", art.Path)
+	assert.Equal(t, schema.ArtifactURL(id, "index.html"), art.URL)
+	var downloaded []byte
+	require.Equal(t, 200, e.apiRaw(d, "GET", art.URL, &downloaded))
+	sum := sha256.Sum256(downloaded)
+	assert.Equal(t, art.SHA256, hex.EncodeToString(sum[:]))
+	assert.Contains(t, string(downloaded), "Welcome to Acme")
 
 	// The commit is in the remote, by the configured author, naming the build.
 	remoteHead := proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main")

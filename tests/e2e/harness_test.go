@@ -250,6 +250,9 @@ func (e *env) writeTemplates() {
 	variant("nowhere", func(y string) string {
 		return strings.Replace(y, "serviceAccountName: kiln-runner", "serviceAccountName: kiln-runner\nnodeSelector:\n  kiln.dev/no-such-node: \"true\"", 1)
 	})
+	variant("site", func(y string) string {
+		return strings.Replace(y, "  globs: []", "  globs: [\"index.html\"]", 1)
+	})
 	variant("tiny", func(y string) string {
 		return strings.NewReplacer("    memory: 256Mi", "    memory: 48Mi", "    memory: 64Mi", "    memory: 32Mi").Replace(y)
 	})

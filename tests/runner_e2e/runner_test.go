@@ -114,9 +114,12 @@ func testSuccess(t *testing.T, env *harness.Env) {
 	index, err := os.ReadFile(filepath.Join(p.Workdir, "index.html"))
 	require.NoError(t, err)
 	require.ElementsMatch(t, []schema.Artifact{
-		{Name: "report.txt", Path: "dist/report.txt", Size: 9, SHA256: sha256hex([]byte("all good\n"))},
-		{Name: "index.html", Path: "index.html", Size: int64(len(index)), SHA256: sha256hex(index)},
+		{Name: "report.txt", Path: "dist/report.txt", Size: 9, SHA256: sha256hex([]byte("all good\n")), URL: schema.ArtifactURL(id, "dist/report.txt")},
+		{Name: "index.html", Path: "index.html", Size: int64(len(index)), SHA256: sha256hex(index), URL: schema.ArtifactURL(id, "index.html")},
 	}, res.Artifacts)
+	uploaded := env.Dispatcher.Get(id).Artifacts
+	require.Equal(t, "all good\n", string(uploaded["dist/report.txt"]), "the artifact's content was uploaded")
+	require.Equal(t, index, uploaded["index.html"])
 	require.Equal(t, &schema.Usage{CostUSD: 0.0387, Turns: 3, InputTokens: 16 + 5120 + 10480, OutputTokens: 175}, res.Usage)
 
 	// The commit is in the remote, with the right author, message, trailer and files.

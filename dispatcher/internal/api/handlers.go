@@ -2,6 +2,9 @@ package api
 
 import (
 	"encoding/base64"
+	"encoding/hex"
+	"mime"
+	"path"
 	"net/http"
 	"strconv"
 	"strings"
@@ -219,4 +222,28 @@ func decodeCursor(c string) (string, bool) {
 		return "", false
 	}
 	return id, true
+}
+
+func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
+	b, err := s.intake.GetBuild(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p := chi.URLParam(r, "*")
+	content, sha, err := store.GetArtifact(r.Context(), s.intake.Store.Pool, b.ID, p)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(p)}))
+	w.Header().Set("Digest", "sha-256="+base64.StdEncoding.EncodeToString(mustHex(sha)))
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(content)
+}
+
+func mustHex(s string) []byte {
+	b, _ := hex.DecodeString(s)
+	return b
 }

@@ -75,6 +75,7 @@ func NewServer(o Options) *Server {
 		r.With(s.requireAdmin).Post("/project/create-and-build", s.createAndBuild)
 		r.Get("/builds/{taskId}", s.getBuild)
 		r.Post("/builds/{taskId}/cancel", s.cancelBuild)
+		r.Get("/builds/{taskId}/artifacts/*", s.getArtifact)
 	})
 	if o.Mount != nil {
 		o.Mount(r, s.requireAuth)

@@ -6,6 +6,10 @@ package runnerapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
 	"encoding/json"
 	"errors"
 	"io"
@@ -30,6 +34,8 @@ const (
 	MaxBatchEvents = 1000
 	MaxResultBytes = 1 << 20
 	MaxOutputBytes = 256 << 10
+	// DefaultMaxArtifactBytes bounds one uploaded artifact.
+	DefaultMaxArtifactBytes = 10 << 20
 )
 
 // Server serves the runner protocol.
@@ -37,6 +43,8 @@ type Server struct {
 	Pool      *pgxpool.Pool
 	Lifecycle *lifecycle.Lifecycle
 	Logger    *slog.Logger
+	// MaxArtifactBytes bounds one artifact; default DefaultMaxArtifactBytes.
+	MaxArtifactBytes int64
 	// OnResult is told of every accepted result (metrics, wake-ups); may be nil.
 	OnResult func(b *store.Build)
 }
@@ -48,6 +56,7 @@ func (s *Server) Mount(r chi.Router) {
 		r.Get("/", s.task)
 		r.Post("/events", s.events)
 		r.Post("/result", s.result)
+		r.Post("/artifacts", s.artifact)
 	})
 }
 
@@ -218,4 +227,39 @@ func (s *Server) Accept(ctx context.Context, id string, res schema.BuildResult, 
 		s.OnResult(b)
 	}
 	return schema.ResultAck{Status: b.Status, Accepted: true}, nil
+}
+
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	max := s.MaxArtifactBytes
+	if max <= 0 {
+		max = DefaultMaxArtifactBytes
+	}
+	var up schema.ArtifactUpload
+	if !decode(w, r, max*4/3+4096, &up) {
+		return
+	}
+	clean := path.Clean(up.Path)
+	switch {
+	case up.Path == "" || clean != up.Path || path.IsAbs(clean) || clean == "." || strings.HasPrefix(clean, "../") || clean == "..":
+		problem(w, http.StatusUnprocessableEntity, "path: must be a clean relative path inside the workdir")
+		return
+	case int64(len(up.Content)) > max:
+		problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("content: must be at most %d bytes", max))
+		return
+	case int64(len(up.Content)) != up.Size:
+		problem(w, http.StatusUnprocessableEntity, fmt.Sprintf("size: %d does not match the content's %d bytes", up.Size, len(up.Content)))
+		return
+	}
+	sum := sha256.Sum256(up.Content)
+	if hex.EncodeToString(sum[:]) != strings.ToLower(up.SHA256) {
+		problem(w, http.StatusUnprocessableEntity, "sha256: does not match the content")
+		return
+	}
+	if err := store.PutArtifact(r.Context(), s.Pool, id, clean, hex.EncodeToString(sum[:]), up.Content); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, schema.Artifact{Name: path.Base(clean), Path: clean, Size: up.Size, SHA256: hex.EncodeToString(sum[:]),
+		URL: schema.ArtifactURL(id, clean)})
 }

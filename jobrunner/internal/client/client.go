@@ -147,6 +147,13 @@ func (c *Client) PostResult(ctx context.Context, r schema.BuildResult) (schema.R
 }
 
 // path is the request's path for logs and errors.
+// PutArtifact uploads one artifact; the answer carries its download URL.
+func (c *Client) PutArtifact(ctx context.Context, up schema.ArtifactUpload) (schema.Artifact, error) {
+	var out schema.Artifact
+	_, err := c.do(ctx, http.MethodPost, "/artifacts", up, &out)
+	return out, err
+}
+
 func (c *Client) path(suffix string) string {
 	return schema.RunnerAPIPrefix + url.PathEscape(c.buildID) + suffix
 }

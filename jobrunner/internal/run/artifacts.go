@@ -3,6 +3,8 @@ package run
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path"
 	"strconv"
@@ -54,8 +56,7 @@ func MatchArtifacts(listing []byte, globs []string) []string {
 }
 
 // artifacts lists the files the template's globs select, with their size
-// and SHA-256, skipping those over the size limit. Uploading them needs a
-// runner-protocol endpoint that does not exist yet, so URL stays empty.
+// and SHA-256, skipping those over the size limit.
 func (r *Runner) artifacts(ctx context.Context, ctr podexec.Container, workdir string, a jobtemplates.Artifacts) ([]schema.Artifact, []string, error) {
 	if len(a.Globs) == 0 {
 		return nil, nil, nil
@@ -96,4 +97,33 @@ func (r *Runner) artifacts(ctx context.Context, ctr podexec.Container, workdir s
 		out = append(out, schema.Artifact{Name: path.Base(files[i]), Path: files[i], Size: n, SHA256: sum})
 	}
 	return out, skipped, nil
+}
+
+// uploadArtifacts reads each artifact from the pod, checks it is the file
+// that was summed, and uploads it; the dispatcher's answer gives its URL. A
+// file that cannot be uploaded stays listed without a URL, and an event says why.
+func (r *Runner) uploadArtifacts(ctx context.Context, ctr podexec.Container, workdir string, arts []schema.Artifact) []schema.Artifact {
+	for i, a := range arts {
+		var content, errOut bytes.Buffer
+		code, err := r.exec.Exec(ctx, ctr, podexec.Request{Argv: []string{"cat", "--", path.Join(workdir, a.Path)}, Stdout: &content, Stderr: &errOut})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("cat: exit %d: %s", code, strings.TrimSpace(errOut.String()))
+		}
+		if err == nil {
+			sum := sha256.Sum256(content.Bytes())
+			if got := hex.EncodeToString(sum[:]); got != a.SHA256 || int64(content.Len()) != a.Size {
+				err = fmt.Errorf("changed since it was summed (%d bytes, sha256 %s)", content.Len(), got)
+			}
+		}
+		var up schema.Artifact
+		if err == nil {
+			up, err = r.disp.PutArtifact(ctx, schema.ArtifactUpload{Path: a.Path, SHA256: a.SHA256, Size: a.Size, Content: content.Bytes()})
+		}
+		if err != nil {
+			r.event(schema.EventLog, agent.LogPayload{Level: "warn", Message: "artifact " + a.Path + " not uploaded: " + err.Error()})
+			continue
+		}
+		arts[i].URL = up.URL
+	}
+	return arts
 }

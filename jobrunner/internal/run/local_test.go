@@ -64,6 +64,10 @@ func (d *memDispatcher) PostEvents(_ context.Context, b schema.EventBatch) (sche
 	return schema.EventBatchAck{Stored: len(b.Events), Status: d.task.Status}, nil
 }
 
+func (d *memDispatcher) PutArtifact(_ context.Context, up schema.ArtifactUpload) (schema.Artifact, error) {
+	return schema.Artifact{Path: up.Path, URL: schema.ArtifactURL(d.task.BuildID, up.Path)}, nil
+}
+
 func (d *memDispatcher) PostResult(ctx context.Context, r schema.BuildResult) (schema.ResultAck, error) {
 	if d.posting != nil {
 		close(d.posting)

@@ -29,6 +29,7 @@ type Dispatcher interface {
 	Task(ctx context.Context) (schema.RunnerTask, error)
 	PostEvents(ctx context.Context, b schema.EventBatch) (schema.EventBatchAck, error)
 	PostResult(ctx context.Context, r schema.BuildResult) (schema.ResultAck, error)
+	PutArtifact(ctx context.Context, up schema.ArtifactUpload) (schema.Artifact, error)
 }
 
 // Why a run stopped early, as context causes.
@@ -290,7 +291,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		for _, s := range skipped {
 			r.event(schema.EventLog, agent.LogPayload{Level: "warn", Message: "artifact skipped: " + s})
 		}
-		res.Artifacts = arts
+		res.Artifacts = r.uploadArtifacts(gitCtx, ctr, t.Workdir, arts)
 	}
 	if gerr != nil {
 		if ctx.Err() != nil {

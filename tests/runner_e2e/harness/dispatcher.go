@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +48,8 @@ type Build struct {
 	ResultAt    time.Time
 	// DropResults makes result posts fail at the network level (connection closed).
 	DropResults bool
+	// Artifacts are the uploaded files by path.
+	Artifacts map[string][]byte
 }
 
 // Events returns the stored events in order.
@@ -162,6 +165,18 @@ func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 			b.Gaps++
 			problem(w, 422, "batch: must follow the last stored batch")
 		}
+	case r.Method == http.MethodPost && action == "artifacts":
+		var up schema.ArtifactUpload
+		if err := json.NewDecoder(r.Body).Decode(&up); err != nil {
+			problem(w, 400, "body: "+err.Error())
+			return
+		}
+		if b.Artifacts == nil {
+			b.Artifacts = map[string][]byte{}
+		}
+		b.Artifacts[up.Path] = up.Content
+		writeJSON(w, 200, schema.Artifact{Name: path.Base(up.Path), Path: up.Path, Size: up.Size, SHA256: up.SHA256,
+			URL: schema.ArtifactURL(b.Task.BuildID, up.Path)})
 	case r.Method == http.MethodPost && action == "result":
 		var res schema.BuildResult
 		if err := json.NewDecoder(r.Body).Decode(&res); err != nil {
