@@ -327,11 +327,19 @@ func TestSlowConsumerSSE(t *testing.T) {
 func TestListenerReconnects(t *testing.T) {
 	e := setup(t)
 	id := e.build()
+	listeners := func() (n int) {
+		require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT count(*)::int FROM pg_stat_activity
+			WHERE application_name = $1`, "kiln-events "+e.db.Schema).Scan(&n))
+		return n
+	}
+	assert.Zero(t, listeners(), "no LISTEN connection before anyone watches")
 	ch, stop := e.sse(e.srv.URL, id, e.admin, nil, "")
 	defer stop()
 	evs, _ := collect(t, ch, 1)
 	requireSeqs(t, evs, 1, 1)
 
+	require.Eventually(t, func() bool { return listeners() == 1 }, 10*time.Second, 10*time.Millisecond,
+		"one LISTEN connection, opened by the first subscriber")
 	var killed int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid))::int
 		FROM pg_stat_activity WHERE application_name = $1`, "kiln-events "+e.db.Schema).Scan(&killed))
@@ -339,6 +347,7 @@ func TestListenerReconnects(t *testing.T) {
 	e.appendEvents(id, 3)
 	evs, _ = collect(t, ch, 3)
 	requireSeqs(t, evs, 2, 4)
+	assert.Eventually(t, func() bool { return listeners() == 1 }, 10*time.Second, 10*time.Millisecond, "reconnected")
 }
 
 // Watchers that join while a build is busy, with a small buffer, still see

@@ -56,8 +56,10 @@ type Hub struct {
 	stopped bool
 	done    chan struct{} // closed by Stop: streams end so clients resume elsewhere
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	listening bool               // guarded by mu
+	lctx      context.Context    // the listener's; guarded by mu
+	cancel    context.CancelFunc // guarded by mu
+	wg        sync.WaitGroup
 }
 
 // feed follows one build for its local subscribers.
@@ -101,21 +103,36 @@ func NewHub(o Options) (*Hub, error) {
 	return &Hub{pool: o.Pool, logger: o.Logger.With("component", "events"), o: o, feeds: map[string]*feed{}, done: make(chan struct{})}, nil
 }
 
-// Start connects the listener (failing when the database does not answer)
-// and keeps it connected until Stop.
+// Start checks that the database answers. The listener connects when the
+// first stream subscribes (a process nobody watches holds no LISTEN
+// connection) and stays connected until Stop.
 func (h *Hub) Start(ctx context.Context) error {
-	conn, schemaName, err := h.connect(ctx)
-	if err != nil {
-		return err
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.pool.Ping(pctx); err != nil {
+		return fmt.Errorf("events: database unreachable: %w", err)
 	}
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	h.cancel = cancel
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	return nil
+}
+
+// listenLocked starts the listener once; it wakes every feed when connected,
+// so a notification sent before then is not missed.
+func (h *Hub) listenLocked() {
+	if h.listening {
+		return
+	}
+	if h.lctx == nil {
+		h.lctx, h.cancel = context.WithCancel(context.Background())
+	}
+	h.listening = true
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		h.listen(lctx, conn, schemaName)
+		h.listen(h.lctx)
 	}()
-	return nil
 }
 
 // Stop closes the listener and every feed, and tells open streams to end
@@ -130,9 +147,10 @@ func (h *Hub) Stop() {
 		close(f.quit)
 		delete(h.feeds, id)
 	}
+	cancel := h.cancel
 	h.mu.Unlock()
-	if h.cancel != nil {
-		h.cancel()
+	if cancel != nil {
+		cancel()
 	}
 	h.wg.Wait()
 }
@@ -162,9 +180,12 @@ func (h *Hub) connect(ctx context.Context) (*pgx.Conn, string, error) {
 	return conn, schemaName, nil
 }
 
-// listen waits for notifications; on losing the connection it reconnects
-// with backoff and then wakes every feed, since notifications were missed.
-func (h *Hub) listen(ctx context.Context, conn *pgx.Conn, schemaName string) {
+// listen connects, then waits for notifications; on losing the connection
+// it reconnects with backoff. After every connect it wakes every feed, since
+// notifications may have been missed.
+func (h *Hub) listen(ctx context.Context) {
+	var conn *pgx.Conn
+	var schemaName string
 	delay := 50 * time.Millisecond
 	for {
 		if conn == nil {
@@ -183,7 +204,7 @@ func (h *Hub) listen(ctx context.Context, conn *pgx.Conn, schemaName string) {
 				delay = min(delay*2, h.o.MaxReconnectDelay)
 				continue
 			}
-			h.logger.Info("events listener reconnected")
+			h.logger.Debug("events listener connected")
 			h.wakeAll()
 		}
 		delay = 50 * time.Millisecond
@@ -272,6 +293,7 @@ func (h *Hub) Subscribe(ctx context.Context, id string) (*Subscription, error) {
 	if h.stopped {
 		return nil, ErrStopped
 	}
+	h.listenLocked()
 	f := h.feeds[id]
 	s := &Subscription{hub: h, feed: f, C: make(chan schema.Event, h.o.Buffer), Dropped: make(chan struct{}), catchingUp: true}
 	f.subs[s] = struct{}{}
