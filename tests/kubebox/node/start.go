@@ -223,9 +223,9 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container, no
 			ExitCode: 128, Reason: "StartError", Message: err.Error(),
 			StartedAt: started, FinishedAt: started, ContainerID: "kubebox://" + c.id,
 		}
-		close(done)
 		n.cgroups.remove(cg)
 		n.cpu.remove(cpuCg)
+		close(done)
 		return time.Time{}
 	}
 	// Running once the command is exec'd (after its mounts): see wait.
@@ -376,8 +376,9 @@ func (w *podWorker) wait(c *container, proc *nsinit.Process, clog *containerLog,
 	c.proc = nil
 	c.lastExit = t
 	w.mu.Unlock()
-	close(done)
+	// Before done: the node's stop waits for removals it knows about.
 	w.n.cgroups.remove(cg)
 	w.n.cpu.remove(cpuCg)
+	close(done)
 	w.signal()
 }
