@@ -18,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"k8s.io/client-go/kubernetes"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
+	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/runnerapi"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -71,7 +73,8 @@ type Options struct {
 	AuthCacheTTL time.Duration
 	Templates    *jobtemplates.Catalog // default: jobtemplates.Embedded()
 	Kube         *KubeOptions          // nil: no cluster; builds stay pending
-	Metrics      http.Handler
+	Metrics      http.Handler          // serves /metrics; default: the Registry's metrics
+	Registry     *prometheus.Registry  // where the metrics live; default: a new registry (never the global one)
 	Mount        func(r chi.Router, authed func(http.Handler) http.Handler)
 
 	// Event streams and callbacks.
@@ -110,6 +113,7 @@ type App struct {
 	Auth      *auth.Authenticator
 	Events    *events.Hub
 	Callbacks *callback.Worker
+	Metrics   *metrics.Metrics
 	Handler   http.Handler
 	Logger    *slog.Logger
 
@@ -131,19 +135,30 @@ func New(o Options) (*App, error) {
 		templates = jobtemplates.Embedded()
 	}
 	a := &App{Pool: o.Pool, Store: store.New(o.Pool), Logger: logger, workers: o.Workers, Lifecycle: &lifecycle.Lifecycle{}}
+	m, err := metrics.New(metrics.Options{Registry: o.Registry, Pool: o.Pool, RiverSchema: o.Schema,
+		Templates: templates, Logger: logger, Workers: func() map[string]int {
+			if a.workers == 0 || !a.started.Load() {
+				return nil
+			}
+			return map[string]int{queue.QueueDispatch: a.workers, queue.QueueCallbacks: cmp.Or(o.CallbackWorkers, 10)}
+		}})
+	if err != nil {
+		return nil, err
+	}
+	a.Metrics, a.Lifecycle.OnTransition = m, m.Transition
 	a.Runner = &runnerapi.Server{Pool: o.Pool, Lifecycle: a.Lifecycle, Logger: logger.With("component", "runnerapi")}
 	qo := queue.Options{Schema: o.Schema, Workers: o.Workers, Logger: logger}
 	if k := o.Kube; k != nil && o.Workers > 0 {
 		var err error
 		a.Launcher, err = launcher.New(launcher.Options{Client: k.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
 			Templates: templates, Namespace: k.Namespace, DispatcherURL: k.DispatcherURL, Image: k.Image,
-			MaxInFlight: k.MaxInFlight, RetryAfter: k.RetryAfter, Logger: logger})
+			MaxInFlight: k.MaxInFlight, RetryAfter: k.RetryAfter, Logger: logger, OnLaunch: m.Launch})
 		if err != nil {
 			return nil, err
 		}
 		a.Watcher, err = watcher.New(watcher.Options{Client: k.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
 			Results: a.Runner, Namespace: k.Namespace, ImagePullTimeout: k.ImagePullTimeout,
-			UnschedulableTimeout: k.UnschedulableTimeout, Logger: logger})
+			UnschedulableTimeout: k.UnschedulableTimeout, Logger: logger, OnFailure: m.WatcherFailure})
 		if err != nil {
 			return nil, err
 		}
@@ -155,7 +170,8 @@ func New(o Options) (*App, error) {
 			}, &river.PeriodicJobOpts{ID: "kiln_reconcile"})}
 	}
 	cw, err := callback.NewWorker(callback.Options{Pool: o.Pool, Guard: &callback.Guard{Allow: o.CallbackAllowlist},
-		Logger: logger, Timeout: o.CallbackTimeout, MaxAge: o.CallbackMaxAge, Backoff: o.CallbackBackoff})
+		Logger: logger, Timeout: o.CallbackTimeout, MaxAge: o.CallbackMaxAge, Backoff: o.CallbackBackoff,
+		OnAttempt: m.Callback})
 	if err != nil {
 		return nil, err
 	}
@@ -181,8 +197,12 @@ func New(o Options) (*App, error) {
 	if a.Watcher != nil {
 		a.Intake.AfterCancel = a.Watcher.Enqueue
 	}
+	metricsHandler := o.Metrics
+	if metricsHandler == nil {
+		metricsHandler = m.Handler()
+	}
 	a.Handler = api.NewServer(api.Options{
-		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: o.Metrics,
+		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: metricsHandler,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: logger,

@@ -66,17 +66,20 @@ type Options struct {
 	// Backoff is the wait before retry n (n ≥ 1). Default 10s·2^(n-1),
 	// capped at 1h, with ±10% jitter.
 	Backoff func(attempt int) time.Duration
+	// OnAttempt is told of each recorded attempt's outcome (metrics); may be nil.
+	OnAttempt func(outcome string)
 }
 
 // Worker delivers callbacks: the River worker of queue.CallbackArgs.
 type Worker struct {
 	river.WorkerDefaults[queue.CallbackArgs]
-	pool    *pgxpool.Pool
-	logger  *slog.Logger
-	client  *http.Client
-	timeout time.Duration
-	maxAge  time.Duration
-	backoff func(int) time.Duration
+	pool      *pgxpool.Pool
+	logger    *slog.Logger
+	client    *http.Client
+	timeout   time.Duration
+	maxAge    time.Duration
+	backoff   func(int) time.Duration
+	onAttempt func(outcome string)
 }
 
 // DefaultBackoff is the production wait before retry n.
@@ -115,9 +118,10 @@ func NewWorker(o Options) (*Worker, error) {
 		client: &http.Client{Transport: transport, Timeout: timeout,
 			// Redirects are not followed: a receiver cannot bounce us elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		timeout: timeout,
-		maxAge:  cmp.Or(o.MaxAge, 24*time.Hour),
-		backoff: backoff,
+		timeout:   timeout,
+		maxAge:    cmp.Or(o.MaxAge, 24*time.Hour),
+		backoff:   backoff,
+		onAttempt: o.OnAttempt,
 	}, nil
 }
 
@@ -195,6 +199,9 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 	n, rerr := recordAttempt(context.WithoutCancel(ctx), w.pool, a)
 	if rerr != nil {
 		log.Error("recording callback attempt", "error", rerr)
+	}
+	if w.onAttempt != nil {
+		w.onAttempt(a.Outcome)
 	}
 	log = log.With("attempt", n, "outcome", a.Outcome)
 	switch a.Outcome {

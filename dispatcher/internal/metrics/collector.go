@@ -1,0 +1,230 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+var (
+	descQueueJobs = prometheus.NewDesc("kiln_queue_jobs",
+		"River jobs by queue and state (database-wide: every replica reports the same figure; aggregate with max).",
+		[]string{"queue", "state"}, nil)
+	descQueueOldest = prometheus.NewDesc("kiln_queue_oldest_available_seconds",
+		"Age of the oldest River job that is available to work but not taken, by queue; 0 when none waits.",
+		[]string{"queue"}, nil)
+	descInFlight = prometheus.NewDesc("kiln_builds_in_flight",
+		"Builds not yet terminal, by status (pending, running); database-wide.",
+		[]string{"status"}, nil)
+	descOldestBuild = prometheus.NewDesc("kiln_build_oldest_in_flight_seconds",
+		"Age of the oldest non-terminal build by status and template: since acceptance for pending, since start for running.",
+		[]string{"status", "template"}, nil)
+	descStatsAge = prometheus.NewDesc("kiln_queue_stats_age_seconds",
+		"How old the database-backed figures of this scrape are (they are cached between scrapes).", nil, nil)
+	descStatsQuery = prometheus.NewDesc("kiln_queue_stats_query_seconds",
+		"How long the last refresh of the database-backed figures took.", nil, nil)
+	descStatsErrors = prometheus.NewDesc("kiln_queue_stats_errors_total",
+		"Failed refreshes of the database-backed figures (the previous figures are served).", nil, nil)
+	descWorkers = prometheus.NewDesc("kiln_river_workers",
+		"River workers this process runs, by queue; 0 while it is not working (stopped or insert-only).",
+		[]string{"queue"}, nil)
+)
+
+// riverStates lists every River job state, so each queue reports all of them.
+var riverStates = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStateCancelled,
+	rivertype.JobStateCompleted, rivertype.JobStateDiscarded, rivertype.JobStatePending,
+	rivertype.JobStateRetryable, rivertype.JobStateRunning, rivertype.JobStateScheduled}
+
+// knownQueues always report, even while empty.
+var knownQueues = []string{queue.QueueDispatch, queue.QueueCallbacks}
+
+type buildKey struct{ status, template string }
+
+type dbStats struct {
+	jobs     map[[2]string]float64 // {queue, state}
+	oldest   map[string]float64    // queue
+	inFlight map[string]float64    // status
+	oldestB  map[buildKey]float64
+}
+
+// dbCollector reads queue and in-flight figures from Postgres, at most once
+// per ttl; concurrent scrapes share one refresh.
+type dbCollector struct {
+	pool     *pgxpool.Pool
+	riverJob string
+	ttl      time.Duration
+	timeout  time.Duration
+	template func(string) string
+	logger   *slog.Logger
+
+	mu      sync.Mutex
+	stats   *dbStats
+	at      time.Time
+	took    time.Duration
+	errors  float64
+	now     func() time.Time
+	queries int // refreshes done; for tests
+}
+
+func newDBCollector(pool *pgxpool.Pool, riverSchema string, ttl, timeout time.Duration, template func(string) string, logger *slog.Logger) *dbCollector {
+	table := "river_job"
+	if riverSchema != "" {
+		table = pgx.Identifier{riverSchema, "river_job"}.Sanitize()
+	}
+	return &dbCollector{pool: pool, riverJob: table, ttl: ttl, timeout: timeout, template: template, logger: logger, now: time.Now}
+}
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descQueueJobs, descQueueOldest, descInFlight, descOldestBuild, descStatsAge, descStatsQuery, descStatsErrors} {
+		ch <- d
+	}
+}
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if c.stats == nil || now.Sub(c.at) >= c.ttl {
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		start := time.Now()
+		s, err := c.query(ctx)
+		cancel()
+		c.queries++
+		if err != nil {
+			c.errors++
+			c.logger.Warn("reading queue figures", "error", err)
+		} else {
+			c.stats, c.at, c.took = s, now, time.Since(start)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descStatsErrors, prometheus.CounterValue, c.errors)
+	if c.stats == nil {
+		return // never read: report nothing rather than zeros
+	}
+	ch <- prometheus.MustNewConstMetric(descStatsAge, prometheus.GaugeValue, now.Sub(c.at).Seconds())
+	ch <- prometheus.MustNewConstMetric(descStatsQuery, prometheus.GaugeValue, c.took.Seconds())
+	for k, v := range c.stats.jobs {
+		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, v, k[0], k[1])
+	}
+	for q, v := range c.stats.oldest {
+		ch <- prometheus.MustNewConstMetric(descQueueOldest, prometheus.GaugeValue, v, q)
+	}
+	for s, v := range c.stats.inFlight {
+		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, v, s)
+	}
+	for k, v := range c.stats.oldestB {
+		ch <- prometheus.MustNewConstMetric(descOldestBuild, prometheus.GaugeValue, v, k.status, k.template)
+	}
+}
+
+// query reads every figure in one transaction, so they agree with each other.
+func (c *dbCollector) query(ctx context.Context) (*dbStats, error) {
+	s := &dbStats{jobs: map[[2]string]float64{}, oldest: map[string]float64{},
+		inFlight: map[string]float64{string(schema.StatusPending): 0, string(schema.StatusRunning): 0},
+		oldestB:  map[buildKey]float64{}}
+	for _, q := range knownQueues {
+		for _, st := range riverStates {
+			s.jobs[[2]string{q, string(st)}] = 0
+		}
+		s.oldest[q] = 0
+	}
+	err := pgx.BeginTxFunc(ctx, c.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		// Grouping on the enum and casting the few groups is cheaper than
+		// casting every row.
+		rows, err := tx.Query(ctx, `SELECT queue, state::text, n
+			FROM (SELECT queue, state, count(*) AS n FROM `+c.riverJob+` GROUP BY 1, 2) g`)
+		if err != nil {
+			return fmt.Errorf("counting river jobs: %w", err)
+		}
+		var q, st string
+		var n int64
+		if _, err := pgx.ForEachRow(rows, []any{&q, &st, &n}, func() error {
+			if _, ok := s.oldest[q]; !ok { // a queue Kiln does not know: report its states too
+				for _, rs := range riverStates {
+					s.jobs[[2]string{q, string(rs)}] += 0
+				}
+				s.oldest[q] = 0
+			}
+			s.jobs[[2]string{q, st}] = float64(n)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("counting river jobs: %w", err)
+		}
+		// One index probe per queue and priority on River's (state, queue,
+		// priority, scheduled_at, id) fetching index, however long the queue.
+		queues := make([]string, 0, len(s.oldest))
+		for q := range s.oldest {
+			queues = append(queues, q)
+		}
+		rows, err = tx.Query(ctx, `SELECT q.queue, EXTRACT(EPOCH FROM now() - min(o.scheduled_at))::float8
+			FROM unnest($1::text[]) AS q(queue)
+			CROSS JOIN generate_series(1, 4) AS p(priority)
+			CROSS JOIN LATERAL (SELECT scheduled_at FROM `+c.riverJob+`
+				WHERE state = 'available' AND queue = q.queue AND priority = p.priority
+				ORDER BY scheduled_at LIMIT 1) o
+			GROUP BY 1`, queues)
+		if err != nil {
+			return fmt.Errorf("reading oldest river jobs: %w", err)
+		}
+		var age float64
+		if _, err := pgx.ForEachRow(rows, []any{&q, &age}, func() error {
+			s.oldest[q] = max(age, 0)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("reading oldest river jobs: %w", err)
+		}
+		// Served by the builds_active partial index.
+		rows, err = tx.Query(ctx, `SELECT status, COALESCE(spec->>'template', ''), count(*),
+				EXTRACT(EPOCH FROM now() - min(CASE WHEN status = 'running' THEN COALESCE(started_at, created_at) ELSE created_at END))::float8
+			FROM builds WHERE status IN ('pending', 'running') GROUP BY 1, 2`)
+		if err != nil {
+			return fmt.Errorf("counting builds in flight: %w", err)
+		}
+		var tmpl string
+		if _, err := pgx.ForEachRow(rows, []any{&st, &tmpl, &n, &age}, func() error {
+			s.inFlight[st] += float64(n)
+			k := buildKey{st, c.template(tmpl)}
+			s.oldestB[k] = max(s.oldestB[k], age, 0)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("counting builds in flight: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// workersCollector reports this process's River workers.
+type workersCollector struct{ workers func() map[string]int }
+
+func newWorkersCollector(f func() map[string]int) *workersCollector { return &workersCollector{f} }
+
+func (c *workersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descWorkers }
+
+func (c *workersCollector) Collect(ch chan<- prometheus.Metric) {
+	var w map[string]int
+	if c.workers != nil {
+		w = c.workers()
+	}
+	for _, q := range knownQueues {
+		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(w[q]), q)
+	}
+	for q, n := range w {
+		if q != queue.QueueDispatch && q != queue.QueueCallbacks {
+			ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), q)
+		}
+	}
+}

@@ -1,0 +1,133 @@
+package metrics
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
+)
+
+// fillRiver inserts n River jobs: per ten, 6 completed, 1 available (an
+// hour old), 1 scheduled, 1 retryable and 1 running; every fourth on the
+// callbacks queue, the rest on dispatch.
+func fillRiver(t testing.TB, db *pgtest.DB, n int) {
+	t.Helper()
+	_, err := db.Pool.Exec(context.Background(), `
+		INSERT INTO river_job (kind, max_attempts, queue, state, args, scheduled_at, attempted_at, finalized_at)
+		SELECT 'kiln_dispatch', 25, CASE WHEN i % 4 = 0 THEN 'callbacks' ELSE 'dispatch' END, s.state::river_job_state,
+			jsonb_build_object('build_id', gen_random_uuid(), 'project_id', gen_random_uuid()),
+			CASE WHEN s.state = 'scheduled' THEN now() + interval '1 hour' ELSE now() - interval '1 hour' END,
+			CASE WHEN s.state IN ('running', 'completed', 'retryable') THEN now() END,
+			CASE WHEN s.state = 'completed' THEN now() END
+		FROM generate_series(1, $1) i,
+			LATERAL (SELECT (ARRAY['completed','completed','completed','completed','completed','completed',
+				'available','scheduled','retryable','running'])[1 + i % 10] AS state) s`, n)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(context.Background(), `ANALYZE river_job`)
+	require.NoError(t, err)
+}
+
+// The queue figures are right with 100k River jobs, a refresh is one short
+// round of queries, and scrapes within the TTL reuse it.
+func TestQueueStats100k(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	const n = 100_000
+	fillRiver(t, db, n)
+	c := newDBCollector(db.Pool, db.Schema, 5*time.Second, 10*time.Second, func(s string) string { return s }, discard())
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(c))
+
+	start := time.Now()
+	count, err := testutil.GatherAndCount(reg, "kiln_queue_jobs")
+	refresh := time.Since(start)
+	require.NoError(t, err)
+	assert.Equal(t, 2*len(riverStates), count, "every state of both queues")
+	assert.Equal(t, 1, c.queries)
+
+	total := 0.0
+	for k, v := range c.stats.jobs {
+		total += v
+		if k == [2]string{"dispatch", "available"} {
+			assert.Equal(t, 5000.0, v) // i ≡ 6 (mod 10) is even: half of those are on callbacks
+		}
+	}
+	assert.Equal(t, float64(n), total)
+	assert.InDelta(t, 3600, c.stats.oldest["dispatch"], 60)
+	assert.InDelta(t, 3600, c.stats.oldest["callbacks"], 60)
+
+	// Within the TTL: no query.
+	start = time.Now()
+	const cached = 100
+	for range cached {
+		_, err := reg.Gather()
+		require.NoError(t, err)
+	}
+	perCached := time.Since(start) / cached
+	assert.Equal(t, 1, c.queries)
+	now = now.Add(5 * time.Second)
+	_, err = reg.Gather()
+	require.NoError(t, err)
+	assert.Equal(t, 2, c.queries, "refreshed once the TTL passed")
+	t.Logf("100k river_job rows: refresh (3 queries) %v, cached scrape %v, last refresh query %v", refresh, perCached, c.took)
+}
+
+// A failing refresh keeps serving the previous figures and counts the error.
+func TestQueueStatsError(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	c := newDBCollector(db.Pool, db.Schema, time.Nanosecond, 10*time.Second, func(s string) string { return s }, discard())
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(c))
+	_, err := reg.Gather()
+	require.NoError(t, err)
+	c.riverJob = "no_such_table"
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	names := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			names[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	assert.Equal(t, 1.0, names["kiln_queue_stats_errors_total"])
+	assert.Contains(t, names, "kiln_queue_jobs")
+}
+
+// BenchmarkQueueStats measures a refresh of the database figures with 100k
+// River jobs against a plain count(*) of the same table (the baseline).
+func BenchmarkQueueStats(b *testing.B) {
+	db := pgtest.New(b)
+	fillRiver(b, db, 100_000)
+	c := newDBCollector(db.Pool, db.Schema, 0, 10*time.Second, func(s string) string { return s }, discard())
+	b.Run("count_baseline", func(b *testing.B) {
+		for b.Loop() {
+			var n int
+			require.NoError(b, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job`).Scan(&n))
+		}
+	})
+	b.Run("refresh", func(b *testing.B) {
+		for b.Loop() {
+			_, err := c.query(context.Background())
+			require.NoError(b, err)
+		}
+	})
+	c.ttl = time.Hour
+	b.Run("cached_scrape", func(b *testing.B) {
+		ch := make(chan prometheus.Metric, 1000)
+		for b.Loop() {
+			c.Collect(ch)
+			for len(ch) > 0 {
+				<-ch
+			}
+		}
+	})
+}

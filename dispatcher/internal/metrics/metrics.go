@@ -1,0 +1,263 @@
+package metrics
+
+import (
+	"cmp"
+	"log/slog"
+	"maps"
+	"math"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// TemplateOther is the template label of a build whose template is not in
+// the catalog (it cannot be launched, but its name must not add a series).
+const TemplateOther = "other"
+
+// Options configures New.
+type Options struct {
+	// Registry receives every metric, including the Go and process
+	// collectors. Default: a new registry (never the global default one).
+	Registry *prometheus.Registry
+	// Pool is read by the queue collector; nil leaves the database-backed
+	// metrics (kiln_queue_*, kiln_builds_in_flight, ...) out.
+	Pool *pgxpool.Pool
+	// RiverSchema is the Postgres schema of River's tables; default: search_path.
+	RiverSchema string
+	// Templates bounds the template label; default: jobtemplates.Embedded().
+	Templates *jobtemplates.Catalog
+	// CacheTTL is how long the database-backed figures are reused between
+	// scrapes; default 5s.
+	CacheTTL time.Duration
+	// QueryTimeout bounds the collector's queries; default 5s.
+	QueryTimeout time.Duration
+	// Workers reports this process's River workers by queue (empty while
+	// they are not running); nil reports none.
+	Workers func() map[string]int
+	// Logger; default: discard.
+	Logger *slog.Logger
+}
+
+// Metrics holds the dispatcher's metrics and the hooks that feed them.
+type Metrics struct {
+	registry  *prometheus.Registry
+	templates map[string]bool
+	logger    *slog.Logger
+
+	builds         *prometheus.CounterVec
+	started        *prometheus.CounterVec
+	queueWait      *prometheus.HistogramVec
+	run            *prometheus.HistogramVec
+	duration       *prometheus.HistogramVec
+	launch         prometheus.Histogram
+	launchErrors   *prometheus.CounterVec
+	callbacks      *prometheus.CounterVec
+	cost           *prometheus.CounterVec
+	tokens         *prometheus.CounterVec
+	turns          *prometheus.HistogramVec
+	reasonMismatch prometheus.Counter
+
+	db *dbCollector
+}
+
+// Bucket layouts, in seconds.
+var (
+	queueWaitBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200}
+	runBuckets       = []float64{5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, 43200, 86400}
+	launchBuckets    = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	turnBuckets      = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500}
+)
+
+// New registers the dispatcher's metrics on o.Registry.
+func New(o Options) (*Metrics, error) {
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	catalog := cmp.Or(o.Templates, jobtemplates.Embedded())
+	m := &Metrics{
+		registry:  reg,
+		templates: map[string]bool{},
+		logger:    cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "metrics"),
+		builds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_builds_total",
+			Help: "Builds that reached a terminal status, by outcome (completed, failed, cancelled), failure reason and template."},
+			[]string{"outcome", "reason", "template"}),
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_builds_started_total",
+			Help: "Builds whose Job was created and that became running, by template."}, []string{"template"}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_build_queue_wait_seconds",
+			Help:    "Time from acceptance to running (or to the end, for builds that never ran) of terminal builds.",
+			Buckets: queueWaitBuckets}, []string{"template", "outcome"}),
+		run: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_build_run_seconds",
+			Help:    "Time from running to terminal of builds that ran.",
+			Buckets: runBuckets}, []string{"template", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_build_duration_seconds",
+			Help:    "Time from acceptance to terminal status.",
+			Buckets: runBuckets}, []string{"template", "outcome"}),
+		launch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kiln_job_launch_seconds",
+			Help:    "Time to create a build's Job and Secret and mark it running (successful launches).",
+			Buckets: launchBuckets}),
+		launchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_job_launch_errors_total",
+			Help: "Failed attempts at creating a build's Job, by reason."}, []string{"reason"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_callback_deliveries_total",
+			Help: "Callback delivery attempts, by outcome (delivered, retry, failed)."}, []string{"outcome"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_agent_cost_usd_total",
+			Help: "Cost the agents reported, in US dollars, by template."}, []string{"template"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_agent_tokens_total",
+			Help: "Tokens the agents reported, by direction (input, output) and template."}, []string{"direction", "template"}),
+		turns: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_agent_turns",
+			Help: "Agent turns per build that reported usage.", Buckets: turnBuckets}, []string{"template"}),
+		reasonMismatch: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_metrics_reason_mismatch_total",
+			Help: "Watcher failures whose reason code differs from the reason kiln_builds_total recorded (a bug to report)."}),
+	}
+	deadline := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_template_deadline_seconds",
+		Help: "The activeDeadlineSeconds of each job template in the catalog."}, []string{"template"})
+	for _, name := range catalog.Names() {
+		m.templates[name] = true
+		if t, ok := catalog.Get(name); ok {
+			deadline.WithLabelValues(name).Set(float64(t.ActiveDeadlineSeconds))
+		}
+	}
+	m.initSeries()
+
+	cs := []prometheus.Collector{m.builds, m.started, m.queueWait, m.run, m.duration, m.launch, m.launchErrors,
+		m.callbacks, m.cost, m.tokens, m.turns, m.reasonMismatch, deadline,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	cs = append(cs, newWorkersCollector(o.Workers))
+	if o.Pool != nil {
+		m.db = newDBCollector(o.Pool, o.RiverSchema, cmp.Or(o.CacheTTL, 5*time.Second),
+			cmp.Or(o.QueryTimeout, 5*time.Second), m.template, m.logger)
+		cs = append(cs, m.db)
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// initSeries creates every series of the fixed label sets at zero, so rates
+// and ratios exist before the first event.
+func (m *Metrics) initSeries() {
+	names := append(slices.Sorted(maps.Keys(m.templates)), TemplateOther)
+	for _, t := range names {
+		m.builds.WithLabelValues(string(schema.StatusCompleted), ReasonNone, t)
+		m.builds.WithLabelValues(string(schema.StatusCancelled), ReasonCancelled, t)
+		for _, r := range FailureReasons {
+			m.builds.WithLabelValues(string(schema.StatusFailed), r, t)
+		}
+		m.started.WithLabelValues(t)
+	}
+	for _, r := range LaunchReasons {
+		m.launchErrors.WithLabelValues(r)
+	}
+	for _, o := range []string{callback.OutcomeDelivered, callback.OutcomeRetry, callback.OutcomeFailed} {
+		m.callbacks.WithLabelValues(o)
+	}
+}
+
+// Registry is where the metrics live.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the registry in the Prometheus exposition format. A failing
+// collector leaves its metrics out rather than failing the whole scrape.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		Registry:            m.registry, // promhttp_metric_handler_errors_total
+		MaxRequestsInFlight: 4,
+		Timeout:             20 * time.Second,
+	})
+}
+
+func (m *Metrics) template(name string) string {
+	if name == "" {
+		name = schema.DefaultTemplate
+	}
+	if m.templates[name] {
+		return name
+	}
+	return TemplateOther
+}
+
+// Transition observes a committed status change (lifecycle.OnTransition).
+func (m *Metrics) Transition(b *store.Build) {
+	if b == nil {
+		return
+	}
+	tmpl := m.template(b.Spec.Template)
+	if b.Status == schema.StatusRunning {
+		m.started.WithLabelValues(tmpl).Inc()
+		return
+	}
+	if !b.Status.Terminal() {
+		return
+	}
+	outcome := string(b.Status)
+	m.builds.WithLabelValues(outcome, Reason(b), tmpl).Inc()
+	end := time.Now()
+	if b.FinishedAt != nil {
+		end = *b.FinishedAt
+	}
+	if b.StartedAt != nil {
+		m.queueWait.WithLabelValues(tmpl, outcome).Observe(seconds(b.StartedAt.Sub(b.CreatedAt)))
+		m.run.WithLabelValues(tmpl, outcome).Observe(seconds(end.Sub(*b.StartedAt)))
+	} else {
+		m.queueWait.WithLabelValues(tmpl, outcome).Observe(seconds(end.Sub(b.CreatedAt)))
+	}
+	m.duration.WithLabelValues(tmpl, outcome).Observe(seconds(end.Sub(b.CreatedAt)))
+	if b.Result != nil && b.Result.Usage != nil {
+		u := b.Result.Usage
+		if u.CostUSD > 0 && !math.IsInf(u.CostUSD, 0) {
+			m.cost.WithLabelValues(tmpl).Add(u.CostUSD)
+		}
+		m.tokens.WithLabelValues("input", tmpl).Add(float64(max(u.InputTokens, 0)))
+		m.tokens.WithLabelValues("output", tmpl).Add(float64(max(u.OutputTokens, 0)))
+		m.turns.WithLabelValues(tmpl).Observe(float64(max(u.Turns, 0)))
+	}
+}
+
+// Launch observes an attempt at creating a build's Job (launcher.OnLaunch).
+func (m *Metrics) Launch(_ *store.Build, took time.Duration, err error) {
+	if err != nil {
+		m.launchErrors.WithLabelValues(LaunchReason(err)).Inc()
+		return
+	}
+	m.launch.Observe(seconds(took))
+}
+
+// WatcherFailure checks the watcher's reason code against the reason the
+// build was counted under (watcher.OnFailure); a difference means the
+// classification in Reason has drifted from the watcher's messages.
+func (m *Metrics) WatcherFailure(b *store.Build, code string) {
+	if b == nil || !slices.Contains(FailureReasons, code) {
+		return
+	}
+	if got := Reason(b); got != code {
+		m.reasonMismatch.Inc()
+		m.logger.Warn("failure reason classified differently from the watcher's code",
+			"build_id", b.ID, "code", code, "classified", got)
+	}
+}
+
+// Callback observes a callback delivery attempt by outcome (callback.Options.OnAttempt).
+func (m *Metrics) Callback(outcome string) {
+	switch outcome {
+	case callback.OutcomeDelivered, callback.OutcomeRetry, callback.OutcomeFailed:
+	default:
+		outcome = callback.OutcomeFailed
+	}
+	m.callbacks.WithLabelValues(outcome).Inc()
+}
+
+func seconds(d time.Duration) float64 { return max(d.Seconds(), 0) }

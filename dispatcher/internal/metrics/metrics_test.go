@@ -1,0 +1,353 @@
+package metrics_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
+	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	kiln "github.com/kilnbuild/kiln/schema"
+)
+
+// Families is a parsed scrape.
+type Families map[string]*dto.MetricFamily
+
+// Scrape GETs url's /metrics, checks the exposition lints clean and parses it.
+func Scrape(t testing.TB, baseURL string) Families {
+	t.Helper()
+	res, err := http.Get(baseURL + "/metrics")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
+	problems, err := promlint.New(bytes.NewReader(body)).Lint()
+	require.NoError(t, err)
+	require.Empty(t, problems, "the exposition lints clean")
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	require.NoError(t, err)
+	return fams
+}
+
+func match(m *dto.Metric, labels []string) bool {
+	for i := 0; i+1 < len(labels); i += 2 {
+		found := false
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// Value sums the counters or gauges of name whose labels include labels (name, value pairs).
+func (f Families) Value(name string, labels ...string) float64 {
+	var v float64
+	for _, m := range f[name].GetMetric() {
+		if match(m, labels) {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+		}
+	}
+	return v
+}
+
+// Hist sums the count and sum of the histograms of name matching labels.
+func (f Families) Hist(name string, labels ...string) (count uint64, sum float64) {
+	for _, m := range f[name].GetMetric() {
+		if match(m, labels) {
+			count += m.GetHistogram().GetSampleCount()
+			sum += m.GetHistogram().GetSampleSum()
+		}
+	}
+	return count, sum
+}
+
+type env struct {
+	t       *testing.T
+	db      *pgtest.DB
+	app     *app.App
+	reg     *prometheus.Registry
+	srv     *httptest.Server
+	admin   string
+	project string
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	t.Parallel()
+	db := pgtest.New(t)
+	allow, err := callback.ParseAllowlist("127.0.0.1")
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema, Workers: 2, Registry: reg,
+		Logger: slog.New(slog.DiscardHandler), CallbackAllowlist: allow, CallbackTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Stop(ctx)
+	})
+	srv := httptest.NewServer(a.Handler)
+	t.Cleanup(srv.Close)
+	tok, err := auth.Issue(context.Background(), db.Pool, "admin-bot", true, nil)
+	require.NoError(t, err)
+	e := &env{t: t, db: db, app: a, reg: reg, srv: srv, admin: tok}
+	var p kiln.Project
+	e.post("/projects", map[string]any{"name": "web"}, http.StatusCreated, &p)
+	e.project = p.ID
+	return e
+}
+
+func (e *env) post(path string, body any, want int, out any) {
+	e.t.Helper()
+	j, err := json.Marshal(body)
+	require.NoError(e.t, err)
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, bytes.NewReader(j))
+	require.NoError(e.t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(e.t, err)
+	require.Equal(e.t, want, res.StatusCode, "POST %s: %s", path, b)
+	if out != nil {
+		require.NoError(e.t, json.Unmarshal(b, out))
+	}
+}
+
+// submit starts a build through the API and returns its id.
+func (e *env) submit(spec map[string]any) string {
+	e.t.Helper()
+	var acc kiln.BuildAccepted
+	e.post("/projects/"+e.project+"/builds", spec, http.StatusAccepted, &acc)
+	return acc.TaskID
+}
+
+func (e *env) transition(id string, t store.Transition) {
+	e.t.Helper()
+	_, err := e.app.Lifecycle.TransitionNow(context.Background(), e.db.Pool, id, t)
+	require.NoError(e.t, err)
+}
+
+func (e *env) running(id string) {
+	e.t.Helper()
+	e.transition(id, store.Transition{To: kiln.StatusRunning, JobName: "kiln-" + id[:8]})
+}
+
+func (e *env) result(id string, res kiln.BuildResult) {
+	e.t.Helper()
+	ack, err := e.app.Runner.Accept(context.Background(), id, res, "test")
+	require.NoError(e.t, err)
+	require.True(e.t, ack.Accepted)
+}
+
+// Builds submitted through the API and finished through the runner API and
+// the lifecycle show up in a scrape of /metrics with the right values.
+func TestBuildMetricsThroughAPI(t *testing.T) {
+	e := setup(t)
+	var delivered atomic.Int32
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		delivered.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
+
+	ok := e.submit(map[string]any{"prompt": "ok", "callback_url": receiver.URL + "/cb"})
+	e.running(ok)
+	e.result(ok, kiln.BuildResult{Success: true, CommitSHA: "abc", DurationMS: 1200,
+		Usage: &kiln.Usage{CostUSD: 0.25, Turns: 7, InputTokens: 1000, OutputTokens: 200}})
+
+	agentFailed := e.submit(map[string]any{"prompt": "fails", "template": "readonly"})
+	e.running(agentFailed)
+	e.result(agentFailed, kiln.BuildResult{Success: false, Error: "the agent gave up",
+		Usage: &kiln.Usage{CostUSD: 0.5, Turns: 3, InputTokens: 10, OutputTokens: 5}})
+
+	timedOut := e.submit(map[string]any{"prompt": "slow"})
+	e.running(timedOut)
+	e.transition(timedOut, store.Transition{To: kiln.StatusFailed, Error: "timed out after 1h0m0s"})
+
+	cancelled := e.submit(map[string]any{"prompt": "never mind"})
+	e.post("/builds/"+cancelled+"/cancel", map[string]any{}, http.StatusOK, nil)
+
+	e.submit(map[string]any{"prompt": "waits"}) // stays pending
+	e.running(e.submit(map[string]any{"prompt": "runs"}))
+
+	require.Eventually(t, func() bool {
+		return Scrape(t, e.srv.URL).Value("kiln_callback_deliveries_total", "outcome", "delivered") == 1
+	}, 30*time.Second, 50*time.Millisecond, "the callback delivery is counted")
+	assert.EqualValues(t, 1, delivered.Load())
+
+	f := Scrape(t, e.srv.URL)
+	for _, c := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"outcome", "completed", "reason", "none", "template", "default"}, 1},
+		{[]string{"outcome", "failed", "reason", "runner_error", "template", "readonly"}, 1},
+		{[]string{"outcome", "failed", "reason", "timeout", "template", "default"}, 1},
+		{[]string{"outcome", "cancelled", "reason", "cancelled", "template", "default"}, 1},
+		{[]string{"outcome", "failed", "reason", "oom"}, 0},
+		{nil, 4},
+	} {
+		assert.Equal(t, c.want, f.Value("kiln_builds_total", c.labels...), "kiln_builds_total%v", c.labels)
+	}
+	assert.Equal(t, 4.0, f.Value("kiln_builds_started_total"))
+	assert.Equal(t, 1.0, f.Value("kiln_builds_in_flight", "status", "pending"))
+	assert.Equal(t, 1.0, f.Value("kiln_builds_in_flight", "status", "running"))
+	assert.Positive(t, f.Value("kiln_build_oldest_in_flight_seconds", "status", "running", "template", "default"))
+	assert.Equal(t, 0.75, f.Value("kiln_agent_cost_usd_total"))
+	assert.Equal(t, 1010.0, f.Value("kiln_agent_tokens_total", "direction", "input"))
+	assert.Equal(t, 205.0, f.Value("kiln_agent_tokens_total", "direction", "output"))
+	n, sum := f.Hist("kiln_agent_turns")
+	assert.EqualValues(t, 2, n)
+	assert.Equal(t, 10.0, sum)
+
+	n, _ = f.Hist("kiln_build_duration_seconds")
+	assert.EqualValues(t, 4, n, "every terminal build has a total duration")
+	n, _ = f.Hist("kiln_build_run_seconds")
+	assert.EqualValues(t, 3, n, "the cancelled build never ran")
+	n, _ = f.Hist("kiln_build_queue_wait_seconds", "outcome", "cancelled")
+	assert.EqualValues(t, 1, n, "a build cancelled while pending waited until its end")
+	n, _ = f.Hist("kiln_build_run_seconds", "template", "readonly", "outcome", "failed")
+	assert.EqualValues(t, 1, n)
+
+	// River's jobs: one dispatch job per build, whatever state each is in
+	// (without a cluster the dispatch worker snoozes them); the exact counts
+	// by state are checked with 100k jobs in TestQueueStats100k.
+	assert.Equal(t, 6.0, f.Value("kiln_queue_jobs", "queue", "dispatch"))
+	for _, st := range []string{"available", "running", "retryable", "scheduled", "completed", "discarded", "pending", "cancelled"} {
+		assert.Contains(t, labelValues(f["kiln_queue_jobs"], "state"), st, "every River state is reported")
+	}
+	assert.Equal(t, 2.0, f.Value("kiln_river_workers", "queue", "dispatch"))
+	assert.Equal(t, 10.0, f.Value("kiln_river_workers", "queue", "callbacks"))
+	assert.Positive(t, f.Value("kiln_template_deadline_seconds", "template", "default"))
+	assert.Zero(t, f.Value("kiln_queue_stats_errors_total"))
+
+	// The Go and process collectors are there too.
+	assert.Contains(t, f, "go_goroutines")
+	assert.Contains(t, f, "process_resident_memory_bytes")
+
+	// The registry itself lints clean (names, units, help).
+	problems, err := testutil.GatherAndLint(e.reg)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+}
+
+func labelValues(mf *dto.MetricFamily, name string) []string {
+	var out []string
+	for _, m := range mf.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == name {
+				out = append(out, lp.GetValue())
+			}
+		}
+	}
+	return out
+}
+
+// Hooks that have no cluster here (launcher, watcher) feed their metrics,
+// and label values stay within their fixed sets.
+func TestHooks(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(metrics.Options{Registry: reg})
+	require.NoError(t, err)
+	b := &store.Build{}
+	m.Launch(b, 150*time.Millisecond, nil)
+	m.Launch(b, time.Second, apierrors.NewForbidden(schema.GroupResource{Resource: "jobs"}, "x", errors.New("exceeded quota: q")))
+	m.Launch(b, time.Second, apierrors.NewInvalid(schema.GroupKind{Kind: "Job"}, "x", nil))
+	m.Launch(b, time.Second, errors.New("dial tcp: connection refused"))
+	m.Callback(callback.OutcomeRetry)
+	m.Callback("surprising")
+
+	// An unknown template is counted as "other", never as a new series.
+	now := time.Now()
+	m.Transition(&store.Build{Build: kiln.Build{Status: kiln.StatusFailed, Spec: kiln.BuildSpec{Template: "gone"},
+		Error: "out of memory (limit 1Gi)", CreatedAt: now.Add(-time.Minute), FinishedAt: &now}})
+	m.WatcherFailure(&store.Build{Build: kiln.Build{Status: kiln.StatusFailed, Error: "out of memory (limit 1Gi)"}}, "oom")
+	m.WatcherFailure(&store.Build{Build: kiln.Build{Status: kiln.StatusFailed, Error: "something new"}}, "oom")
+
+	srv := httptest.NewServer(m.Handler())
+	t.Cleanup(srv.Close)
+	f := Scrape(t, srv.URL)
+	n, sum := f.Hist("kiln_job_launch_seconds")
+	assert.EqualValues(t, 1, n)
+	assert.InDelta(t, 0.15, sum, 1e-9)
+	assert.Equal(t, 1.0, f.Value("kiln_job_launch_errors_total", "reason", "quota_exceeded"))
+	assert.Equal(t, 1.0, f.Value("kiln_job_launch_errors_total", "reason", "invalid"))
+	assert.Equal(t, 1.0, f.Value("kiln_job_launch_errors_total", "reason", "other"))
+	assert.Equal(t, 1.0, f.Value("kiln_callback_deliveries_total", "outcome", "retry"))
+	assert.Equal(t, 1.0, f.Value("kiln_callback_deliveries_total", "outcome", "failed"))
+	assert.Equal(t, 1.0, f.Value("kiln_builds_total", "outcome", "failed", "reason", "oom", "template", "other"))
+	assert.Equal(t, 1.0, f.Value("kiln_metrics_reason_mismatch_total"))
+	assert.NotContains(t, labelValues(f["kiln_builds_total"], "template"), "gone")
+	assert.NotContains(t, f, "kiln_queue_jobs", "no pool: no database figures")
+	for _, mf := range f {
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				assert.False(t, strings.Contains(lp.GetValue(), " "), "label %s=%q", lp.GetName(), lp.GetValue())
+			}
+		}
+	}
+}
+
+func TestReason(t *testing.T) {
+	t.Parallel()
+	res := &kiln.BuildResult{Success: false, Error: "push rejected"}
+	for _, c := range []struct {
+		status kiln.Status
+		err    string
+		result *kiln.BuildResult
+		want   string
+	}{
+		{kiln.StatusCompleted, "", &kiln.BuildResult{Success: true}, metrics.ReasonNone},
+		{kiln.StatusCancelled, "cancelled by bot", nil, metrics.ReasonCancelled},
+		{kiln.StatusFailed, "push rejected", res, metrics.ReasonRunnerError},
+		{kiln.StatusFailed, "job deleted", nil, metrics.ReasonJobDeleted},
+		{kiln.StatusFailed, "timed out after 1h0m0s", nil, metrics.ReasonTimeout},
+		{kiln.StatusFailed, "out of memory (limit 2Gi)", nil, metrics.ReasonOOM},
+		{kiln.StatusFailed, "runner exited with code 2 without a result: boom", nil, metrics.ReasonNoResult},
+		{kiln.StatusFailed, "image pull failed for x: ErrImagePull: no", nil, metrics.ReasonImagePull},
+		{kiln.StatusFailed, "unschedulable: 0/1 nodes are available", nil, metrics.ReasonUnschedulable},
+		{kiln.StatusFailed, "the Job's pod could not be created: forbidden", nil, metrics.ReasonPodCreate},
+		{kiln.StatusFailed, `template "x": unknown template`, nil, metrics.ReasonLaunchRejected},
+		{kiln.StatusFailed, "the Kubernetes API rejected the Job: bad", nil, metrics.ReasonLaunchRejected},
+		{kiln.StatusFailed, "something else", nil, metrics.ReasonOther},
+	} {
+		b := &store.Build{Build: kiln.Build{Status: c.status, Error: c.err, Result: c.result}}
+		assert.Equal(t, c.want, metrics.Reason(b), "%s %q", c.status, c.err)
+	}
+}
