@@ -202,7 +202,7 @@ func TestHundredWatchers(t *testing.T) {
 		var seq int64
 		_ = e.db.Pool.QueryRow(context.Background(), "SELECT event_seq FROM builds WHERE id = $1", id).Scan(&seq)
 		return seq == extra+1
-	}, 30*time.Second, 10*time.Millisecond)
+	}, 90*time.Second, 10*time.Millisecond)
 	e.finish(id, schema.StatusCompleted)
 	wg.Wait()
 	for i := range watchers {

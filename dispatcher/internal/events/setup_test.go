@@ -26,7 +26,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// Keep-alive connections of http.DefaultClient close shortly after their server.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
 }
 
 type env struct {
@@ -151,7 +154,7 @@ func (e *env) wsDial(base, id, token, query string) *websocket.Conn {
 func wsRead(t *testing.T, c *websocket.Conn, max int) ([]schema.Event, error) {
 	t.Helper()
 	var out []schema.Event
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for max <= 0 || len(out) < max {
 		_, b, err := c.Read(ctx)
@@ -168,7 +171,7 @@ func wsRead(t *testing.T, c *websocket.Conn, max int) ([]schema.Event, error) {
 // collect reads SSE frames until "end" (returned) or until want events came.
 func collect(t *testing.T, ch <-chan frame, want int) (evs []schema.Event, last frame) {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
+	timeout := time.After(90 * time.Second)
 	for {
 		select {
 		case f, ok := <-ch:
