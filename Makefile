@@ -30,14 +30,22 @@ lint: ## go vet and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tests/kubebox/')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 .PHONY: test
-test: postgres lint test-go test-kubebox ## run every test (what CI runs)
+test: postgres lint test-ops test-go test-kubebox ## run every test (what CI runs)
 
 .PHONY: test-go
 test-go: postgres build kubebox-build ## the product's tests, with the race detector (end-to-end ones on kubebox)
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+.PHONY: promtool
+promtool: ## make sure promtool is installed (Debian's prometheus package)
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+.PHONY: test-ops
+test-ops: postgres promtool ## alerting rules (promtool check/test), dashboard PromQL and metric names against a real /metrics
+	$(GO) test -race -count=1 ./tests/ops/... ./dispatcher/internal/metrics/...
+
 .PHONY: bench
-bench: bench-intake bench-events bench-dispatch ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events bench-dispatch bench-metrics ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
@@ -50,6 +58,10 @@ bench-events: postgres build ## events/s via the runner path vs plain INSERT; fa
 .PHONY: bench-dispatch
 bench-dispatch: postgres build kubebox-build ## submit → Job created p50/p99 at 5 and 20 builds/s vs a plain client-go Job create, on kubebox
 	$(GO) run ./tests/bench/dispatch
+
+.PHONY: bench-metrics
+bench-metrics: postgres ## /metrics queue figures with 100k River jobs: refresh and cached scrape vs a plain count(*)
+	$(GO) test -run '^$$' -bench QueueStats -benchtime 20x ./dispatcher/internal/metrics
 
 .PHONY: demo
 demo: postgres build kubebox-build ## run the whole flow on this machine: Postgres, kubebox, dispatcher, a project pod, a build with curl

@@ -60,12 +60,13 @@ type dbStats struct {
 // dbCollector reads queue and in-flight figures from Postgres, at most once
 // per ttl; concurrent scrapes share one refresh.
 type dbCollector struct {
-	pool     *pgxpool.Pool
-	riverJob string
-	ttl      time.Duration
-	timeout  time.Duration
-	template func(string) string
-	logger   *slog.Logger
+	pool      *pgxpool.Pool
+	riverJob  string
+	ttl       time.Duration
+	timeout   time.Duration
+	template  func(string) string
+	templates []string // always reported in kiln_build_oldest_in_flight_seconds, 0 when none
+	logger    *slog.Logger
 
 	mu      sync.Mutex
 	stats   *dbStats
@@ -76,12 +77,13 @@ type dbCollector struct {
 	queries int // refreshes done; for tests
 }
 
-func newDBCollector(pool *pgxpool.Pool, riverSchema string, ttl, timeout time.Duration, template func(string) string, logger *slog.Logger) *dbCollector {
+func newDBCollector(pool *pgxpool.Pool, riverSchema string, ttl, timeout time.Duration, template func(string) string, templates []string, logger *slog.Logger) *dbCollector {
 	table := "river_job"
 	if riverSchema != "" {
 		table = pgx.Identifier{riverSchema, "river_job"}.Sanitize()
 	}
-	return &dbCollector{pool: pool, riverJob: table, ttl: ttl, timeout: timeout, template: template, logger: logger, now: time.Now}
+	return &dbCollector{pool: pool, riverJob: table, ttl: ttl, timeout: timeout, template: template, templates: templates,
+		logger: logger, now: time.Now}
 }
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -137,6 +139,11 @@ func (c *dbCollector) query(ctx context.Context) (*dbStats, error) {
 			s.jobs[[2]string{q, string(st)}] = 0
 		}
 		s.oldest[q] = 0
+	}
+	for _, t := range c.templates {
+		for st := range s.inFlight {
+			s.oldestB[buildKey{st, t}] = 0
+		}
 	}
 	err := pgx.BeginTxFunc(ctx, c.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		// Grouping on the enum and casting the few groups is cheaper than

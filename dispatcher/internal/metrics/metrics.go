@@ -135,7 +135,7 @@ func New(o Options) (*Metrics, error) {
 	cs = append(cs, newWorkersCollector(o.Workers))
 	if o.Pool != nil {
 		m.db = newDBCollector(o.Pool, o.RiverSchema, cmp.Or(o.CacheTTL, 5*time.Second),
-			cmp.Or(o.QueryTimeout, 5*time.Second), m.template, m.logger)
+			cmp.Or(o.QueryTimeout, 5*time.Second), m.template, catalog.Names(), m.logger)
 		cs = append(cs, m.db)
 	}
 	for _, c := range cs {
