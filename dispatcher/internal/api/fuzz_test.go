@@ -1,0 +1,59 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// FuzzBuildSpecBody feeds arbitrary bodies through the same decoding and
+// validation a submission gets: it never panics, and every refusal is a
+// problem that names a field (or the body) and a rule.
+func FuzzBuildSpecBody(f *testing.F) {
+	for _, seed := range []string{
+		`{"prompt":"x"}`,
+		`{"prompt":"x","template":"default","variables":{"a":"b"},"auto_commit":true,"auto_push":false,"callback_url":"https://h/x"}`,
+		`{"prompt":"","variables":{"a-b":"1"},"callback_url":"ftp://x"}`,
+		`{"prompt":1}`, `{"variables":{"a":1}}`, `{"promt":"x"}`, `[]`, `{`, ``, `{"prompt":"x"} {}`, "{\n\"prompt\": \"x\",\n oops}",
+	} {
+		f.Add([]byte(seed))
+	}
+	templates := jobtemplates.Embedded()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest("POST", "/projects/x/builds", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		var spec schema.BuildSpec
+		err := decodeJSON(httptest.NewRecorder(), r, &spec)
+		if err == nil {
+			err = intake.ValidateSpec(&spec, templates, "")
+		}
+		if err == nil {
+			if strings.TrimSpace(spec.Prompt) == "" || len(spec.Prompt) > intake.MaxPromptBytes || len(spec.Variables) > intake.MaxVariables {
+				t.Fatalf("accepted an invalid spec: %+v", spec)
+			}
+			return
+		}
+		var pe *problemError
+		var ve intake.ValidationError
+		switch {
+		case errors.As(err, &pe):
+			if pe.status < 400 || pe.status > 499 || pe.detail == "" || !strings.Contains(pe.detail, ":") {
+				t.Fatalf("problem without a field and rule: %d %q", pe.status, pe.detail)
+			}
+		case errors.As(err, &ve):
+			for _, fe := range ve {
+				if fe.Field == "" || fe.Rule == "" {
+					t.Fatalf("validation error without field or rule: %+v", fe)
+				}
+			}
+		default:
+			t.Fatalf("unexpected error type %T: %v", err, err)
+		}
+	})
+}
