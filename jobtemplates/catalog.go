@@ -108,6 +108,12 @@ func (c *Catalog) Merge(over *Catalog) *Catalog {
 	return m
 }
 
+// Has reports whether the catalog has a template called name, without copying it.
+func (c *Catalog) Has(name string) bool {
+	_, ok := c.templates[name]
+	return ok
+}
+
 // Get returns a copy of the template called name.
 func (c *Catalog) Get(name string) (*Template, bool) {
 	t, ok := c.templates[name]

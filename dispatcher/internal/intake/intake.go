@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -37,6 +38,9 @@ type Service struct {
 	// removed promptly; may be nil.
 	AfterCancel func(buildID string)
 
+	batchOnce sync.Once
+	batch     *batcher
+
 	// testHookAfterJobInsert runs between the River insert and the audit
 	// row insert; tests make it fail to prove invariant 1.
 	testHookAfterJobInsert func(ctx context.Context) error
@@ -63,11 +67,16 @@ func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project 
 		return nil, err
 	}
 	spec.Template = spec.TemplateName()
-	hash := requestHash(project.ID, spec)
-	if idemKey != "" {
-		if acc, err := s.replay(ctx, who, idemKey, hash); acc != nil || err != nil {
-			return acc, err
+	if idemKey == "" {
+		b, err := s.submitBatched(ctx, who, project.ID, spec)
+		if err != nil {
+			return nil, err
 		}
+		return &Accepted{Build: b, Project: project}, nil
+	}
+	hash := requestHash(project.ID, spec)
+	if acc, err := s.replay(ctx, who, idemKey, hash); acc != nil || err != nil {
+		return acc, err
 	}
 	var b *store.Build
 	claimed := true

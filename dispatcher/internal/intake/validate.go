@@ -56,6 +56,9 @@ type TemplateSet interface {
 }
 
 func hasTemplate(ts TemplateSet, name string) bool {
+	if h, ok := ts.(interface{ Has(string) bool }); ok {
+		return h.Has(name)
+	}
 	for _, n := range ts.Names() {
 		if n == name {
 			return true

@@ -180,3 +180,53 @@ func statusStrings(ss []schema.Status) []string {
 	}
 	return out
 }
+
+// InsertBuilds writes many pending builds and their first status events in
+// one statement (group commit of concurrent submissions). It returns their
+// creation times in the order given. An unknown project fails the whole call.
+func InsertBuilds(ctx context.Context, db DB, nbs []NewBuild) ([]time.Time, error) {
+	ids := make([]string, len(nbs))
+	projects := make([]string, len(nbs))
+	specs := make([]string, len(nbs))
+	who := make([]string, len(nbs))
+	jobs := make([]int64, len(nbs))
+	for i, nb := range nbs {
+		spec, err := json.Marshal(nb.Spec)
+		if err != nil {
+			return nil, err
+		}
+		ids[i], projects[i], specs[i], who[i], jobs[i] = nb.ID, nb.ProjectID, string(spec), nb.RequestedBy, nb.RiverJobID
+	}
+	rows, err := db.Query(ctx, `WITH b AS (
+			INSERT INTO builds (id, project_id, spec, requested_by, river_job_id, event_seq)
+			SELECT id, project_id, spec::jsonb, requested_by, NULLIF(river_job_id, 0), 1
+			FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[]) AS t(id, project_id, spec, requested_by, river_job_id)
+			RETURNING id, created_at)
+		INSERT INTO build_events (build_id, seq, type, payload, created_at)
+		SELECT id, 1, 'status', '{"status":"pending"}', created_at FROM b RETURNING build_id::text, created_at`,
+		ids, projects, specs, who, jobs)
+	if err != nil {
+		return nil, fmt.Errorf("inserting %d builds: %w", len(nbs), err)
+	}
+	created := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var at time.Time
+		if err := rows.Scan(&id, &at); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		created[id] = at
+	}
+	if err := rows.Err(); err != nil {
+		if isForeignKeyViolation(err) {
+			return nil, fmt.Errorf("a project of the batch: %w", ErrNotFound)
+		}
+		return nil, fmt.Errorf("inserting %d builds: %w", len(nbs), err)
+	}
+	out := make([]time.Time, len(nbs))
+	for i, id := range ids {
+		out[i] = created[id]
+	}
+	return out, nil
+}

@@ -1,0 +1,153 @@
+package intake
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// Group commit: submissions that arrive while a transaction is in flight are
+// written together in the next one — their River jobs with InsertManyTx,
+// their audit rows with one statement — so a busy dispatcher pays one commit
+// and a few round trips for many builds. Every build's row and job still
+// share a transaction (invariant 1). Nothing waits for company: a batch is
+// whatever is queued when a committer is free.
+const (
+	maxBatch      = 64
+	committers    = 4
+	committerIdle = time.Second
+)
+
+type submission struct {
+	who       *auth.Principal
+	projectID string
+	spec      schema.BuildSpec
+	done      chan submitted
+}
+
+type submitted struct {
+	build *store.Build
+	err   error
+}
+
+type batcher struct {
+	queue   chan *submission
+	running atomic.Int32
+}
+
+// submitBatched queues one submission for the next group commit.
+func (s *Service) submitBatched(ctx context.Context, who *auth.Principal, projectID string, spec schema.BuildSpec) (*store.Build, error) {
+	s.batchOnce.Do(func() { s.batch = &batcher{queue: make(chan *submission, 4*maxBatch)} })
+	sub := &submission{who: who, projectID: projectID, spec: spec, done: make(chan submitted, 1)}
+	select {
+	case s.batch.queue <- sub:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if n := s.batch.running.Load(); n < committers && s.batch.running.CompareAndSwap(n, n+1) {
+		go s.commitLoop()
+	}
+	select {
+	case r := <-sub.done:
+		return r.build, r.err
+	case <-ctx.Done():
+		// The build may still be written; the client retries with an Idempotency-Key.
+		return nil, ctx.Err()
+	}
+}
+
+// commitLoop writes queued submissions until it has been idle a while.
+func (s *Service) commitLoop() {
+	defer s.batch.running.Add(-1)
+	idle := time.NewTimer(committerIdle)
+	defer idle.Stop()
+	for {
+		var first *submission
+		select {
+		case first = <-s.batch.queue:
+		case <-idle.C:
+			return
+		}
+		batch := []*submission{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case sub := <-s.batch.queue:
+				batch = append(batch, sub)
+			default:
+				break fill
+			}
+		}
+		s.commitBatch(batch)
+		idle.Reset(committerIdle)
+	}
+}
+
+func (s *Service) commitBatch(batch []*submission) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	builds, err := s.insertMany(ctx, batch)
+	if err != nil && len(batch) > 1 {
+		// One bad submission (an unknown project) must not fail the others.
+		for _, sub := range batch {
+			s.commitBatch([]*submission{sub})
+		}
+		return
+	}
+	for i, sub := range batch {
+		if err != nil {
+			sub.done <- submitted{err: err}
+		} else {
+			sub.done <- submitted{build: builds[i]}
+		}
+	}
+}
+
+func (s *Service) insertMany(ctx context.Context, batch []*submission) ([]*store.Build, error) {
+	params := make([]river.InsertManyParams, len(batch))
+	nbs := make([]store.NewBuild, len(batch))
+	for i, sub := range batch {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, err
+		}
+		params[i] = river.InsertManyParams{Args: queue.DispatchArgs{BuildID: id.String(), ProjectID: sub.projectID}}
+		nbs[i] = store.NewBuild{ID: id.String(), ProjectID: sub.projectID, Spec: sub.spec, RequestedBy: sub.who.Name}
+	}
+	var out []*store.Build
+	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
+		res, err := s.River.InsertManyTx(ctx, tx, params)
+		if err != nil {
+			return fmt.Errorf("enqueueing dispatch of %d builds: %w", len(batch), err)
+		}
+		if s.testHookAfterJobInsert != nil {
+			if err := s.testHookAfterJobInsert(ctx); err != nil {
+				return err
+			}
+		}
+		for i := range nbs {
+			nbs[i].RiverJobID = res[i].Job.ID
+		}
+		created, err := store.InsertBuilds(ctx, tx, nbs)
+		if err != nil {
+			return err
+		}
+		out = make([]*store.Build, len(nbs))
+		for i, nb := range nbs {
+			out[i] = &store.Build{Build: schema.Build{ID: nb.ID, ProjectID: nb.ProjectID, Spec: nb.Spec,
+				Status: schema.StatusPending, RequestedBy: nb.RequestedBy, CreatedAt: created[i]}, RiverJobID: nb.RiverJobID}
+		}
+		return nil
+	})
+	return out, err
+}
