@@ -25,7 +25,7 @@ import (
 const (
 	maxBatch      = 64
 	committers    = 4
-	committerIdle = time.Second
+	committerIdle = 100 * time.Millisecond
 )
 
 type submission struct {
