@@ -24,10 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,10 +37,11 @@ import (
 
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/schema/migrate"
+	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 )
 
 func main() {
-	dbURL := flag.String("database-url", envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database to measure on")
+	dbURL := flag.String("database-url", benchproc.EnvOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database to measure on")
 	bin := flag.String("dispatcher", "bin/dispatcher", "the dispatcher binary to measure")
 	dur := flag.Duration("duration", 4*time.Second, "how long each ingestion measurement runs")
 	watchers := flag.Int("watchers", 100, "SSE watchers for the fan-out measurement")
@@ -53,32 +51,32 @@ func main() {
 
 	schemaName := "bench_" + randHex(4)
 	admin, err := pgxpool.New(ctx, *dbURL)
-	check(err)
+	benchproc.Check(err)
 	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
-	check(err)
+	benchproc.Check(err)
 	defer func() {
 		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE")
 		admin.Close()
 	}()
 	cfg, err := pgxpool.ParseConfig(*dbURL)
-	check(err)
+	benchproc.Check(err)
 	cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
 	cfg.MaxConns = 20
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	check(err)
+	benchproc.Check(err)
 	defer pool.Close()
 	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: schemaName})
-	check(err)
+	benchproc.Check(err)
 	_, err = pool.Exec(ctx, `CREATE TABLE plain_events (build_id uuid NOT NULL, seq bigint NOT NULL, type text NOT NULL,
 		payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (build_id, seq))`)
-	check(err)
+	benchproc.Check(err)
 
-	ingest, stopA := startDispatcher(*bin, *dbURL+"&pool_max_conns=30", schemaName)
+	ingest, stopA := benchproc.Serve(*bin, *dbURL+"&pool_max_conns=30", schemaName, "error")
 	defer stopA()
-	follow, stopB := startDispatcher(*bin, *dbURL+"&pool_max_conns=30", schemaName)
+	follow, stopB := benchproc.Serve(*bin, *dbURL+"&pool_max_conns=30", schemaName, "error")
 	defer stopB()
-	adminTok := dispatcherCmd(*bin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
-	projectID := createProject(ingest, adminTok)
+	adminTok := benchproc.Run(*bin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
+	projectID := benchproc.CreateProject(ingest, adminTok, "bench")
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 
 	fmt.Printf("bench-events: database %s (schema %s), two dispatcher replicas\n\n", cfg.ConnConfig.Database, schemaName)
@@ -125,14 +123,14 @@ func main() {
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	for range *events {
-		check(r.post(1, func() []byte { return []byte(fmt.Sprintf(`{"t":%d}`, time.Now().UnixNano())) }))
+		benchproc.Check(r.post(1, func() []byte { return []byte(fmt.Sprintf(`{"t":%d}`, time.Now().UnixNano())) }))
 		time.Sleep(2 * time.Millisecond)
 	}
 	posted := time.Since(start)
 	req, _ := http.NewRequest("POST", ingest+"/builds/"+r.id+"/cancel", nil)
 	req.Header.Set("Authorization", "Bearer "+adminTok)
 	res, err := hc.Do(req)
-	check(err)
+	benchproc.Check(err)
 	res.Body.Close()
 	if res.StatusCode != 200 {
 		log.Fatalf("cancelling the watched build: HTTP %d", res.StatusCode)
@@ -182,15 +180,15 @@ func newRunner(ctx context.Context, hc *http.Client, base, adminTok, projectID s
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+adminTok)
 	res, err := hc.Do(req)
-	check(err)
+	benchproc.Check(err)
 	var acc schema.BuildAccepted
-	check(json.NewDecoder(res.Body).Decode(&acc))
+	benchproc.Check(json.NewDecoder(res.Body).Decode(&acc))
 	res.Body.Close()
 	// What the launcher does: a runner token, kept only as its hash.
 	tok := "kiln_" + randHex(16)
 	h := sha256.Sum256([]byte(tok))
 	_, err = pool.Exec(ctx, `UPDATE builds SET runner_token_hash = $2 WHERE id = $1`, acc.TaskID, h[:])
-	check(err)
+	benchproc.Check(err)
 	return &runner{hc: hc, url: base + schema.RunnerAPIPrefix + acc.TaskID + "/events", id: acc.TaskID, token: tok}
 }
 
@@ -233,7 +231,7 @@ func watch(base, tok, id string, ready chan<- struct{}) []time.Duration {
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+tok)
 	res, err := http.DefaultClient.Do(req)
-	check(err)
+	benchproc.Check(err)
 	defer res.Body.Close()
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -275,27 +273,27 @@ func watch(base, tok, id string, ready chan<- struct{}) []time.Duration {
 // notifyRoundTrip measures pg_notify on one connection to LISTEN on another.
 func notifyRoundTrip(ctx context.Context, cfg *pgxpool.Config, n int) []time.Duration {
 	l, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
-	check(err)
+	benchproc.Check(err)
 	defer l.Close(ctx)
 	s, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
-	check(err)
+	benchproc.Check(err)
 	defer s.Close(ctx)
 	_, err = l.Exec(ctx, "LISTEN bench_round_trip")
-	check(err)
+	benchproc.Check(err)
 	out := make([]time.Duration, 0, n)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for len(out) < n {
 			m, err := l.WaitForNotification(ctx)
-			check(err)
+			benchproc.Check(err)
 			t, _ := strconv.ParseInt(m.Payload, 10, 64)
 			out = append(out, time.Since(time.Unix(0, t)))
 		}
 	}()
 	for range n {
 		_, err := s.Exec(ctx, "SELECT pg_notify('bench_round_trip', $1)", strconv.FormatInt(time.Now().UnixNano(), 10))
-		check(err)
+		benchproc.Check(err)
 		time.Sleep(2 * time.Millisecond)
 	}
 	<-done
@@ -349,72 +347,4 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func check(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
-}
-
-// startDispatcher runs `dispatcher serve --workers 0` on a free loopback port and waits for /readyz.
-func startDispatcher(bin, dbURL, schemaName string) (string, func()) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, "serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schemaName,
-		"--log-level", "error", "--workers", "0")
-	cmd.Stderr = os.Stderr
-	check(cmd.Start())
-	url := "http://" + addr
-	for i := 0; ; i++ {
-		res, err := http.Get(url + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				break
-			}
-		}
-		if i > 100 {
-			log.Fatal("dispatcher did not become ready")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return url, func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}
-}
-
-func dispatcherCmd(bin string, args ...string) string {
-	out, err := exec.Command(bin, args...).Output()
-	if err != nil {
-		log.Fatalf("%s %v: %v", bin, args, err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func createProject(url, tok string) string {
-	req, _ := http.NewRequest("POST", url+"/projects", strings.NewReader(`{"name":"bench"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := http.DefaultClient.Do(req)
-	check(err)
-	defer res.Body.Close()
-	var p struct {
-		ID string `json:"id"`
-	}
-	check(json.NewDecoder(res.Body).Decode(&p))
-	if p.ID == "" {
-		log.Fatalf("creating project: HTTP %d", res.StatusCode)
-	}
-	return p.ID
 }

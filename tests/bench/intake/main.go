@@ -10,16 +10,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,10 +23,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kilnbuild/kiln/schema/migrate"
+	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 )
 
 func main() {
-	dbURL := flag.String("database-url", envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database to measure on")
+	dbURL := flag.String("database-url", benchproc.EnvOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database to measure on")
 	dispatcherBin := flag.String("dispatcher", "bin/dispatcher", "the dispatcher binary to measure")
 	dur := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
 	flag.Parse()
@@ -40,31 +37,31 @@ func main() {
 	_, _ = rand.Read(b)
 	schemaName := "bench_" + hex.EncodeToString(b)
 	admin, err := pgxpool.New(ctx, *dbURL)
-	check(err)
+	benchproc.Check(err)
 	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
-	check(err)
+	benchproc.Check(err)
 	defer func() {
 		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE")
 		admin.Close()
 	}()
 
 	cfg, err := pgxpool.ParseConfig(*dbURL)
-	check(err)
+	benchproc.Check(err)
 	cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
 	cfg.MaxConns = 40
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	check(err)
+	benchproc.Check(err)
 	defer pool.Close()
 	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: schemaName})
-	check(err)
+	benchproc.Check(err)
 	_, err = pool.Exec(ctx, `CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`)
-	check(err)
+	benchproc.Check(err)
 
-	srvURL, stop := startDispatcher(*dispatcherBin, *dbURL+"&pool_max_conns=40", schemaName)
+	srvURL, stop := benchproc.Serve(*dispatcherBin, *dbURL+"&pool_max_conns=40", schemaName, "warn")
 	defer stop()
-	adminTok := dispatcherCmd(*dispatcherBin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
-	projectID := createProject(srvURL, adminTok)
-	tok := dispatcherCmd(*dispatcherBin, "token", "create", "--name", "bench", "--project", projectID, "--database-url", *dbURL, "--db-schema", schemaName)
+	adminTok := benchproc.Run(*dispatcherBin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
+	projectID := benchproc.CreateProject(srvURL, adminTok, "bench")
+	tok := benchproc.Run(*dispatcherBin, "token", "create", "--name", "bench", "--project", projectID, "--database-url", *dbURL, "--db-schema", schemaName)
 
 	body := []byte(`{"prompt":"Update the landing page heading to say {{name}}.","variables":{"name":"Acme"},"auto_commit":true,"auto_push":true,"callback_url":"https://bots.example/cb"}`)
 	url := srvURL + "/projects/" + projectID + "/builds"
@@ -106,8 +103,8 @@ func main() {
 		fmt.Printf("%-8d %16.0f %16.0f %8.2f\n", c, kiln, plain, kiln/plain)
 	}
 	var builds, jobs int
-	check(pool.QueryRow(ctx, `SELECT count(*) FROM builds`).Scan(&builds))
-	check(pool.QueryRow(ctx, `SELECT count(*) FROM river_job`).Scan(&jobs))
+	benchproc.Check(pool.QueryRow(ctx, `SELECT count(*) FROM builds`).Scan(&builds))
+	benchproc.Check(pool.QueryRow(ctx, `SELECT count(*) FROM river_job`).Scan(&jobs))
 	fmt.Printf("check: %d audit rows, %d River jobs (must be equal)\n", builds, jobs)
 	if builds != jobs {
 		os.Exit(1)
@@ -138,70 +135,4 @@ func measure(c int, d time.Duration, op func() error) float64 {
 		log.Printf("%d operations failed", f)
 	}
 	return float64(n.Load()) / time.Since(start).Seconds()
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func check(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
-}
-
-// startDispatcher runs `dispatcher serve` on a free loopback port and waits for /readyz.
-func startDispatcher(bin, dbURL, schemaName string) (string, func()) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, "serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schemaName,
-		"--log-level", "warn", "--workers", "0")
-	cmd.Stderr = os.Stderr
-	check(cmd.Start())
-	url := "http://" + addr
-	for i := 0; ; i++ {
-		res, err := http.Get(url + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				break
-			}
-		}
-		if i > 100 {
-			log.Fatal("dispatcher did not become ready")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return url, func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}
-}
-
-func dispatcherCmd(bin string, args ...string) string {
-	out, err := exec.Command(bin, args...).Output()
-	if err != nil {
-		log.Fatalf("%s %v: %v", bin, args, err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func createProject(url, tok string) string {
-	req, _ := http.NewRequest("POST", url+"/projects", strings.NewReader(`{"name":"bench"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := http.DefaultClient.Do(req)
-	check(err)
-	defer res.Body.Close()
-	var p struct{ ID string }
-	check(json.NewDecoder(res.Body).Decode(&p))
-	if res.StatusCode != http.StatusCreated {
-		log.Fatalf("creating project: status %d", res.StatusCode)
-	}
-	return p.ID
 }

@@ -1,0 +1,88 @@
+// Package benchproc runs the dispatcher binary for the benchmarks in
+// tests/bench: a serving process on a free loopback port, its subcommands,
+// and the project a benchmark submits to. It measures nothing itself.
+package benchproc
+
+import (
+	"encoding/json"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Serve runs `dispatcher serve --workers 0` (API only) on a free loopback
+// port, waits for /readyz, and returns its URL and a stop function.
+func Serve(bin, dbURL, schema, logLevel string) (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Check(err)
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schema,
+		"--log-level", logLevel, "--workers", "0")
+	cmd.Stderr = os.Stderr
+	Check(cmd.Start())
+	url := "http://" + addr
+	for i := 0; ; i++ {
+		res, err := http.Get(url + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if i > 100 {
+			log.Fatal("dispatcher did not become ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return url, func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+}
+
+// Run runs a dispatcher subcommand and returns its trimmed output.
+func Run(bin string, args ...string) string {
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		log.Fatalf("%s %v: %v", bin, args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// CreateProject creates a project called name with an admin token and returns its id.
+func CreateProject(url, adminToken, name string) string {
+	req, _ := http.NewRequest("POST", url+"/projects", strings.NewReader(`{"name":"`+name+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err := http.DefaultClient.Do(req)
+	Check(err)
+	defer res.Body.Close()
+	var p struct {
+		ID string `json:"id"`
+	}
+	Check(json.NewDecoder(res.Body).Decode(&p))
+	if res.StatusCode != http.StatusCreated {
+		log.Fatalf("creating project %s: status %d", name, res.StatusCode)
+	}
+	return p.ID
+}
+
+// EnvOr returns $k, or def when it is empty.
+func EnvOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// Check ends the benchmark on an error.
+func Check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
