@@ -31,6 +31,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/dispatcher/internal/riverui"
 	"github.com/kilnbuild/kiln/dispatcher/internal/runnerapi"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
@@ -108,6 +109,7 @@ type App struct {
 	Intake    *intake.Service
 	Lifecycle *lifecycle.Lifecycle
 	Runner    *runnerapi.Server
+	RiverUI   *riverui.UI        // River's web UI at /riverui/ for admin tokens; nil in insert-only apps
 	Launcher  *launcher.Launcher // nil without a cluster
 	Watcher   *watcher.Watcher   // nil without a cluster
 	Auth      *auth.Authenticator
@@ -193,6 +195,11 @@ func New(o Options) (*App, error) {
 	}
 	a.River, a.Lifecycle.River = rc, rc
 	a.Auth = auth.NewAuthenticator(o.Pool, o.AuthCacheTTL)
+	if o.Workers > 0 {
+		if a.RiverUI, err = riverui.New(rc, a.Auth, logger); err != nil {
+			return nil, fmt.Errorf("river ui: %w", err)
+		}
+	}
 	a.Intake = &intake.Service{Store: a.Store, River: rc, Templates: templates, Lifecycle: a.Lifecycle}
 	if a.Watcher != nil {
 		a.Intake.AfterCancel = a.Watcher.Enqueue
@@ -205,6 +212,10 @@ func New(o Options) (*App, error) {
 		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: metricsHandler,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
+			if a.RiverUI != nil {
+				r.Handle(riverui.Prefix, a.RiverUI)
+				r.Handle(riverui.Prefix+"/*", a.RiverUI)
+			}
 			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: logger,
 				Heartbeat: o.EventHeartbeat}).Mount(r, authed)
 			if o.Mount != nil {
@@ -219,6 +230,11 @@ func New(o Options) (*App, error) {
 func (a *App) Start(ctx context.Context) error {
 	if err := a.Events.Start(ctx); err != nil {
 		return err
+	}
+	if a.RiverUI != nil {
+		if err := a.RiverUI.Start(ctx); err != nil {
+			return fmt.Errorf("starting the River UI: %w", err)
+		}
 	}
 	if a.Watcher != nil {
 		if err := a.Watcher.Start(ctx); err != nil {

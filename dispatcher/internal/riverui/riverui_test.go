@@ -1,0 +1,75 @@
+package riverui_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+// River's UI answers admin tokens only, through the dispatcher's real router.
+func TestRiverUIBehindAdminAuth(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema, Workers: 1})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Stop(ctx)
+	})
+	srv := httptest.NewServer(a.Handler)
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	admin, err := auth.Issue(ctx, db.Pool, "ops", true, nil)
+	require.NoError(t, err)
+	p, err := a.Intake.CreateProject(ctx, &auth.Principal{Admin: true}, schema.ProjectInput{Name: "web"})
+	require.NoError(t, err)
+	bot, err := auth.Issue(ctx, db.Pool, "bot", false, []string{p.ID})
+	require.NoError(t, err)
+	_, err = a.Intake.SubmitBuild(ctx, &auth.Principal{Admin: true, Name: "ops"}, p, schema.BuildSpec{Prompt: "x"}, "")
+	require.NoError(t, err)
+
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	code, _ := get("/riverui/", "")
+	assert.Equal(t, 401, code)
+	code, _ = get("/riverui/", "kiln_bogus")
+	assert.Equal(t, 401, code)
+	code, _ = get("/riverui/", bot)
+	assert.Equal(t, 403, code, "a project token may not see every project's jobs")
+	code, body := get("/riverui/", admin)
+	assert.Equal(t, 200, code)
+	assert.Contains(t, strings.ToLower(body), "<html")
+	// The job is available, or scheduled once the worker (no cluster here) snoozed it.
+	found := false
+	for _, state := range []string{"available", "scheduled", "running"} {
+		code, body = get("/riverui/api/jobs?state="+state+"&limit=10", admin)
+		require.Equal(t, 200, code, body)
+		found = found || strings.Contains(body, "kiln_dispatch")
+	}
+	assert.True(t, found, "the UI's API lists Kiln's River jobs")
+	code, _ = get("/riverui/api/jobs?state=available&limit=10", bot)
+	assert.Equal(t, 403, code)
+}
