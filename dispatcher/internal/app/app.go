@@ -120,6 +120,7 @@ type App struct {
 	Logger    *slog.Logger
 
 	workers int
+	stopUI  context.CancelFunc
 	started atomic.Bool
 }
 
@@ -232,7 +233,10 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	if a.RiverUI != nil {
-		if err := a.RiverUI.Start(ctx); err != nil {
+		// The UI runs until Stop, not until the caller's context ends.
+		var uiCtx context.Context
+		uiCtx, a.stopUI = context.WithCancel(context.WithoutCancel(ctx))
+		if err := a.RiverUI.Start(uiCtx); err != nil {
 			return fmt.Errorf("starting the River UI: %w", err)
 		}
 	}
@@ -254,6 +258,9 @@ func (a *App) Start(ctx context.Context) error {
 func (a *App) Stop(ctx context.Context) error {
 	a.started.Store(false)
 	a.Events.Stop()
+	if a.stopUI != nil {
+		a.stopUI() // the UI's services stop on their own once their context ends
+	}
 	if a.workers == 0 {
 		return nil
 	}

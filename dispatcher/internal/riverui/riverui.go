@@ -42,7 +42,7 @@ func New(client *river.Client[pgx.Tx], a *auth.Authenticator, logger *slog.Logge
 	return &UI{handler: h, auth: a}, nil
 }
 
-// Start starts the UI's background work.
+// Start starts the UI's background work; it runs until ctx ends.
 func (u *UI) Start(ctx context.Context) error { return u.handler.Start(ctx) }
 
 // ServeHTTP answers admins only.
