@@ -75,7 +75,7 @@ func dashboardQueries(t *testing.T, d dashboard) (exprs map[string]string, varMe
 		if m, ok := v.Query.(map[string]any); ok {
 			q, _ = m["query"].(string)
 		}
-		m := labelValuesQuery.FindStringSubmatch(q)
+		m := LabelValuesQuery.FindStringSubmatch(q)
 		require.NotNil(t, m, "variable %s: only label_values(metric, label) queries are checked: %q", v.Name, q)
 		varMetrics = append(varMetrics, m[1])
 	}
@@ -118,9 +118,9 @@ func TestDashboardQueriesParse(t *testing.T) {
 	require.NotEmpty(t, exprs)
 	require.NotEmpty(t, varMetrics)
 	for where, expr := range exprs {
-		q, err := interpolate(expr)
+		q, err := Interpolate(expr)
 		if assert.NoError(t, err, where) {
-			_, err = metricNames(q)
+			_, err = MetricNames(q)
 			assert.NoError(t, err, "%s: %s", where, q)
 		}
 	}

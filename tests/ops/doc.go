@@ -2,6 +2,7 @@
 // in deploy/prometheus (with promtool, from Debian's prometheus package,
 // installed on first use when missing and running as root) and the Grafana
 // dashboard in deploy/grafana, whose PromQL is parsed and whose metric names
-// are checked against what a real dispatcher's /metrics exposes. It has no
-// code of its own outside tests.
+// are checked against what a real dispatcher's /metrics exposes. Its only
+// non-test code is the PromQL helpers those checks share with
+// dispatcher/internal/metrics.
 package ops

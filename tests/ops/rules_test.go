@@ -219,7 +219,7 @@ func TestAlertsAreDocumented(t *testing.T) {
 		anchors[githubSlug(m[1])] = true
 	}
 	for _, r := range loadRules(t).rules() {
-		_, err := metricNames(r.Expr)
+		_, err := MetricNames(r.Expr)
 		assert.NoError(t, err, r.Alert)
 		assert.Contains(t, []string{"warning", "critical"}, r.Labels["severity"], r.Alert)
 		assert.NotEmpty(t, r.Annotations["summary"], r.Alert)

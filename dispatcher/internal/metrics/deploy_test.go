@@ -3,15 +3,11 @@ package metrics_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"context"
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/assert"
 	"io"
 	"log/slog"
@@ -22,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/kilnbuild/kiln/tests/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -145,7 +142,7 @@ func deployQueries(t *testing.T) (exprs map[string]string, varMetrics []string) 
 		if m, ok := v.Query.(map[string]any); ok {
 			q, _ = m["query"].(string)
 		}
-		m := labelValuesQuery.FindStringSubmatch(q)
+		m := ops.LabelValuesQuery.FindStringSubmatch(q)
 		require.NotNil(t, m, "variable %s: only label_values(metric, label) queries are checked: %q", v.Name, q)
 		varMetrics = append(varMetrics, m[1])
 	}
@@ -172,54 +169,6 @@ func deployQueries(t *testing.T) (exprs map[string]string, varMetrics []string) 
 	return exprs, varMetrics
 }
 
-// grafanaVars are the dashboard's variables as a query sees them once Grafana
-// has interpolated them.
-var grafanaVars = strings.NewReplacer(
-	"${__rate_interval}", "5m", "$__rate_interval", "5m",
-	"${__range}", "6h", "$__range", "6h",
-	"${__interval}", "1m", "$__interval", "1m",
-	"${template:regex}", ".*", "${template}", ".*", "$template", ".*",
-)
-
-// interpolate replaces Grafana's variables; a variable it does not know is an error.
-func interpolate(expr string) (string, error) {
-	out := grafanaVars.Replace(expr)
-	if strings.Contains(out, "$") {
-		return "", fmt.Errorf("unknown variable in %q", expr)
-	}
-	return out, nil
-}
-
-// metricNames parses a PromQL expression and returns the metric names its
-// selectors read.
-func metricNames(expr string) ([]string, error) {
-	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		vs, ok := n.(*parser.VectorSelector)
-		if !ok {
-			return nil
-		}
-		name := vs.Name
-		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
-				name = m.Value
-			}
-		}
-		if name == "" {
-			err = fmt.Errorf("%q: a selector without a metric name", expr)
-		}
-		names = append(names, name)
-		return nil
-	})
-	return names, err
-}
-
-var labelValuesQuery = regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)$`)
-
 // Every PromQL expression of the Grafana dashboard (deploy/grafana) and of
 // the alerting rules (deploy/prometheus) parses, and every metric it reads is
 // one a real dispatcher exposes; every kiln_ metric is read by one of them.
@@ -230,11 +179,11 @@ func TestQueriesUseExposedMetrics(t *testing.T) {
 	require.NotEmpty(t, exprs)
 	used := map[string]bool{}
 	for where, expr := range exprs {
-		q, err := interpolate(expr)
+		q, err := ops.Interpolate(expr)
 		if !assert.NoError(t, err, where) {
 			continue
 		}
-		names, err := metricNames(q)
+		names, err := ops.MetricNames(q)
 		if !assert.NoError(t, err, "%s: %s", where, q) {
 			continue
 		}

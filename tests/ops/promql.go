@@ -18,8 +18,8 @@ var grafanaVars = strings.NewReplacer(
 	"${template:regex}", ".*", "${template}", ".*", "$template", ".*",
 )
 
-// interpolate replaces Grafana's variables; a variable it does not know is an error.
-func interpolate(expr string) (string, error) {
+// Interpolate replaces Grafana's variables; a variable it does not know is an error.
+func Interpolate(expr string) (string, error) {
 	out := grafanaVars.Replace(expr)
 	if strings.Contains(out, "$") {
 		return "", fmt.Errorf("unknown variable in %q", expr)
@@ -27,9 +27,9 @@ func interpolate(expr string) (string, error) {
 	return out, nil
 }
 
-// metricNames parses a PromQL expression and returns the metric names its
+// MetricNames parses a PromQL expression and returns the metric names its
 // selectors read.
-func metricNames(expr string) ([]string, error) {
+func MetricNames(expr string) ([]string, error) {
 	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
 	if err != nil {
 		return nil, err
@@ -55,4 +55,5 @@ func metricNames(expr string) ([]string, error) {
 	return names, err
 }
 
-var labelValuesQuery = regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)$`)
+// LabelValuesQuery matches a Grafana variable query label_values(metric, label).
+var LabelValuesQuery = regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)$`)
