@@ -4,6 +4,9 @@
 package benchproc
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"log"
 	"net"
@@ -12,6 +15,10 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/kilnbuild/kiln/schema/migrate"
 )
 
 // Serve runs `dispatcher serve --workers 0` (API only) on a free loopback
@@ -84,5 +91,31 @@ func EnvOr(k, def string) string {
 func Check(err error) {
 	if err != nil {
 		log.Fatal(err)
+	}
+}
+
+// Schema creates a fresh schema on dbURL, applies Kiln's and River's
+// migrations there, and returns its name, a pool on it (maxConns
+// connections) and a function that closes the pool and drops the schema.
+func Schema(ctx context.Context, dbURL string, maxConns int32) (string, *pgxpool.Pool, func()) {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "bench_" + hex.EncodeToString(b)
+	admin, err := pgxpool.New(ctx, dbURL)
+	Check(err)
+	_, err = admin.Exec(ctx, "CREATE SCHEMA "+name)
+	Check(err)
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	Check(err)
+	cfg.ConnConfig.RuntimeParams["search_path"] = name
+	cfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	Check(err)
+	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: name})
+	Check(err)
+	return name, pool, func() {
+		pool.Close()
+		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE")
+		admin.Close()
 	}
 }

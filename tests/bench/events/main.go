@@ -36,7 +36,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kilnbuild/kiln/schema"
-	"github.com/kilnbuild/kiln/schema/migrate"
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 )
 
@@ -49,25 +48,9 @@ func main() {
 	flag.Parse()
 	ctx := context.Background()
 
-	schemaName := "bench_" + randHex(4)
-	admin, err := pgxpool.New(ctx, *dbURL)
-	benchproc.Check(err)
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
-	benchproc.Check(err)
-	defer func() {
-		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE")
-		admin.Close()
-	}()
-	cfg, err := pgxpool.ParseConfig(*dbURL)
-	benchproc.Check(err)
-	cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
-	cfg.MaxConns = 20
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	benchproc.Check(err)
-	defer pool.Close()
-	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: schemaName})
-	benchproc.Check(err)
-	_, err = pool.Exec(ctx, `CREATE TABLE plain_events (build_id uuid NOT NULL, seq bigint NOT NULL, type text NOT NULL,
+	schemaName, pool, drop := benchproc.Schema(ctx, *dbURL, 20)
+	defer drop()
+	_, err := pool.Exec(ctx, `CREATE TABLE plain_events (build_id uuid NOT NULL, seq bigint NOT NULL, type text NOT NULL,
 		payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (build_id, seq))`)
 	benchproc.Check(err)
 
@@ -79,7 +62,7 @@ func main() {
 	projectID := benchproc.CreateProject(ingest, adminTok, "bench")
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 
-	fmt.Printf("bench-events: database %s (schema %s), two dispatcher replicas\n\n", cfg.ConnConfig.Database, schemaName)
+	fmt.Printf("bench-events: database %s (schema %s), two dispatcher replicas\n\n", pool.Config().ConnConfig.Database, schemaName)
 
 	// Ingestion.
 	const batch = 50
@@ -144,7 +127,7 @@ func main() {
 		}
 		all = append(all, l...)
 	}
-	base := notifyRoundTrip(ctx, cfg, *events)
+	base := notifyRoundTrip(ctx, pool.Config(), *events)
 	fmt.Printf("\nfan-out to %d SSE watchers on another replica, %d events over %s (%d deliveries)\n",
 		*watchers, *events, posted.Round(time.Millisecond), len(all))
 	fmt.Printf("%-34s %10s %10s\n", "", "p50", "p99")

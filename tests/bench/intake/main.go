@@ -8,8 +8,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -20,9 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/kilnbuild/kiln/schema/migrate"
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 )
 
@@ -33,28 +28,9 @@ func main() {
 	flag.Parse()
 	ctx := context.Background()
 
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	schemaName := "bench_" + hex.EncodeToString(b)
-	admin, err := pgxpool.New(ctx, *dbURL)
-	benchproc.Check(err)
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
-	benchproc.Check(err)
-	defer func() {
-		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE")
-		admin.Close()
-	}()
-
-	cfg, err := pgxpool.ParseConfig(*dbURL)
-	benchproc.Check(err)
-	cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
-	cfg.MaxConns = 40
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	benchproc.Check(err)
-	defer pool.Close()
-	_, err = migrate.Up(ctx, pool, migrate.Options{Schema: schemaName})
-	benchproc.Check(err)
-	_, err = pool.Exec(ctx, `CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`)
+	schemaName, pool, drop := benchproc.Schema(ctx, *dbURL, 40)
+	defer drop()
+	_, err := pool.Exec(ctx, `CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`)
 	benchproc.Check(err)
 
 	srvURL, stop := benchproc.Serve(*dispatcherBin, *dbURL+"&pool_max_conns=40", schemaName, "warn")
@@ -95,7 +71,7 @@ func main() {
 		return tx.Commit(ctx)
 	}
 
-	fmt.Printf("bench-intake: %s per measurement, database %s (schema %s)\n", *dur, cfg.ConnConfig.Database, schemaName)
+	fmt.Printf("bench-intake: %s per measurement, database %s (schema %s)\n", *dur, pool.Config().ConnConfig.Database, schemaName)
 	fmt.Printf("%-8s %16s %16s %8s\n", "clients", "intake builds/s", "plain inserts/s", "ratio")
 	for _, c := range []int{1, 8, 32} {
 		plain := measure(c, *dur, plainOp)
