@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/kilnbuild/kiln/tests/childproc"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -294,8 +295,7 @@ func (e *env) start() *dispatcher {
 		"KILN_RECONCILE_INTERVAL=2s", "KILN_IMAGE_PULL_TIMEOUT=3s", "KILN_UNSCHEDULABLE_TIMEOUT=3s", "KILN_AUTH_CACHE_TTL=0s")
 	cmd.Env = append(cmd.Env, e.extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(e.t, cmd.Start())
+	require.NoError(e.t, childproc.Start(cmd))
 	d := &dispatcher{cmd: cmd, url: "http://" + addr, done: make(chan struct{}), log: logPath}
 	go func() { _ = cmd.Wait(); logf.Close(); close(d.done) }()
 	e.mu.Lock()

@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kilnbuild/kiln/tests/childproc"
 )
 
 // Version is the kubebox version the product is tested against.
@@ -100,8 +102,7 @@ func Up(images map[string]string) (*Cluster, func(clean bool), error) {
 	}
 	cmd := exec.Command(filepath.Join(bin, "kubebox"), args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := childproc.Start(cmd); err != nil {
 		return nil, nil, err
 	}
 	done := make(chan error, 1)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -311,8 +310,10 @@ func TestCLIUpDown(t *testing.T) {
 	var logs bytes.Buffer
 	up := exec.Command(bin, "up", "--dir", dir, "--image", "sleep=/bin/sleep", "--node-name", "cli-node")
 	up.Stdout, up.Stderr = &logs, &logs
-	up.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, up.Start())
+	// Not up.Start: with a parent-death signal, the child would die when
+	// the thread that forked it ends, and the nodes of the clusters other
+	// tests stop end threads.
+	require.NoError(t, kubebox.StartChild(up))
 	exited := make(chan error, 1)
 	go func() { exited <- up.Wait() }()
 	t.Cleanup(func() { _ = up.Process.Kill() })

@@ -111,6 +111,17 @@ func (p *process) stop(grace time.Duration) {
 	<-p.done
 }
 
+// StartChild starts cmd with a parent-death signal of SIGKILL, forked from
+// the thread that forks kubebox's own children, which lives as long as the
+// process: for programs that run `kubebox up` as a child (see spawner).
+func StartChild(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	return spawn(cmd)
+}
+
 // spawner is a goroutine locked to its OS thread for the life of the
 // process. Pdeathsig fires when the *thread* that forked a child exits, not
 // the process; Go ends a thread when a goroutine that locked it returns, so

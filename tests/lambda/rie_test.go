@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/kilnbuild/kiln/tests/childproc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -127,8 +128,8 @@ func TestBuildThroughRIE(t *testing.T) {
 	cmd := exec.Command(emulator, "--runtime-interface-emulator-address", addr, "--runtime-api-address", freePort(t), bootstrap)
 	cmd.Env = append(os.Environ(), append(dbEnv, "KILN_LOG_LEVEL=info", "AWS_LAMBDA_FUNCTION_TIMEOUT=30")...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, childproc.Start(cmd))
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the emulator and the bootstrap it started
 		_ = cmd.Wait()

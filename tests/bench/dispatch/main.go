@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/kilnbuild/kiln/tests/childproc"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -83,8 +84,7 @@ func main() {
 	srv.Env = append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+c.Kubeconfig, "KILN_BUILD_NAMESPACE="+ns,
 		"KILN_MAX_IN_FLIGHT=10000", "KILN_LOG_LEVEL=warn", "KILN_WORKERS=20")
 	srv.Stderr = os.Stderr
-	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	check(srv.Start())
+	check(childproc.Start(srv))
 	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
 	base := "http://" + addr
 	for i := 0; ; i++ {
