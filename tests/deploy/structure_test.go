@@ -23,8 +23,8 @@ import (
 // DESIGN.md, "Kubernetes": the dispatcher needs, in the builds namespace, jobs
 // and secrets (create, get, list, watch, delete), pods and pods/log (get,
 // list, watch), events (list). The runner needs pods (get) and pods/exec
-// (create, get) in project namespaces; it also lists pods, to find the
-// project's pod by its label selector (jobrunner/internal/podexec).
+// (create, get) in project namespaces. (A project that finds its pod by
+// label selector needs list as well; the manifests grant it to none.)
 var (
 	dispatcherRules = map[string][]string{
 		"batch/jobs": {"create", "delete", "get", "list", "watch"},
@@ -34,7 +34,7 @@ var (
 		"/events":    {"list"},
 	}
 	runnerRules = map[string][]string{
-		"/pods":      {"get", "list"},
+		"/pods":      {"get"},
 		"/pods/exec": {"create", "get"},
 	}
 )
