@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -139,6 +140,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
+	if cfg.DebugAddr != "" {
+		_, stopDebug, err := serveDebug(cfg.DebugAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	srv.RegisterOnShutdown(a.Events.Stop) // event streams end so Shutdown need not wait for them; clients resume elsewhere
 	errc := make(chan error, 1)
@@ -256,4 +264,23 @@ func kubeOptions(cfg *config.Config, logger *slog.Logger) (*app.KubeOptions, err
 	return &app.KubeOptions{Client: client, Namespace: cfg.BuildNamespace, DispatcherURL: url, Image: cfg.RunnerImage,
 		MaxInFlight: cfg.MaxInFlight, ImagePullTimeout: cfg.ImagePullTimeout,
 		UnschedulableTimeout: cfg.UnschedulableTimeout, ReconcileInterval: cfg.ReconcileInterval}, nil
+}
+
+// serveDebug serves Go's profiles (net/http/pprof) on their own listener,
+// apart from the API and without its auth: bind it to loopback.
+func serveDebug(addr string, logger *slog.Logger) (string, func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("debug-addr: listening on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	logger.Info("serving profiles", "addr", ln.Addr().String())
+	return ln.Addr().String(), func() { _ = srv.Close() }, nil
 }

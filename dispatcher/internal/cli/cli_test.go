@@ -3,6 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -71,4 +74,21 @@ func TestMigrateAndTokenCreate(t *testing.T) {
 	code, _, stderr = run("serve", "--workers", "-1")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "workers: must be a non-negative integer")
+}
+
+// TestDebugListener: --debug-addr serves Go's profiles on a listener of its
+// own; the API's listener does not.
+func TestDebugListener(t *testing.T) {
+	addr, stop, err := serveDebug("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer stop()
+	res, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.Contains(t, string(body), "goroutine profile:")
+
+	_, _, err = serveDebug(addr, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "debug-addr: listening on "+addr, "a taken address is named")
 }

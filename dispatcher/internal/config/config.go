@@ -19,6 +19,7 @@ import (
 type Config struct {
 	DatabaseURL     string
 	ListenAddr      string
+	DebugAddr       string
 	LogLevel        slog.Level
 	DBSchema        string
 	Workers         int
@@ -52,6 +53,7 @@ type Setting struct {
 var Settings = []Setting{
 	{"KILN_DATABASE_URL", "database-url", "postgres://postgres@127.0.0.1:5432/kiln?sslmode=disable", "PostgreSQL connection URL"},
 	{"KILN_LISTEN_ADDR", "listen-addr", "127.0.0.1:8080", "address the HTTP API listens on"},
+	{"KILN_DEBUG_ADDR", "debug-addr", "", "address of a separate listener serving Go's /debug/pprof profiles (empty: off); keep it on loopback"},
 	{"KILN_LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
 	{"KILN_DB_SCHEMA", "db-schema", "", "Postgres schema for Kiln's and River's tables (empty: search_path, usually public)"},
 	{"KILN_WORKERS", "workers", "10", "River dispatch workers in this process; 0 serves the API only (insert-only River client)"},
@@ -94,7 +96,8 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 		return nil, fs, err
 	}
 	c := &Config{DatabaseURL: *vals["KILN_DATABASE_URL"], ListenAddr: *vals["KILN_LISTEN_ADDR"],
-		DBSchema: *vals["KILN_DB_SCHEMA"], TemplatesDir: *vals["KILN_TEMPLATES_DIR"]}
+		DebugAddr: *vals["KILN_DEBUG_ADDR"],
+		DBSchema:  *vals["KILN_DB_SCHEMA"], TemplatesDir: *vals["KILN_TEMPLATES_DIR"]}
 	if err := c.LogLevel.UnmarshalText([]byte(*vals["KILN_LOG_LEVEL"])); err != nil {
 		return nil, fs, fmt.Errorf("log-level: %w", err)
 	}

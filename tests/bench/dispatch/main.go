@@ -25,13 +25,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/kilnbuild/kiln/tests/childproc"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/childproc"
 	"github.com/kilnbuild/kiln/tests/kbtest"
 )
 
