@@ -121,7 +121,12 @@ func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 		}
 		cfg.Workers = workers
 		cfg.PeriodicJobs = o.Periodic
-		cfg.Queues = map[string]river.QueueConfig{QueueDispatch: {MaxWorkers: o.Workers}}
+		cfg.Queues = map[string]river.QueueConfig{QueueDispatch: {MaxWorkers: o.Workers,
+			// An insert notifies at most once per FetchCooldown, so a build
+			// inserted just after another's notification can miss the fetch
+			// it triggered and wait for the poll: poll the dispatch queue
+			// often enough that this costs tens of milliseconds, not hundreds.
+			FetchPollInterval: DispatchPollInterval}}
 		for k, v := range o.Queues {
 			cfg.Queues[k] = v
 		}
@@ -132,6 +137,10 @@ func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 	}
 	return c, nil
 }
+
+// DispatchPollInterval is how often a dispatcher polls the dispatch queue
+// besides being notified of inserts: one cheap indexed query each time.
+const DispatchPollInterval = 50 * time.Millisecond
 
 // QueueCallbacks is the River queue callback deliveries run on.
 const QueueCallbacks = "callbacks"
