@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/schema"
@@ -82,17 +83,7 @@ func setup(t *testing.T) *env {
 	t.Parallel()
 	db := pgtest.New(t)
 	logs := &syncBuffer{}
-	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema, Workers: 2,
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)), AuthCacheTTL: time.Second})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(ctx)
-	})
-	srv := httptest.NewServer(a.Handler)
-	t.Cleanup(srv.Close)
+	a, srv := apptest.Start(t, db, app.Options{Workers: 2, Logger: slog.New(slog.NewJSONHandler(logs, nil)), AuthCacheTTL: time.Second})
 	tok, err := auth.Issue(context.Background(), db.Pool, "admin-bot", true, nil)
 	require.NoError(t, err)
 	return &env{t: t, db: db, app: a, srv: srv, admin: tok, logs: logs}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -56,23 +56,13 @@ func setup(t *testing.T, allow string, opts ...func(*app.Options)) *env {
 	db := pgtest.New(t)
 	prefixes, err := callback.ParseAllowlist(allow)
 	require.NoError(t, err)
-	o := app.Options{Pool: db.Pool, Schema: db.Schema, Workers: 1, Logger: slog.New(slog.DiscardHandler),
-		CallbackAllowlist: prefixes, CallbackTimeout: 5 * time.Second,
+	o := app.Options{Workers: 1, CallbackAllowlist: prefixes, CallbackTimeout: 5 * time.Second,
 		CallbackBackoff: func(int) time.Duration { return 50 * time.Millisecond }}
 	for _, f := range opts {
 		f(&o)
 	}
-	a, err := app.New(o)
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(ctx)
-	})
-	p := &schema.Project{ID: uuid.NewString(), Name: "web", Namespace: "default", Workdir: "/w", GitRemote: "origin",
-		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: 1, CallbackSecret: secret}
-	require.NoError(t, store.CreateProject(context.Background(), db.Pool, p))
+	a, _ := apptest.Start(t, db, o)
+	p := apptest.Project(t, db.Pool, "web", func(p *schema.Project) { p.CallbackSecret = secret })
 	return &env{t: t, db: db, app: a, project: p.ID}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/client"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
@@ -44,21 +44,8 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	t.Parallel()
 	db := pgtest.New(t)
-	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema, Logger: slog.New(slog.DiscardHandler),
-		EventHeartbeat: 100 * time.Millisecond})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	srv := httptest.NewServer(a.Handler)
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(ctx)
-	})
-	p := &schema.Project{ID: uuid.NewString(), Name: "web", Namespace: "default", Workdir: "/w", GitRemote: "origin",
-		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: 1, CallbackSecret: "kcs_x"}
-	require.NoError(t, store.CreateProject(context.Background(), db.Pool, p))
+	a, srv := apptest.Start(t, db, app.Options{EventHeartbeat: 100 * time.Millisecond})
+	p := apptest.Project(t, db.Pool, "web", func(p *schema.Project) { p.CallbackSecret = "kcs_x" })
 	tok, err := auth.Issue(context.Background(), db.Pool, "bot", false, []string{p.ID})
 	require.NoError(t, err)
 	return &env{t: t, db: db, app: a, srv: srv, token: tok}

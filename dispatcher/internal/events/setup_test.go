@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -53,33 +53,18 @@ func setup(t *testing.T, opts ...option) *env {
 	tok, err := auth.Issue(context.Background(), db.Pool, "admin", true, nil)
 	require.NoError(t, err)
 	e.admin = tok
-	p := &schema.Project{ID: uuid.NewString(), Name: "web", Namespace: "default", Workdir: "/w", GitRemote: "origin",
-		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: 1, CallbackSecret: "kcs_test"}
-	require.NoError(t, store.CreateProject(context.Background(), db.Pool, p))
-	e.project = p.ID
+	e.project = apptest.Project(t, db.Pool, "web", func(p *schema.Project) { p.CallbackSecret = "kcs_test" }).ID
 	return e
 }
 
 // instance starts another dispatcher on pool (another replica when pool is
 // another pool on the same schema).
 func (e *env) instance(pool *pgxpool.Pool, opts ...option) (*app.App, *httptest.Server) {
-	o := app.Options{Pool: pool, Schema: e.db.Schema, Logger: slog.New(slog.DiscardHandler), AuthCacheTTL: time.Minute,
-		EventHeartbeat: 200 * time.Millisecond}
+	o := app.Options{Pool: pool, AuthCacheTTL: time.Minute, EventHeartbeat: 200 * time.Millisecond}
 	for _, f := range opts {
 		f(&o)
 	}
-	a, err := app.New(o)
-	require.NoError(e.t, err)
-	require.NoError(e.t, a.Start(context.Background()))
-	srv := httptest.NewServer(a.Handler)
-	e.t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(ctx)
-	})
-	return a, srv
+	return apptest.Start(e.t, e.db, o)
 }
 
 // build inserts a pending build (event 1 is its pending status).

@@ -8,24 +8,25 @@ import (
 	"strings"
 
 	"context"
-	"github.com/stretchr/testify/assert"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"sigs.k8s.io/yaml"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"sigs.k8s.io/yaml"
+
 	"github.com/google/uuid"
-	"github.com/kilnbuild/kiln/tests/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kilnbuild/kiln/tests/ops"
+
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
@@ -42,24 +43,11 @@ var prometheusSynthetic = map[string]bool{"up": true, "scrape_duration_seconds":
 func exposedNames(t *testing.T) map[string]bool {
 	t.Helper()
 	db := pgtest.New(t)
-	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema, Workers: 1, Registry: prometheus.NewRegistry(),
-		Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
+	a, srv := apptest.Start(t, db, app.Options{Workers: 1, Registry: prometheus.NewRegistry()})
 	ctx := context.Background()
-	require.NoError(t, a.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(ctx)
-	})
-	srv := httptest.NewServer(a.Handler)
-	t.Cleanup(srv.Close)
-
-	p := &schema.Project{ID: uuid.NewString(), Name: "web", Namespace: "default", Workdir: "/w", GitRemote: "origin",
-		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: 1}
-	require.NoError(t, store.CreateProject(ctx, db.Pool, p))
+	p := apptest.Project(t, db.Pool, "web")
 	id := uuid.Must(uuid.NewV7()).String()
-	_, err = store.InsertBuild(ctx, db.Pool, store.NewBuild{ID: id, ProjectID: p.ID,
+	_, err := store.InsertBuild(ctx, db.Pool, store.NewBuild{ID: id, ProjectID: p.ID,
 		Spec: schema.BuildSpec{Prompt: "p"}, RequestedBy: "test"})
 	require.NoError(t, err)
 	b, err := a.Lifecycle.TransitionNow(ctx, db.Pool, id, store.Transition{To: schema.StatusRunning, JobName: "j"})

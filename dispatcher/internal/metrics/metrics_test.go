@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
@@ -109,17 +109,7 @@ func setup(t *testing.T) *env {
 	allow, err := callback.ParseAllowlist("127.0.0.1")
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema, Workers: 2, Registry: reg,
-		Logger: slog.New(slog.DiscardHandler), CallbackAllowlist: allow, CallbackTimeout: 5 * time.Second})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(ctx)
-	})
-	srv := httptest.NewServer(a.Handler)
-	t.Cleanup(srv.Close)
+	a, srv := apptest.Start(t, db, app.Options{Workers: 2, Registry: reg, CallbackAllowlist: allow, CallbackTimeout: 5 * time.Second})
 	tok, err := auth.Issue(context.Background(), db.Pool, "admin-bot", true, nil)
 	require.NoError(t, err)
 	e := &env{t: t, db: db, app: a, reg: reg, srv: srv, admin: tok}

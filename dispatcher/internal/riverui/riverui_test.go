@@ -4,15 +4,14 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/schema"
@@ -22,16 +21,7 @@ import (
 func TestRiverUIBehindAdminAuth(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema, Workers: 1})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Stop(ctx)
-	})
-	srv := httptest.NewServer(a.Handler)
-	t.Cleanup(srv.Close)
+	a, srv := apptest.Start(t, db, app.Options{Workers: 1})
 	ctx := context.Background()
 	admin, err := auth.Issue(ctx, db.Pool, "ops", true, nil)
 	require.NoError(t, err)
