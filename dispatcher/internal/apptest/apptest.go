@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/goleak"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
@@ -67,4 +68,14 @@ func Project(t testing.TB, db store.DB, name string, edit ...func(*schema.Projec
 		t.Fatalf("creating project %s: %v", name, err)
 	}
 	return p
+}
+
+// VerifyNoLeaks runs a package's tests (call it from TestMain) and fails
+// them if goroutines outlive them: an event stream, a River client or a
+// delivery that was never stopped. Idle keep-alive connections of the HTTP
+// clients the tests use close shortly after their server and are not leaks.
+func VerifyNoLeaks(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
 }
