@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -187,4 +189,28 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx con
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// SleeperPod starts a cluster whose image "sleeper" is /bin/sleep and a
+// running pod in namespace default named name, with labels, whose container
+// "main" sleeps forever: a stand-in for a project's long-lived pod. The
+// test's TMPDIR moves under HostTempDir, so its t.TempDir folders are
+// visible to the pod's processes. It returns the cluster and that folder.
+func SleeperPod(t testing.TB, name string, labels map[string]string) (*Cluster, string) {
+	t.Helper()
+	tmp, err := os.MkdirTemp(HostTempDir(), "kbtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", tmp)
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	c := Start(t, map[string]string{"sleeper": "/bin/sleep"})
+	_, err = c.Client.CoreV1().Pods("default").Create(context.Background(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "sleeper", Args: []string{"infinity"}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating pod %s: %v", name, err)
+	}
+	return c, tmp
 }

@@ -5,14 +5,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kilnbuild/kiln/tests/kbtest"
 )
@@ -22,17 +19,8 @@ func TestExecOnKubebox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kubebox")
 	}
-	tmp, err := os.MkdirTemp(kbtest.HostTempDir(), "podexec-")
-	require.NoError(t, err)
-	t.Setenv("TMPDIR", tmp)
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	c := kbtest.Start(t, map[string]string{"sleeper": "/bin/sleep"})
+	c, _ := kbtest.SleeperPod(t, "p", map[string]string{"app": "p"})
 	ctx := context.Background()
-	_, err = c.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"app": "p"}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "sleeper", Args: []string{"infinity"}}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
 	ctr, err := FindPod(ctx, c.Client, Target{Namespace: "default", PodSelector: "app=p"}, time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, Container{Namespace: "default", Pod: "p", Container: "main"}, ctr)

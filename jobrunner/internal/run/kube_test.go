@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
 	"github.com/kilnbuild/kiln/tests/kbtest"
@@ -26,17 +24,8 @@ func TestAgentScriptsOnKubebox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kubebox")
 	}
-	tmp, err := os.MkdirTemp(kbtest.HostTempDir(), "run-kube-")
-	require.NoError(t, err)
-	t.Setenv("TMPDIR", tmp)
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	c := kbtest.Start(t, map[string]string{"sleeper": "/bin/sleep"})
+	c, tmp := kbtest.SleeperPod(t, "p", nil)
 	ctx := context.Background()
-	_, err = c.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "sleeper", Args: []string{"infinity"}}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
 	ctr, err := podexec.FindPod(ctx, c.Client, podexec.Target{Namespace: "default", PodName: "p"}, time.Minute)
 	require.NoError(t, err)
 	e := podexec.New(c.Client, c.Config, slog.New(slog.NewTextHandler(io.Discard, nil)))
