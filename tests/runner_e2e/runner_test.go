@@ -31,35 +31,23 @@ func TestRunner(t *testing.T) {
 		t.Skip("kubebox end-to-end")
 	}
 	env := harness.Setup(t)
-
-	t.Run("success commits and pushes", func(t *testing.T) {
-		t.Parallel()
-		testSuccess(t, env)
-	})
-	t.Run("failing agent", func(t *testing.T) {
-		t.Parallel()
-		testFailingAgent(t, env)
-	})
-	t.Run("missing variable", func(t *testing.T) {
-		t.Parallel()
-		testMissingVariable(t, env)
-	})
-	t.Run("cancel by deleting the job", func(t *testing.T) {
-		t.Parallel()
-		testCancelJobDeleted(t, env)
-	})
-	t.Run("cancel seen from the dispatcher", func(t *testing.T) {
-		t.Parallel()
-		testCancelFromDispatcher(t, env)
-	})
-	t.Run("dispatcher unreachable at the end", func(t *testing.T) {
-		t.Parallel()
-		testDispatcherUnreachable(t, env)
-	})
-	t.Run("push rejected", func(t *testing.T) {
-		t.Parallel()
-		testPushRejected(t, env)
-	})
+	for _, c := range []struct {
+		name string
+		run  func(*testing.T, *harness.Env)
+	}{
+		{"success commits and pushes", testSuccess},
+		{"failing agent", testFailingAgent},
+		{"missing variable", testMissingVariable},
+		{"cancel by deleting the job", testCancelJobDeleted},
+		{"cancel seen from the dispatcher", testCancelFromDispatcher},
+		{"dispatcher unreachable at the end", testDispatcherUnreachable},
+		{"push rejected", testPushRejected},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.run(t, env)
+		})
+	}
 }
 
 func testSuccess(t *testing.T, env *harness.Env) {
