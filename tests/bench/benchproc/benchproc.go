@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -118,4 +120,32 @@ func Schema(ctx context.Context, dbURL string, maxConns int32) (string, *pgxpool
 		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE")
 		admin.Close()
 	}
+}
+
+// Measure runs op from c goroutines (given their index) for d and returns
+// successful operations per second. A failed operation ends the benchmark:
+// a rate that counts only what succeeded would flatter.
+func Measure(c int, d time.Duration, op func(w int) error) float64 {
+	var n, failed atomic.Int64
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range c {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := op(w); err != nil {
+					if failed.Add(1) == 1 {
+						log.Printf("operation failed: %v", err)
+					}
+					continue
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		log.Fatalf("%d operations failed", f)
+	}
+	return float64(n.Load()) / time.Since(start).Seconds()
 }

@@ -29,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -78,7 +77,7 @@ func main() {
 		for i := range plainIDs {
 			plainIDs[i] = runners[i].id
 		}
-		plain := measure(c, *dur, func(w int) error {
+		plain := benchproc.Measure(c, *dur, func(w int) error {
 			base := plainSeq[w]
 			plainSeq[w] += batch
 			types, payloads := batchRows(batch)
@@ -88,7 +87,7 @@ func main() {
 				plainIDs[w], base, types, payloads)
 			return err
 		}) * batch
-		kiln := measure(c, *dur, func(w int) error { return runners[w].post(batch, nil) }) * batch
+		kiln := benchproc.Measure(c, *dur, func(w int) error { return runners[w].post(batch, nil) }) * batch
 		fmt.Printf("%-9d %22.0f %22.0f %8.2f\n", c, kiln, plain, kiln/plain)
 	}
 
@@ -298,32 +297,6 @@ func percentile(d []time.Duration, p int) time.Duration {
 
 func ratio(a, b []time.Duration, p int) float64 {
 	return float64(percentile(a, p)) / float64(max(percentile(b, p), time.Microsecond))
-}
-
-// measure runs op from c goroutines (given their index) for d and returns successful ops per second.
-func measure(c int, d time.Duration, op func(w int) error) float64 {
-	var n, failed atomic.Int64
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range c {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				if err := op(w); err != nil {
-					if failed.Add(1) == 1 {
-						log.Printf("operation failed: %v", err)
-					}
-					continue
-				}
-				n.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		log.Fatalf("%d operations failed", f)
-	}
-	return float64(n.Load()) / time.Since(start).Seconds()
 }
 
 func randHex(n int) string {

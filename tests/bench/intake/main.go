@@ -11,11 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
@@ -74,8 +71,8 @@ func main() {
 	fmt.Printf("bench-intake: %s per measurement, database %s (schema %s)\n", *dur, pool.Config().ConnConfig.Database, schemaName)
 	fmt.Printf("%-8s %16s %16s %8s\n", "clients", "intake builds/s", "plain inserts/s", "ratio")
 	for _, c := range []int{1, 8, 32} {
-		plain := measure(c, *dur, plainOp)
-		kiln := measure(c, *dur, intakeOp)
+		plain := benchproc.Measure(c, *dur, func(int) error { return plainOp() })
+		kiln := benchproc.Measure(c, *dur, func(int) error { return intakeOp() })
 		fmt.Printf("%-8d %16.0f %16.0f %8.2f\n", c, kiln, plain, kiln/plain)
 	}
 	var builds, jobs int
@@ -85,30 +82,4 @@ func main() {
 	if builds != jobs {
 		os.Exit(1)
 	}
-}
-
-// measure runs op from c goroutines for d and returns successful ops per second.
-func measure(c int, d time.Duration, op func() error) float64 {
-	var n, failed atomic.Int64
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range c {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				if err := op(); err != nil {
-					if failed.Add(1) == 1 {
-						log.Printf("operation failed: %v", err)
-					}
-					continue
-				}
-				n.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		log.Printf("%d operations failed", f)
-	}
-	return float64(n.Load()) / time.Since(start).Seconds()
 }
