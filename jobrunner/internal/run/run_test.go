@@ -54,14 +54,14 @@ func TestAgentScriptLocally(t *testing.T) {
 	pidFile := PIDFile(dir, "b/../x y")
 	require.Equal(t, filepath.Join(dir, "kiln-b_.._x_y.pid"), pidFile)
 	argv := []string{"sh", "-c", `printf '%s|' "$@"; cat; ls "$PWD" >/dev/null; pwd; test -s "$1" && echo pid-ok; exit 4`, "sh",
-		pidFile, "$(touch pwned)", "it's", "a b"}
+		pidFile, "$(touch pwned)", "it's", "a b", "two\nlines", "`touch pwned`", `back\slash "q"`}
 	cmd := exec.Command("sh", "-c", AgentScript(dir, pidFile, argv))
 	cmd.Stdin = strings.NewReader("PROMPT")
 	out, err := cmd.Output()
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee)
 	require.Equal(t, 4, ee.ExitCode())
-	require.Equal(t, pidFile+"|$(touch pwned)|it's|a b|PROMPT"+dir+"\npid-ok\n", string(out))
+	require.Equal(t, pidFile+"|$(touch pwned)|it's|a b|two\nlines|`touch pwned`|back\\slash \"q\"|PROMPT"+dir+"\npid-ok\n", string(out))
 	_, err = os.Stat(filepath.Join(dir, "pwned"))
 	require.ErrorIs(t, err, os.ErrNotExist)
 	_, err = os.Stat(pidFile)
