@@ -21,7 +21,10 @@ import (
 // their audit rows with one statement — so a busy dispatcher pays one commit
 // and a few round trips for many builds. Every build's row and job still
 // share a transaction (invariant 1). Nothing waits for company: a batch is
-// whatever is queued when a committer is free.
+// whatever is queued when a committer is free. Submissions with an
+// Idempotency-Key take part too: the batch claims their keys first, in one
+// statement, and writes builds only for the keys it won; the others are
+// replays, answered after the commit from the key's record.
 const (
 	maxBatch      = 64
 	committers    = 4
@@ -32,6 +35,8 @@ type submission struct {
 	who       *auth.Principal
 	projectID string
 	spec      schema.BuildSpec
+	key       string // Idempotency-Key; "" for none
+	hash      []byte // of the request, for a key
 	done      chan submitted
 }
 
@@ -46,9 +51,10 @@ type batcher struct {
 }
 
 // submitBatched queues one submission for the next group commit.
-func (s *Service) submitBatched(ctx context.Context, who *auth.Principal, projectID string, spec schema.BuildSpec) (*store.Build, error) {
+// It returns errReplay when the submission's Idempotency-Key was already bound.
+func (s *Service) submitBatched(ctx context.Context, who *auth.Principal, projectID string, spec schema.BuildSpec, key string, hash []byte) (*store.Build, error) {
 	s.batchOnce.Do(func() { s.batch = &batcher{queue: make(chan *submission, 4*maxBatch)} })
-	sub := &submission{who: who, projectID: projectID, spec: spec, done: make(chan submitted, 1)}
+	sub := &submission{who: who, projectID: projectID, spec: spec, key: key, hash: hash, done: make(chan submitted, 1)}
 	select {
 	case s.batch.queue <- sub:
 	case <-ctx.Done():
@@ -105,27 +111,64 @@ func (s *Service) commitBatch(batch []*submission) {
 		return
 	}
 	for i, sub := range batch {
-		if err != nil {
+		switch {
+		case err != nil:
 			sub.done <- submitted{err: err}
-		} else {
+		case builds[i] == nil:
+			sub.done <- submitted{err: errReplay}
+		default:
 			sub.done <- submitted{build: builds[i]}
 		}
 	}
 }
 
+// insertMany writes the batch in one transaction and returns each
+// submission's build, or nil for one whose Idempotency-Key was already bound.
 func (s *Service) insertMany(ctx context.Context, batch []*submission) ([]*store.Build, error) {
-	params := make([]river.InsertManyParams, len(batch))
-	nbs := make([]store.NewBuild, len(batch))
+	ids := make([]string, len(batch))
+	var claims []store.KeyClaim
+	var claimed []int // batch index of each claim
 	for i, sub := range batch {
 		id, err := uuid.NewV7()
 		if err != nil {
 			return nil, err
 		}
-		params[i] = river.InsertManyParams{Args: queue.DispatchArgs{BuildID: id.String(), ProjectID: sub.projectID}}
-		nbs[i] = store.NewBuild{ID: id.String(), ProjectID: sub.projectID, Spec: sub.spec, RequestedBy: sub.who.Name}
+		ids[i] = id.String()
+		if sub.key != "" {
+			claims = append(claims, store.KeyClaim{TokenID: sub.who.TokenID, Key: sub.key, RequestHash: sub.hash, BuildID: ids[i]})
+			claimed = append(claimed, i)
+		}
 	}
 	var out []*store.Build
 	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
+		write := make([]bool, len(batch))
+		for i := range write {
+			write[i] = true
+		}
+		if len(claims) > 0 {
+			won, err := store.ClaimIdempotencyKeys(ctx, tx, claims)
+			if err != nil {
+				return fmt.Errorf("claiming %d idempotency keys: %w", len(claims), err)
+			}
+			for j, w := range won {
+				write[claimed[j]] = w
+			}
+		}
+		var params []river.InsertManyParams
+		var nbs []store.NewBuild
+		var at []int // batch index of each build written
+		for i, sub := range batch {
+			if !write[i] {
+				continue
+			}
+			params = append(params, river.InsertManyParams{Args: queue.DispatchArgs{BuildID: ids[i], ProjectID: sub.projectID}})
+			nbs = append(nbs, store.NewBuild{ID: ids[i], ProjectID: sub.projectID, Spec: sub.spec, RequestedBy: sub.who.Name})
+			at = append(at, i)
+		}
+		out = make([]*store.Build, len(batch))
+		if len(params) == 0 {
+			return nil // replays only
+		}
 		res, err := s.River.InsertManyTx(ctx, tx, params)
 		if err != nil {
 			return fmt.Errorf("enqueueing dispatch of %d builds: %w", len(batch), err)
@@ -142,10 +185,9 @@ func (s *Service) insertMany(ctx context.Context, batch []*submission) ([]*store
 		if err != nil {
 			return err
 		}
-		out = make([]*store.Build, len(nbs))
-		for i, nb := range nbs {
-			out[i] = &store.Build{Build: schema.Build{ID: nb.ID, ProjectID: nb.ProjectID, Spec: nb.Spec,
-				Status: schema.StatusPending, RequestedBy: nb.RequestedBy, CreatedAt: created[i]}, RiverJobID: nb.RiverJobID}
+		for k, nb := range nbs {
+			out[at[k]] = &store.Build{Build: schema.Build{ID: nb.ID, ProjectID: nb.ProjectID, Spec: nb.Spec,
+				Status: schema.StatusPending, RequestedBy: nb.RequestedBy, CreatedAt: created[k]}, RiverJobID: nb.RiverJobID}
 		}
 		return nil
 	})

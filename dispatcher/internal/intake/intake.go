@@ -67,36 +67,13 @@ func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project 
 		return nil, err
 	}
 	spec.Template = spec.TemplateName()
-	if idemKey == "" {
-		b, err := s.submitBatched(ctx, who, project.ID, spec)
-		if err != nil {
-			return nil, err
-		}
-		return &Accepted{Build: b, Project: project}, nil
+	var hash []byte
+	if idemKey != "" {
+		// No lookup first: most keys are fresh, and the group commit's claim
+		// finds a bound one (a retry), which is then answered from its record.
+		hash = requestHash(project.ID, spec)
 	}
-	hash := requestHash(project.ID, spec)
-	if acc, err := s.replay(ctx, who, idemKey, hash); acc != nil || err != nil {
-		return acc, err
-	}
-	var b *store.Build
-	claimed := true
-	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		b, err = s.insertBuild(ctx, tx, who, project.ID, spec)
-		if err != nil {
-			return err
-		}
-		if idemKey != "" {
-			claimed, err = store.ClaimIdempotencyKey(ctx, tx, who.TokenID, idemKey, hash, b.ID)
-			if err != nil {
-				return fmt.Errorf("claiming idempotency key: %w", err)
-			}
-			if !claimed {
-				return errReplay
-			}
-		}
-		return nil
-	})
+	b, err := s.submitBatched(ctx, who, project.ID, spec, idemKey, hash)
 	if errors.Is(err, errReplay) {
 		acc, err := s.replay(ctx, who, idemKey, hash)
 		if acc == nil && err == nil {

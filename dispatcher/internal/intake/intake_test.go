@@ -109,3 +109,70 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	assert.Nil(t, b.Result, "a late result is not recorded")
 	assert.WithinDuration(t, time.Now(), *b.FinishedAt, time.Minute)
 }
+
+// A group commit claims its submissions' Idempotency-Keys first and writes
+// builds and River jobs only for the keys it won: a key bound before, or
+// twice in the same batch, is a replay that writes nothing.
+func TestBatchClaimsKeysBeforeWriting(t *testing.T) {
+	s, db, admin := setup(t)
+	ctx := context.Background()
+	p, err := s.CreateProject(ctx, admin, schema.ProjectInput{Name: "web"})
+	require.NoError(t, err)
+	bound, err := s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "earlier"}, "k-bound")
+	require.NoError(t, err)
+
+	sub := func(key, prompt string) *submission {
+		spec := schema.BuildSpec{Prompt: prompt, Template: "default"}
+		var hash []byte
+		if key != "" {
+			hash = requestHash(p.ID, spec)
+		}
+		return &submission{who: admin, projectID: p.ID, spec: spec, key: key, hash: hash}
+	}
+	batch := []*submission{sub("k1", "a"), sub("k1", "a"), sub("k-bound", "earlier"), sub("", "b"), sub("k3", "c")}
+	builds, err := s.insertMany(ctx, batch)
+	require.NoError(t, err)
+	require.Len(t, builds, len(batch))
+	assert.NotNil(t, builds[0], "first claim of k1 wins")
+	assert.Nil(t, builds[1], "second claim of k1 in the same batch is a replay")
+	assert.Nil(t, builds[2], "a key bound by an earlier request is a replay")
+	assert.NotNil(t, builds[3], "no key: always written")
+	assert.NotNil(t, builds[4])
+	b, j, e := counts(t, db)
+	assert.Equal(t, [3]int{4, 4, 4}, [3]int{b, j, e}, "the earlier build plus three: one row, job and event each")
+
+	// Through SubmitBuild, the replays answer with the winners' builds.
+	acc, err := s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "a"}, "k1")
+	require.NoError(t, err)
+	assert.True(t, acc.Replay)
+	assert.Equal(t, builds[0].ID, acc.Build.ID)
+	acc, err = s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "earlier"}, "k-bound")
+	require.NoError(t, err)
+	assert.Equal(t, bound.Build.ID, acc.Build.ID)
+	_, err = s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "not c"}, "k3")
+	require.ErrorIs(t, err, ErrIdempotencyMismatch)
+}
+
+// A keyed submission whose transaction fails binds no key: its retry is a
+// new build, not a replay of one that was never written.
+func TestFailedKeyedSubmitBindsNoKey(t *testing.T) {
+	s, db, admin := setup(t)
+	ctx := context.Background()
+	p, err := s.CreateProject(ctx, admin, schema.ProjectInput{Name: "web"})
+	require.NoError(t, err)
+	boom := errors.New("injected failure between the River insert and the audit row")
+	s.testHookAfterJobInsert = func(context.Context) error { return boom }
+	_, err = s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, "k")
+	require.ErrorIs(t, err, boom)
+	var keys int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys`).Scan(&keys))
+	b, j, _ := counts(t, db)
+	assert.Equal(t, [3]int{0, 0, 0}, [3]int{keys, b, j})
+
+	s.testHookAfterJobInsert = nil
+	acc, err := s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, "k")
+	require.NoError(t, err)
+	assert.False(t, acc.Replay)
+	b, j, _ = counts(t, db)
+	assert.Equal(t, [2]int{1, 1}, [2]int{b, j})
+}

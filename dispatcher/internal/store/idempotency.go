@@ -13,18 +13,6 @@ type IdempotencyRecord struct {
 	BuildID     string
 }
 
-// ClaimIdempotencyKey binds (tokenID, key) to buildID inside the build's
-// transaction. It returns false when the key is already bound; a concurrent
-// claim of the same key waits for the other transaction to end first.
-func ClaimIdempotencyKey(ctx context.Context, db DB, tokenID, key string, hash []byte, buildID string) (bool, error) {
-	tag, err := db.Exec(ctx, `INSERT INTO idempotency_keys (token_id, key, request_hash, build_id)
-		VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, tokenID, key, hash, buildID)
-	if err != nil {
-		return false, err
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
 // GetIdempotencyKey returns the record bound to (tokenID, key), or ErrNotFound.
 func GetIdempotencyKey(ctx context.Context, db DB, tokenID, key string) (*IdempotencyRecord, error) {
 	var r IdempotencyRecord
@@ -34,4 +22,48 @@ func GetIdempotencyKey(ctx context.Context, db DB, tokenID, key string) (*Idempo
 		return nil, ErrNotFound
 	}
 	return &r, err
+}
+
+// KeyClaim is one submission's claim of an Idempotency-Key.
+type KeyClaim struct {
+	TokenID, Key string
+	RequestHash  []byte
+	BuildID      string
+}
+
+// ClaimIdempotencyKeys binds each claim's key to its build in one statement
+// and reports which claims won. A key already bound, or claimed by an
+// earlier claim in the same call, is not won. The builds themselves may be
+// written later in the transaction (the foreign key is checked at commit).
+func ClaimIdempotencyKeys(ctx context.Context, db DB, claims []KeyClaim) ([]bool, error) {
+	tokens := make([]string, len(claims))
+	keys := make([]string, len(claims))
+	hashes := make([][]byte, len(claims))
+	builds := make([]string, len(claims))
+	for i, c := range claims {
+		tokens[i], keys[i], hashes[i], builds[i] = c.TokenID, c.Key, c.RequestHash, c.BuildID
+	}
+	rows, err := db.Query(ctx, `INSERT INTO idempotency_keys (token_id, key, request_hash, build_id)
+		SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::uuid[])
+		ON CONFLICT DO NOTHING RETURNING build_id::text`, tokens, keys, hashes, builds)
+	if err != nil {
+		return nil, err
+	}
+	won := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		won[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(claims))
+	for i, c := range claims {
+		out[i] = won[c.BuildID]
+	}
+	return out, nil
 }
