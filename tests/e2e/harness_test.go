@@ -363,6 +363,12 @@ func (e *env) api(d *dispatcher, method, path string, body any, out any) int {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return e.do(req, out)
+}
+
+// do sends req and decodes a 2xx answer into out; it returns the status.
+func (e *env) do(req *http.Request, out any) int {
+	e.t.Helper()
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(e.t, err)
 	defer res.Body.Close()
