@@ -35,7 +35,23 @@ var (
 	token = os.Getenv("KILN_RUNNER_TOKEN")
 )
 
+// call makes one runner-protocol request, retrying network errors and 5xx
+// answers for about 6 s as the real runner's client does (with less patience).
 func call(method, path string, in, out any) error {
+	var err error
+	wait := 100 * time.Millisecond
+	for range 10 {
+		var retry bool
+		if retry, err = try(method, path, in, out); !retry {
+			return err
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, time.Second)
+	}
+	return err
+}
+
+func try(method, path string, in, out any) (retry bool, err error) {
 	var body bytes.Buffer
 	if in != nil {
 		_ = json.NewEncoder(&body).Encode(in)
@@ -45,16 +61,16 @@ func call(method, path string, in, out any) error {
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return true, err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != 200 {
-		return fmt.Errorf("%s %s: status %d", method, path, res.StatusCode)
+		return res.StatusCode >= 500, fmt.Errorf("%s %s: status %d", method, path, res.StatusCode)
 	}
 	if out != nil {
-		return json.NewDecoder(res.Body).Decode(out)
+		return false, json.NewDecoder(res.Body).Decode(out)
 	}
-	return nil
+	return false, nil
 }
 
 func must(err error) {

@@ -76,6 +76,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p.Errors = []intake.FieldError{{Field: "Idempotency-Key", Rule: "already used with a different request body"}}
 	case errors.Is(err, intake.ErrForbidden):
 		p.Status, p.Detail = http.StatusForbidden, "this token may not do that; an admin token is required"
+	case store.IsUnavailable(err):
+		s.logger.WarnContext(r.Context(), "database unavailable", "error", err, "request_id", p.RequestID,
+			"method", r.Method, "path", r.URL.Path)
+		w.Header().Set("Retry-After", "1")
+		p.Status, p.Detail = http.StatusServiceUnavailable,
+			"the database is unavailable for a moment; retry (a build submission with the same Idempotency-Key is made once)"
 	default:
 		s.logger.ErrorContext(r.Context(), "request failed", "error", err, "request_id", p.RequestID,
 			"method", r.Method, "path", r.URL.Path)

@@ -89,8 +89,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		good, err := store.CheckRunnerToken(r.Context(), s.Pool, id, auth.Hash(tok))
 		if err != nil {
-			s.logger().ErrorContext(r.Context(), "checking runner token", "build_id", id, "error", err)
-			problem(w, http.StatusInternalServerError, "internal error")
+			s.fail(w, r, fmt.Errorf("checking runner token: %w", err))
 			return
 		}
 		if !good {
@@ -119,6 +118,12 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, store.ErrNotFound) {
 		problem(w, http.StatusNotFound, "build not found")
+		return
+	}
+	if store.IsUnavailable(err) {
+		s.logger().WarnContext(r.Context(), "runner request: database unavailable", "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusServiceUnavailable, "the database is unavailable for a moment; retry")
 		return
 	}
 	s.logger().ErrorContext(r.Context(), "runner request failed", "path", r.URL.Path, "error", err)
