@@ -9,8 +9,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -24,8 +27,9 @@ type Client struct {
 
 // APIError is a non-2xx answer; Detail comes from the problem+json body.
 type APIError struct {
-	Status int
-	Detail string
+	Status     int
+	Detail     string
+	RetryAfter time.Duration // from a Retry-After header in seconds; 0 if none
 }
 
 func (e *APIError) Error() string {
@@ -94,19 +98,61 @@ func apiError(res *http.Response) error {
 	}
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	_ = json.Unmarshal(b, &p)
-	return &APIError{Status: res.StatusCode, Detail: p.Detail}
+	e := &APIError{Status: res.StatusCode, Detail: p.Detail}
+	if secs, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return e
 }
 
 // Submit starts a build of project (an id, or a name through the
 // /project/{name}/build alias) and returns what the API accepted.
+//
+// Every submission carries an Idempotency-Key (a fresh one when none is
+// given), so Submit can retry what may not have arrived: network errors and
+// 429, 502, 503 and 504 answers are retried SubmitAttempts times in all,
+// after Retry-After or a growing pause, and the build is still made once.
 func (c *Client) Submit(ctx context.Context, project string, spec schema.BuildSpec, idempotencyKey string) (*schema.BuildAccepted, error) {
 	path := "/projects/" + url.PathEscape(project) + "/builds"
 	if !looksLikeUUID(project) {
 		path = "/project/" + url.PathEscape(project) + "/build"
 	}
+	if idempotencyKey == "" {
+		idempotencyKey = "kiln-client-" + uuid.NewString()
+	}
 	var acc schema.BuildAccepted
-	err := c.do(ctx, http.MethodPost, path, spec, &acc, "Idempotency-Key", idempotencyKey)
-	return &acc, err
+	pause := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := c.do(ctx, http.MethodPost, path, spec, &acc, "Idempotency-Key", idempotencyKey)
+		var apiErr *APIError
+		retry := err != nil && ctx.Err() == nil && attempt < SubmitAttempts
+		if errors.As(err, &apiErr) {
+			retry = retry && retryableStatus(apiErr.Status)
+			if apiErr.RetryAfter > 0 {
+				pause = min(apiErr.RetryAfter, 10*time.Second)
+			}
+		}
+		if !retry {
+			return &acc, err
+		}
+		select {
+		case <-ctx.Done():
+			return &acc, err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
+	}
+}
+
+// SubmitAttempts is how many times Submit sends a submission at most.
+const SubmitAttempts = 6
+
+func retryableStatus(code int) bool {
+	switch code {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // Get returns a build.

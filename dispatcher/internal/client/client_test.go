@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -179,3 +180,61 @@ func projectOf(t *testing.T, e *env) string {
 type envMap map[string]string
 
 func (m envMap) get(k string) string { return m[k] }
+
+// Submit survives a lost answer and an outage between it and the API: the
+// first attempt reaches the dispatcher but its answer is cut off, the second
+// meets a 503, the third gets through. Every attempt carries the same
+// Idempotency-Key, so the answer names the build the first attempt made,
+// and only that build exists. A 422 is not retried.
+func TestSubmitRetriesWithOneKey(t *testing.T) {
+	e := setup(t)
+	var mu sync.Mutex
+	var keys []string
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		n := len(keys)
+		mu.Unlock()
+		switch n {
+		case 1: // delivered, but the answer is lost
+			e.srv.Config.Handler.ServeHTTP(httptest.NewRecorder(), r)
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		case 2:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			e.srv.Config.Handler.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(front.Close)
+	c := &client.Client{BaseURL: front.URL, Token: e.token}
+	acc, err := c.Submit(context.Background(), "web", schema.BuildSpec{Prompt: "once"}, "")
+	require.NoError(t, err)
+	require.Len(t, keys, 3)
+	assert.NotEmpty(t, keys[0], "a key is made when none is given")
+	assert.Equal(t, []string{keys[0], keys[0], keys[0]}, keys, "one key for every attempt")
+	var builds int
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM builds`).Scan(&builds))
+	assert.Equal(t, 1, builds, "one build for three attempts")
+	var first string
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT id FROM builds`).Scan(&first))
+	assert.Equal(t, first, acc.TaskID)
+
+	// A refusal is final: one attempt.
+	var tries int
+	counting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		tries++
+		mu.Unlock()
+		e.srv.Config.Handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(counting.Close)
+	c = &client.Client{BaseURL: counting.URL, Token: e.token}
+	_, err = c.Submit(context.Background(), "web", schema.BuildSpec{Prompt: ""}, "")
+	var apiErr *client.APIError
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, http.StatusUnprocessableEntity, apiErr.Status)
+	assert.Equal(t, 1, tries)
+}

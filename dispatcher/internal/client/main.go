@@ -162,7 +162,7 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *Client, []
 	autoCommit := fs.Bool("auto-commit", false, "commit the agent's changes")
 	autoPush := fs.Bool("auto-push", false, "push the commit")
 	callbackURL := fs.String("callback-url", "", "URL to POST the outcome to (signed; docs/callbacks.md)")
-	key := fs.String("idempotency-key", "", "Idempotency-Key: the same key and body return the first build")
+	key := fs.String("idempotency-key", "", "Idempotency-Key: the same key and body return the first build (default: a fresh key, kept for the retries after a network error or a 503)")
 	watch := fs.Bool("watch", false, "follow the build after submitting it (exit status as watch)")
 	ws := fs.Bool("ws", false, "with --watch: follow over the WebSocket")
 	return func(ctx context.Context, c *Client, pos []string) (int, error) {
