@@ -39,7 +39,7 @@ func main() {
 	dbURL := flag.String("database-url", envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database")
 	dispatcherBin := flag.String("dispatcher", "bin/dispatcher", "dispatcher binary")
 	runnerBin := flag.String("runner", "", "executable build pods run (default: /bin/true)")
-	dur := flag.Duration("duration", 10*time.Second, "how long each rate is offered")
+	dur := flag.Duration("duration", 20*time.Second, "how long each rate is offered (at 5/s, 20 s gives 100 samples: a p99 that is not just the maximum)")
 	flag.Parse()
 	ctx := context.Background()
 	runner := *runnerBin
