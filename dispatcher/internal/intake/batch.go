@@ -103,8 +103,10 @@ func (s *Service) commitBatch(batch []*submission) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	builds, err := s.insertMany(ctx, batch)
-	if err != nil && len(batch) > 1 {
+	if err != nil && len(batch) > 1 && !store.IsUnavailable(err) {
 		// One bad submission (an unknown project) must not fail the others.
+		// (An unreachable database fails them all at once: no point trying
+		// each.)
 		for _, sub := range batch {
 			s.commitBatch([]*submission{sub})
 		}
