@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -70,6 +71,12 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 				}
 			}
 			route := chi.RouteContext(r.Context()).RoutePattern()
+			if s.onRequest != nil {
+				status := cmp.Or(ww.Status(), http.StatusOK)
+				stream := status == http.StatusSwitchingProtocols ||
+					strings.HasPrefix(ww.Header().Get("Content-Type"), "text/event-stream")
+				s.onRequest(route, r.Method, status, time.Since(start), stream)
+			}
 			if route == "/healthz" || route == "/readyz" || route == "/metrics" {
 				return
 			}

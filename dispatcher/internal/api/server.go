@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -24,6 +25,10 @@ type Options struct {
 	Metrics http.Handler
 	// Mount adds more routes (event streams, runner protocol, River UI, ...).
 	Mount func(r chi.Router, authed func(http.Handler) http.Handler)
+	// OnRequest, if set, learns of every answered request: its route
+	// pattern ("" when none matched), method, status, time taken, and
+	// whether it was an event stream (SSE or a WebSocket upgrade).
+	OnRequest func(route, method string, status int, took time.Duration, stream bool)
 }
 
 // Server is the HTTP API.
@@ -33,6 +38,8 @@ type Server struct {
 	logger *slog.Logger
 	ready  func(ctx context.Context) error
 	router chi.Router
+
+	onRequest func(route, method string, status int, took time.Duration, stream bool)
 }
 
 // NewServer builds the router.
@@ -44,7 +51,8 @@ func NewServer(o Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{intake: o.Intake, auth: o.Auth, logger: logger.With("component", "api"), ready: o.Ready}
+	s := &Server{intake: o.Intake, auth: o.Auth, logger: logger.With("component", "api"), ready: o.Ready,
+		onRequest: o.OnRequest}
 	r := chi.NewRouter()
 	r.Use(withRequestID, s.logRequests)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

@@ -210,7 +210,7 @@ func New(o Options) (*App, error) {
 		metricsHandler = m.Handler()
 	}
 	a.Handler = api.NewServer(api.Options{
-		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: metricsHandler,
+		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: metricsHandler, OnRequest: m.HTTP,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil {

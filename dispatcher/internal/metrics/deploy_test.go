@@ -57,6 +57,11 @@ func exposedNames(t *testing.T) map[string]bool {
 		Usage: &schema.Usage{CostUSD: 0.1, Turns: 2, InputTokens: 10, OutputTokens: 2}}, "test")
 	require.NoError(t, err)
 
+	// One answered request first, so the HTTP series exist in the scrape
+	// (a request is counted once it has been answered).
+	hz, err := http.Get(srv.URL + "/healthz")
+	require.NoError(t, err)
+	hz.Body.Close()
 	res, err := http.Get(srv.URL + "/metrics")
 	require.NoError(t, err)
 	defer res.Body.Close()

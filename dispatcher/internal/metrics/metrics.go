@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -66,6 +67,8 @@ type Metrics struct {
 	tokens         *prometheus.CounterVec
 	turns          *prometheus.HistogramVec
 	reasonMismatch prometheus.Counter
+	httpRequests   *prometheus.CounterVec
+	httpDuration   *prometheus.HistogramVec
 
 	db *dbCollector
 }
@@ -76,6 +79,7 @@ var (
 	runBuckets       = []float64{5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, 43200, 86400}
 	launchBuckets    = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 	turnBuckets      = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500}
+	httpBuckets      = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 )
 
 // New registers the dispatcher's metrics on o.Registry.
@@ -116,6 +120,12 @@ func New(o Options) (*Metrics, error) {
 			Help: "Tokens the agents reported, by direction (input, output) and template."}, []string{"direction", "template"}),
 		turns: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_agent_turns",
 			Help: "Agent turns per build that reported usage.", Buckets: turnBuckets}, []string{"template"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_http_requests_total",
+			Help: "HTTP requests answered, by route pattern (\"unmatched\" for none), method and status code."},
+			[]string{"route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route pattern and method; event streams (SSE, WebSocket) are not observed.",
+			Buckets: httpBuckets}, []string{"route", "method"}),
 		reasonMismatch: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_metrics_reason_mismatch_total",
 			Help: "Watcher failures whose reason code differs from the reason kiln_builds_total recorded (a bug to report)."}),
 	}
@@ -130,7 +140,7 @@ func New(o Options) (*Metrics, error) {
 	m.initSeries()
 
 	cs := []prometheus.Collector{m.builds, m.started, m.queueWait, m.run, m.duration, m.launch, m.launchErrors,
-		m.callbacks, m.cost, m.tokens, m.turns, m.reasonMismatch, deadline,
+		m.callbacks, m.cost, m.tokens, m.turns, m.reasonMismatch, m.httpRequests, m.httpDuration, deadline,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	cs = append(cs, newWorkersCollector(o.Workers))
 	if o.Pool != nil {
@@ -261,3 +271,21 @@ func (m *Metrics) Callback(outcome string) {
 }
 
 func seconds(d time.Duration) float64 { return max(d.Seconds(), 0) }
+
+// HTTP observes one answered request (api.Options.OnRequest). route is the
+// router's pattern, so the labels stay bounded; stream says the answer was an
+// event stream, whose duration is the client's and is not observed.
+func (m *Metrics) HTTP(route, method string, code int, took time.Duration, stream bool) {
+	if route == "" {
+		route = "unmatched"
+	}
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+	default:
+		method = "other"
+	}
+	m.httpRequests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	if !stream {
+		m.httpDuration.WithLabelValues(route, method).Observe(took.Seconds())
+	}
+}

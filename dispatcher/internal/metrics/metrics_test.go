@@ -341,3 +341,40 @@ func TestReason(t *testing.T) {
 		assert.Equal(t, c.want, metrics.Reason(b), "%s %q", c.status, c.err)
 	}
 }
+
+// Every answered request is counted by route pattern, method and code, and
+// timed; an event stream is counted but not timed; a path no route matches
+// is "unmatched", so the labels stay bounded whatever clients send.
+func TestHTTPMetrics(t *testing.T) {
+	e := setup(t)
+	id := e.submit(map[string]any{"prompt": "x"})
+	e.post("/projects/"+e.project+"/builds", map[string]any{"prompt": ""}, http.StatusUnprocessableEntity, nil)
+	for _, p := range []string{"/no/such/path/1", "/no/such/path/2"} {
+		res, err := http.Get(e.srv.URL + p)
+		require.NoError(t, err)
+		res.Body.Close()
+	}
+	// A finished build's SSE stream replays and ends at once.
+	e.transition(id, store.Transition{To: kiln.StatusCancelled, Error: "stop"})
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/builds/"+id+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+
+	f := Scrape(t, e.srv.URL)
+	route := "/projects/{id}/builds"
+	assert.Equal(t, 1.0, f.Value("kiln_http_requests_total", "route", route, "method", "POST", "code", "202"))
+	assert.Equal(t, 1.0, f.Value("kiln_http_requests_total", "route", route, "method", "POST", "code", "422"))
+	n, sum := f.Hist("kiln_http_request_duration_seconds", "route", route, "method", "POST")
+	assert.Equal(t, uint64(2), n)
+	assert.Positive(t, sum)
+	assert.Equal(t, 2.0, f.Value("kiln_http_requests_total", "route", "unmatched", "method", "GET", "code", "404"))
+	stream := "/builds/{taskId}/events"
+	assert.Equal(t, 1.0, f.Value("kiln_http_requests_total", "route", stream, "method", "GET", "code", "200"))
+	n, _ = f.Hist("kiln_http_request_duration_seconds", "route", stream)
+	assert.Zero(t, n, "streams are not timed")
+}
