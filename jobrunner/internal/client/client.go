@@ -170,14 +170,20 @@ func (c *Client) do(ctx context.Context, method, suffix string, in, out any) (in
 		}
 	}
 	u := c.base.JoinPath(c.path(suffix))
+	var lastAnswer error // the last HTTP answer, kept when a later attempt gets none
 	for attempt := 0; ; attempt++ {
 		code, retryAfter, err := c.once(ctx, method, u.String(), body, out)
 		if err == nil {
 			return code, nil
 		}
 		var he *HTTPError
-		if errors.As(err, &he) && !retryable(he.StatusCode) {
-			return code, err
+		if errors.As(err, &he) {
+			if !retryable(he.StatusCode) {
+				return code, err
+			}
+			lastAnswer = err
+		} else if lastAnswer != nil {
+			err = errors.Join(err, lastAnswer)
 		}
 		delay := c.backoff.Delay(attempt)
 		if retryAfter > 0 {
