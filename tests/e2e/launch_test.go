@@ -277,7 +277,11 @@ func TestRestartSafety(t *testing.T) {
 	q := e.project(d, "api", 1)
 	running := []string{
 		e.submit(d, p.ID, map[string]any{"prompt": "sleep-4"}),
-		e.submit(d, p.ID, map[string]any{"prompt": "sleep"}),
+		// Its Job is deleted while the dispatcher is down. It answers SIGTERM
+		// as the real runner does, reporting that it stopped (which settles
+		// nothing): a runner that claimed success instead could reach a
+		// replica that has not yet seen the deletion, and be believed.
+		e.submit(d, p.ID, map[string]any{"prompt": "stopped"}),
 		e.submit(d, p.ID, map[string]any{"prompt": "sleep"}),
 	}
 	for _, id := range running {
