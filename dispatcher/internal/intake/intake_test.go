@@ -50,25 +50,33 @@ func TestSubmitIsAtomic(t *testing.T) {
 	p, err := s.CreateProject(ctx, admin, schema.ProjectInput{Name: "web"})
 	require.NoError(t, err)
 
+	// With an Idempotency-Key or without: a failed submission binds no key
+	// either, so its retry is a new build, not a replay of one never written.
 	boom := errors.New("injected failure between the River insert and the audit row")
 	s.testHookAfterJobInsert = func(context.Context) error { return boom }
-	_, err = s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, "")
-	require.ErrorIs(t, err, boom)
-	b, j, e := counts(t, db)
-	assert.Equal(t, [3]int{0, 0, 0}, [3]int{b, j, e}, "neither the River job nor the audit row survives")
+	for _, key := range []string{"", "k"} {
+		_, err = s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, key)
+		require.ErrorIs(t, err, boom)
+		b, j, e := counts(t, db)
+		assert.Equal(t, [3]int{0, 0, 0}, [3]int{b, j, e}, "neither the River job nor the audit row survives (key %q)", key)
+		var keys int
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys`).Scan(&keys))
+		assert.Zero(t, keys, "no key bound (key %q)", key)
+	}
 
 	// A failure after the audit row (the idempotency claim) rolls back both too.
 	s.testHookAfterJobInsert = nil
 	_, err = s.CreateAndBuild(ctx, admin, schema.CreateAndBuild{
 		Project: schema.ProjectInput{Name: "web"}, Build: schema.BuildSpec{Prompt: "x"}})
 	require.ErrorIs(t, err, store.ErrConflict)
-	b, j, _ = counts(t, db)
+	b, j, _ := counts(t, db)
 	assert.Equal(t, [2]int{0, 0}, [2]int{b, j})
 
-	// And with the hook gone, both are written.
-	acc, err := s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, "")
+	// And with the hook gone, both are written; the key's retry is new.
+	acc, err := s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, "k")
 	require.NoError(t, err)
-	b, j, e = counts(t, db)
+	assert.False(t, acc.Replay)
+	b, j, e := counts(t, db)
 	assert.Equal(t, [3]int{1, 1, 1}, [3]int{b, j, e})
 	got, err := store.GetBuild(ctx, db.Pool, acc.Build.ID)
 	require.NoError(t, err)
@@ -153,26 +161,3 @@ func TestBatchClaimsKeysBeforeWriting(t *testing.T) {
 	require.ErrorIs(t, err, ErrIdempotencyMismatch)
 }
 
-// A keyed submission whose transaction fails binds no key: its retry is a
-// new build, not a replay of one that was never written.
-func TestFailedKeyedSubmitBindsNoKey(t *testing.T) {
-	s, db, admin := setup(t)
-	ctx := context.Background()
-	p, err := s.CreateProject(ctx, admin, schema.ProjectInput{Name: "web"})
-	require.NoError(t, err)
-	boom := errors.New("injected failure between the River insert and the audit row")
-	s.testHookAfterJobInsert = func(context.Context) error { return boom }
-	_, err = s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, "k")
-	require.ErrorIs(t, err, boom)
-	var keys int
-	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys`).Scan(&keys))
-	b, j, _ := counts(t, db)
-	assert.Equal(t, [3]int{0, 0, 0}, [3]int{keys, b, j})
-
-	s.testHookAfterJobInsert = nil
-	acc, err := s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "x"}, "k")
-	require.NoError(t, err)
-	assert.False(t, acc.Replay)
-	b, j, _ = counts(t, db)
-	assert.Equal(t, [2]int{1, 1}, [2]int{b, j})
-}
