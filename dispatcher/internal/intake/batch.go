@@ -143,24 +143,21 @@ func (s *Service) insertMany(ctx context.Context, batch []*submission) ([]*store
 	}
 	var out []*store.Build
 	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
-		write := make([]bool, len(batch))
-		for i := range write {
-			write[i] = true
-		}
+		replay := make([]bool, len(batch)) // its key was bound already
 		if len(claims) > 0 {
 			won, err := store.ClaimIdempotencyKeys(ctx, tx, claims)
 			if err != nil {
 				return fmt.Errorf("claiming %d idempotency keys: %w", len(claims), err)
 			}
 			for j, w := range won {
-				write[claimed[j]] = w
+				replay[claimed[j]] = !w
 			}
 		}
 		var params []river.InsertManyParams
 		var nbs []store.NewBuild
 		var at []int // batch index of each build written
 		for i, sub := range batch {
-			if !write[i] {
+			if replay[i] {
 				continue
 			}
 			params = append(params, river.InsertManyParams{Args: queue.DispatchArgs{BuildID: ids[i], ProjectID: sub.projectID}})
