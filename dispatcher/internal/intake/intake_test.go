@@ -160,4 +160,3 @@ func TestBatchClaimsKeysBeforeWriting(t *testing.T) {
 	_, err = s.SubmitBuild(ctx, admin, p, schema.BuildSpec{Prompt: "not c"}, "k3")
 	require.ErrorIs(t, err, ErrIdempotencyMismatch)
 }
-
