@@ -48,6 +48,9 @@ type BuildResult struct {
 	Usage *Usage `json:"usage,omitempty"`
 	// Cancelled is set by the runner when it stopped because the build was cancelled.
 	Cancelled bool `json:"cancelled,omitempty"`
+	// Reason says why a failed run failed, as the runner knows it
+	// (agent_error, max_turns, git, ...); empty on success.
+	Reason Reason `json:"reason,omitempty"`
 }
 
 // Usage is the agent's accounting of one run.
@@ -95,6 +98,8 @@ type Build struct {
 	Status      Status       `json:"status"`
 	Result      *BuildResult `json:"result,omitempty"`
 	Error       string       `json:"error,omitempty"`
+	// Reason is the typed cause of a failed or cancelled build; empty otherwise.
+	Reason      Reason       `json:"reason,omitempty"`
 	Attempt     int          `json:"attempt"`
 	JobName     string       `json:"job_name,omitempty"`
 	RequestedBy string       `json:"requested_by"`

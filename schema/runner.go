@@ -78,6 +78,7 @@ type TerminationSummary struct {
 	Success      bool   `json:"success"`
 	Cancelled    bool   `json:"cancelled,omitempty"`
 	Error        string `json:"error,omitempty"`
+	Reason       Reason `json:"reason,omitempty"`
 	CommitSHA    string `json:"commit_sha,omitempty"`
 	FilesChanged int    `json:"files_changed"`
 	DurationMS   int64  `json:"duration_ms"`
