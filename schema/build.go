@@ -92,20 +92,20 @@ func (s Status) Valid() bool {
 
 // Build is a build as the API returns it.
 type Build struct {
-	ID          string       `json:"task_id"`
-	ProjectID   string       `json:"project_id"`
-	Spec        BuildSpec    `json:"spec"`
-	Status      Status       `json:"status"`
-	Result      *BuildResult `json:"result,omitempty"`
-	Error       string       `json:"error,omitempty"`
+	ID        string       `json:"task_id"`
+	ProjectID string       `json:"project_id"`
+	Spec      BuildSpec    `json:"spec"`
+	Status    Status       `json:"status"`
+	Result    *BuildResult `json:"result,omitempty"`
+	Error     string       `json:"error,omitempty"`
 	// Reason is the typed cause of a failed or cancelled build; empty otherwise.
-	Reason      Reason       `json:"reason,omitempty"`
-	Attempt     int          `json:"attempt"`
-	JobName     string       `json:"job_name,omitempty"`
-	RequestedBy string       `json:"requested_by"`
-	CreatedAt   time.Time    `json:"created_at"`
-	StartedAt   *time.Time   `json:"started_at,omitempty"`
-	FinishedAt  *time.Time   `json:"finished_at,omitempty"`
+	Reason      Reason     `json:"reason,omitempty"`
+	Attempt     int        `json:"attempt"`
+	JobName     string     `json:"job_name,omitempty"`
+	RequestedBy string     `json:"requested_by"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
 	// Callbacks lists every attempt at delivering the build's callback.
 	Callbacks []CallbackAttempt `json:"callbacks,omitempty"`
 }
