@@ -36,6 +36,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
 )
 
 // OpenPool connects to Postgres; a non-empty schema becomes the search_path.
@@ -105,7 +106,8 @@ type KubeOptions struct {
 type App struct {
 	Pool      *pgxpool.Pool
 	Store     *store.Store
-	River     *river.Client[pgx.Tx]
+	River     *river.Client[pgx.Tx] // works the queues; nil in an insert-only app (Workers 0)
+	Inserter  *river.Client[pgx.Tx] // insert-only: what the API and the lifecycle write jobs with
 	Intake    *intake.Service
 	Lifecycle *lifecycle.Lifecycle
 	Runner    *runnerapi.Server
@@ -119,98 +121,130 @@ type App struct {
 	Handler   http.Handler
 	Logger    *slog.Logger
 
-	workers int
-	stopUI  context.CancelFunc
-	started atomic.Bool
+	workers  int
+	starting atomic.Bool                   // Start was called
+	started  atomic.Bool                   // Start finished and Stop was not called: ready
+	stops    []func(context.Context) error // what Start started, in start order; Stop runs them backwards
 }
 
-// New assembles an App; nothing runs until Start.
+// New assembles an App; nothing runs until Start. Every part is built once,
+// here, in dependency order, from its Options; no part is changed after it is
+// built. The one loop among them (the lifecycle wakes the watcher, which
+// settles builds through the lifecycle) is broken by the watcher's work
+// queue, which exists before both.
 func New(o Options) (*App, error) {
 	if o.Pool == nil {
 		return nil, errors.New("app: Pool is required")
 	}
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	if o.Workers < 0 {
+		return nil, errors.New("app: Workers must not be negative")
 	}
+	logger := cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	templates := o.Templates
 	if templates == nil {
 		templates = jobtemplates.Embedded()
 	}
-	a := &App{Pool: o.Pool, Store: store.New(o.Pool), Logger: logger, workers: o.Workers, Lifecycle: &lifecycle.Lifecycle{}}
-	m, err := metrics.New(metrics.Options{Registry: o.Registry, Pool: o.Pool, RiverSchema: o.Schema,
+	callbackWorkers := cmp.Or(o.CallbackWorkers, 10)
+	kube := o.Kube
+	if o.Workers == 0 {
+		kube = nil // an insert-only app launches and watches nothing
+	}
+	a := &App{Pool: o.Pool, Store: store.New(o.Pool), Logger: logger, workers: o.Workers}
+	var err error
+
+	// 1. Metrics: every other part reports to them.
+	a.Metrics, err = metrics.New(metrics.Options{Registry: o.Registry, Pool: o.Pool, RiverSchema: o.Schema,
 		Templates: templates, Logger: logger, Workers: func() map[string]int {
 			if a.workers == 0 || !a.started.Load() {
 				return nil
 			}
-			return map[string]int{queue.QueueDispatch: a.workers, queue.QueueCallbacks: cmp.Or(o.CallbackWorkers, 10)}
+			return map[string]int{queue.QueueDispatch: a.workers, queue.QueueCallbacks: callbackWorkers}
 		}})
 	if err != nil {
 		return nil, err
 	}
-	a.Metrics, a.Lifecycle.OnTransition = m, m.Transition
-	a.Runner = &runnerapi.Server{Pool: o.Pool, Lifecycle: a.Lifecycle, Logger: logger.With("component", "runnerapi")}
-	qo := queue.Options{Schema: o.Schema, Workers: o.Workers, Logger: logger}
-	if k := o.Kube; k != nil && o.Workers > 0 {
-		var err error
-		a.Launcher, err = launcher.New(launcher.Options{Client: k.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
-			Templates: templates, Namespace: k.Namespace, DispatcherURL: k.DispatcherURL, Image: k.Image,
-			MaxInFlight: k.MaxInFlight, RetryAfter: k.RetryAfter, Logger: logger, OnLaunch: m.Launch})
-		if err != nil {
-			return nil, err
-		}
-		a.Watcher, err = watcher.New(watcher.Options{Client: k.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
-			Results: a.Runner, Namespace: k.Namespace, ImagePullTimeout: k.ImagePullTimeout,
-			UnschedulableTimeout: k.UnschedulableTimeout, Logger: logger, OnFailure: m.WatcherFailure})
-		if err != nil {
-			return nil, err
-		}
-		qo.Launcher = a.Launcher
-		qo.Register = func(w *river.Workers) { river.AddWorker(w, &watcher.ReconcileWorker{Watcher: a.Watcher}) }
-		qo.Periodic = []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(k.ReconcileInterval, 30*time.Second)),
-			func() (river.JobArgs, *river.InsertOpts) {
-				return watcher.ReconcileArgs{}, &river.InsertOpts{Queue: queue.QueueDispatch}
-			}, &river.PeriodicJobOpts{ID: "kiln_reconcile"})}
+
+	// 2. The insert-only River client the lifecycle and intake write jobs with.
+	if a.Inserter, err = queue.NewClient(o.Pool, queue.Options{Schema: o.Schema, Logger: logger}); err != nil {
+		return nil, err
 	}
-	cw, err := callback.NewWorker(callback.Options{Pool: o.Pool, Guard: &callback.Guard{Allow: o.CallbackAllowlist},
+
+	// 3. The lifecycle: every status change, told to metrics and (for a
+	// cancel) to the watcher's queue.
+	var wake watcher.Queue
+	if kube != nil {
+		wake = watcher.NewQueue()
+	}
+	a.Lifecycle, err = lifecycle.New(lifecycle.Options{Pool: o.Pool, River: a.Inserter, Logger: logger,
+		OnTransition: func(b *store.Build) {
+			a.Metrics.Transition(b)
+			if wake != nil && b.Status == schema.StatusCancelled && b.JobName != "" {
+				wake.Add(b.ID) // its Job goes now, not at the next reconcile
+			}
+		}})
+	if err != nil {
+		return nil, err
+	}
+
+	// 4. What moves builds: the runner protocol, the launcher and the watcher.
+	if a.Runner, err = runnerapi.New(runnerapi.Options{Pool: o.Pool, Lifecycle: a.Lifecycle, Logger: logger}); err != nil {
+		return nil, err
+	}
+	if kube != nil {
+		if a.Launcher, err = launcher.New(launcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
+			Templates: templates, Namespace: kube.Namespace, DispatcherURL: kube.DispatcherURL, Image: kube.Image,
+			MaxInFlight: kube.MaxInFlight, RetryAfter: kube.RetryAfter, Logger: logger, OnLaunch: a.Metrics.Launch}); err != nil {
+			return nil, err
+		}
+		if a.Watcher, err = watcher.New(watcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
+			Queue: wake, Namespace: kube.Namespace, ImagePullTimeout: kube.ImagePullTimeout,
+			UnschedulableTimeout: kube.UnschedulableTimeout, Logger: logger}); err != nil {
+			return nil, err
+		}
+	}
+	if a.Callbacks, err = callback.NewWorker(callback.Options{Pool: o.Pool, Guard: &callback.Guard{Allow: o.CallbackAllowlist},
 		Logger: logger, Timeout: o.CallbackTimeout, MaxAge: o.CallbackMaxAge, Backoff: o.CallbackBackoff,
-		OnAttempt: m.Callback})
-	if err != nil {
+		OnAttempt: a.Metrics.Callback}); err != nil {
 		return nil, err
 	}
-	a.Callbacks = cw
-	register := qo.Register
-	qo.Register = func(w *river.Workers) {
-		river.AddWorker(w, cw)
-		if register != nil {
-			register(w)
+
+	// 5. The River client that works the queues, with every worker.
+	if o.Workers > 0 {
+		workers := river.NewWorkers()
+		var launch queue.Launcher // nil without a cluster: builds stay pending
+		if a.Launcher != nil {
+			launch = a.Launcher
+		}
+		river.AddWorker(workers, queue.NewDispatchWorker(o.Pool, launch))
+		river.AddWorker(workers, a.Callbacks)
+		qo := queue.Options{Schema: o.Schema, Logger: logger, Workers: workers, DispatchWorkers: o.Workers,
+			Queues: map[string]river.QueueConfig{queue.QueueCallbacks: {MaxWorkers: callbackWorkers}}}
+		if a.Watcher != nil {
+			river.AddWorker(workers, watcher.NewReconcileWorker(a.Watcher))
+			qo.Periodic = []*river.PeriodicJob{watcher.PeriodicReconcile(cmp.Or(kube.ReconcileInterval, 30*time.Second))}
+		}
+		if a.River, err = queue.NewClient(o.Pool, qo); err != nil {
+			return nil, err
 		}
 	}
-	qo.Queues = map[string]river.QueueConfig{queue.QueueCallbacks: {MaxWorkers: cmp.Or(o.CallbackWorkers, 10)}}
-	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: logger, Buffer: o.EventBuffer}); err != nil {
-		return nil, err
-	}
-	rc, err := queue.NewClient(o.Pool, qo)
-	if err != nil {
-		return nil, err
-	}
-	a.River, a.Lifecycle.River = rc, rc
+
+	// 6. The API's parts and the router.
 	a.Auth = auth.NewAuthenticator(o.Pool, o.AuthCacheTTL)
-	if o.Workers > 0 {
-		if a.RiverUI, err = riverui.New(rc, a.Auth, logger); err != nil {
+	if a.River != nil {
+		if a.RiverUI, err = riverui.New(a.River, a.Auth, logger); err != nil {
 			return nil, fmt.Errorf("river ui: %w", err)
 		}
 	}
-	a.Intake = &intake.Service{Store: a.Store, River: rc, Templates: templates, Lifecycle: a.Lifecycle}
-	if a.Watcher != nil {
-		a.Intake.AfterCancel = a.Watcher.Enqueue
+	a.Intake = &intake.Service{Store: a.Store, River: a.Inserter, Templates: templates, Lifecycle: a.Lifecycle}
+	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: logger, Buffer: o.EventBuffer}); err != nil {
+		return nil, err
 	}
 	metricsHandler := o.Metrics
 	if metricsHandler == nil {
-		metricsHandler = m.Handler()
+		metricsHandler = a.Metrics.Handler()
 	}
 	a.Handler = api.NewServer(api.Options{
-		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: metricsHandler, OnRequest: m.HTTP,
+		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: metricsHandler, OnRequest: a.Metrics.HTTP,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil {
@@ -227,52 +261,69 @@ func New(o Options) (*App, error) {
 	return a, nil
 }
 
-// Start starts the watcher and River's workers (nothing for an insert-only app).
+// Start starts the parts that run: the events hub, the River UI, the
+// watcher and River's workers, in that order. If one fails, what was
+// started is stopped again before Start returns the error.
 func (a *App) Start(ctx context.Context) error {
-	if err := a.Events.Start(ctx); err != nil {
+	if !a.starting.CompareAndSwap(false, true) {
+		return errors.New("app: already started")
+	}
+	start := func(name string, run func() error, stop func(context.Context) error) error {
+		if err := run(); err != nil {
+			_ = a.stopAll(context.WithoutCancel(ctx))
+			return fmt.Errorf("starting %s: %w", name, err)
+		}
+		a.stops = append(a.stops, stop)
+		return nil
+	}
+	if err := start("the events hub", func() error { return a.Events.Start(ctx) },
+		func(context.Context) error { a.Events.Stop(); return nil }); err != nil {
 		return err
 	}
 	if a.RiverUI != nil {
 		// The UI runs until Stop, not until the caller's context ends.
-		var uiCtx context.Context
-		uiCtx, a.stopUI = context.WithCancel(context.WithoutCancel(ctx))
-		if err := a.RiverUI.Start(uiCtx); err != nil {
-			return fmt.Errorf("starting the River UI: %w", err)
-		}
-	}
-	if a.Watcher != nil {
-		if err := a.Watcher.Start(ctx); err != nil {
+		uiCtx, stopUI := context.WithCancel(context.WithoutCancel(ctx))
+		if err := start("the River UI", func() error { return a.RiverUI.Start(uiCtx) },
+			func(context.Context) error { stopUI(); return nil }); err != nil {
+			stopUI()
 			return err
 		}
 	}
-	if a.workers > 0 {
-		if err := a.River.Start(ctx); err != nil {
-			return fmt.Errorf("starting river: %w", err)
+	if a.Watcher != nil {
+		if err := start("the watcher", func() error { return a.Watcher.Start(ctx) },
+			func(context.Context) error { a.Watcher.Stop(); return nil }); err != nil {
+			return err
+		}
+	}
+	if a.River != nil {
+		if err := start("river", func() error { return a.River.Start(ctx) }, func(ctx context.Context) error {
+			if err := a.River.Stop(ctx); err != nil {
+				return a.River.StopAndCancel(context.WithoutCancel(ctx))
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
 	}
 	a.started.Store(true)
 	return nil
 }
 
-// Stop stops River, letting running jobs finish until ctx ends.
+// Stop stops what Start started, in reverse order: River first (letting
+// running jobs finish until ctx ends), the watcher, the UI, the events hub.
+// It is safe without Start and more than once.
 func (a *App) Stop(ctx context.Context) error {
 	a.started.Store(false)
-	a.Events.Stop()
-	if a.stopUI != nil {
-		a.stopUI() // the UI's services stop on their own once their context ends
+	return a.stopAll(ctx)
+}
+
+func (a *App) stopAll(ctx context.Context) error {
+	var errs []error
+	for i := len(a.stops) - 1; i >= 0; i-- {
+		errs = append(errs, a.stops[i](ctx))
 	}
-	if a.workers == 0 {
-		return nil
-	}
-	defer func() {
-		if a.Watcher != nil {
-			a.Watcher.Stop()
-		}
-	}()
-	if err := a.River.Stop(ctx); err != nil {
-		return a.River.StopAndCancel(context.WithoutCancel(ctx))
-	}
-	return nil
+	a.stops = nil
+	return errors.Join(errs...)
 }
 
 // Ready reports whether the database answers and River is started.

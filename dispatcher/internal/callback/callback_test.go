@@ -69,9 +69,9 @@ func (e *env) finish(url string) string {
 	_, err := store.InsertBuild(ctx, e.db.Pool, store.NewBuild{ID: id, ProjectID: e.project,
 		Spec: schema.BuildSpec{Prompt: "p", CallbackURL: url}, RequestedBy: "test"})
 	require.NoError(e.t, err)
-	_, err = e.app.Lifecycle.TransitionNow(ctx, e.db.Pool, id, store.Transition{To: schema.StatusCompleted,
-		Result: &schema.BuildResult{Success: true, Output: "done", CommitSHA: "abc123"}})
+	ack, err := e.app.Lifecycle.Finish(ctx, id, schema.BuildResult{Success: true, Output: "done", CommitSHA: "abc123"}, "test")
 	require.NoError(e.t, err)
+	require.True(e.t, ack.Accepted)
 	return id
 }
 

@@ -35,12 +35,14 @@ const (
 
 // Payload is the JSON body POSTed to a build's callback_url.
 type Payload struct {
-	TaskID     string              `json:"task_id"`
-	ProjectID  string              `json:"project_id"`
-	Status     schema.Status       `json:"status"`
-	Result     *schema.BuildResult `json:"result"`
-	Error      string              `json:"error"`
-	FinishedAt *time.Time          `json:"finished_at"`
+	TaskID    string              `json:"task_id"`
+	ProjectID string              `json:"project_id"`
+	Status    schema.Status       `json:"status"`
+	Result    *schema.BuildResult `json:"result"`
+	Error     string              `json:"error"`
+	// Reason is the typed cause of a failed or cancelled build (schema.Reason); absent for a completed one.
+	Reason     schema.Reason `json:"reason,omitempty"`
+	FinishedAt *time.Time    `json:"finished_at"`
 }
 
 // Sign returns the Kiln-Signature value of body sent at timestamp (unix
@@ -164,7 +166,7 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 		return err
 	}
 	body, err := json.Marshal(Payload{TaskID: b.ID, ProjectID: b.ProjectID, Status: b.Status, Result: b.Result,
-		Error: b.Error, FinishedAt: b.FinishedAt})
+		Error: b.Error, Reason: b.Reason, FinishedAt: b.FinishedAt})
 	if err != nil {
 		return river.JobCancel(err)
 	}

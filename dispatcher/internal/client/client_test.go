@@ -135,7 +135,11 @@ func TestWatchExitStatusAndResume(t *testing.T) {
 					e.srv.CloseClientConnections() // the watcher reconnects and resumes
 				}
 			}
-			_, err = store.TransitionBuild(ctx, e.db.Pool, id, store.Transition{To: tc.to})
+			reason := schema.ReasonNone
+			if tc.to == schema.StatusFailed {
+				reason = schema.ReasonAgentError
+			}
+			_, err = store.TransitionBuild(ctx, e.db.Pool, id, store.Transition{To: tc.to, Reason: reason})
 			require.NoError(t, err)
 			select {
 			case st := <-done:

@@ -248,7 +248,7 @@ func TestFanOutAcrossInstances(t *testing.T) {
 		res.Body.Close()
 		require.Equal(t, 200, res.StatusCode)
 	}
-	_, err := e.app.Lifecycle.TransitionNow(context.Background(), e.app.Pool, id, storeTransition(schema.StatusCompleted))
+	_, err := e.app.Lifecycle.Finish(context.Background(), id, schema.BuildResult{Success: true}, "test")
 	require.NoError(t, err)
 
 	evs, end := collect(t, ch, 0)

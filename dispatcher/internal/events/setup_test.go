@@ -82,7 +82,7 @@ func (e *env) appendEvents(id string, n int) {
 
 func (e *env) finish(id string, to schema.Status) {
 	e.t.Helper()
-	_, err := store.TransitionBuild(context.Background(), e.db.Pool, id, store.Transition{To: to})
+	_, err := store.TransitionBuild(context.Background(), e.db.Pool, id, store.Transition{To: to, Reason: reasonOf(to)})
 	require.NoError(e.t, err)
 }
 
@@ -188,8 +188,6 @@ func requireSeqs(t *testing.T, evs []schema.Event, from, to int64) {
 	require.Equal(t, want, got)
 }
 
-func storeTransition(to schema.Status) store.Transition { return store.Transition{To: to} }
-
 // appendBatch stores n events in one statement, as a runner batch is stored.
 func (e *env) appendBatch(id string, n int) {
 	e.t.Helper()
@@ -223,4 +221,15 @@ func parseSSE(res *http.Response, ch chan<- frame) {
 			f.Data = line[6:]
 		}
 	}
+}
+
+// reasonOf is the reason a test gives a build it moves to status to.
+func reasonOf(to schema.Status) schema.Reason {
+	switch to {
+	case schema.StatusFailed:
+		return schema.ReasonRunnerError
+	case schema.StatusCancelled:
+		return schema.ReasonCancelled
+	}
+	return schema.ReasonNone
 }

@@ -34,9 +34,6 @@ type Service struct {
 	River     *river.Client[pgx.Tx]
 	Templates TemplateSet
 	Lifecycle *lifecycle.Lifecycle
-	// AfterCancel is told of each cancelled build, so a running one's Job is
-	// removed promptly; may be nil.
-	AfterCancel func(buildID string)
 
 	batchOnce sync.Once
 	batch     *batcher
@@ -201,9 +198,10 @@ func (s *Service) CreateAndBuild(ctx context.Context, who *auth.Principal, in sc
 	return &Accepted{Build: b, Project: p}, nil
 }
 
-// Cancel cancels a pending or running build. A pending build's River job is
-// cancelled in the same transaction; a running build's Job is removed by the
-// launcher when it sees the status. A terminal build returns store.ErrTerminal.
+// Cancel cancels a pending or running build the principal may see, through
+// the lifecycle (which cancels a pending build's River job in the same
+// transaction and wakes the watcher to remove a running one's Job). A
+// terminal build returns store.ErrTerminal.
 func (s *Service) Cancel(ctx context.Context, who *auth.Principal, buildID, reason string) (*store.Build, error) {
 	b, err := s.GetBuild(ctx, who, buildID)
 	if err != nil {
@@ -212,27 +210,7 @@ func (s *Service) Cancel(ctx context.Context, who *auth.Principal, buildID, reas
 	if reason == "" {
 		reason = "cancelled by " + who.Name
 	}
-	var out *store.Build
-	err = s.Store.InTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		out, err = s.Lifecycle.Transition(ctx, tx, b.ID, store.Transition{To: schema.StatusCancelled, Error: reason})
-		if err != nil {
-			return err
-		}
-		if out.RiverJobID != 0 {
-			if _, err := s.River.JobCancelTx(ctx, tx, out.RiverJobID); err != nil && !errors.Is(err, river.ErrNotFound) {
-				return fmt.Errorf("cancelling river job %d: %w", out.RiverJobID, err)
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		s.Lifecycle.Committed(out)
-		if s.AfterCancel != nil {
-			s.AfterCancel(out.ID)
-		}
-	}
-	return out, err
+	return s.Lifecycle.Cancel(ctx, b.ID, reason)
 }
 
 // GetBuild returns a build the principal may see; others are ErrNotFound.

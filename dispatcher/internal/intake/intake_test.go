@@ -23,7 +23,9 @@ func setup(t *testing.T) (*Service, *pgtest.DB, *auth.Principal) {
 	db := pgtest.New(t)
 	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
 	require.NoError(t, err)
-	s := &Service{Store: store.New(db.Pool), River: rc, Templates: jobtemplates.Embedded(), Lifecycle: &lifecycle.Lifecycle{River: rc}}
+	lc, err := lifecycle.New(lifecycle.Options{Pool: db.Pool, River: rc})
+	require.NoError(t, err)
+	s := &Service{Store: store.New(db.Pool), River: rc, Templates: jobtemplates.Embedded(), Lifecycle: lc}
 	return s, db, &auth.Principal{TokenID: mustToken(t, db), Name: "admin", Admin: true}
 }
 
@@ -107,7 +109,11 @@ func TestTerminalStatusNeverChanges(t *testing.T) {
 	_, err = s.Cancel(ctx, admin, acc.Build.ID, "")
 	require.NoError(t, err)
 	for _, to := range []schema.Status{schema.StatusRunning, schema.StatusCompleted, schema.StatusFailed} {
-		_, err := store.TransitionBuild(ctx, db.Pool, acc.Build.ID, store.Transition{To: to,
+		reason := schema.ReasonNone
+		if to == schema.StatusFailed {
+			reason = schema.ReasonRunnerError
+		}
+		_, err := store.TransitionBuild(ctx, db.Pool, acc.Build.ID, store.Transition{To: to, Reason: reason,
 			Result: &schema.BuildResult{Success: true}})
 		require.ErrorIs(t, err, store.ErrTerminal, to)
 	}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,8 +47,9 @@ type Options struct {
 	MaxInFlight   int                   // builds running or launching at once, all projects; default 50
 	RetryAfter    time.Duration         // how soon a build waiting for capacity is looked at again; default 2s
 	Logger        *slog.Logger
-	// OnLaunch is told of each Job created and how long the create took; may be nil.
-	OnLaunch func(b *store.Build, took time.Duration, err error)
+	// OnLaunch is told of each attempt at creating a Job: how long it took
+	// and, when it failed, why (a LaunchError); may be nil.
+	OnLaunch func(b *store.Build, took time.Duration, failed LaunchError)
 }
 
 // Launcher creates build Jobs.
@@ -91,11 +91,10 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 
 // reserve takes a launch slot for b under a lock shared by every replica.
 func (l *Launcher) reserve(ctx context.Context, b *store.Build) (bool, string, error) {
-	jobName := jobtemplates.JobName(b.ID)
 	var ok bool
 	var wait string
 	err := pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, store.LaunchLockKey); err != nil {
+		if err := store.LockLaunches(ctx, tx); err != nil {
 			return err
 		}
 		cur, err := store.GetBuild(ctx, tx, b.ID)
@@ -113,20 +112,28 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (bool, string, e
 		if err != nil {
 			return err
 		}
-		switch {
-		case c.OlderPending:
-			wait = WaitFIFO
-		case c.ProjectInFlight >= c.MaxConcurrent:
-			wait = WaitProject
-		case c.InFlight >= l.o.MaxInFlight:
-			wait = WaitGlobal
-		default:
-			ok = true
-			return store.Reserve(ctx, tx, b.ID, jobName)
+		if ok, wait = Admit(c, l.o.MaxInFlight); ok {
+			return store.Reserve(ctx, tx, b.ID, jobtemplates.JobName(b.ID))
 		}
 		return nil
 	})
 	return ok, wait, err
+}
+
+// Admit decides whether a pending build may launch now, given the capacity
+// it sees and the global maximum; when not, it says why (a Wait* reason).
+// Order matters: FIFO within the project first, then the project's limit,
+// then the global one.
+func Admit(c store.Capacity, maxInFlight int) (bool, string) {
+	switch {
+	case c.OlderPending:
+		return false, WaitFIFO
+	case c.ProjectInFlight >= c.MaxConcurrent:
+		return false, WaitProject
+	case c.InFlight >= maxInFlight:
+		return false, WaitGlobal
+	}
+	return true, ""
 }
 
 func (l *Launcher) waiting(ctx context.Context, id, reason string) {
@@ -159,24 +166,25 @@ func (l *Launcher) create(ctx context.Context, b *store.Build) error {
 	}
 	jobs := l.o.Client.BatchV1().Jobs(l.o.Namespace)
 	created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+	failed := ClassifyLaunchError(err)
 	switch {
 	case apierrors.IsAlreadyExists(err):
 		created, err = jobs.Get(ctx, job.Name, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("getting job %s: %w", job.Name, err)
 		}
-	case isQuotaExceeded(err):
-		l.report(b, start, err)
+	case failed == LaunchQuota:
+		l.report(b, start, failed)
 		if uerr := store.Unreserve(ctx, l.o.Pool, b.ID); uerr != nil {
 			return uerr
 		}
 		l.waiting(ctx, b.ID, WaitQuota+": "+apiMessage(err))
 		return river.JobSnooze(l.o.RetryAfter)
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
-		l.report(b, start, err)
+	case failed == LaunchInvalid:
+		l.report(b, start, failed)
 		return l.failBuild(ctx, b, "the Kubernetes API rejected the Job: "+apiMessage(err))
 	case err != nil:
-		l.report(b, start, err)
+		l.report(b, start, failed)
 		return fmt.Errorf("creating job %s: %w", job.Name, err) // River retries with backoff
 	}
 
@@ -201,38 +209,35 @@ func (l *Launcher) create(ctx context.Context, b *store.Build) error {
 		return fmt.Errorf("creating secret %s: %w", secret.Name, err)
 	}
 
-	_, err = l.o.Lifecycle.TransitionNow(ctx, l.o.Pool, b.ID, store.Transition{To: schema.StatusRunning, JobName: job.Name,
-		From: []schema.Status{schema.StatusPending}})
-	if errors.Is(err, store.ErrTerminal) {
+	_, err = l.o.Lifecycle.Start(ctx, b.ID, job.Name)
+	if errors.Is(err, lifecycle.ErrTerminal) {
 		// Cancelled while we created it: the watcher deletes the Job.
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	l.report(b, start, nil)
+	l.report(b, start, "")
 	l.logger.InfoContext(ctx, "build launched", "build_id", b.ID, "job", job.Name, "namespace", l.o.Namespace,
 		"queued_ms", start.Sub(b.CreatedAt).Milliseconds(), "launch_ms", time.Since(start).Milliseconds())
 	return nil
 }
 
-func (l *Launcher) report(b *store.Build, start time.Time, err error) {
+func (l *Launcher) report(b *store.Build, start time.Time, failed LaunchError) {
 	if l.o.OnLaunch != nil {
-		l.o.OnLaunch(b, time.Since(start), err)
+		l.o.OnLaunch(b, time.Since(start), failed)
 	}
 }
 
-func (l *Launcher) failBuild(ctx context.Context, b *store.Build, reason string) error {
-	_, err := l.o.Lifecycle.TransitionNow(ctx, l.o.Pool, b.ID, store.Transition{To: schema.StatusFailed, Error: reason})
-	if err != nil && !errors.Is(err, store.ErrTerminal) {
+// failBuild fails a build the launcher cannot make a Job for: its template is
+// unknown, it cannot be rendered, or the API refuses it as invalid.
+func (l *Launcher) failBuild(ctx context.Context, b *store.Build, msg string) error {
+	_, err := l.o.Lifecycle.Fail(ctx, b.ID, schema.ReasonInvalidJob, msg)
+	if err != nil && !errors.Is(err, lifecycle.ErrTerminal) {
 		return err
 	}
-	l.logger.WarnContext(ctx, "build failed at launch", "build_id", b.ID, "reason", reason)
+	l.logger.WarnContext(ctx, "build failed at launch", "build_id", b.ID, "reason", schema.ReasonInvalidJob, "error", msg)
 	return nil
-}
-
-func isQuotaExceeded(err error) bool {
-	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
 }
 
 func apiMessage(err error) string {
@@ -241,14 +246,4 @@ func apiMessage(err error) string {
 		return se.Status().Message
 	}
 	return err.Error()
-}
-
-// DeleteJob removes a build's Job; background propagation removes its pods.
-func DeleteJob(ctx context.Context, client kubernetes.Interface, namespace, name string) error {
-	policy := metav1.DeletePropagationBackground
-	err := client.BatchV1().Jobs(namespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &policy})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
 }

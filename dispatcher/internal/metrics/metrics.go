@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
@@ -55,20 +56,19 @@ type Metrics struct {
 	templates map[string]bool
 	logger    *slog.Logger
 
-	builds         *prometheus.CounterVec
-	started        *prometheus.CounterVec
-	queueWait      *prometheus.HistogramVec
-	run            *prometheus.HistogramVec
-	duration       *prometheus.HistogramVec
-	launch         prometheus.Histogram
-	launchErrors   *prometheus.CounterVec
-	callbacks      *prometheus.CounterVec
-	cost           *prometheus.CounterVec
-	tokens         *prometheus.CounterVec
-	turns          *prometheus.HistogramVec
-	reasonMismatch prometheus.Counter
-	httpRequests   *prometheus.CounterVec
-	httpDuration   *prometheus.HistogramVec
+	builds       *prometheus.CounterVec
+	started      *prometheus.CounterVec
+	queueWait    *prometheus.HistogramVec
+	run          *prometheus.HistogramVec
+	duration     *prometheus.HistogramVec
+	launch       prometheus.Histogram
+	launchErrors *prometheus.CounterVec
+	callbacks    *prometheus.CounterVec
+	cost         *prometheus.CounterVec
+	tokens       *prometheus.CounterVec
+	turns        *prometheus.HistogramVec
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
 
 	db *dbCollector
 }
@@ -126,8 +126,6 @@ func New(o Options) (*Metrics, error) {
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_http_request_duration_seconds",
 			Help:    "Time to answer an HTTP request, by route pattern and method; event streams (SSE, WebSocket) are not observed.",
 			Buckets: httpBuckets}, []string{"route", "method"}),
-		reasonMismatch: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_metrics_reason_mismatch_total",
-			Help: "Watcher failures whose reason code differs from the reason kiln_builds_total recorded (a bug to report)."}),
 	}
 	deadline := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_template_deadline_seconds",
 		Help: "The activeDeadlineSeconds of each job template in the catalog."}, []string{"template"})
@@ -140,7 +138,7 @@ func New(o Options) (*Metrics, error) {
 	m.initSeries()
 
 	cs := []prometheus.Collector{m.builds, m.started, m.queueWait, m.run, m.duration, m.launch, m.launchErrors,
-		m.callbacks, m.cost, m.tokens, m.turns, m.reasonMismatch, m.httpRequests, m.httpDuration, deadline,
+		m.callbacks, m.cost, m.tokens, m.turns, m.httpRequests, m.httpDuration, deadline,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	cs = append(cs, newWorkersCollector(o.Workers))
 	if o.Pool != nil {
@@ -161,15 +159,15 @@ func New(o Options) (*Metrics, error) {
 func (m *Metrics) initSeries() {
 	names := append(slices.Sorted(maps.Keys(m.templates)), TemplateOther)
 	for _, t := range names {
-		m.builds.WithLabelValues(string(schema.StatusCompleted), ReasonNone, t)
-		m.builds.WithLabelValues(string(schema.StatusCancelled), ReasonCancelled, t)
-		for _, r := range FailureReasons {
-			m.builds.WithLabelValues(string(schema.StatusFailed), r, t)
+		m.builds.WithLabelValues(string(schema.StatusCompleted), schema.ReasonNone.Label(), t)
+		m.builds.WithLabelValues(string(schema.StatusCancelled), schema.ReasonCancelled.Label(), t)
+		for _, r := range schema.FailureReasons {
+			m.builds.WithLabelValues(string(schema.StatusFailed), r.Label(), t)
 		}
 		m.started.WithLabelValues(t)
 	}
-	for _, r := range LaunchReasons {
-		m.launchErrors.WithLabelValues(r)
+	for _, r := range launcher.LaunchErrors {
+		m.launchErrors.WithLabelValues(string(r))
 	}
 	for _, o := range []string{callback.OutcomeDelivered, callback.OutcomeRetry, callback.OutcomeFailed} {
 		m.callbacks.WithLabelValues(o)
@@ -214,7 +212,7 @@ func (m *Metrics) Transition(b *store.Build) {
 		return
 	}
 	outcome := string(b.Status)
-	m.builds.WithLabelValues(outcome, Reason(b), tmpl).Inc()
+	m.builds.WithLabelValues(outcome, reasonLabel(b), tmpl).Inc()
 	end := time.Now()
 	if b.FinishedAt != nil {
 		end = *b.FinishedAt
@@ -237,27 +235,30 @@ func (m *Metrics) Transition(b *store.Build) {
 	}
 }
 
+// reasonLabel is the reason label of a terminal build: its stored reason,
+// or "other" when it is not one of the fixed set (the label stays bounded).
+func reasonLabel(b *store.Build) string {
+	switch {
+	case b.Status == schema.StatusCompleted:
+		return schema.ReasonNone.Label()
+	case b.Status == schema.StatusCancelled:
+		return schema.ReasonCancelled.Label()
+	case b.Reason == schema.ReasonNone || !b.Reason.Valid() || b.Reason == schema.ReasonCancelled:
+		return schema.ReasonOther.Label()
+	}
+	return b.Reason.Label()
+}
+
 // Launch observes an attempt at creating a build's Job (launcher.OnLaunch).
-func (m *Metrics) Launch(_ *store.Build, took time.Duration, err error) {
-	if err != nil {
-		m.launchErrors.WithLabelValues(LaunchReason(err)).Inc()
+func (m *Metrics) Launch(_ *store.Build, took time.Duration, failed launcher.LaunchError) {
+	if failed != "" {
+		if !slices.Contains(launcher.LaunchErrors, failed) {
+			failed = launcher.LaunchOther
+		}
+		m.launchErrors.WithLabelValues(string(failed)).Inc()
 		return
 	}
 	m.launch.Observe(seconds(took))
-}
-
-// WatcherFailure checks the watcher's reason code against the reason the
-// build was counted under (watcher.OnFailure); a difference means the
-// classification in Reason has drifted from the watcher's messages.
-func (m *Metrics) WatcherFailure(b *store.Build, code string) {
-	if b == nil || !slices.Contains(FailureReasons, code) {
-		return
-	}
-	if got := Reason(b); got != code {
-		m.reasonMismatch.Inc()
-		m.logger.Warn("failure reason classified differently from the watcher's code",
-			"build_id", b.ID, "code", code, "classified", got)
-	}
 }
 
 // Callback observes a callback delivery attempt by outcome (callback.Options.OnAttempt).

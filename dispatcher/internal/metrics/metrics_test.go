@@ -28,6 +28,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -146,20 +147,21 @@ func (e *env) submit(spec map[string]any) string {
 	return acc.TaskID
 }
 
-func (e *env) transition(id string, t store.Transition) {
+func (e *env) running(id string) {
 	e.t.Helper()
-	_, err := e.app.Lifecycle.TransitionNow(context.Background(), e.db.Pool, id, t)
+	_, err := e.app.Lifecycle.Start(context.Background(), id, "kiln-"+id[:8])
 	require.NoError(e.t, err)
 }
 
-func (e *env) running(id string) {
+func (e *env) fail(id string, reason kiln.Reason, msg string) {
 	e.t.Helper()
-	e.transition(id, store.Transition{To: kiln.StatusRunning, JobName: "kiln-" + id[:8]})
+	_, err := e.app.Lifecycle.Fail(context.Background(), id, reason, msg)
+	require.NoError(e.t, err)
 }
 
 func (e *env) result(id string, res kiln.BuildResult) {
 	e.t.Helper()
-	ack, err := e.app.Runner.Accept(context.Background(), id, res, "test")
+	ack, err := e.app.Lifecycle.Finish(context.Background(), id, res, "test")
 	require.NoError(e.t, err)
 	require.True(e.t, ack.Accepted)
 }
@@ -187,7 +189,7 @@ func TestBuildMetricsThroughAPI(t *testing.T) {
 
 	timedOut := e.submit(map[string]any{"prompt": "slow"})
 	e.running(timedOut)
-	e.transition(timedOut, store.Transition{To: kiln.StatusFailed, Error: "timed out after 1h0m0s"})
+	e.fail(timedOut, kiln.ReasonDeadline, "timed out after 1h0m0s")
 
 	cancelled := e.submit(map[string]any{"prompt": "never mind"})
 	e.post("/builds/"+cancelled+"/cancel", map[string]any{}, http.StatusOK, nil)
@@ -207,7 +209,7 @@ func TestBuildMetricsThroughAPI(t *testing.T) {
 	}{
 		{[]string{"outcome", "completed", "reason", "none", "template", "default"}, 1},
 		{[]string{"outcome", "failed", "reason", "runner_error", "template", "readonly"}, 1},
-		{[]string{"outcome", "failed", "reason", "timeout", "template", "default"}, 1},
+		{[]string{"outcome", "failed", "reason", "deadline", "template", "default"}, 1},
 		{[]string{"outcome", "cancelled", "reason", "cancelled", "template", "default"}, 1},
 		{[]string{"outcome", "failed", "reason", "oom"}, 0},
 		{nil, 4},
@@ -276,19 +278,18 @@ func TestHooks(t *testing.T) {
 	m, err := metrics.New(metrics.Options{Registry: reg})
 	require.NoError(t, err)
 	b := &store.Build{}
-	m.Launch(b, 150*time.Millisecond, nil)
-	m.Launch(b, time.Second, apierrors.NewForbidden(schema.GroupResource{Resource: "jobs"}, "x", errors.New("exceeded quota: q")))
-	m.Launch(b, time.Second, apierrors.NewInvalid(schema.GroupKind{Kind: "Job"}, "x", nil))
-	m.Launch(b, time.Second, errors.New("dial tcp: connection refused"))
+	m.Launch(b, 150*time.Millisecond, "")
+	m.Launch(b, time.Second, launcher.ClassifyLaunchError(apierrors.NewForbidden(schema.GroupResource{Resource: "jobs"}, "x", errors.New("exceeded quota: q"))))
+	m.Launch(b, time.Second, launcher.ClassifyLaunchError(apierrors.NewInvalid(schema.GroupKind{Kind: "Job"}, "x", nil)))
+	m.Launch(b, time.Second, launcher.ClassifyLaunchError(errors.New("dial tcp: connection refused")))
+	m.Launch(b, time.Second, "surprising") // not one of the set: counted as other
 	m.Callback(callback.OutcomeRetry)
 	m.Callback("surprising")
 
 	// An unknown template is counted as "other", never as a new series.
 	now := time.Now()
 	m.Transition(&store.Build{Build: kiln.Build{Status: kiln.StatusFailed, Spec: kiln.BuildSpec{Template: "gone"},
-		Error: "out of memory (limit 1Gi)", CreatedAt: now.Add(-time.Minute), FinishedAt: &now}})
-	m.WatcherFailure(&store.Build{Build: kiln.Build{Status: kiln.StatusFailed, Error: "out of memory (limit 1Gi)"}}, "oom")
-	m.WatcherFailure(&store.Build{Build: kiln.Build{Status: kiln.StatusFailed, Error: "something new"}}, "oom")
+		Reason: kiln.ReasonOOM, Error: "out of memory (limit 1Gi)", CreatedAt: now.Add(-time.Minute), FinishedAt: &now}})
 
 	srv := httptest.NewServer(m.Handler())
 	t.Cleanup(srv.Close)
@@ -298,11 +299,10 @@ func TestHooks(t *testing.T) {
 	assert.InDelta(t, 0.15, sum, 1e-9)
 	assert.Equal(t, 1.0, f.Value("kiln_job_launch_errors_total", "reason", "quota_exceeded"))
 	assert.Equal(t, 1.0, f.Value("kiln_job_launch_errors_total", "reason", "invalid"))
-	assert.Equal(t, 1.0, f.Value("kiln_job_launch_errors_total", "reason", "other"))
+	assert.Equal(t, 2.0, f.Value("kiln_job_launch_errors_total", "reason", "other"))
 	assert.Equal(t, 1.0, f.Value("kiln_callback_deliveries_total", "outcome", "retry"))
 	assert.Equal(t, 1.0, f.Value("kiln_callback_deliveries_total", "outcome", "failed"))
 	assert.Equal(t, 1.0, f.Value("kiln_builds_total", "outcome", "failed", "reason", "oom", "template", "other"))
-	assert.Equal(t, 1.0, f.Value("kiln_metrics_reason_mismatch_total"))
 	assert.NotContains(t, labelValues(f["kiln_builds_total"], "template"), "gone")
 	assert.NotContains(t, f, "kiln_queue_jobs", "no pool: no database figures")
 	for _, mf := range f {
@@ -314,31 +314,38 @@ func TestHooks(t *testing.T) {
 	}
 }
 
-func TestReason(t *testing.T) {
+// The reason label is the build's stored reason: nothing reads it out of
+// the error text, and a value outside the fixed set is counted as other.
+func TestReasonLabel(t *testing.T) {
 	t.Parallel()
-	res := &kiln.BuildResult{Success: false, Error: "push rejected"}
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(metrics.Options{Registry: reg})
+	require.NoError(t, err)
+	now := time.Now()
 	for _, c := range []struct {
 		status kiln.Status
+		reason kiln.Reason
 		err    string
-		result *kiln.BuildResult
 		want   string
 	}{
-		{kiln.StatusCompleted, "", &kiln.BuildResult{Success: true}, metrics.ReasonNone},
-		{kiln.StatusCancelled, "cancelled by bot", nil, metrics.ReasonCancelled},
-		{kiln.StatusFailed, "push rejected", res, metrics.ReasonRunnerError},
-		{kiln.StatusFailed, "job deleted", nil, metrics.ReasonJobDeleted},
-		{kiln.StatusFailed, "timed out after 1h0m0s", nil, metrics.ReasonTimeout},
-		{kiln.StatusFailed, "out of memory (limit 2Gi)", nil, metrics.ReasonOOM},
-		{kiln.StatusFailed, "runner exited with code 2 without a result: boom", nil, metrics.ReasonNoResult},
-		{kiln.StatusFailed, "image pull failed for x: ErrImagePull: no", nil, metrics.ReasonImagePull},
-		{kiln.StatusFailed, "unschedulable: 0/1 nodes are available", nil, metrics.ReasonUnschedulable},
-		{kiln.StatusFailed, "the Job's pod could not be created: forbidden", nil, metrics.ReasonPodCreate},
-		{kiln.StatusFailed, `template "x": unknown template`, nil, metrics.ReasonLaunchRejected},
-		{kiln.StatusFailed, "the Kubernetes API rejected the Job: bad", nil, metrics.ReasonLaunchRejected},
-		{kiln.StatusFailed, "something else", nil, metrics.ReasonOther},
+		{kiln.StatusCompleted, "", "", "none"},
+		{kiln.StatusCancelled, kiln.ReasonCancelled, "cancelled by bot", "cancelled"},
+		{kiln.StatusFailed, kiln.ReasonPushRejected, "push rejected", "push_rejected"},
+		{kiln.StatusFailed, kiln.ReasonDeadline, "job deleted", "deadline"}, // the text does not matter
+		{kiln.StatusFailed, kiln.ReasonOOM, "", "oom"},
+		{kiln.StatusFailed, "", "out of memory (limit 2Gi)", "other"},
+		{kiln.StatusFailed, "made_up", "", "other"},
 	} {
-		b := &store.Build{Build: kiln.Build{Status: c.status, Error: c.err, Result: c.result}}
-		assert.Equal(t, c.want, metrics.Reason(b), "%s %q", c.status, c.err)
+		reg := prometheus.NewRegistry()
+		m, err = metrics.New(metrics.Options{Registry: reg})
+		require.NoError(t, err)
+		m.Transition(&store.Build{Build: kiln.Build{Status: c.status, Reason: c.reason, Error: c.err,
+			CreatedAt: now.Add(-time.Second), FinishedAt: &now}})
+		srv := httptest.NewServer(m.Handler())
+		f := Scrape(t, srv.URL)
+		srv.Close()
+		assert.Equal(t, 1.0, f.Value("kiln_builds_total", "outcome", string(c.status), "reason", c.want), "%s %q", c.status, c.reason)
+		assert.Equal(t, 1.0, f.Value("kiln_builds_total"), "one build counted once")
 	}
 }
 
@@ -355,7 +362,8 @@ func TestHTTPMetrics(t *testing.T) {
 		res.Body.Close()
 	}
 	// A finished build's SSE stream replays and ends at once.
-	e.transition(id, store.Transition{To: kiln.StatusCancelled, Error: "stop"})
+	_, err := e.app.Lifecycle.Cancel(context.Background(), id, "stop")
+	require.NoError(t, err)
 	req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/builds/"+id+"/events", nil)
 	require.NoError(t, err)
 	req.Header.Set("Accept", "text/event-stream")

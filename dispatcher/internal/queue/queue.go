@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,14 +43,23 @@ type Launcher interface {
 // DispatchWorker runs DispatchArgs jobs.
 type DispatchWorker struct {
 	river.WorkerDefaults[DispatchArgs]
-	DB       store.DB
-	Launcher Launcher // nil: builds stay pending and the job waits
-	Logger   *slog.Logger
+	db       store.DB
+	launcher Launcher
+}
+
+// NewDispatchWorker returns the worker of DispatchArgs: it reads the build
+// from db and hands a pending one to launcher (nil: builds stay pending and
+// their jobs wait, as in a dispatcher without a cluster).
+func NewDispatchWorker(db store.DB, launcher Launcher) *DispatchWorker {
+	if db == nil {
+		panic("queue: NewDispatchWorker needs a database")
+	}
+	return &DispatchWorker{db: db, launcher: launcher}
 }
 
 // Work implements river.Worker.
 func (w *DispatchWorker) Work(ctx context.Context, job *river.Job[DispatchArgs]) error {
-	b, err := store.GetBuild(ctx, w.DB, job.Args.BuildID)
+	b, err := store.GetBuild(ctx, w.db, job.Args.BuildID)
 	if errors.Is(err, store.ErrNotFound) {
 		// Cannot happen while invariant 1 holds; nothing to launch.
 		return river.JobCancel(fmt.Errorf("build %s has no audit row", job.Args.BuildID))
@@ -60,24 +70,26 @@ func (w *DispatchWorker) Work(ctx context.Context, job *river.Job[DispatchArgs])
 	if b.Status != schema.StatusPending {
 		return nil // cancelled while queued, or already launched by an earlier attempt
 	}
-	if w.Launcher == nil {
+	if w.launcher == nil {
 		return river.JobSnooze(time.Minute)
 	}
-	return w.Launcher.Launch(ctx, b)
+	return w.launcher.Launch(ctx, b)
 }
 
 // Options configures NewClient.
 type Options struct {
-	Schema     string       // Postgres schema of River's tables; default: search_path
-	Workers    int          // dispatch workers; 0 builds an insert-only client
-	Logger     *slog.Logger // default: discard
-	Launcher   Launcher
-	Register   func(*river.Workers) // adds more workers (callbacks, ...)
-	Queues     map[string]river.QueueConfig
-	PollOnly   bool // no LISTEN/NOTIFY (for poolers that cannot hold it)
-	DB         store.DB
-	JobTimeout time.Duration // default 20s
-	Periodic   []*river.PeriodicJob
+	Schema string       // Postgres schema of River's tables; default: search_path
+	Logger *slog.Logger // default: discard
+	// Workers are the job workers this client runs (NewDispatchWorker's and
+	// the others); nil builds an insert-only client, which inserts and
+	// cancels jobs but runs none.
+	Workers *river.Workers
+	// DispatchWorkers is how many dispatch jobs run at once; default 10.
+	DispatchWorkers int
+	Queues          map[string]river.QueueConfig // queues besides QueueDispatch
+	PollOnly        bool                         // no LISTEN/NOTIFY (for poolers that cannot hold it)
+	JobTimeout      time.Duration                // default 20s
+	Periodic        []*river.PeriodicJob
 	// RescueStuckJobsAfter: how soon a job whose worker died (kill -9) runs
 	// again; default 30s. Every Kiln job is short (a launch is a few API
 	// calls, a callback attempt is bounded by its timeout), so JobTimeout is
@@ -85,43 +97,26 @@ type Options struct {
 	RescueStuckJobsAfter time.Duration
 }
 
-// NewClient returns a River client on pool. With Workers == 0 it only inserts.
+// NewClient returns a River client on pool: one that works the queues when
+// o.Workers is set, an insert-only one otherwise.
 func NewClient(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger := cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	cfg := &river.Config{
 		Schema:               o.Schema,
 		Logger:               logger.With("component", "river"),
-		JobTimeout:           o.JobTimeout,
+		JobTimeout:           cmp.Or(o.JobTimeout, 20*time.Second),
 		PollOnly:             o.PollOnly,
-		RescueStuckJobsAfter: o.RescueStuckJobsAfter,
+		RescueStuckJobsAfter: cmp.Or(o.RescueStuckJobsAfter, 30*time.Second),
 		// Inserts notify the queue at most once per interval; jobs inserted
 		// in between wait for the next fetch. Short intervals keep the
 		// submit → Job latency low at the cost of a few cheap queries.
 		FetchCooldown:     20 * time.Millisecond,
 		FetchPollInterval: 250 * time.Millisecond,
 	}
-	if cfg.RescueStuckJobsAfter == 0 {
-		cfg.RescueStuckJobsAfter = 30 * time.Second
-	}
-	if cfg.JobTimeout == 0 {
-		cfg.JobTimeout = 20 * time.Second
-	}
-	if o.Workers > 0 {
-		workers := river.NewWorkers()
-		db := o.DB
-		if db == nil {
-			db = pool
-		}
-		river.AddWorker(workers, &DispatchWorker{DB: db, Launcher: o.Launcher, Logger: logger})
-		if o.Register != nil {
-			o.Register(workers)
-		}
-		cfg.Workers = workers
+	if o.Workers != nil {
+		cfg.Workers = o.Workers
 		cfg.PeriodicJobs = o.Periodic
-		cfg.Queues = map[string]river.QueueConfig{QueueDispatch: {MaxWorkers: o.Workers,
+		cfg.Queues = map[string]river.QueueConfig{QueueDispatch: {MaxWorkers: cmp.Or(o.DispatchWorkers, 10),
 			// An insert notifies at most once per FetchCooldown, so a build
 			// inserted just after another's notification can miss the fetch
 			// it triggered and wait for the poll: poll the dispatch queue

@@ -5,7 +5,7 @@
 package runnerapi
 
 import (
-	"context"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -33,20 +33,37 @@ const (
 	MaxBatchBytes  = 4 << 20
 	MaxBatchEvents = 1000
 	MaxResultBytes = 1 << 20
-	MaxOutputBytes = 256 << 10
 	// DefaultMaxArtifactBytes bounds one uploaded artifact.
 	DefaultMaxArtifactBytes = 10 << 20
 )
 
-// Server serves the runner protocol.
-type Server struct {
-	Pool      *pgxpool.Pool
-	Lifecycle *lifecycle.Lifecycle
-	Logger    *slog.Logger
+// Options configures New.
+type Options struct {
+	Pool      *pgxpool.Pool        // required
+	Lifecycle *lifecycle.Lifecycle // required: results are applied through it
 	// MaxArtifactBytes bounds one artifact; default DefaultMaxArtifactBytes.
 	MaxArtifactBytes int64
-	// OnResult is told of every accepted result (metrics, wake-ups); may be nil.
-	OnResult func(b *store.Build)
+	Logger           *slog.Logger // default: discard
+}
+
+// Server serves the runner protocol.
+type Server struct {
+	pool        *pgxpool.Pool
+	lifecycle   *lifecycle.Lifecycle
+	maxArtifact int64
+	log         *slog.Logger
+}
+
+// New returns a Server; Mount adds its routes to a router.
+func New(o Options) (*Server, error) {
+	if o.Pool == nil || o.Lifecycle == nil {
+		return nil, errors.New("runnerapi: Pool and Lifecycle are required")
+	}
+	if o.MaxArtifactBytes < 0 {
+		return nil, errors.New("runnerapi: MaxArtifactBytes must not be negative")
+	}
+	return &Server{pool: o.Pool, lifecycle: o.Lifecycle, maxArtifact: cmp.Or(o.MaxArtifactBytes, DefaultMaxArtifactBytes),
+		log: cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "runnerapi")}, nil
 }
 
 // Mount adds the runner routes to r.
@@ -58,13 +75,6 @@ func (s *Server) Mount(r chi.Router) {
 		r.Post("/result", s.result)
 		r.Post("/artifacts", s.artifact)
 	})
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
 }
 
 func problem(w http.ResponseWriter, status int, detail string) {
@@ -87,7 +97,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			problem(w, http.StatusUnauthorized, "Authorization: this build's runner token is required")
 			return
 		}
-		good, err := store.CheckRunnerToken(r.Context(), s.Pool, id, auth.Hash(tok))
+		good, err := store.CheckRunnerToken(r.Context(), s.pool, id, auth.Hash(tok))
 		if err != nil {
 			s.fail(w, r, fmt.Errorf("checking runner token: %w", err))
 			return
@@ -102,12 +112,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 
 func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	b, err := store.GetBuild(ctx, s.Pool, chi.URLParam(r, "id"))
+	b, err := store.GetBuild(ctx, s.pool, chi.URLParam(r, "id"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	p, err := store.GetProject(ctx, s.Pool, b.ProjectID)
+	p, err := store.GetProject(ctx, s.pool, b.ProjectID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -121,12 +131,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if store.IsUnavailable(err) {
-		s.logger().WarnContext(r.Context(), "runner request: database unavailable", "path", r.URL.Path, "error", err)
+		s.log.WarnContext(r.Context(), "runner request: database unavailable", "path", r.URL.Path, "error", err)
 		w.Header().Set("Retry-After", "1")
 		problem(w, http.StatusServiceUnavailable, "the database is unavailable for a moment; retry")
 		return
 	}
-	s.logger().ErrorContext(r.Context(), "runner request failed", "path", r.URL.Path, "error", err)
+	s.log.ErrorContext(r.Context(), "runner request failed", "path", r.URL.Path, "error", err)
 	problem(w, http.StatusInternalServerError, "internal error")
 }
 
@@ -156,7 +166,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ack schema.EventBatchAck
-	err := pgx.BeginFunc(r.Context(), s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(r.Context(), s.pool, func(tx pgx.Tx) error {
 		var err error
 		ack.Stored, ack.Duplicate, err = store.AppendBatch(r.Context(), tx, id, batch.Batch, batch.Events)
 		return err
@@ -165,7 +175,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	b, err := store.GetBuild(r.Context(), s.Pool, id)
+	b, err := store.GetBuild(r.Context(), s.pool, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -180,7 +190,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, MaxResultBytes, &res) {
 		return
 	}
-	ack, err := s.Accept(r.Context(), id, res, "runner")
+	ack, err := s.lifecycle.Finish(r.Context(), id, res, "runner")
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -188,58 +198,9 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, ack)
 }
 
-// Accept applies a result to a build: completed when it succeeded, failed
-// otherwise; a runner that stopped on SIGTERM (cancelled: true) settles
-// nothing. A build already
-// terminal keeps its status (invariant 4); the late result is logged and ignored.
-func (s *Server) Accept(ctx context.Context, id string, res schema.BuildResult, source string) (schema.ResultAck, error) {
-	if len(res.Output) > MaxOutputBytes {
-		res.Output = res.Output[:MaxOutputBytes] + "\n[output truncated]"
-	}
-	if res.Cancelled {
-		// The runner stopped on SIGTERM. If the build was cancelled it is
-		// terminal already; otherwise the Job was stopped for a reason only
-		// the cluster knows (deadline, deletion), which the watcher records.
-		cur, err := store.GetBuild(ctx, s.Pool, id)
-		if err != nil {
-			return schema.ResultAck{}, err
-		}
-		s.logger().InfoContext(ctx, "runner reported it stopped; the watcher settles the build", "build_id", id, "status", cur.Status)
-		return schema.ResultAck{Status: cur.Status, Accepted: false}, nil
-	}
-	t := store.Transition{To: schema.StatusFailed, Result: &res, Error: res.Error,
-		From: []schema.Status{schema.StatusRunning, schema.StatusPending}}
-	switch {
-	case res.Success:
-		t.To, t.Error = schema.StatusCompleted, ""
-	case t.Error == "":
-		t.Error = "the runner reported failure without an error message"
-	}
-	b, err := s.Lifecycle.TransitionNow(ctx, s.Pool, id, t)
-	if errors.Is(err, store.ErrTerminal) {
-		cur, gerr := store.GetBuild(ctx, s.Pool, id)
-		if gerr != nil {
-			return schema.ResultAck{}, gerr
-		}
-		s.logger().WarnContext(ctx, "late or duplicate result ignored", "build_id", id, "status", cur.Status, "source", source)
-		return schema.ResultAck{Status: cur.Status, Accepted: false}, nil
-	}
-	if err != nil {
-		return schema.ResultAck{}, err
-	}
-	s.logger().InfoContext(ctx, "build finished", "build_id", id, "status", b.Status, "source", source)
-	if s.OnResult != nil {
-		s.OnResult(b)
-	}
-	return schema.ResultAck{Status: b.Status, Accepted: true}, nil
-}
-
 func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	max := s.MaxArtifactBytes
-	if max <= 0 {
-		max = DefaultMaxArtifactBytes
-	}
+	max := s.maxArtifact
 	var up schema.ArtifactUpload
 	if !decode(w, r, max*4/3+4096, &up) {
 		return
@@ -261,7 +222,7 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnprocessableEntity, "sha256: does not match the content")
 		return
 	}
-	if err := store.PutArtifact(r.Context(), s.Pool, id, clean, hex.EncodeToString(sum[:]), up.Content); err != nil {
+	if err := store.PutArtifact(r.Context(), s.pool, id, clean, hex.EncodeToString(sum[:]), up.Content); err != nil {
 		s.fail(w, r, err)
 		return
 	}

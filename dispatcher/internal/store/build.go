@@ -21,13 +21,13 @@ type Build struct {
 	RiverJobID int64
 }
 
-const buildColumns = `id, project_id, spec, status, result, error, attempt, job_name, requested_by,
+const buildColumns = `id, project_id, spec, status, result, error, reason, attempt, job_name, requested_by,
 	created_at, started_at, finished_at, COALESCE(river_job_id, 0)`
 
 func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	var b Build
 	var spec, result []byte
-	err := row.Scan(&b.ID, &b.ProjectID, &spec, &b.Status, &result, &b.Error, &b.Attempt, &b.JobName,
+	err := row.Scan(&b.ID, &b.ProjectID, &spec, &b.Status, &result, &b.Error, &b.Reason, &b.Attempt, &b.JobName,
 		&b.RequestedBy, &b.CreatedAt, &b.StartedAt, &b.FinishedAt, &b.RiverJobID)
 	if err != nil {
 		return nil, err
@@ -122,7 +122,8 @@ func nullIfEmpty(s string) any {
 // Transition is a change of a build's status.
 type Transition struct {
 	To      schema.Status
-	Error   string              // failure or cancel reason
+	Reason  schema.Reason       // why a build fails or is cancelled; required for those, empty otherwise
+	Error   string              // failure or cancel text, for people
 	Result  *schema.BuildResult // the runner's result, if any
 	JobName string              // set when the build starts running
 	From    []schema.Status     // allowed current statuses; default: every non-terminal one
@@ -143,11 +144,20 @@ func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Buil
 			return nil, err
 		}
 	}
-	payload, _ := json.Marshal(map[string]string{"status": string(t.To), "error": t.Error})
+	if (t.To == schema.StatusFailed || t.To == schema.StatusCancelled) != (t.Reason != schema.ReasonNone) || !t.Reason.Valid() {
+		// A programmer error: lifecycle always gives failures a reason.
+		return nil, fmt.Errorf("moving build %s to %s: reason %q does not fit", id, t.To, t.Reason)
+	}
+	ev := map[string]string{"status": string(t.To), "error": t.Error}
+	if t.Reason != schema.ReasonNone {
+		ev["reason"] = string(t.Reason)
+	}
+	payload, _ := json.Marshal(ev)
 	terminal := t.To.Terminal()
 	row := db.QueryRow(ctx, `WITH u AS (
 			UPDATE builds SET status = $2,
 				error = CASE WHEN $3 = '' THEN error ELSE $3 END,
+				reason = $9,
 				result = COALESCE($4::jsonb, result),
 				job_name = CASE WHEN $5 = '' THEN job_name ELSE $5 END,
 				started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
@@ -159,7 +169,7 @@ func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Buil
 		e AS (INSERT INTO build_events (build_id, seq, type, payload)
 			SELECT id, event_seq, 'status', $8 FROM u)
 		SELECT `+buildColumns+` FROM u`,
-		id, string(t.To), t.Error, result, t.JobName, terminal, statusStrings(from), payload)
+		id, string(t.To), t.Error, result, t.JobName, terminal, statusStrings(from), payload, string(t.Reason))
 	b, err := scanBuild(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if _, gerr := GetBuild(ctx, db, id); gerr != nil {

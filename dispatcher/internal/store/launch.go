@@ -23,6 +23,13 @@ type Capacity struct {
 	MaxConcurrent   int  // the project's limit
 }
 
+// LockLaunches takes the transaction-scoped lock that serializes launch
+// decisions across replicas; it is released when tx ends.
+func LockLaunches(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, LaunchLockKey)
+	return err
+}
+
 // LaunchCapacity reads capacity for a build; call it under LaunchLockKey.
 func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 	var c Capacity

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
+	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
@@ -41,24 +42,30 @@ import (
 // terminalGrace is how long a Job may keep running after its build's result.
 const terminalGrace = time.Minute
 
-// ResultSink applies a build result (the runner protocol server implements it).
-type ResultSink interface {
-	Accept(ctx context.Context, id string, res schema.BuildResult, source string) (schema.ResultAck, error)
+// Queue is the watcher's work queue of build ids. The app makes it first
+// (NewQueue) so the lifecycle can wake the watcher (a cancelled build's Job
+// goes at once) before the watcher itself exists.
+type Queue = workqueue.TypedRateLimitingInterface[string]
+
+// NewQueue returns a Queue for Options.Queue.
+func NewQueue() Queue {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kiln-builds"})
 }
 
 // Options configures New.
 type Options struct {
 	Client               kubernetes.Interface // required
 	Pool                 *pgxpool.Pool        // required
-	Lifecycle            *lifecycle.Lifecycle // required
-	Results              ResultSink           // required
+	Lifecycle            *lifecycle.Lifecycle // required: failures and results are applied through it
+	Queue                Queue                // default: NewQueue(); Stop shuts it down
 	Namespace            string               // default "kiln-builds"
 	ImagePullTimeout     time.Duration        // how long image pull errors may last; default 2m
 	UnschedulableTimeout time.Duration        // how long a pod may stay unschedulable; default 5m
 	Workers              int                  // sync goroutines; default 4
-	Logger               *slog.Logger
-	// OnFailure is told of each failure the watcher decides, with a short reason code; may be nil.
-	OnFailure func(b *store.Build, reason string)
+	ResyncPeriod         time.Duration        // informers' resync; default 10m
+	Now                  func() time.Time     // default time.Now
+	Logger               *slog.Logger         // default: discard
 }
 
 // Watcher tracks build Jobs.
@@ -68,30 +75,41 @@ type Watcher struct {
 	factory informers.SharedInformerFactory
 	jobs    batchlisters.JobLister
 	pods    corelisters.PodLister
-	queue   workqueue.TypedRateLimitingInterface[string]
+	queue   Queue
 	synced  []cache.InformerSynced
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc // set by Start; guarded by mu
+	stopped bool               // guarded by mu
 	wg      sync.WaitGroup
-	cancel  context.CancelFunc
 }
 
 // New returns a Watcher; Start runs it.
 func New(o Options) (*Watcher, error) {
-	if o.Client == nil || o.Pool == nil || o.Lifecycle == nil || o.Results == nil {
-		return nil, errors.New("watcher: Client, Pool, Lifecycle and Results are required")
+	if o.Client == nil || o.Pool == nil || o.Lifecycle == nil {
+		return nil, errors.New("watcher: Client, Pool and Lifecycle are required")
 	}
 	o.Namespace = cmp.Or(o.Namespace, "kiln-builds")
 	o.ImagePullTimeout = cmp.Or(o.ImagePullTimeout, 2*time.Minute)
 	o.UnschedulableTimeout = cmp.Or(o.UnschedulableTimeout, 5*time.Minute)
 	o.Workers = cmp.Or(o.Workers, 4)
-	w := &Watcher{o: o, logger: cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "watcher")}
-	w.factory = informers.NewSharedInformerFactoryWithOptions(o.Client, 10*time.Minute,
+	o.ResyncPeriod = cmp.Or(o.ResyncPeriod, 10*time.Minute)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Queue == nil {
+		o.Queue = NewQueue()
+	}
+	if o.ImagePullTimeout < 0 || o.UnschedulableTimeout < 0 || o.Workers < 0 {
+		return nil, errors.New("watcher: timeouts and Workers must not be negative")
+	}
+	w := &Watcher{o: o, queue: o.Queue, logger: cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "watcher")}
+	w.factory = informers.NewSharedInformerFactoryWithOptions(o.Client, o.ResyncPeriod,
 		informers.WithNamespace(o.Namespace),
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = jobtemplates.Selector().String() }))
 	ji := w.factory.Batch().V1().Jobs()
 	pi := w.factory.Core().V1().Pods()
 	w.jobs, w.pods = ji.Lister(), pi.Lister()
-	w.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kiln-builds"})
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.enqueueObject,
 		UpdateFunc: func(_, obj any) { w.enqueueObject(obj) },
@@ -124,9 +142,15 @@ func (w *Watcher) enqueueObject(obj any) {
 func (w *Watcher) Enqueue(buildID string) { w.queue.Add(buildID) }
 
 // Start starts the informers, waits for their caches, reconciles once and
-// starts the sync workers.
+// starts the sync workers. It may be called once; Stop ends what it began.
 func (w *Watcher) Start(ctx context.Context) error {
+	w.mu.Lock()
+	if w.stopped || w.cancel != nil {
+		w.mu.Unlock()
+		return errors.New("watcher: already started or stopped")
+	}
 	ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	w.mu.Unlock()
 	w.factory.Start(ctx.Done())
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -146,10 +170,15 @@ func (w *Watcher) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the workers and informers.
+// Stop stops the workers and informers and waits for them. It is safe
+// before Start and more than once.
 func (w *Watcher) Stop() {
-	if w.cancel != nil {
-		w.cancel()
+	w.mu.Lock()
+	w.stopped = true
+	cancel := w.cancel
+	w.mu.Unlock()
+	if cancel != nil {
+		cancel()
 	}
 	w.queue.ShutDown()
 	w.wg.Wait()
@@ -164,6 +193,9 @@ func (w *Watcher) next(ctx context.Context) bool {
 	defer w.queue.Done(id)
 	after, err := w.sync(ctx, id)
 	switch {
+	case err != nil && ctx.Err() != nil:
+		// Stopping: the next replica (or the next start) looks again.
+		w.queue.Forget(id)
 	case err != nil:
 		w.logger.WarnContext(ctx, "sync failed; retrying", "build_id", id, "error", err)
 		w.queue.AddRateLimited(id)
@@ -196,62 +228,81 @@ func (w *Watcher) Reconcile(ctx context.Context) error {
 	return nil
 }
 
-// sync settles one build; a positive duration asks to be called again then.
-func (w *Watcher) sync(ctx context.Context, id string) (time.Duration, error) {
-	name := jobtemplates.JobName(id)
-	job, err := w.jobs.Jobs(w.o.Namespace).Get(name)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return 0, err
-	}
-	b, err := store.GetBuild(ctx, w.o.Pool, id)
-	if errors.Is(err, store.ErrNotFound) {
-		if job != nil {
-			w.logger.WarnContext(ctx, "deleting a Job without a build", "job", name)
-			return 0, w.deleteJob(ctx, name)
-		}
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
+// Observed is what the watcher knows of one build when it decides: the
+// audit row, the build's Job and pods as the informers hold them, the Job
+// controller's last FailedCreate message, and the time.
+type Observed struct {
+	Build        *store.Build // nil: no audit row
+	Job          *batchv1.Job // nil: no Job
+	Pods         []*corev1.Pod
+	FailedCreate string // the Job's last FailedCreate event message; looked up only when it matters
+	Now          time.Time
+}
 
-	if b.Status.Terminal() {
+// Action is what the watcher does about a build.
+type Action int
+
+// Actions, in Decision.Action.
+const (
+	ActNone      Action = iota // nothing now (perhaps look again After)
+	ActFail                    // fail the build with Reason and Message (and delete its Job when DeleteJob)
+	ActFinish                  // apply Result, the runner's outcome read from its termination message
+	ActDeleteJob               // delete the Job: its build is terminal, or has no audit row
+)
+
+// Decision is what Decide says to do about a build.
+type Decision struct {
+	Action    Action
+	Reason    schema.Reason       // ActFail
+	Message   string              // ActFail: for people
+	Result    *schema.BuildResult // ActFinish
+	DeleteJob bool                // ActFail: delete the Job too (its pod cannot run)
+	After     time.Duration       // > 0: look again then
+}
+
+// Timeouts bound how long a build's pod may fail to start before the build fails.
+type Timeouts struct {
+	ImagePull     time.Duration
+	Unschedulable time.Duration
+}
+
+// needsFailedCreate reports whether Decide would read o.FailedCreate: a
+// running build whose Job has had no pod for longer than allowed.
+func needsFailedCreate(o Observed, t Timeouts) bool {
+	return o.Build != nil && o.Build.Status == schema.StatusRunning && o.Job != nil && o.Job.DeletionTimestamp == nil &&
+		!finished(o.Job) && len(o.Pods) == 0 && !o.Now.Before(o.Job.CreationTimestamp.Add(t.Unschedulable))
+}
+
+// Decide compares a build's audit row with its Job and pods and says what to
+// do. It reads nothing and changes nothing: sync gathers o and applies the
+// decision.
+func Decide(o Observed, t Timeouts) Decision {
+	b, job := o.Build, o.Job
+	switch {
+	case b == nil:
+		if job != nil && job.DeletionTimestamp == nil {
+			return Decision{Action: ActDeleteJob}
+		}
+		return Decision{}
+	case b.Status.Terminal():
 		if job == nil || job.DeletionTimestamp != nil || finished(job) {
-			return 0, nil
+			return Decision{}
 		}
 		// A cancelled build's Job goes now. After a result the runner is
 		// exiting on its own; only a Job still active a grace later goes.
 		if b.Status != schema.StatusCancelled && b.FinishedAt != nil {
-			if left := b.FinishedAt.Add(terminalGrace).Sub(time.Now()); left > 0 {
-				return left, nil
+			if left := b.FinishedAt.Add(terminalGrace).Sub(o.Now); left > 0 {
+				return Decision{After: left}
 			}
 		}
-		w.logger.InfoContext(ctx, "deleting the Job of a terminal build", "build_id", id, "status", b.Status, "job", name)
-		return 0, w.deleteJob(ctx, name)
+		return Decision{Action: ActDeleteJob}
+	case b.Status != schema.StatusRunning:
+		return Decision{} // pending: the launcher's River job owns it
+	case job == nil || (job.DeletionTimestamp != nil && !finished(job)):
+		return Decision{Action: ActFail, Reason: schema.ReasonJobDeleted, Message: "job deleted"}
 	}
-	if b.Status != schema.StatusRunning {
-		return 0, nil // pending: the launcher's River job owns it
-	}
-	if job == nil {
-		// A running build's Job was created before the build became running,
-		// so a synced lister without it means it is gone; ask the API server
-		// itself before believing a lagging cache.
-		live, err := w.o.Client.BatchV1().Jobs(w.o.Namespace).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			job = live
-		} else if !apierrors.IsNotFound(err) {
-			return 0, err
-		}
-	}
-	if job == nil || (job.DeletionTimestamp != nil && !finished(job)) {
-		return 0, w.fail(ctx, b, "job_deleted", "job deleted", false)
-	}
-	pods, err := w.pods.Pods(w.o.Namespace).List(jobtemplates.BuildSelector(id))
-	if err != nil {
-		return 0, err
-	}
-	if c := condition(job, batchv1.JobComplete); c != nil {
-		return 0, w.finishedWithoutResult(ctx, b, job, pods, "")
+	if condition(job, batchv1.JobComplete) != nil {
+		return finishedWithoutResult(o.Pods, "")
 	}
 	if c := condition(job, batchv1.JobFailed); c != nil {
 		if c.Reason == batchv1.JobReasonDeadlineExceeded {
@@ -259,45 +310,34 @@ func (w *Watcher) sync(ctx context.Context, id string) (time.Duration, error) {
 			if job.Spec.ActiveDeadlineSeconds != nil {
 				d = *job.Spec.ActiveDeadlineSeconds
 			}
-			return 0, w.fail(ctx, b, "timeout", fmt.Sprintf("timed out after %s", time.Duration(d)*time.Second), false)
+			return Decision{Action: ActFail, Reason: schema.ReasonDeadline, Message: fmt.Sprintf("timed out after %s", time.Duration(d)*time.Second)}
 		}
-		return 0, w.finishedWithoutResult(ctx, b, job, pods, c.Message)
+		return finishedWithoutResult(o.Pods, c.Message)
 	}
-	if len(pods) == 0 {
-		return w.checkNoPods(ctx, b, job)
+	if len(o.Pods) == 0 {
+		return checkNoPods(o, t)
 	}
-	return w.checkPending(ctx, b, pods)
+	return checkPending(o, t)
 }
 
 // checkNoPods fails a build whose Job could not create its pod for longer
 // than allowed (a missing service account, an admission webhook, a quota on
 // pods), with the Job controller's own FailedCreate message.
-func (w *Watcher) checkNoPods(ctx context.Context, b *store.Build, job *batchv1.Job) (time.Duration, error) {
-	left := job.CreationTimestamp.Add(w.o.UnschedulableTimeout).Sub(time.Now())
-	if left > 0 {
-		return left, nil
+func checkNoPods(o Observed, t Timeouts) Decision {
+	left := o.Job.CreationTimestamp.Add(t.Unschedulable).Sub(o.Now)
+	switch {
+	case left > 0:
+		return Decision{After: left}
+	case o.FailedCreate == "":
+		return Decision{After: t.Unschedulable} // no pod, no complaint: look again later
 	}
-	evs, err := w.o.Client.CoreV1().Events(w.o.Namespace).List(ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=Job,involvedObject.name=" + job.Name})
-	if err != nil {
-		return 0, err
-	}
-	msg := ""
-	var last time.Time
-	for _, ev := range evs.Items {
-		if ev.Reason == "FailedCreate" && !ev.LastTimestamp.Time.Before(last) {
-			msg, last = ev.Message, ev.LastTimestamp.Time
-		}
-	}
-	if msg == "" {
-		return w.o.UnschedulableTimeout, nil // no pod, no complaint: look again later
-	}
-	return 0, w.fail(ctx, b, "pod_create", "the Job's pod could not be created: "+msg, true)
+	return Decision{Action: ActFail, Reason: schema.ReasonPodCreate, DeleteJob: true,
+		Message: "the Job's pod could not be created: " + o.FailedCreate}
 }
 
-// finishedWithoutResult settles a build whose Job ended while the build is
-// still running: the runner's result never arrived.
-func (w *Watcher) finishedWithoutResult(ctx context.Context, b *store.Build, job *batchv1.Job, pods []*corev1.Pod, jobMsg string) error {
+// finishedWithoutResult decides about a build whose Job ended while the
+// build is still running: the runner's result never arrived.
+func finishedWithoutResult(pods []*corev1.Pod, jobMsg string) Decision {
 	for _, p := range pods {
 		for _, cs := range p.Status.ContainerStatuses {
 			t := cs.State.Terminated
@@ -305,14 +345,12 @@ func (w *Watcher) finishedWithoutResult(ctx context.Context, b *store.Build, job
 				continue
 			}
 			if t.Reason == "OOMKilled" {
-				return w.fail(ctx, b, "oom", "out of memory (limit "+memoryLimit(p, cs.Name)+")", false)
+				return Decision{Action: ActFail, Reason: schema.ReasonOOM, Message: "out of memory (limit " + memoryLimit(p, cs.Name) + ")"}
 			}
 			var sum schema.TerminationSummary
 			if json.Unmarshal([]byte(strings.TrimSpace(t.Message)), &sum) == nil && sum.Kiln == 1 {
-				res := schema.BuildResult{Success: sum.Success, Cancelled: sum.Cancelled, Error: sum.Error,
-					CommitSHA: sum.CommitSHA, DurationMS: sum.DurationMS}
-				_, err := w.o.Results.Accept(ctx, b.ID, res, "termination message")
-				return err
+				return Decision{Action: ActFinish, Result: &schema.BuildResult{Success: sum.Success, Cancelled: sum.Cancelled,
+					Error: sum.Error, Reason: sum.Reason, CommitSHA: sum.CommitSHA, DurationMS: sum.DurationMS}}
 			}
 			msg := "runner exited without a result"
 			if t.ExitCode != 0 {
@@ -321,22 +359,21 @@ func (w *Watcher) finishedWithoutResult(ctx context.Context, b *store.Build, job
 			if m := strings.TrimSpace(t.Message); m != "" {
 				msg += ": " + truncate(m, 1024)
 			}
-			return w.fail(ctx, b, "no_result", msg, false)
+			return Decision{Action: ActFail, Reason: schema.ReasonPodFailed, Message: msg}
 		}
 	}
 	msg := "runner exited without a result"
 	if jobMsg != "" {
 		msg += ": " + jobMsg
 	}
-	return w.fail(ctx, b, "no_result", msg, false)
+	return Decision{Action: ActFail, Reason: schema.ReasonRunnerLost, Message: msg}
 }
 
 // checkPending fails builds whose pod cannot start: image pull errors or no
 // node to schedule on, once they have lasted longer than allowed.
-func (w *Watcher) checkPending(ctx context.Context, b *store.Build, pods []*corev1.Pod) (time.Duration, error) {
+func checkPending(o Observed, t Timeouts) Decision {
 	var recheck time.Duration
-	now := time.Now()
-	for _, p := range pods {
+	for _, p := range o.Pods {
 		if p.Status.Phase != corev1.PodPending {
 			continue
 		}
@@ -345,44 +382,120 @@ func (w *Watcher) checkPending(ctx context.Context, b *store.Build, pods []*core
 			if wt == nil || (wt.Reason != "ErrImagePull" && wt.Reason != "ImagePullBackOff" && wt.Reason != "InvalidImageName") {
 				continue
 			}
-			left := p.CreationTimestamp.Add(w.o.ImagePullTimeout).Sub(now)
+			left := p.CreationTimestamp.Add(t.ImagePull).Sub(o.Now)
 			if left <= 0 {
-				return 0, w.fail(ctx, b, "image_pull", fmt.Sprintf("image pull failed for %s: %s: %s", cs.Image, wt.Reason, wt.Message), true)
+				return Decision{Action: ActFail, Reason: schema.ReasonImagePull, DeleteJob: true,
+					Message: fmt.Sprintf("image pull failed for %s: %s: %s", cs.Image, wt.Reason, wt.Message)}
 			}
 			recheck = minPositive(recheck, left)
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-				left := c.LastTransitionTime.Add(w.o.UnschedulableTimeout).Sub(now)
-				if p.CreationTimestamp.Add(w.o.UnschedulableTimeout).Sub(now) < left {
-					left = p.CreationTimestamp.Add(w.o.UnschedulableTimeout).Sub(now)
-				}
+				left := min(c.LastTransitionTime.Add(t.Unschedulable).Sub(o.Now), p.CreationTimestamp.Add(t.Unschedulable).Sub(o.Now))
 				if left <= 0 {
-					return 0, w.fail(ctx, b, "unschedulable", "unschedulable: "+c.Message, true)
+					return Decision{Action: ActFail, Reason: schema.ReasonUnschedulable, DeleteJob: true, Message: "unschedulable: " + c.Message}
 				}
 				recheck = minPositive(recheck, left)
 			}
 		}
 	}
-	return recheck, nil
+	return Decision{After: recheck}
 }
 
-func (w *Watcher) fail(ctx context.Context, b *store.Build, code, reason string, deleteJob bool) error {
-	nb, err := w.o.Lifecycle.TransitionNow(ctx, w.o.Pool, b.ID, store.Transition{To: schema.StatusFailed, Error: reason})
-	if errors.Is(err, store.ErrTerminal) {
-		return nil
-	}
+// sync settles one build; a positive duration asks to be called again then.
+func (w *Watcher) sync(ctx context.Context, id string) (time.Duration, error) {
+	o, err := w.observe(ctx, id)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	w.logger.InfoContext(ctx, "build failed", "build_id", b.ID, "reason", reason)
-	if w.o.OnFailure != nil {
-		w.o.OnFailure(nb, code)
+	t := Timeouts{ImagePull: w.o.ImagePullTimeout, Unschedulable: w.o.UnschedulableTimeout}
+	if needsFailedCreate(o, t) {
+		if o.FailedCreate, err = w.failedCreate(ctx, o.Job.Name); err != nil {
+			return 0, err
+		}
 	}
-	if deleteJob {
-		return w.deleteJob(ctx, jobtemplates.JobName(b.ID))
+	d := Decide(o, t)
+	name := jobtemplates.JobName(id)
+	switch d.Action {
+	case ActDeleteJob:
+		if o.Build == nil {
+			w.logger.WarnContext(ctx, "deleting a Job without a build", "job", name)
+		} else {
+			w.logger.InfoContext(ctx, "deleting the Job of a terminal build", "build_id", id, "status", o.Build.Status, "job", name)
+		}
+		return 0, w.deleteJob(ctx, name)
+	case ActFinish:
+		_, err := w.o.Lifecycle.Finish(ctx, id, *d.Result, "termination message")
+		return 0, err
+	case ActFail:
+		_, err := w.o.Lifecycle.Fail(ctx, id, d.Reason, d.Message)
+		if errors.Is(err, lifecycle.ErrTerminal) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if d.DeleteJob {
+			return 0, w.deleteJob(ctx, name)
+		}
+		return 0, nil
 	}
-	return nil
+	return d.After, nil
+}
+
+// observe gathers what Decide needs about build id.
+func (w *Watcher) observe(ctx context.Context, id string) (Observed, error) {
+	o := Observed{Now: w.o.Now()}
+	name := jobtemplates.JobName(id)
+	job, err := w.jobs.Jobs(w.o.Namespace).Get(name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return o, err
+	}
+	o.Job = job
+	b, err := store.GetBuild(ctx, w.o.Pool, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return o, nil
+	case err != nil:
+		return o, err
+	}
+	o.Build = b
+	if b.Status != schema.StatusRunning {
+		return o, nil
+	}
+	if o.Job == nil {
+		// A running build's Job was created before the build became running,
+		// so a synced lister without it means it is gone; ask the API server
+		// itself before believing a lagging cache.
+		live, err := w.o.Client.BatchV1().Jobs(w.o.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			o.Job = live
+		} else if !apierrors.IsNotFound(err) {
+			return o, err
+		}
+	}
+	if o.Pods, err = w.pods.Pods(w.o.Namespace).List(jobtemplates.BuildSelector(id)); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+// failedCreate returns the message of the Job controller's latest
+// FailedCreate event for Job name, or "".
+func (w *Watcher) failedCreate(ctx context.Context, name string) (string, error) {
+	evs, err := w.o.Client.CoreV1().Events(w.o.Namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: "involvedObject.kind=Job,involvedObject.name=" + name})
+	if err != nil {
+		return "", err
+	}
+	msg := ""
+	var last time.Time
+	for _, ev := range evs.Items {
+		if ev.Reason == "FailedCreate" && !ev.LastTimestamp.Time.Before(last) {
+			msg, last = ev.Message, ev.LastTimestamp.Time
+		}
+	}
+	return msg, nil
 }
 
 func (w *Watcher) deleteJob(ctx context.Context, name string) error {
@@ -442,10 +555,20 @@ func (ReconcileArgs) Kind() string { return "kiln_reconcile" }
 // ReconcileWorker runs ReconcileArgs.
 type ReconcileWorker struct {
 	river.WorkerDefaults[ReconcileArgs]
-	Watcher *Watcher
+	watcher *Watcher
 }
 
 // Work implements river.Worker.
 func (rw *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
-	return rw.Watcher.Reconcile(ctx)
+	return rw.watcher.Reconcile(ctx)
+}
+
+// NewReconcileWorker returns the worker of ReconcileArgs for w.
+func NewReconcileWorker(w *Watcher) *ReconcileWorker { return &ReconcileWorker{watcher: w} }
+
+// PeriodicReconcile is the periodic job that inserts ReconcileArgs every interval.
+func PeriodicReconcile(interval time.Duration) *river.PeriodicJob {
+	return river.NewPeriodicJob(river.PeriodicInterval(interval), func() (river.JobArgs, *river.InsertOpts) {
+		return ReconcileArgs{}, &river.InsertOpts{Queue: queue.QueueDispatch}
+	}, &river.PeriodicJobOpts{ID: "kiln_reconcile"})
 }

@@ -201,7 +201,7 @@ func claudeError(r *claudeResult) string {
 	}
 	var msg string
 	switch r.Subtype {
-	case "error_max_turns":
+	case SubtypeMaxTurns:
 		// errors[] only repeats this.
 		return fmt.Sprintf("agent stopped: reached the maximum number of turns (%d)", r.NumTurns)
 	case "success", "":

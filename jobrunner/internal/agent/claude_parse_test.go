@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/schema"
 )
 
 // fixtures is ../shared/fixtures relative to the repository root.
@@ -89,7 +91,7 @@ func TestClaudeFixtures(t *testing.T) {
 				{Kind: KindFinal, Final: &Final{Subtype: "error_max_turns", Error: maxTurnsErr, IsError: true,
 					NumTurns: 2, TotalCostUSD: 0.0121, DurationMS: 31877, Usage: maxTurnsUsage, PermissionDenials: denials}},
 			},
-			outcome: Outcome{Subtype: "error_max_turns", Error: maxTurnsErr, CostUSD: 0.0121, Turns: 2,
+			outcome: Outcome{Subtype: "error_max_turns", Reason: schema.ReasonMaxTurns, Error: maxTurnsErr, CostUSD: 0.0121, Turns: 2,
 				InputTokens: 6, OutputTokens: 78, PermissionDenials: denials},
 		},
 		{
@@ -101,7 +103,7 @@ func TestClaudeFixtures(t *testing.T) {
 				{Kind: KindFinal, Final: &Final{Subtype: "success", Error: apiErr, IsError: true,
 					Result: "Invalid API key · Please run /login", NumTurns: 1, DurationMS: 412, Usage: apiUsage}},
 			},
-			outcome: Outcome{Subtype: "success", Error: apiErr, Output: "Invalid API key · Please run /login", Turns: 1},
+			outcome: Outcome{Subtype: "success", Reason: schema.ReasonAgentError, Error: apiErr, Output: "Invalid API key · Please run /login", Turns: 1},
 		},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,9 @@ package agent
 
 import "github.com/kilnbuild/kiln/schema"
 
+// SubtypeMaxTurns is the result subtype of a run stopped at its maximum number of turns.
+const SubtypeMaxTurns = "error_max_turns"
+
 // MaxOutputBytes bounds Outcome.Output (BuildResult.output). The whole text
 // stays in the run's events.
 const MaxOutputBytes = 64 << 10
@@ -17,7 +20,9 @@ type Outcome struct {
 	Output          string
 	OutputTruncated bool
 	// Subtype is the agent's name for how the run ended.
-	Subtype           string
+	Subtype string
+	// Reason is why a failed run failed (max_turns, agent_error); empty on success.
+	Reason            schema.Reason
 	CostUSD           float64
 	Turns             int
 	InputTokens       int64 // every prompt token: uncached, cache writes and cache reads
@@ -41,6 +46,7 @@ func (o Outcome) Apply(r *schema.BuildResult) {
 	r.Success = o.Success
 	r.Output = o.Output
 	r.Error = o.Error
+	r.Reason = o.Reason
 	r.Usage = o.Usage()
 }
 
@@ -88,6 +94,12 @@ func (r *Recorder) Outcome() Outcome {
 	}
 	if !o.Success && o.Error == "" {
 		o.Error = "agent failed"
+	}
+	if !o.Success {
+		o.Reason = schema.ReasonAgentError
+		if o.Subtype == SubtypeMaxTurns {
+			o.Reason = schema.ReasonMaxTurns
+		}
 	}
 	return o
 }

@@ -61,6 +61,7 @@ func (o Outcome) Summary() schema.TerminationSummary {
 		Success:      o.Result.Success,
 		Cancelled:    o.Result.Cancelled,
 		Error:        msg,
+		Reason:       o.Result.Reason,
 		CommitSHA:    o.Result.CommitSHA,
 		FilesChanged: len(o.Result.FilesChanged),
 		DurationMS:   o.Result.DurationMS,
@@ -182,10 +183,10 @@ func (r *Runner) graceForReport() time.Duration {
 
 // build does everything up to the result. ctx is cancelled by SIGTERM.
 func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult {
-	failed := func(format string, args ...any) schema.BuildResult {
+	failed := func(reason schema.Reason, format string, args ...any) schema.BuildResult {
 		msg := fmt.Sprintf(format, args...)
-		r.log.Error("build failed", "err", msg)
-		return schema.BuildResult{Success: false, Error: msg}
+		r.log.Error("build failed", "reason", reason, "err", msg)
+		return schema.BuildResult{Success: false, Reason: reason, Error: msg}
 	}
 	taskCtx, cancel := context.WithTimeout(ctx, r.cfg.TaskTimeout)
 	task, err := r.disp.Task(taskCtx)
@@ -194,7 +195,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	case ctx.Err() != nil:
 		return cancelled(errSignalled, agent.Outcome{})
 	case err != nil:
-		return failed("fetching the build from the dispatcher: %v", err)
+		return failed(schema.ReasonRunnerError, "fetching the build from the dispatcher: %v", err)
 	case task.Status.Terminal():
 		return schema.BuildResult{Cancelled: true, Error: fmt.Sprintf("build is already %s; nothing run", task.Status)}
 	}
@@ -205,14 +206,14 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 
 	text, err := prompt.Render(r.cfg.Runner.PromptPreamble, task.Spec.Prompt, task.Spec.Variables)
 	if err != nil {
-		return failed("%v", err)
+		return failed(schema.ReasonRunnerError, "%v", err)
 	}
 	var adapter agent.Adapter
 	switch a := r.cfg.Runner.Agent.Adapter; a {
 	case "", jobtemplates.AdapterClaudeCode:
 		adapter = agent.Claude{Binary: r.cfg.AgentBinary}
 	default:
-		return failed("agent adapter %q: not implemented by this runner", a)
+		return failed(schema.ReasonRunnerError, "agent adapter %q: not implemented by this runner", a)
 	}
 	ag := r.cfg.Runner.Agent
 	cmd, err := adapter.Command(agent.Settings{
@@ -220,10 +221,10 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		DisallowedTools: ag.DisallowedTools, PermissionMode: ag.PermissionMode,
 	})
 	if err != nil {
-		return failed("agent settings: %v", err)
+		return failed(schema.ReasonRunnerError, "agent settings: %v", err)
 	}
 	if t.Workdir == "" {
-		return failed("target: workdir: required")
+		return failed(schema.ReasonWorkspace, "target: workdir: required")
 	}
 	ctr, err := podexec.FindPod(ctx, r.kube, podexec.Target{
 		Namespace: t.Namespace, PodName: t.PodName, PodSelector: t.PodSelector, Container: t.Container,
@@ -232,7 +233,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		return cancelled(errSignalled, agent.Outcome{})
 	}
 	if err != nil {
-		return failed("finding the project pod: %v", err)
+		return failed(schema.ReasonWorkspace, "finding the project pod: %v", err)
 	}
 	r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
 
@@ -241,7 +242,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		if errors.Is(run.stopped, errAgentTimeout) {
 			res := schema.BuildResult{Error: run.stopped.Error()}
 			run.outcome.Apply(&res)
-			res.Success, res.Error = false, run.stopped.Error()
+			res.Success, res.Error, res.Reason = false, run.stopped.Error(), schema.ReasonDeadline
 			return res
 		}
 		return cancelled(run.stopped, run.outcome)
@@ -251,7 +252,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	switch {
 	case run.err != nil:
 		// The exec itself broke (pod gone, API unreachable): git would fail the same way.
-		res.Success = false
+		res.Success, res.Reason = false, schema.ReasonWorkspace
 		res.Error = joinMsg(res.Error, fmt.Sprintf("running the agent: %v", run.err))
 		return res
 	case run.exitCode != 0:
@@ -260,7 +261,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 			msg += ": " + lastLines(s, 5)
 		}
 		if res.Success {
-			res.Error = msg
+			res.Error, res.Reason = msg, schema.ReasonAgentError
 		} else {
 			res.Error = joinMsg(res.Error, msg)
 		}
@@ -300,9 +301,9 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		res.Success = false
 		var pe *gitstep.PushError
 		if errors.As(gerr, &pe) {
-			res.Error = joinMsg(res.Error, pe.Error())
+			res.Error, res.Reason = joinMsg(res.Error, pe.Error()), schema.ReasonPushRejected
 		} else {
-			res.Error = joinMsg(res.Error, "git step: "+gerr.Error())
+			res.Error, res.Reason = joinMsg(res.Error, "git step: "+gerr.Error()), schema.ReasonGit
 		}
 	}
 	return res
