@@ -221,7 +221,7 @@ func New(o Options) (*App, error) {
 			Queues: map[string]river.QueueConfig{queue.QueueCallbacks: {MaxWorkers: callbackWorkers}}}
 		if a.Watcher != nil {
 			river.AddWorker(workers, watcher.NewReconcileWorker(a.Watcher))
-			qo.Periodic = []*river.PeriodicJob{watcher.PeriodicReconcile(cmp.Or(kube.ReconcileInterval, 30*time.Second))}
+			qo.Periodic = []*river.PeriodicJob{watcher.PeriodicReconcile(kube.ReconcileInterval)}
 		}
 		if a.River, err = queue.NewClient(o.Pool, qo); err != nil {
 			return nil, err

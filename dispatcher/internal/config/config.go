@@ -13,6 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
+	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 )
 
 // Config is the dispatcher's configuration.
@@ -62,18 +65,29 @@ var Settings = []Setting{
 	{"KILN_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long a graceful shutdown waits for requests and jobs"},
 	{"KILN_AUTO_MIGRATE", "auto-migrate", "false", "apply migrations when serve starts"},
 	{"KILN_KUBECONFIG", "kubeconfig", "", "kubeconfig of the build cluster (empty: in-cluster config when running in a pod, else no cluster and builds stay pending)"},
-	{"KILN_BUILD_NAMESPACE", "build-namespace", "kiln-builds", "namespace build Jobs and their Secrets are created in"},
+	{"KILN_BUILD_NAMESPACE", "build-namespace", launcher.DefaultNamespace, "namespace build Jobs and their Secrets are created in"},
 	{"KILN_DISPATCHER_URL", "dispatcher-url", "", "the dispatcher's URL as runner pods reach it (empty: http:// plus the listen address)"},
 	{"KILN_RUNNER_IMAGE", "runner-image", "", "runner image for every template (empty: each template's own)"},
-	{"KILN_MAX_IN_FLIGHT", "max-in-flight", "50", "builds running or launching at once, all projects; each project also has max_concurrent"},
-	{"KILN_IMAGE_PULL_TIMEOUT", "image-pull-timeout", "2m", "how long a build pod's image pull errors may last before the build fails"},
-	{"KILN_UNSCHEDULABLE_TIMEOUT", "unschedulable-timeout", "5m", "how long a build pod may stay unschedulable before the build fails"},
-	{"KILN_RECONCILE_INTERVAL", "reconcile-interval", "30s", "how often the River leader re-checks active builds against the cluster"},
+	{"KILN_MAX_IN_FLIGHT", "max-in-flight", strconv.Itoa(launcher.DefaultMaxInFlight), "builds running or launching at once, all projects; each project also has max_concurrent"},
+	{"KILN_IMAGE_PULL_TIMEOUT", "image-pull-timeout", duration(watcher.DefaultImagePullTimeout), "how long a build pod's image pull errors may last before the build fails"},
+	{"KILN_UNSCHEDULABLE_TIMEOUT", "unschedulable-timeout", duration(watcher.DefaultUnschedulableTimeout), "how long a build pod may stay unschedulable before the build fails"},
+	{"KILN_RECONCILE_INTERVAL", "reconcile-interval", duration(watcher.DefaultReconcileInterval), "how often the River leader re-checks active builds against the cluster"},
 	{"KILN_CALLBACK_ALLOWLIST", "callback-allowlist", "", "comma-separated CIDRs or addresses callbacks may reach although private, loopback or link-local (refused by default)"},
 	{"KILN_CALLBACK_MAX_AGE", "callback-max-age", "24h", "how long after a build finished a failing callback is retried"},
 	{"KILN_CALLBACK_TIMEOUT", "callback-timeout", "10s", "how long one callback attempt may take to connect, send and get an answer"},
 	{"KILN_EVENTS_BUFFER", "events-buffer", "256", "events waiting for one live stream before that slow client is dropped (it resumes where it left)"},
 	{"KILN_EVENTS_HEARTBEAT", "events-heartbeat", "15s", "how often an idle SSE or WebSocket event stream sends a heartbeat"},
+}
+
+// duration formats a default the way a person writes it: 2m, 30s, 24h.
+func duration(d time.Duration) string {
+	s := d.String()
+	for _, z := range []string{"m0s", "h0m"} {
+		if strings.HasSuffix(s, z) {
+			s = strings.TrimSuffix(s, z[1:])
+		}
+	}
+	return s
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

@@ -35,17 +35,24 @@ const (
 	WaitQuota   = "waiting for capacity: the namespace's ResourceQuota is exceeded"
 )
 
+// Defaults of Options; the dispatcher's configuration (dispatcher/internal/config) shows these.
+const (
+	DefaultNamespace   = "kiln-builds"
+	DefaultMaxInFlight = 50
+	DefaultRetryAfter  = 2 * time.Second
+)
+
 // Options configures New.
 type Options struct {
 	Client        kubernetes.Interface  // required
 	Pool          *pgxpool.Pool         // required
 	Lifecycle     *lifecycle.Lifecycle  // required
 	Templates     *jobtemplates.Catalog // default: jobtemplates.Embedded()
-	Namespace     string                // where Jobs run; default "kiln-builds"
+	Namespace     string                // where Jobs run; default DefaultNamespace
 	DispatcherURL string                // as seen from the Job's pod; required
 	Image         string                // overrides every template's runner image when set
-	MaxInFlight   int                   // builds running or launching at once, all projects; default 50
-	RetryAfter    time.Duration         // how soon a build waiting for capacity is looked at again; default 2s
+	MaxInFlight   int                   // builds running or launching at once, all projects; default DefaultMaxInFlight
+	RetryAfter    time.Duration         // how soon a build waiting for capacity is looked at again; default DefaultRetryAfter
 	Logger        *slog.Logger
 	// OnLaunch is told of each attempt at creating a Job: how long it took
 	// and, when it failed, why (a LaunchError); may be nil.
@@ -63,9 +70,12 @@ func New(o Options) (*Launcher, error) {
 	if o.Client == nil || o.Pool == nil || o.Lifecycle == nil || o.DispatcherURL == "" {
 		return nil, errors.New("launcher: Client, Pool, Lifecycle and DispatcherURL are required")
 	}
-	o.Namespace = cmp.Or(o.Namespace, "kiln-builds")
-	o.MaxInFlight = cmp.Or(o.MaxInFlight, 50)
-	o.RetryAfter = cmp.Or(o.RetryAfter, 2*time.Second)
+	o.Namespace = cmp.Or(o.Namespace, DefaultNamespace)
+	o.MaxInFlight = cmp.Or(o.MaxInFlight, DefaultMaxInFlight)
+	o.RetryAfter = cmp.Or(o.RetryAfter, DefaultRetryAfter)
+	if o.MaxInFlight < 0 || o.RetryAfter < 0 {
+		return nil, errors.New("launcher: MaxInFlight and RetryAfter must not be negative")
+	}
 	if o.Templates == nil {
 		o.Templates = jobtemplates.Embedded()
 	}

@@ -53,15 +53,24 @@ func NewQueue() Queue {
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kiln-builds"})
 }
 
+// Defaults of Options and of PeriodicReconcile; the dispatcher's
+// configuration (dispatcher/internal/config) shows these.
+const (
+	DefaultNamespace            = "kiln-builds"
+	DefaultImagePullTimeout     = 2 * time.Minute
+	DefaultUnschedulableTimeout = 5 * time.Minute
+	DefaultReconcileInterval    = 30 * time.Second
+)
+
 // Options configures New.
 type Options struct {
 	Client               kubernetes.Interface // required
 	Pool                 *pgxpool.Pool        // required
 	Lifecycle            *lifecycle.Lifecycle // required: failures and results are applied through it
 	Queue                Queue                // default: NewQueue(); Stop shuts it down
-	Namespace            string               // default "kiln-builds"
-	ImagePullTimeout     time.Duration        // how long image pull errors may last; default 2m
-	UnschedulableTimeout time.Duration        // how long a pod may stay unschedulable; default 5m
+	Namespace            string               // default DefaultNamespace
+	ImagePullTimeout     time.Duration        // how long image pull errors may last; default DefaultImagePullTimeout
+	UnschedulableTimeout time.Duration        // how long a pod may stay unschedulable; default DefaultUnschedulableTimeout
 	Workers              int                  // sync goroutines; default 4
 	ResyncPeriod         time.Duration        // informers' resync; default 10m
 	Now                  func() time.Time     // default time.Now
@@ -89,9 +98,9 @@ func New(o Options) (*Watcher, error) {
 	if o.Client == nil || o.Pool == nil || o.Lifecycle == nil {
 		return nil, errors.New("watcher: Client, Pool and Lifecycle are required")
 	}
-	o.Namespace = cmp.Or(o.Namespace, "kiln-builds")
-	o.ImagePullTimeout = cmp.Or(o.ImagePullTimeout, 2*time.Minute)
-	o.UnschedulableTimeout = cmp.Or(o.UnschedulableTimeout, 5*time.Minute)
+	o.Namespace = cmp.Or(o.Namespace, DefaultNamespace)
+	o.ImagePullTimeout = cmp.Or(o.ImagePullTimeout, DefaultImagePullTimeout)
+	o.UnschedulableTimeout = cmp.Or(o.UnschedulableTimeout, DefaultUnschedulableTimeout)
 	o.Workers = cmp.Or(o.Workers, 4)
 	o.ResyncPeriod = cmp.Or(o.ResyncPeriod, 10*time.Minute)
 	if o.Now == nil {
@@ -566,9 +575,10 @@ func (rw *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]
 // NewReconcileWorker returns the worker of ReconcileArgs for w.
 func NewReconcileWorker(w *Watcher) *ReconcileWorker { return &ReconcileWorker{watcher: w} }
 
-// PeriodicReconcile is the periodic job that inserts ReconcileArgs every interval.
+// PeriodicReconcile is the periodic job that inserts ReconcileArgs every
+// interval (0: DefaultReconcileInterval).
 func PeriodicReconcile(interval time.Duration) *river.PeriodicJob {
-	return river.NewPeriodicJob(river.PeriodicInterval(interval), func() (river.JobArgs, *river.InsertOpts) {
+	return river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(interval, DefaultReconcileInterval)), func() (river.JobArgs, *river.InsertOpts) {
 		return ReconcileArgs{}, &river.InsertOpts{Queue: queue.QueueDispatch}
 	}, &river.PeriodicJobOpts{ID: "kiln_reconcile"})
 }
