@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -95,15 +96,16 @@ func TestFailureReasons(t *testing.T) {
 	p := e.project(d, "web", 10)
 	cases := []struct {
 		name, prompt, template, want string
+		reason                       schema.Reason
 	}{
-		{"reported failure", "fail", "", "agent failed: boom"},
-		{"exit without result", "no-result", "", "runner exited without a result"},
-		{"crash", "crash", "", "runner exited with code 3 without a result: crashed hard"},
-		{"deadline", "hang", "short", "timed out after 6s"},
-		{"deadline, runner stops cleanly", "stopped", "short", "timed out after 6s"},
-		{"oom", "oom", "tiny", "out of memory (limit 48Mi)"},
-		{"image pull", "succeed", "badimage", "image pull failed for kiln/no-such-image:1"},
-		{"unschedulable", "succeed", "nowhere", "unschedulable: 0/1 nodes are available"},
+		{"reported failure", "fail", "", "agent failed: boom", schema.ReasonRunnerError},
+		{"exit without result", "no-result", "", "runner exited without a result", schema.ReasonPodFailed},
+		{"crash", "crash", "", "runner exited with code 3 without a result: crashed hard", schema.ReasonPodFailed},
+		{"deadline", "hang", "short", "timed out after 6s", schema.ReasonDeadline},
+		{"deadline, runner stops cleanly", "stopped", "short", "timed out after 6s", schema.ReasonDeadline},
+		{"oom", "oom", "tiny", "out of memory (limit 48Mi)", schema.ReasonOOM},
+		{"image pull", "succeed", "badimage", "image pull failed for kiln/no-such-image:1", schema.ReasonImagePull},
+		{"unschedulable", "succeed", "nowhere", "unschedulable: 0/1 nodes are available", schema.ReasonUnschedulable},
 	}
 	ids := map[string]string{}
 	for _, c := range cases {
@@ -118,8 +120,13 @@ func TestFailureReasons(t *testing.T) {
 			b := e.waitStatus(d, ids[c.name], 90*time.Second, schema.StatusFailed, schema.StatusCompleted, schema.StatusCancelled)
 			assert.Equal(t, schema.StatusFailed, b.Status)
 			assert.Contains(t, b.Error, c.want)
+			assert.Equal(t, c.reason, b.Reason, "the typed reason")
 			evs := e.events(d, ids[c.name])
-			assert.Contains(t, string(evs[len(evs)-1].Payload), c.want, "the reason is an event too")
+			last := evs[len(evs)-1]
+			assert.Contains(t, string(last.Payload), c.want, "the error is an event too")
+			var st struct{ Reason schema.Reason }
+			require.NoError(t, json.Unmarshal(last.Payload, &st))
+			assert.Equal(t, c.reason, st.Reason, "and so is the reason")
 		})
 	}
 	// Image pull and scheduling failures delete their Jobs.
@@ -152,6 +159,7 @@ func TestJobDeletedBySomeoneElse(t *testing.T) {
 	b = e.waitStatus(d, id, 60*time.Second, schema.StatusFailed, schema.StatusCompleted)
 	assert.Equal(t, schema.StatusFailed, b.Status)
 	assert.Equal(t, "job deleted", b.Error)
+	assert.Equal(t, schema.ReasonJobDeleted, b.Reason)
 }
 
 func TestCancelRunning(t *testing.T) {
@@ -298,7 +306,7 @@ func TestRestartSafety(t *testing.T) {
 	// sleep-4 build finishes and reports to nobody.
 	bg := metav1.DeletePropagationBackground
 	require.NoError(t, cluster.Client.BatchV1().Jobs(e.ns).Delete(context.Background(), jobtemplates.JobName(running[1]), metav1.DeleteOptions{PropagationPolicy: &bg}))
-	_, err := e.pool.Exec(context.Background(), `UPDATE builds SET status = 'cancelled', error = 'cancelled elsewhere', finished_at = now() WHERE id = $1`, running[2])
+	_, err := e.pool.Exec(context.Background(), `UPDATE builds SET status = 'cancelled', reason = 'cancelled', error = 'cancelled elsewhere', finished_at = now() WHERE id = $1`, running[2])
 	require.NoError(t, err)
 
 	// Two replicas come back side by side.

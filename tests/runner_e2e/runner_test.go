@@ -185,12 +185,13 @@ func testFailingAgent(t *testing.T, env *harness.Env) {
 		transcript string
 		selector   bool
 		err        string
+		reason     schema.Reason
 		output     string
 		usage      schema.Usage
 	}{
-		{"api-error", false, "agent reported an error: Invalid API key · Please run /login",
+		{"api-error", false, "agent reported an error: Invalid API key · Please run /login", schema.ReasonAgentError,
 			"Invalid API key · Please run /login", schema.Usage{Turns: 1}},
-		{"max-turns", true, "agent stopped: reached the maximum number of turns (2)",
+		{"max-turns", true, "agent stopped: reached the maximum number of turns (2)", schema.ReasonMaxTurns,
 			"", schema.Usage{CostUSD: 0.0121, Turns: 2, InputTokens: 6, OutputTokens: 78}},
 	} {
 		t.Run(tc.transcript, func(t *testing.T) {
@@ -216,6 +217,7 @@ func testFailingAgent(t *testing.T, env *harness.Env) {
 			require.False(t, res.Success)
 			require.False(t, res.Cancelled)
 			require.Equal(t, tc.err, res.Error)
+			require.Equal(t, tc.reason, res.Reason)
 			require.Equal(t, tc.output, res.Output)
 			require.Equal(t, &tc.usage, res.Usage)
 			require.Empty(t, res.CommitSHA)
@@ -241,13 +243,15 @@ func testMissingVariable(t *testing.T, env *harness.Env) {
 	res := b.ResultPosts[0]
 	require.False(t, res.Success)
 	require.Equal(t, `prompt: missing variable "ticket"`, res.Error)
+	require.Equal(t, schema.ReasonRunnerError, res.Reason)
 	require.Empty(t, res.CommitSHA)
 	require.Equal(t, []string{}, res.FilesChanged)
 	_, err := os.Stat(filepath.Join(p.State, "r.pid"))
 	require.ErrorIs(t, err, os.ErrNotExist, "the agent never ran")
 	var sum schema.TerminationSummary
 	require.NoError(t, json.Unmarshal([]byte(pod.Status.ContainerStatuses[0].State.Terminated.Message), &sum))
-	require.Equal(t, schema.TerminationSummary{Kiln: 1, Error: res.Error, DurationMS: res.DurationMS, Reported: true}, sum)
+	require.Equal(t, schema.TerminationSummary{Kiln: 1, Error: res.Error, Reason: schema.ReasonRunnerError,
+		DurationMS: res.DurationMS, Reported: true}, sum)
 }
 
 // waitPID waits for fakeclaude's pid file of a run.
@@ -397,6 +401,7 @@ func testPushRejected(t *testing.T, env *harness.Env) {
 	require.False(t, res.Success)
 	require.Contains(t, res.Error, "non-fast-forward")
 	require.Contains(t, res.Error, "rejected", "git's own message")
+	require.Equal(t, schema.ReasonPushRejected, res.Reason)
 	require.Len(t, res.CommitSHA, 40, "the commit is kept")
 	require.Equal(t, res.CommitSHA, p.Git(t, p.Workdir, "rev-parse", "HEAD"))
 	require.Equal(t, theirs, p.Git(t, p.Remote, "rev-parse", "main"), "no force push")
