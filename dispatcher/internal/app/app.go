@@ -100,6 +100,7 @@ type KubeOptions struct {
 	ImagePullTimeout     time.Duration // default 2m
 	UnschedulableTimeout time.Duration // default 5m
 	ReconcileInterval    time.Duration // periodic reconcile on the River leader; default 30s
+	CacheSyncTimeout     time.Duration // how long Start waits for the watcher's informers; default 1m
 }
 
 // App is an assembled dispatcher.
@@ -198,7 +199,7 @@ func New(o Options) (*App, error) {
 		}
 		if a.Watcher, err = watcher.New(watcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
 			Queue: wake, Namespace: kube.Namespace, ImagePullTimeout: kube.ImagePullTimeout,
-			UnschedulableTimeout: kube.UnschedulableTimeout, Logger: logger}); err != nil {
+			UnschedulableTimeout: kube.UnschedulableTimeout, CacheSyncTimeout: kube.CacheSyncTimeout, Logger: logger}); err != nil {
 			return nil, err
 		}
 	}

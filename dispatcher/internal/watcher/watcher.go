@@ -73,6 +73,7 @@ type Options struct {
 	UnschedulableTimeout time.Duration        // how long a pod may stay unschedulable; default DefaultUnschedulableTimeout
 	Workers              int                  // sync goroutines; default 4
 	ResyncPeriod         time.Duration        // informers' resync; default 10m
+	CacheSyncTimeout     time.Duration        // how long Start waits for the informers' caches; default 1m
 	Now                  func() time.Time     // default time.Now
 	Logger               *slog.Logger         // default: discard
 }
@@ -103,6 +104,7 @@ func New(o Options) (*Watcher, error) {
 	o.UnschedulableTimeout = cmp.Or(o.UnschedulableTimeout, DefaultUnschedulableTimeout)
 	o.Workers = cmp.Or(o.Workers, 4)
 	o.ResyncPeriod = cmp.Or(o.ResyncPeriod, 10*time.Minute)
+	o.CacheSyncTimeout = cmp.Or(o.CacheSyncTimeout, time.Minute)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -161,11 +163,11 @@ func (w *Watcher) Start(ctx context.Context) error {
 	ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	w.mu.Unlock()
 	w.factory.Start(ctx.Done())
-	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	sctx, cancel := context.WithTimeout(ctx, w.o.CacheSyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), w.synced...) {
 		w.Stop()
-		return errors.New("watcher: informer caches did not sync within a minute")
+		return fmt.Errorf("watcher: informer caches did not sync within %s", w.o.CacheSyncTimeout)
 	}
 	if err := w.Reconcile(ctx); err != nil {
 		w.logger.WarnContext(ctx, "initial reconcile", "error", err)
