@@ -201,7 +201,9 @@ func New(o Options) (*App, error) {
 			return nil, fmt.Errorf("river ui: %w", err)
 		}
 	}
-	a.Intake = &intake.Service{Store: a.Store, River: rc, Templates: templates, Lifecycle: a.Lifecycle}
+	if a.Intake, err = intake.New(intake.Options{Store: a.Store, River: rc, Templates: templates, Lifecycle: a.Lifecycle, Logger: logger}); err != nil {
+		return nil, err
+	}
 	if a.Watcher != nil {
 		a.Intake.AfterCancel = a.Watcher.Enqueue
 	}
@@ -227,8 +229,12 @@ func New(o Options) (*App, error) {
 	return a, nil
 }
 
-// Start starts the watcher and River's workers (nothing for an insert-only app).
+// Start starts intake's committers, the event hub, the watcher and River's
+// workers (an insert-only app: the first two).
 func (a *App) Start(ctx context.Context) error {
+	if err := a.Intake.Start(ctx); err != nil {
+		return err
+	}
 	if err := a.Events.Start(ctx); err != nil {
 		return err
 	}
@@ -257,6 +263,7 @@ func (a *App) Start(ctx context.Context) error {
 // Stop stops River, letting running jobs finish until ctx ends.
 func (a *App) Stop(ctx context.Context) error {
 	a.started.Store(false)
+	a.Intake.Stop()
 	a.Events.Stop()
 	if a.stopUI != nil {
 		a.stopUI() // the UI's services stop on their own once their context ends

@@ -23,8 +23,18 @@ func setup(t *testing.T) (*Service, *pgtest.DB, *auth.Principal) {
 	db := pgtest.New(t)
 	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
 	require.NoError(t, err)
-	s := &Service{Store: store.New(db.Pool), River: rc, Templates: jobtemplates.Embedded(), Lifecycle: &lifecycle.Lifecycle{River: rc}}
+	s := start(t, Options{Store: store.New(db.Pool), River: rc, Templates: jobtemplates.Embedded(), Lifecycle: &lifecycle.Lifecycle{River: rc}})
 	return s, db, &auth.Principal{TokenID: mustToken(t, db), Name: "admin", Admin: true}
+}
+
+// start makes a Service from o and starts it; it is stopped when the test ends.
+func start(t *testing.T, o Options) *Service {
+	t.Helper()
+	s, err := New(o)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(s.Stop)
+	return s
 }
 
 func mustToken(t *testing.T, db *pgtest.DB) string {
@@ -43,7 +53,8 @@ func counts(t *testing.T, db *pgtest.DB) (builds, jobs, events int) {
 	return
 }
 
-// Invariant 1: no 202 without both writes; no River job without an audit row.
+// docs/design.md, invariant 1: no 202 without both writes; no River job
+// without an audit row.
 func TestSubmitIsAtomic(t *testing.T) {
 	s, db, admin := setup(t)
 	ctx := context.Background()

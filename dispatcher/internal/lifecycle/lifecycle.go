@@ -35,7 +35,8 @@ func (l *Lifecycle) Committed(b *store.Build) {
 
 // Transition applies t to build id inside tx. When the build becomes terminal
 // and has a callback_url, the callback delivery job is inserted in the same
-// transaction (invariant 6: at least once, with a stable delivery id).
+// transaction (docs/design.md, invariant 6: at least once, with a stable
+// delivery id).
 func (l *Lifecycle) Transition(ctx context.Context, tx pgx.Tx, id string, t store.Transition) (*store.Build, error) {
 	b, err := store.TransitionBuild(ctx, tx, id, t)
 	if err != nil {

@@ -191,7 +191,8 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 // Accept applies a result to a build: completed when it succeeded, failed
 // otherwise; a runner that stopped on SIGTERM (cancelled: true) settles
 // nothing. A build already
-// terminal keeps its status (invariant 4); the late result is logged and ignored.
+// terminal keeps its status (docs/design.md, invariant 4); the late result is
+// logged and ignored.
 func (s *Server) Accept(ctx context.Context, id string, res schema.BuildResult, source string) (schema.ResultAck, error) {
 	if len(res.Output) > MaxOutputBytes {
 		res.Output = res.Output[:MaxOutputBytes] + "\n[output truncated]"
