@@ -33,7 +33,7 @@ const AdapterClaudeCode = "claude-code"
 var Adapters = []string{AdapterClaudeCode}
 
 // Permission modes a template may choose. bypassPermissions (and with it
-// --dangerously-skip-permissions) is never one of them: see DESIGN.md invariant 7.
+// --dangerously-skip-permissions) is never one of them: see docs/design.md, invariant 7.
 const (
 	PermissionDefault     = "default"
 	PermissionAcceptEdits = "acceptEdits"

@@ -20,7 +20,7 @@ import (
 	"github.com/kilnbuild/kiln/jobtemplates"
 )
 
-// DESIGN.md, "Kubernetes": the dispatcher needs, in the builds namespace, jobs
+// docs/design.md, "Kubernetes": the dispatcher needs, in the builds namespace, jobs
 // and secrets (create, get, list, watch, delete), pods and pods/log (get,
 // list, watch), events (list). The runner needs pods (get) and pods/exec
 // (create, get) in project namespaces. (A project that finds its pod by
@@ -174,7 +174,7 @@ func checkStructure(t *testing.T, name string, objs []*unstructured.Unstructured
 	assert.Equal(t, c.Image, jc.Image, "migrations run the dispatcher's image")
 	checkRestricted(t, "migrate", job.Spec.Template.Spec, jc)
 
-	// RBAC: exactly DESIGN.md's verbs.
+	// RBAC: exactly the verbs of docs/design.md, "Kubernetes".
 	role := as[rbacv1.Role](t, find(t, objs, "Role", buildNS, "kiln-dispatcher"))
 	assert.Equal(t, dispatcherRules, rules(role.Rules), "dispatcher Role in %s", buildNS)
 	rb := as[rbacv1.RoleBinding](t, find(t, objs, "RoleBinding", buildNS, "kiln-dispatcher"))

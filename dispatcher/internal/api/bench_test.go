@@ -24,6 +24,10 @@ func BenchmarkSubmit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := a.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = a.Stop(context.Background()) })
 	p, err := a.Intake.CreateProject(context.Background(), &auth.Principal{Admin: true}, schema.ProjectInput{Name: "bench"})
 	if err != nil {
 		b.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -36,7 +35,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
-	ps, err := store.ListProjects(r.Context(), s.intake.Store.Pool, principal(r.Context()).Scope())
+	ps, err := s.intake.ListProjects(r.Context(), principal(r.Context()))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -121,7 +120,7 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if b.Callbacks, err = callback.ListAttempts(r.Context(), s.intake.Store.Pool, b.ID); err != nil {
+	if b.Callbacks, err = s.intake.CallbackAttempts(r.Context(), b); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -192,7 +191,7 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 		params.Before = id
 	}
 	params.Limit++ // one more tells whether there is a next page
-	bs, err := store.ListBuilds(r.Context(), s.intake.Store.Pool, params)
+	bs, err := s.intake.ListBuilds(r.Context(), params)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -231,7 +230,7 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := chi.URLParam(r, "*")
-	content, sha, err := store.GetArtifact(r.Context(), s.intake.Store.Pool, b.ID, p)
+	content, sha, err := s.intake.GetArtifact(r.Context(), b, p)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

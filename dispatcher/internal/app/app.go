@@ -236,7 +236,10 @@ func New(o Options) (*App, error) {
 			return nil, fmt.Errorf("river ui: %w", err)
 		}
 	}
-	a.Intake = &intake.Service{Store: a.Store, River: a.Inserter, Templates: templates, Lifecycle: a.Lifecycle}
+	if a.Intake, err = intake.New(intake.Options{Store: a.Store, Templates: templates,
+		Lifecycle: a.Lifecycle, Logger: logger}); err != nil {
+		return nil, err
+	}
 	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: logger, Buffer: o.EventBuffer}); err != nil {
 		return nil, err
 	}
@@ -262,8 +265,8 @@ func New(o Options) (*App, error) {
 	return a, nil
 }
 
-// Start starts the parts that run: the events hub, the River UI, the
-// watcher and River's workers, in that order. If one fails, what was
+// Start starts the parts that run: intake's committers, the events hub, the
+// River UI, the watcher and River's workers, in that order. If one fails, what was
 // started is stopped again before Start returns the error.
 func (a *App) Start(ctx context.Context) error {
 	if !a.starting.CompareAndSwap(false, true) {
@@ -276,6 +279,10 @@ func (a *App) Start(ctx context.Context) error {
 		}
 		a.stops = append(a.stops, stop)
 		return nil
+	}
+	if err := start("intake", func() error { return a.Intake.Start(ctx) },
+		func(context.Context) error { a.Intake.Stop(); return nil }); err != nil {
+		return err
 	}
 	if err := start("the events hub", func() error { return a.Events.Start(ctx) },
 		func(context.Context) error { a.Events.Stop(); return nil }); err != nil {
@@ -311,7 +318,8 @@ func (a *App) Start(ctx context.Context) error {
 }
 
 // Stop stops what Start started, in reverse order: River first (letting
-// running jobs finish until ctx ends), the watcher, the UI, the events hub.
+// running jobs finish until ctx ends), the watcher, the UI, the events hub,
+// intake (which commits what was queued).
 // It is safe without Start and more than once.
 func (a *App) Stop(ctx context.Context) error {
 	a.started.Store(false)

@@ -84,7 +84,7 @@ func (e *env) attempts(id string) []schema.CallbackAttempt {
 			WHERE kind = 'kiln_callback' AND args->>'build_id' = $1 AND state IN ('completed', 'cancelled', 'discarded')`, id).Scan(&n))
 		return n == 1
 	}, 30*time.Second, 20*time.Millisecond)
-	as, err := callback.ListAttempts(context.Background(), e.db.Pool, id)
+	as, err := store.ListCallbackAttempts(context.Background(), e.db.Pool, id)
 	require.NoError(e.t, err)
 	return as
 }

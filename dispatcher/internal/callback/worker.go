@@ -152,7 +152,7 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 	if b.Spec.CallbackURL == "" || !b.Status.Terminal() {
 		return river.JobCancel(fmt.Errorf("build %s has no callback to deliver", b.ID))
 	}
-	done, prev, err := deliveryState(ctx, w.pool, args.DeliveryID)
+	done, prev, err := store.CallbackDelivery(ctx, w.pool, args.DeliveryID)
 	if err != nil || done {
 		return err // done: delivered by an earlier run of this job
 	}
@@ -171,7 +171,7 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 		return river.JobCancel(err)
 	}
 
-	a := attempt{DeliveryID: args.DeliveryID, BuildID: b.ID}
+	a := store.CallbackAttempt{DeliveryID: args.DeliveryID, BuildID: b.ID}
 	res := w.send(ctx, b.Spec.CallbackURL, args.DeliveryID, secret, body)
 	a.StatusCode, a.Duration, a.Error = res.status, res.duration, res.errText
 	log := w.logger.With("build_id", b.ID, "delivery_id", args.DeliveryID, "status_code", res.status, "duration_ms", res.duration.Milliseconds())
@@ -198,7 +198,7 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 			}
 		}
 	}
-	n, rerr := recordAttempt(context.WithoutCancel(ctx), w.pool, a)
+	n, rerr := store.RecordCallbackAttempt(context.WithoutCancel(ctx), w.pool, a)
 	if rerr != nil {
 		log.Error("recording callback attempt", "error", rerr)
 	}

@@ -22,8 +22,11 @@ import (
 // (schema/migrations/00002_live.sql), with payload "<schema> <build id> <seq>".
 const Channel = "kiln_events"
 
-// ErrStopped is returned by Subscribe once the hub is stopped.
+// ErrStopped is returned by Subscribe and Start once the hub is stopped.
 var ErrStopped = errors.New("events: hub is stopped")
+
+// ErrNotStarted is returned by Subscribe before Start.
+var ErrNotStarted = errors.New("events: hub is not started")
 
 // Options configures NewHub.
 type Options struct {
@@ -46,6 +49,10 @@ type Options struct {
 // one LISTEN connection; a notification only wakes the build's feed, which
 // reads new events from build_events once and hands them to every local
 // subscriber.
+//
+// Its goroutines (the listener, one per followed build) run between Start
+// and Stop, under a context derived from Start's that Stop cancels; Stop
+// waits for them.
 type Hub struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
@@ -53,13 +60,16 @@ type Hub struct {
 
 	mu      sync.Mutex
 	feeds   map[string]*feed
-	stopped bool
+	started bool          // guarded by mu
+	stopped bool          // guarded by mu
 	done    chan struct{} // closed by Stop: streams end so clients resume elsewhere
 
 	listening bool               // guarded by mu
-	lctx      context.Context    // the listener's; guarded by mu
-	cancel    context.CancelFunc // guarded by mu
+	ctx       context.Context    // Start's without its cancellation, until Stop; guarded by mu
+	cancel    context.CancelFunc // ends ctx; guarded by mu
 	wg        sync.WaitGroup
+
+	reconnectDelay time.Duration // the listener's first backoff; tests lengthen it
 }
 
 // feed follows one build for its local subscribers.
@@ -100,12 +110,15 @@ func NewHub(o Options) (*Hub, error) {
 	if o.Buffer < 1 || o.PollInterval < 0 || o.PageSize < 1 {
 		return nil, errors.New("events: Buffer and PageSize must be positive")
 	}
-	return &Hub{pool: o.Pool, logger: o.Logger.With("component", "events"), o: o, feeds: map[string]*feed{}, done: make(chan struct{})}, nil
+	return &Hub{pool: o.Pool, logger: o.Logger.With("component", "events"), o: o, feeds: map[string]*feed{}, done: make(chan struct{}),
+		reconnectDelay: 50 * time.Millisecond}, nil
 }
 
-// Start checks that the database answers. The listener connects when the
-// first stream subscribes (a process nobody watches holds no LISTEN
-// connection) and stays connected until Stop.
+// Start checks that the database answers; from then on Subscribe works. The
+// listener connects when the first stream subscribes (a process nobody
+// watches holds no LISTEN connection) and stays connected until Stop. Every
+// goroutine of the hub runs under ctx's values but not its cancellation:
+// Stop ends them. A stopped hub does not start again.
 func (h *Hub) Start(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -114,7 +127,14 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	switch {
+	case h.stopped:
+		return ErrStopped
+	case h.started:
+		return errors.New("events: hub is already started")
+	}
+	h.started = true
+	h.ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	return nil
 }
 
@@ -124,19 +144,18 @@ func (h *Hub) listenLocked() {
 	if h.listening {
 		return
 	}
-	if h.lctx == nil {
-		h.lctx, h.cancel = context.WithCancel(context.Background())
-	}
 	h.listening = true
+	ctx := h.ctx
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		h.listen(h.lctx)
+		h.listen(ctx)
 	}()
 }
 
-// Stop closes the listener and every feed, and tells open streams to end
-// (their clients resume on another replica). It may be called more than once.
+// Stop closes the listener and every feed, tells open streams to end (their
+// clients resume on another replica), and waits for the hub's goroutines. It
+// may be called more than once, and without Start.
 func (h *Hub) Stop() {
 	h.mu.Lock()
 	if !h.stopped {
@@ -168,16 +187,20 @@ func (h *Hub) connect(ctx context.Context) (*pgx.Conn, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("events: connecting listener: %w", err)
 	}
-	var schemaName string
-	if err := conn.QueryRow(cctx, "SELECT current_schema()").Scan(&schemaName); err != nil {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return nil, "", fmt.Errorf("events: reading schema: %w", err)
-	}
-	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{Channel}.Sanitize()); err != nil {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return nil, "", fmt.Errorf("events: LISTEN %s: %w", Channel, err)
+	schemaName, err := store.Listen(cctx, conn, Channel)
+	if err != nil {
+		closeConn(ctx, conn)
+		return nil, "", fmt.Errorf("events: %w", err)
 	}
 	return conn, schemaName, nil
+}
+
+// closeConn closes the listener's connection, even once ctx has ended, but
+// does not wait long for a peer that does not answer.
+func closeConn(ctx context.Context, conn *pgx.Conn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = conn.Close(cctx)
 }
 
 // listen connects, then waits for notifications; on losing the connection
@@ -186,7 +209,7 @@ func (h *Hub) connect(ctx context.Context) (*pgx.Conn, string, error) {
 func (h *Hub) listen(ctx context.Context) {
 	var conn *pgx.Conn
 	var schemaName string
-	delay := 50 * time.Millisecond
+	delay := h.reconnectDelay
 	for {
 		if conn == nil {
 			var err error
@@ -207,9 +230,9 @@ func (h *Hub) listen(ctx context.Context) {
 			h.logger.Debug("events listener connected")
 			h.wakeAll()
 		}
-		delay = 50 * time.Millisecond
+		delay = h.reconnectDelay
 		err := h.wait(ctx, conn, schemaName)
-		_ = conn.Close(context.Background())
+		closeConn(ctx, conn)
 		conn = nil
 		if ctx.Err() != nil {
 			return
@@ -263,31 +286,33 @@ func (f *feed) poke() {
 // Subscribe follows build id. The subscription starts in catch-up mode: the
 // caller replays what it needs from the database with ListEvents, then calls
 // Live. Events appended after Subscribe returned are delivered on C.
+//
+// Before Start it returns ErrNotStarted, after Stop ErrStopped.
 func (h *Hub) Subscribe(ctx context.Context, id string) (*Subscription, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.started && !h.stopped {
+		return nil, ErrNotStarted
+	}
 	for h.feeds[id] == nil && !h.stopped {
 		// A new feed starts at the build's current sequence; everything up
 		// to it is in the database for the subscriber's replay.
 		h.mu.Unlock()
-		var seq int64
-		err := h.pool.QueryRow(ctx, `SELECT event_seq FROM builds WHERE id = $1`, id).Scan(&seq)
+		seq, err := store.BuildEventSeq(ctx, h.pool, id)
 		h.mu.Lock()
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("build %s: %w", id, store.ErrNotFound)
-		}
 		if err != nil {
-			return nil, fmt.Errorf("reading sequence of build %s: %w", id, err)
+			return nil, err
 		}
 		if h.feeds[id] != nil || h.stopped {
 			break // another subscriber started it meanwhile
 		}
 		f := &feed{id: id, wake: make(chan struct{}, 1), quit: make(chan struct{}), cursor: seq, subs: map[*Subscription]struct{}{}}
 		h.feeds[id] = f
+		fctx := h.ctx
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			h.run(f)
+			h.run(fctx, f)
 		}()
 	}
 	if h.stopped {
@@ -345,30 +370,45 @@ func (h *Hub) removeLocked(s *Subscription) {
 	}
 }
 
-// run reads the build's new events whenever woken and hands them out.
-func (h *Hub) run(f *feed) {
+// run reads the build's new events whenever woken and hands them out, until
+// the feed's last subscriber leaves or ctx (the hub's) ends.
+func (h *Hub) run(ctx context.Context, f *feed) {
 	var tick <-chan time.Time
 	if h.o.PollInterval > 0 {
 		t := time.NewTicker(h.o.PollInterval)
 		defer t.Stop()
 		tick = t.C
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	// A read in flight ends when the last subscriber leaves, or at Stop.
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	h.wg.Add(1)
 	go func() {
-		<-f.quit
+		defer h.wg.Done()
+		select {
+		case <-f.quit:
+		case <-ctx.Done():
+		}
 		cancel()
 	}()
 	for {
 		select {
 		case <-f.quit:
 			return
+		case <-ctx.Done():
+			return
 		case <-f.wake:
 		case <-tick:
 		}
 		if err := h.read(ctx, f); err != nil && ctx.Err() == nil {
 			h.logger.Warn("reading build events", "build_id", f.id, "error", err)
-			time.Sleep(100 * time.Millisecond)
+			select { // a moment before trying again
+			case <-f.quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
 			f.poke()
 		}
 	}

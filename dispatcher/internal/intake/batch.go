@@ -3,15 +3,11 @@ package intake
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
-	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -20,16 +16,13 @@ import (
 // written together in the next one — their River jobs with InsertManyTx,
 // their audit rows with one statement — so a busy dispatcher pays one commit
 // and a few round trips for many builds. Every build's row and job still
-// share a transaction (invariant 1). Nothing waits for company: a batch is
-// whatever is queued when a committer is free. Submissions with an
+// share a transaction (docs/design.md, invariant 1). Nothing waits for
+// company: a batch is whatever is queued when a committer is free. The
+// committers are a fixed pool, running from Start to Stop, so a queued
+// submission always has one coming for it. Submissions with an
 // Idempotency-Key take part too: the batch claims their keys first, in one
 // statement, and writes builds only for the keys it won; the others are
 // replays, answered after the commit from the key's record.
-const (
-	maxBatch      = 64
-	committers    = 4
-	committerIdle = 100 * time.Millisecond
-)
 
 type submission struct {
 	who       *auth.Principal
@@ -45,23 +38,12 @@ type submitted struct {
 	err   error
 }
 
-type batcher struct {
-	queue   chan *submission
-	running atomic.Int32
-}
-
 // submitBatched queues one submission for the next group commit.
 // It returns errReplay when the submission's Idempotency-Key was already bound.
 func (s *Service) submitBatched(ctx context.Context, who *auth.Principal, projectID string, spec schema.BuildSpec, key string, hash []byte) (*store.Build, error) {
-	s.batchOnce.Do(func() { s.batch = &batcher{queue: make(chan *submission, 4*maxBatch)} })
 	sub := &submission{who: who, projectID: projectID, spec: spec, key: key, hash: hash, done: make(chan submitted, 1)}
-	select {
-	case s.batch.queue <- sub:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if n := s.batch.running.Load(); n < committers && s.batch.running.CompareAndSwap(n, n+1) {
-		go s.commitLoop()
+	if err := s.enqueue(ctx, sub); err != nil {
+		return nil, err
 	}
 	select {
 	case r := <-sub.done:
@@ -72,41 +54,57 @@ func (s *Service) submitBatched(ctx context.Context, who *auth.Principal, projec
 	}
 }
 
-// commitLoop writes queued submissions until it has been idle a while.
+// enqueue hands sub to the committers. Once it returns nil, sub is answered:
+// Stop lets the committers drain the queue before they return.
+func (s *Service) enqueue(ctx context.Context, sub *submission) error {
+	s.mu.RLock()
+	if !s.started || s.stopped {
+		s.mu.RUnlock()
+		return ErrNotRunning
+	}
+	s.senders.Add(1)
+	s.mu.RUnlock()
+	defer s.senders.Done()
+	select {
+	case s.queue <- sub:
+		return nil
+	case <-s.stopping:
+		return ErrNotRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commitLoop writes queued submissions, as many as are waiting (up to
+// maxBatch) in each transaction, until Stop closes the queue and it is empty.
 func (s *Service) commitLoop() {
-	defer s.batch.running.Add(-1)
-	idle := time.NewTimer(committerIdle)
-	defer idle.Stop()
-	for {
-		var first *submission
-		select {
-		case first = <-s.batch.queue:
-		case <-idle.C:
-			return
-		}
+	for first := range s.queue {
 		batch := []*submission{first}
 	fill:
-		for len(batch) < maxBatch {
+		for len(batch) < s.maxBatch {
 			select {
-			case sub := <-s.batch.queue:
+			case sub, ok := <-s.queue:
+				if !ok {
+					break fill
+				}
 				batch = append(batch, sub)
 			default:
 				break fill
 			}
 		}
 		s.commitBatch(batch)
-		idle.Reset(committerIdle)
 	}
 }
 
 func (s *Service) commitBatch(batch []*submission) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(s.life, commitTimeout)
 	defer cancel()
 	builds, err := s.insertMany(ctx, batch)
 	if err != nil && len(batch) > 1 && !store.IsUnavailable(err) {
 		// One bad submission (an unknown project) must not fail the others.
 		// (An unreachable database fails them all at once: no point trying
 		// each.)
+		s.logger.Debug("group commit failed; writing its submissions one by one", "submissions", len(batch), "error", err)
 		for _, sub := range batch {
 			s.commitBatch([]*submission{sub})
 		}
@@ -153,42 +151,30 @@ func (s *Service) insertMany(ctx context.Context, batch []*submission) ([]*store
 				replay[claimed[j]] = !w
 			}
 		}
-		var params []river.InsertManyParams
 		var nbs []store.NewBuild
 		var at []int // batch index of each build written
 		for i, sub := range batch {
 			if replay[i] {
 				continue
 			}
-			params = append(params, river.InsertManyParams{Args: queue.DispatchArgs{BuildID: ids[i], ProjectID: sub.projectID}})
 			nbs = append(nbs, store.NewBuild{ID: ids[i], ProjectID: sub.projectID, Spec: sub.spec, RequestedBy: sub.who.Name})
 			at = append(at, i)
 		}
 		out = make([]*store.Build, len(batch))
-		if len(params) == 0 {
+		if len(nbs) == 0 {
 			return nil // replays only
 		}
-		res, err := s.River.InsertManyTx(ctx, tx, params)
-		if err != nil {
-			return fmt.Errorf("enqueueing dispatch of %d builds: %w", len(batch), err)
-		}
-		if s.testHookAfterJobInsert != nil {
-			if err := s.testHookAfterJobInsert(ctx); err != nil {
-				return err
-			}
-		}
-		for i := range nbs {
-			nbs[i].RiverJobID = res[i].Job.ID
-		}
-		created, err := store.InsertBuilds(ctx, tx, nbs)
+		builds, err := s.Lifecycle.AcceptTx(ctx, tx, nbs, s.testHookAfterJobInsert)
 		if err != nil {
 			return err
 		}
-		for k, nb := range nbs {
-			out[at[k]] = &store.Build{Build: schema.Build{ID: nb.ID, ProjectID: nb.ProjectID, Spec: nb.Spec,
-				Status: schema.StatusPending, RequestedBy: nb.RequestedBy, CreatedAt: created[k]}, RiverJobID: nb.RiverJobID}
+		for k, b := range builds {
+			out[at[k]] = b
 		}
 		return nil
 	})
+	if err == nil {
+		s.Lifecycle.Committed(out...)
+	}
 	return out, err
 }

@@ -2,6 +2,7 @@ package intake
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,16 +10,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
-	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -28,19 +30,118 @@ var (
 	ErrForbidden           = errors.New("forbidden")
 )
 
-// Service accepts builds and projects.
+// ErrNotRunning is returned by SubmitBuild before Start and after Stop: no
+// committer is there to write the build.
+var ErrNotRunning = errors.New("intake: not running")
+
+// Options configures New.
+type Options struct {
+	Store     *store.Store         // required
+	Templates TemplateSet          // default: jobtemplates.Embedded()
+	Lifecycle *lifecycle.Lifecycle // required: builds are accepted (audit row + River job) through it
+	// Committers is how many group commits may be in flight at once: a fixed
+	// pool, started by Start. Default 4.
+	Committers int
+	// MaxBatch is the most submissions one group commit writes. Default 64.
+	MaxBatch int
+	Logger   *slog.Logger // default: discard
+}
+
+// commitTimeout bounds one group commit.
+const commitTimeout = 30 * time.Second
+
+// Service accepts builds and projects. Build submissions are written by its
+// committers, which run from Start to Stop; the other methods work without.
 type Service struct {
+	// Set by New; read-only.
 	Store     *store.Store
-	River     *river.Client[pgx.Tx]
 	Templates TemplateSet
 	Lifecycle *lifecycle.Lifecycle
 
-	batchOnce sync.Once
-	batch     *batcher
+	logger     *slog.Logger
+	committers int
+	maxBatch   int
+	queue      chan *submission // closed by Stop once no submitter can send
+
+	mu       sync.RWMutex
+	started  bool           // guarded by mu
+	stopped  bool           // guarded by mu
+	senders  sync.WaitGroup // submitters between the state check and their send
+	stopping chan struct{}  // closed by Stop: blocked submitters give up
+	stopOnce sync.Once
+	running  sync.WaitGroup  // the committers
+	life     context.Context // Start's, without its cancellation: commits derive from it
 
 	// testHookAfterJobInsert runs between the River insert and the audit
-	// row insert; tests make it fail to prove invariant 1.
+	// row insert; tests make it fail to prove invariant 1 (docs/design.md).
 	testHookAfterJobInsert func(ctx context.Context) error
+}
+
+// New returns a Service; it accepts builds once Start is called.
+func New(o Options) (*Service, error) {
+	o.Committers = cmp.Or(o.Committers, 4)
+	o.MaxBatch = cmp.Or(o.MaxBatch, 64)
+	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	if o.Templates == nil {
+		o.Templates = jobtemplates.Embedded()
+	}
+	switch {
+	case o.Store == nil:
+		return nil, errors.New("intake: Store is required")
+	case o.Lifecycle == nil:
+		return nil, errors.New("intake: Lifecycle is required")
+	case o.Committers < 1:
+		return nil, fmt.Errorf("intake: Committers must be positive, not %d", o.Committers)
+	case o.MaxBatch < 1:
+		return nil, fmt.Errorf("intake: MaxBatch must be positive, not %d", o.MaxBatch)
+	}
+	return &Service{Store: o.Store, Templates: o.Templates, Lifecycle: o.Lifecycle,
+		logger: o.Logger.With("component", "intake"), committers: o.Committers, maxBatch: o.MaxBatch,
+		queue: make(chan *submission, 4*o.MaxBatch), stopping: make(chan struct{})}, nil
+}
+
+// Start checks that the database answers and starts the committers. Their
+// commits run under ctx's values but not its cancellation: Stop ends them.
+// A stopped Service does not start again.
+func (s *Service) Start(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Store.Pool.Ping(pctx); err != nil {
+		return fmt.Errorf("intake: database unreachable: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.stopped:
+		return fmt.Errorf("starting: %w", ErrNotRunning)
+	case s.started:
+		return errors.New("intake: already started")
+	}
+	s.started, s.life = true, context.WithoutCancel(ctx)
+	s.running.Add(s.committers)
+	for range s.committers {
+		go func() {
+			defer s.running.Done()
+			s.commitLoop()
+		}()
+	}
+	return nil
+}
+
+// Stop stops accepting submissions and waits for the committers, which first
+// write every submission already queued (their submitters get their builds).
+// A SubmitBuild from then on returns ErrNotRunning. Stop may be called more
+// than once, and without Start.
+func (s *Service) Stop() {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.stopped = true
+		close(s.stopping)
+		s.mu.Unlock()
+		s.senders.Wait() // each has queued its submission or given up
+		close(s.queue)   // the committers drain it, then return
+	})
+	s.running.Wait()
 }
 
 // Accepted is the outcome of a submission.
@@ -104,30 +205,18 @@ func (s *Service) replay(ctx context.Context, who *auth.Principal, key string, h
 	return &Accepted{Build: b, Replay: true}, nil
 }
 
-// insertBuild writes the River job and the audit row on tx.
+// insertBuild accepts one build on tx, through the lifecycle.
 func (s *Service) insertBuild(ctx context.Context, tx pgx.Tx, who *auth.Principal, projectID string, spec schema.BuildSpec) (*store.Build, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.River.InsertTx(ctx, tx, queue.DispatchArgs{BuildID: id.String(), ProjectID: projectID}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("enqueueing dispatch of build %s: %w", id, err)
-	}
-	if s.testHookAfterJobInsert != nil {
-		if err := s.testHookAfterJobInsert(ctx); err != nil {
-			return nil, err
-		}
-	}
-	nb := store.NewBuild{ID: id.String(), ProjectID: projectID, Spec: spec, RequestedBy: who.Name, RiverJobID: res.Job.ID}
-	created, err := store.InsertBuild(ctx, tx, nb)
+	bs, err := s.Lifecycle.AcceptTx(ctx, tx, []store.NewBuild{{ID: id.String(), ProjectID: projectID, Spec: spec,
+		RequestedBy: who.Name}}, s.testHookAfterJobInsert)
 	if err != nil {
 		return nil, err
 	}
-	return &store.Build{Build: schema.Build{
-		ID: nb.ID, ProjectID: projectID, Spec: spec, Status: schema.StatusPending,
-		RequestedBy: who.Name, CreatedAt: created,
-	}, RiverJobID: res.Job.ID}, nil
+	return bs[0], nil
 }
 
 func requestHash(projectID string, spec schema.BuildSpec) []byte {

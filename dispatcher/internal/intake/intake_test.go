@@ -25,8 +25,18 @@ func setup(t *testing.T) (*Service, *pgtest.DB, *auth.Principal) {
 	require.NoError(t, err)
 	lc, err := lifecycle.New(lifecycle.Options{Pool: db.Pool, River: rc})
 	require.NoError(t, err)
-	s := &Service{Store: store.New(db.Pool), River: rc, Templates: jobtemplates.Embedded(), Lifecycle: lc}
+	s := start(t, Options{Store: store.New(db.Pool), Templates: jobtemplates.Embedded(), Lifecycle: lc})
 	return s, db, &auth.Principal{TokenID: mustToken(t, db), Name: "admin", Admin: true}
+}
+
+// start makes a Service from o and starts it; it is stopped when the test ends.
+func start(t *testing.T, o Options) *Service {
+	t.Helper()
+	s, err := New(o)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(s.Stop)
+	return s
 }
 
 func mustToken(t *testing.T, db *pgtest.DB) string {
@@ -45,7 +55,8 @@ func counts(t *testing.T, db *pgtest.DB) (builds, jobs, events int) {
 	return
 }
 
-// Invariant 1: no 202 without both writes; no River job without an audit row.
+// docs/design.md, invariant 1: no 202 without both writes; no River job
+// without an audit row.
 func TestSubmitIsAtomic(t *testing.T) {
 	s, db, admin := setup(t)
 	ctx := context.Background()

@@ -2,17 +2,16 @@ package metrics
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -60,13 +59,13 @@ type dbStats struct {
 // dbCollector reads queue and in-flight figures from Postgres, at most once
 // per ttl; concurrent scrapes share one refresh.
 type dbCollector struct {
-	pool      *pgxpool.Pool
-	riverJob  string
-	ttl       time.Duration
-	timeout   time.Duration
-	template  func(string) string
-	templates []string // always reported in kiln_build_oldest_in_flight_seconds, 0 when none
-	logger    *slog.Logger
+	pool        *pgxpool.Pool
+	riverSchema string // River's tables' schema; empty: search_path
+	ttl         time.Duration
+	timeout     time.Duration
+	template    func(string) string
+	templates   []string // always reported in kiln_build_oldest_in_flight_seconds, 0 when none
+	logger      *slog.Logger
 
 	mu      sync.Mutex
 	stats   *dbStats
@@ -78,11 +77,7 @@ type dbCollector struct {
 }
 
 func newDBCollector(pool *pgxpool.Pool, riverSchema string, ttl, timeout time.Duration, template func(string) string, templates []string, logger *slog.Logger) *dbCollector {
-	table := "river_job"
-	if riverSchema != "" {
-		table = pgx.Identifier{riverSchema, "river_job"}.Sanitize()
-	}
-	return &dbCollector{pool: pool, riverJob: table, ttl: ttl, timeout: timeout, template: template, templates: templates,
+	return &dbCollector{pool: pool, riverSchema: riverSchema, ttl: ttl, timeout: timeout, template: template, templates: templates,
 		logger: logger, now: time.Now}
 }
 
@@ -129,7 +124,8 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// query reads every figure in one transaction, so they agree with each other.
+// query reads every figure (in one transaction, so they agree with each
+// other) and fills in the zeros of what has none.
 func (c *dbCollector) query(ctx context.Context) (*dbStats, error) {
 	s := &dbStats{jobs: map[[2]string]float64{}, oldest: map[string]float64{},
 		inFlight: map[string]float64{string(schema.StatusPending): 0, string(schema.StatusRunning): 0},
@@ -145,71 +141,26 @@ func (c *dbCollector) query(ctx context.Context) (*dbStats, error) {
 			s.oldestB[buildKey{st, t}] = 0
 		}
 	}
-	err := pgx.BeginTxFunc(ctx, c.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		// Grouping on the enum and casting the few groups is cheaper than
-		// casting every row.
-		rows, err := tx.Query(ctx, `SELECT queue, state::text, n
-			FROM (SELECT queue, state, count(*) AS n FROM `+c.riverJob+` GROUP BY 1, 2) g`)
-		if err != nil {
-			return fmt.Errorf("counting river jobs: %w", err)
-		}
-		var q, st string
-		var n int64
-		if _, err := pgx.ForEachRow(rows, []any{&q, &st, &n}, func() error {
-			if _, ok := s.oldest[q]; !ok { // a queue Kiln does not know: report its states too
-				for _, rs := range riverStates {
-					s.jobs[[2]string{q, string(rs)}] += 0
-				}
-				s.oldest[q] = 0
-			}
-			s.jobs[[2]string{q, st}] = float64(n)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("counting river jobs: %w", err)
-		}
-		// One index probe per queue and priority on River's (state, queue,
-		// priority, scheduled_at, id) fetching index, however long the queue.
-		queues := make([]string, 0, len(s.oldest))
-		for q := range s.oldest {
-			queues = append(queues, q)
-		}
-		rows, err = tx.Query(ctx, `SELECT q.queue, EXTRACT(EPOCH FROM now() - min(o.scheduled_at))::float8
-			FROM unnest($1::text[]) AS q(queue)
-			CROSS JOIN generate_series(1, 4) AS p(priority)
-			CROSS JOIN LATERAL (SELECT scheduled_at FROM `+c.riverJob+`
-				WHERE state = 'available' AND queue = q.queue AND priority = p.priority
-				ORDER BY scheduled_at LIMIT 1) o
-			GROUP BY 1`, queues)
-		if err != nil {
-			return fmt.Errorf("reading oldest river jobs: %w", err)
-		}
-		var age float64
-		if _, err := pgx.ForEachRow(rows, []any{&q, &age}, func() error {
-			s.oldest[q] = max(age, 0)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("reading oldest river jobs: %w", err)
-		}
-		// Served by the builds_active partial index.
-		rows, err = tx.Query(ctx, `SELECT status, COALESCE(spec->>'template', ''), count(*),
-				EXTRACT(EPOCH FROM now() - min(CASE WHEN status = 'running' THEN COALESCE(started_at, created_at) ELSE created_at END))::float8
-			FROM builds WHERE status IN ('pending', 'running') GROUP BY 1, 2`)
-		if err != nil {
-			return fmt.Errorf("counting builds in flight: %w", err)
-		}
-		var tmpl string
-		if _, err := pgx.ForEachRow(rows, []any{&st, &tmpl, &n, &age}, func() error {
-			s.inFlight[st] += float64(n)
-			k := buildKey{st, c.template(tmpl)}
-			s.oldestB[k] = max(s.oldestB[k], age, 0)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("counting builds in flight: %w", err)
-		}
-		return nil
-	})
+	db, err := store.ReadQueueStats(ctx, c.pool, c.riverSchema, knownQueues)
 	if err != nil {
 		return nil, err
+	}
+	for _, j := range db.Jobs {
+		if _, ok := s.oldest[j.Queue]; !ok { // a queue Kiln does not know: report its states too
+			for _, rs := range riverStates {
+				s.jobs[[2]string{j.Queue, string(rs)}] += 0
+			}
+			s.oldest[j.Queue] = 0
+		}
+		s.jobs[[2]string{j.Queue, j.State}] = float64(j.N)
+	}
+	for _, o := range db.Oldest {
+		s.oldest[o.Queue] = max(o.AgeSeconds, 0)
+	}
+	for _, b := range db.Builds {
+		s.inFlight[b.Status] += float64(b.N)
+		k := buildKey{b.Status, c.template(b.Template)}
+		s.oldestB[k] = max(s.oldestB[k], b.OldestSeconds, 0)
 	}
 	return s, nil
 }

@@ -89,7 +89,7 @@ func TestQueueStatsError(t *testing.T) {
 	require.NoError(t, reg.Register(c))
 	_, err := reg.Gather()
 	require.NoError(t, err)
-	c.riverJob = "no_such_table"
+	c.riverSchema = "no_such_schema"
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
 	names := map[string]float64{}

@@ -61,7 +61,7 @@ func NewDispatchWorker(db store.DB, launcher Launcher) *DispatchWorker {
 func (w *DispatchWorker) Work(ctx context.Context, job *river.Job[DispatchArgs]) error {
 	b, err := store.GetBuild(ctx, w.db, job.Args.BuildID)
 	if errors.Is(err, store.ErrNotFound) {
-		// Cannot happen while invariant 1 holds; nothing to launch.
+		// Cannot happen while invariant 1 (docs/design.md) holds; nothing to launch.
 		return river.JobCancel(fmt.Errorf("build %s has no audit row", job.Args.BuildID))
 	}
 	if err != nil {

@@ -37,6 +37,8 @@ func setup(t *testing.T) *env {
 	db := pgtest.New(t)
 	a, err := app.New(app.Options{Pool: db.Pool, Schema: db.Schema})
 	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background())) // intake's committers write the builds
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
 	srv := httptest.NewServer(a.Handler)
 	t.Cleanup(srv.Close)
 	return &env{t: t, srv: srv, pool: db, app: a, admin: &auth.Principal{Admin: true, Name: "admin"}, tokens: map[string]string{}}

@@ -131,7 +131,8 @@ type Transition struct {
 
 // TransitionBuild moves a build to t.To if its status is one of t.From, and
 // records a status event in the same statement. A build already terminal (or
-// not in t.From) returns ErrTerminal and is left as it is: invariant 4.
+// not in t.From) returns ErrTerminal and is left as it is: docs/design.md,
+// invariant 4.
 func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Build, error) {
 	from := t.From
 	if from == nil {

@@ -89,7 +89,7 @@ func (c Claude) Command(s Settings) (Command, error) {
 
 	for _, a := range argv {
 		if strings.Contains(a, "dangerously") {
-			// Unreachable by construction; a last guard for invariant 7.
+			// Unreachable by construction; a last guard for docs/design.md, invariant 7.
 			return Command{}, fmt.Errorf("argument %q: %w", a, ErrUnsafePermissions)
 		}
 	}
