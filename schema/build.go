@@ -1,9 +1,6 @@
 package schema
 
-import (
-	"encoding/json"
-	"time"
-)
+import "time"
 
 // BuildSpec is the request body of a build. Field names are fixed: bots speak them.
 type BuildSpec struct {
@@ -125,26 +122,4 @@ type CallbackAttempt struct {
 type BuildAccepted struct {
 	TaskID string `json:"task_id"`
 	Status Status `json:"status"`
-}
-
-// EventType names the kind of a build event.
-type EventType string
-
-const (
-	EventStatus     EventType = "status"      // a status change, written by the dispatcher
-	EventAgentText  EventType = "agent_text"  // text the agent wrote
-	EventToolCall   EventType = "tool_call"   // the agent called a tool
-	EventToolResult EventType = "tool_result" // a summary of a tool's result
-	EventUsage      EventType = "usage"       // tokens, turns, cost
-	EventGit        EventType = "git"         // a git step run by the runner
-	EventLog        EventType = "log"         // a runner log line
-	EventInfo       EventType = "info"        // dispatcher notes (waiting for capacity, ...)
-)
-
-// Event is one entry of a build's ordered event stream.
-type Event struct {
-	Seq     int64           `json:"seq"`
-	Type    EventType       `json:"type"`
-	Time    time.Time       `json:"time"`
-	Payload json.RawMessage `json:"payload"`
 }

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"net/http"
 	"testing"
 	"time"
 
@@ -23,13 +21,13 @@ func TestDatabaseConnectionsCut(t *testing.T) {
 	d := e.start()
 	p := e.project(d, "web", 2)
 	running := []string{
-		e.submit(d, p.ID, map[string]any{"prompt": "sleep-4"}),
-		e.submit(d, p.ID, map[string]any{"prompt": "sleep-4"}),
+		e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep-4"}),
+		e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep-4"}),
 	}
 	for _, id := range running {
 		e.waitStatus(d, id, 60*time.Second, schema.StatusRunning)
 	}
-	pending := e.submit(d, p.ID, map[string]any{"prompt": "succeed"}) // waits for capacity
+	pending := e.submit(d, p.ID, schema.BuildSpec{Prompt: "succeed"}) // waits for capacity
 
 	// Cut every connection, and again as the pools reconnect, for 2 s.
 	ctx := context.Background()
@@ -46,13 +44,8 @@ func TestDatabaseConnectionsCut(t *testing.T) {
 	var after string
 	deadline := time.Now().Add(30 * time.Second)
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequest("POST", d.url+"/projects/"+p.ID+"/builds", bytes.NewReader([]byte(`{"prompt":"succeed"}`)))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+e.admin)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", "after-the-cut")
-		var acc schema.BuildAccepted
-		if code := e.do(req, &acc); code == http.StatusAccepted {
+		acc, err := d.api.SubmitOnce(ctx, p.ID, schema.BuildSpec{Prompt: "succeed"}, "after-the-cut")
+		if err == nil {
 			after = acc.TaskID
 			t.Logf("accepted after %d failed attempts", attempt)
 			break
@@ -69,8 +62,5 @@ func TestDatabaseConnectionsCut(t *testing.T) {
 	var builds int
 	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM builds`).Scan(&builds))
 	assert.Equal(t, 4, builds, "the retried submission made one build")
-	res, err := http.Get(d.url + "/readyz")
-	require.NoError(t, err)
-	res.Body.Close()
-	assert.Equal(t, http.StatusOK, res.StatusCode, "ready again")
+	assert.NoError(t, d.api.Ready(ctx), "ready again")
 }

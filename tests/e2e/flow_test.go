@@ -57,15 +57,14 @@ func TestWholeFlow(t *testing.T) {
 	cb := httptest.NewServer(recv)
 	t.Cleanup(cb.Close)
 
-	var p schema.Project
-	require.Equal(t, 201, e.api(d, "POST", "/projects", map[string]any{
-		"name": "flow", "namespace": proj.Namespace, "pod_name": proj.Pod, "container": "main", "workdir": proj.Workdir,
-		"git_remote": "origin", "git_branch": "main", "commit_author_name": "Kiln Bot", "commit_author_email": "bot@kiln.example",
-	}, &p))
-	id := e.submit(d, p.ID, map[string]any{
-		"prompt":    "Change the heading for {{ ticket }}. fake-claude:transcript=success-edit fake-claude:run=flow",
-		"variables": map[string]string{"ticket": "ACME-7"}, "template": "site",
-		"auto_commit": true, "auto_push": true, "callback_url": cb.URL + "/kiln",
+	p := e.createProject(d, schema.ProjectInput{
+		Name: "flow", Namespace: proj.Namespace, PodName: proj.Pod, Container: "main", Workdir: proj.Workdir,
+		GitRemote: "origin", GitBranch: "main", AuthorName: "Kiln Bot", AuthorEmail: "bot@kiln.example",
+	})
+	id := e.submit(d, p.ID, schema.BuildSpec{
+		Prompt:    "Change the heading for {{ ticket }}. fake-claude:transcript=success-edit fake-claude:run=flow",
+		Variables: map[string]string{"ticket": "ACME-7"}, Template: "site",
+		AutoCommit: true, AutoPush: true, CallbackURL: cb.URL + "/kiln",
 	})
 	b := e.waitStatus(d, id, 120*time.Second, schema.StatusCompleted, schema.StatusFailed)
 	require.Equal(t, schema.StatusCompleted, b.Status, b.Error)
@@ -84,8 +83,8 @@ func TestWholeFlow(t *testing.T) {
 	art := r.Artifacts[0]
 	assert.Equal(t, "index.html", art.Path)
 	assert.Equal(t, schema.ArtifactURL(id, "index.html"), art.URL)
-	var downloaded []byte
-	require.Equal(t, 200, e.apiRaw(d, "GET", art.URL, &downloaded))
+	downloaded, err := d.api.Artifact(context.Background(), id, art.Path)
+	require.NoError(t, err)
 	sum := sha256.Sum256(downloaded)
 	assert.Equal(t, art.SHA256, hex.EncodeToString(sum[:]))
 	assert.Contains(t, string(downloaded), "Welcome to Acme")
@@ -109,7 +108,7 @@ func TestWholeFlow(t *testing.T) {
 	for _, want := range []string{"status", "agent_text", "tool_call", "tool_result", "git"} {
 		assert.Contains(t, joined, want)
 	}
-	assert.Contains(t, string(evs[len(evs)-1].Payload), `"completed"`)
+	assert.Equal(t, schema.StatusCompleted, lastStatus(t, evs).Status)
 
 	// The signed callback arrived; a receiver checks it as docs/callbacks.md says.
 	kbtest.WaitFor(t, 30*time.Second, "callback", func(context.Context) (bool, error) {
@@ -136,9 +135,9 @@ func TestWholeFlow(t *testing.T) {
 
 	// Cancel mid-run: the agent's process is gone from the pod, no commit, cancelled.
 	before := proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main")
-	slow := e.submit(d, p.ID, map[string]any{
-		"prompt":      "Work slowly. fake-claude:transcript=success-edit fake-claude:run=slow fake-claude:sleep=300s fake-claude:child=1",
-		"auto_commit": true, "auto_push": true,
+	slow := e.submit(d, p.ID, schema.BuildSpec{
+		Prompt:     "Work slowly. fake-claude:transcript=success-edit fake-claude:run=slow fake-claude:sleep=300s fake-claude:child=1",
+		AutoCommit: true, AutoPush: true,
 	})
 	e.waitStatus(d, slow, 60*time.Second, schema.StatusRunning)
 	pidFile := filepath.Join(proj.State, "slow.pid")
@@ -151,7 +150,7 @@ func TestWholeFlow(t *testing.T) {
 		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
 		return err == nil && alive(pid), err
 	})
-	require.Equal(t, 200, e.api(d, "POST", "/builds/"+slow+"/cancel", map[string]any{"reason": "superseded"}, nil))
+	e.cancel(d, slow, "superseded")
 	kbtest.WaitFor(t, 60*time.Second, "the agent process gone", func(context.Context) (bool, error) { return !alive(pid), nil })
 	b = e.get(d, slow)
 	assert.Equal(t, schema.StatusCancelled, b.Status)

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,6 +33,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kilnbuild/kiln/deploy/base/rbac"
+	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/kbtest"
 	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
@@ -129,6 +129,7 @@ type env struct {
 type dispatcher struct {
 	cmd  *exec.Cmd
 	url  string
+	api  *client.Client // its REST API as the admin
 	done chan struct{}
 	log  string
 }
@@ -297,6 +298,7 @@ func (e *env) start() *dispatcher {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(e.t, childproc.Start(cmd))
 	d := &dispatcher{cmd: cmd, url: "http://" + addr, done: make(chan struct{}), log: logPath}
+	d.api = &client.Client{BaseURL: d.url, Token: e.admin}
 	go func() { _ = cmd.Wait(); logf.Close(); close(d.done) }()
 	e.mu.Lock()
 	e.procs = append(e.procs, d)
@@ -326,12 +328,8 @@ func (e *env) start() *dispatcher {
 			e.t.Fatalf("dispatcher exited:\n%s", b)
 		default:
 		}
-		res, err := http.Get(d.url + "/readyz")
-		if err != nil {
-			return false, err
-		}
-		res.Body.Close()
-		return res.StatusCode == 200, nil
+		err := d.api.Ready(ctx)
+		return err == nil, err
 	})
 	return d
 }
@@ -349,78 +347,63 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// api calls the REST API of d as the admin.
-func (e *env) api(d *dispatcher, method, path string, body any, out any) int {
-	e.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, d.url+path, rd)
-	require.NoError(e.t, err)
-	req.Header.Set("Authorization", "Bearer "+e.admin)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	return e.do(req, out)
-}
-
-// do sends req and decodes a 2xx answer into out; it returns the status.
-func (e *env) do(req *http.Request, out any) int {
-	e.t.Helper()
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(e.t, err)
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if out != nil && res.StatusCode < 300 {
-		require.NoError(e.t, json.Unmarshal(b, out), "%s", b)
-	}
-	return res.StatusCode
-}
+// The REST API is the client library's (dispatcher/client), as the admin;
+// these helpers fail the test when it answers other than 2xx.
 
 func (e *env) project(d *dispatcher, name string, maxConcurrent int) schema.Project {
-	var p schema.Project
-	code := e.api(d, "POST", "/projects", map[string]any{"name": name, "max_concurrent": maxConcurrent}, &p)
-	require.Equal(e.t, 201, code)
-	return p
+	e.t.Helper()
+	return e.createProject(d, schema.ProjectInput{Name: name, MaxConcurrent: maxConcurrent})
 }
 
-func (e *env) submit(d *dispatcher, projectID string, spec map[string]any) string {
+func (e *env) createProject(d *dispatcher, in schema.ProjectInput) schema.Project {
 	e.t.Helper()
-	var acc schema.BuildAccepted
-	code := e.api(d, "POST", "/projects/"+projectID+"/builds", spec, &acc)
-	require.Equal(e.t, 202, code)
+	p, err := d.api.CreateProject(context.Background(), in)
+	require.NoError(e.t, err, "creating project %s", in.Name)
+	return *p
+}
+
+func (e *env) submit(d *dispatcher, projectID string, spec schema.BuildSpec) string {
+	e.t.Helper()
+	acc, err := d.api.Submit(context.Background(), projectID, spec, "")
+	require.NoError(e.t, err, "submitting %q", spec.Prompt)
 	return acc.TaskID
 }
 
 func (e *env) get(d *dispatcher, id string) schema.Build {
 	e.t.Helper()
-	var b schema.Build
-	require.Equal(e.t, 200, e.api(d, "GET", "/builds/"+id, nil, &b))
-	return b
+	b, err := d.api.Get(context.Background(), id)
+	require.NoError(e.t, err, "getting build %s", id)
+	return *b
 }
 
-// waitStatus waits for a build to reach one of the statuses.
+func (e *env) cancel(d *dispatcher, id, reason string) schema.Build {
+	e.t.Helper()
+	b, err := d.api.Cancel(context.Background(), id, reason)
+	require.NoError(e.t, err, "cancelling build %s", id)
+	return *b
+}
+
+// waitStatus waits for a build to reach one of the statuses, following its
+// events (client.Wait); a build that ends otherwise fails the test at once.
 func (e *env) waitStatus(d *dispatcher, id string, timeout time.Duration, want ...schema.Status) schema.Build {
 	e.t.Helper()
-	var b schema.Build
-	kbtest.WaitFor(e.t, timeout, fmt.Sprintf("build %s to be %v", id, want), func(ctx context.Context) (bool, error) {
-		b = e.get(d, id)
-		for _, w := range want {
-			if b.Status == w {
-				return true, nil
-			}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	b, err := d.api.Wait(ctx, id, want...)
+	if err != nil {
+		if now, gerr := d.api.Get(context.Background(), id); gerr == nil {
+			e.t.Fatalf("build %s to be %v: %v (it is %s: %q)", id, want, err, now.Status, now.Error)
 		}
-		return false, fmt.Errorf("status %s (%s)", b.Status, b.Error)
-	})
-	return b
+		e.t.Fatalf("build %s to be %v: %v", id, want, err)
+	}
+	return *b
 }
 
 func (e *env) events(d *dispatcher, id string) []schema.Event {
-	var out struct{ Events []schema.Event }
-	require.Equal(e.t, 200, e.api(d, "GET", "/builds/"+id+"/events", nil, &out))
-	return out.Events
+	e.t.Helper()
+	evs, err := d.api.Events(context.Background(), id, 0)
+	require.NoError(e.t, err, "events of build %s", id)
+	return evs
 }
 
 func markerExists(id, name string) bool {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +23,7 @@ func TestLaunchToCompletion(t *testing.T) {
 	e := newEnv(t)
 	d := e.start()
 	p := e.project(d, "web", 1)
-	id := e.submit(d, p.ID, map[string]any{"prompt": "succeed"})
+	id := e.submit(d, p.ID, schema.BuildSpec{Prompt: "succeed"})
 	b := e.waitStatus(d, id, 60*time.Second, schema.StatusCompleted, schema.StatusFailed)
 	require.Equal(t, schema.StatusCompleted, b.Status, b.Error)
 	require.NotNil(t, b.Result)
@@ -56,19 +55,19 @@ func TestLaunchToCompletion(t *testing.T) {
 	joined := strings.Join(kinds, "\n")
 	assert.Contains(t, joined, `status:{"error":"","status":"running"}`)
 	assert.Equal(t, 2, strings.Count(joined, "agent_text"), "a retried batch is stored once:\n%s", joined)
-	assert.Contains(t, string(evs[len(evs)-1].Payload), `"completed"`)
+	assert.Equal(t, schema.StatusCompleted, lastStatus(t, evs).Status)
 }
 
 func TestRunnerTokenIsPerBuild(t *testing.T) {
 	e := newEnv(t)
 	d := e.start()
 	p := e.project(d, "web", 2)
-	a := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	a := e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep"})
 	e.waitStatus(d, a, 60*time.Second, schema.StatusRunning)
 	sec, err := cluster.Client.CoreV1().Secrets(e.ns).Get(context.Background(), jobtemplates.SecretName(a), metav1.GetOptions{})
 	require.NoError(t, err)
 	tokA := string(sec.Data[jobtemplates.SecretKeyRunnerToken])
-	bID := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	bID := e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep"})
 	e.waitStatus(d, bID, 60*time.Second, schema.StatusRunning)
 
 	for _, c := range []struct {
@@ -109,11 +108,7 @@ func TestFailureReasons(t *testing.T) {
 	}
 	ids := map[string]string{}
 	for _, c := range cases {
-		spec := map[string]any{"prompt": c.prompt}
-		if c.template != "" {
-			spec["template"] = c.template
-		}
-		ids[c.name] = e.submit(d, p.ID, spec)
+		ids[c.name] = e.submit(d, p.ID, schema.BuildSpec{Prompt: c.prompt, Template: c.template})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -121,12 +116,10 @@ func TestFailureReasons(t *testing.T) {
 			assert.Equal(t, schema.StatusFailed, b.Status)
 			assert.Contains(t, b.Error, c.want)
 			assert.Equal(t, c.reason, b.Reason, "the typed reason")
-			evs := e.events(d, ids[c.name])
-			last := evs[len(evs)-1]
-			assert.Contains(t, string(last.Payload), c.want, "the error is an event too")
-			var st struct{ Reason schema.Reason }
-			require.NoError(t, json.Unmarshal(last.Payload, &st))
-			assert.Equal(t, c.reason, st.Reason, "and so is the reason")
+			last := lastStatus(t, e.events(d, ids[c.name]))
+			assert.Equal(t, schema.StatusFailed, last.Status)
+			assert.Contains(t, last.Error, c.want, "the error is an event too")
+			assert.Equal(t, c.reason, last.Reason, "and so is the reason")
 		})
 	}
 	// Image pull and scheduling failures delete their Jobs.
@@ -142,7 +135,7 @@ func TestResultFromTerminationMessage(t *testing.T) {
 	e := newEnv(t)
 	d := e.start()
 	p := e.project(d, "web", 1)
-	id := e.submit(d, p.ID, map[string]any{"prompt": "summary"})
+	id := e.submit(d, p.ID, schema.BuildSpec{Prompt: "summary"})
 	b := e.waitStatus(d, id, 60*time.Second, schema.StatusCompleted, schema.StatusFailed)
 	require.Equal(t, schema.StatusCompleted, b.Status, b.Error)
 	assert.Equal(t, "feedface", b.Result.CommitSHA, "the outcome came from the pod's termination message")
@@ -152,7 +145,7 @@ func TestJobDeletedBySomeoneElse(t *testing.T) {
 	e := newEnv(t)
 	d := e.start()
 	p := e.project(d, "web", 1)
-	id := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	id := e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep"})
 	b := e.waitStatus(d, id, 60*time.Second, schema.StatusRunning)
 	bg := metav1.DeletePropagationBackground
 	require.NoError(t, cluster.Client.BatchV1().Jobs(e.ns).Delete(context.Background(), b.JobName, metav1.DeleteOptions{PropagationPolicy: &bg}))
@@ -166,12 +159,11 @@ func TestCancelRunning(t *testing.T) {
 	e := newEnv(t)
 	d := e.start()
 	p := e.project(d, "web", 1)
-	id := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	id := e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep"})
 	b := e.waitStatus(d, id, 60*time.Second, schema.StatusRunning)
 	kbtest.WaitFor(t, 30*time.Second, "runner started", func(context.Context) (bool, error) { return markerExists(id, "started"), nil })
 
-	var out schema.Build
-	require.Equal(t, 200, e.api(d, "POST", "/builds/"+id+"/cancel", map[string]any{"reason": "not needed"}, &out))
+	out := e.cancel(d, id, "not needed")
 	assert.Equal(t, schema.StatusCancelled, out.Status)
 
 	kbtest.WaitFor(t, 30*time.Second, "job deleted", func(ctx context.Context) (bool, error) {
@@ -195,11 +187,11 @@ func TestCapacityFIFO(t *testing.T) {
 	bp := e.project(d, "b", 1)
 	var aIDs []string
 	for range 3 {
-		aIDs = append(aIDs, e.submit(d, a.ID, map[string]any{"prompt": "sleep-2"}))
+		aIDs = append(aIDs, e.submit(d, a.ID, schema.BuildSpec{Prompt: "sleep-2"}))
 	}
-	bID := e.submit(d, bp.ID, map[string]any{"prompt": "sleep-2"})
+	bID := e.submit(d, bp.ID, schema.BuildSpec{Prompt: "sleep-2"})
 	cp := e.project(d, "c", 1)
-	cID := e.submit(d, cp.ID, map[string]any{"prompt": "sleep-2"})
+	cID := e.submit(d, cp.ID, schema.BuildSpec{Prompt: "sleep-2"})
 
 	all := append(append([]string{}, aIDs...), bID, cID)
 	for _, id := range all {
@@ -226,7 +218,7 @@ func TestCapacityFIFO(t *testing.T) {
 	}
 	waited := false
 	for _, ev := range e.events(d, aIDs[2]) {
-		if strings.Contains(string(ev.Payload), "waiting for capacity") {
+		if info, ok := schema.PayloadAs[schema.InfoPayload](ev); ok && strings.Contains(info.Message, "waiting for capacity") {
 			waited = true
 		}
 	}
@@ -242,19 +234,19 @@ func TestQuotaKeepsBuildsPending(t *testing.T) {
 	require.NoError(t, err)
 	d := e.start()
 	p := e.project(d, "web", 2)
-	first := e.submit(d, p.ID, map[string]any{"prompt": "sleep"})
+	first := e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep"})
 	e.waitStatus(d, first, 60*time.Second, schema.StatusRunning)
-	second := e.submit(d, p.ID, map[string]any{"prompt": "succeed"})
+	second := e.submit(d, p.ID, schema.BuildSpec{Prompt: "succeed"})
 	kbtest.WaitFor(t, 30*time.Second, "quota wait event", func(context.Context) (bool, error) {
 		for _, ev := range e.events(d, second) {
-			if strings.Contains(string(ev.Payload), "ResourceQuota is exceeded") {
+			if info, ok := schema.PayloadAs[schema.InfoPayload](ev); ok && strings.Contains(info.Message, "ResourceQuota is exceeded") {
 				return true, nil
 			}
 		}
 		return false, nil
 	})
 	assert.Equal(t, schema.StatusPending, e.get(d, second).Status)
-	require.Equal(t, 200, e.api(d, "POST", "/builds/"+first+"/cancel", nil, nil))
+	e.cancel(d, first, "")
 	b := e.waitStatus(d, second, 90*time.Second, schema.StatusCompleted, schema.StatusFailed)
 	assert.Equal(t, schema.StatusCompleted, b.Status, b.Error)
 }
@@ -266,7 +258,7 @@ func TestInvalidJobFailsBuild(t *testing.T) {
 	require.NoError(t, writeTemplateVariant(e, "greedy", "    memory: 64Mi", "    memory: 64Mi\n    example.com/widget: \"1\""))
 	d := e.start()
 	p := e.project(d, "web", 1)
-	id := e.submit(d, p.ID, map[string]any{"prompt": "succeed", "template": "greedy"})
+	id := e.submit(d, p.ID, schema.BuildSpec{Prompt: "succeed", Template: "greedy"})
 	b := e.waitStatus(d, id, 60*time.Second, schema.StatusFailed, schema.StatusCompleted)
 	assert.Equal(t, schema.StatusFailed, b.Status)
 	assert.Contains(t, b.Error, "the Kubernetes API rejected the Job")
@@ -274,6 +266,18 @@ func TestInvalidJobFailsBuild(t *testing.T) {
 }
 
 var _ = batchv1.Job{}
+
+// lastStatus returns the payload of the last status event in evs.
+func lastStatus(t *testing.T, evs []schema.Event) schema.StatusPayload {
+	t.Helper()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if p, ok := schema.PayloadAs[schema.StatusPayload](evs[i]); ok {
+			return p
+		}
+	}
+	t.Fatalf("no status event in %d events", len(evs))
+	return schema.StatusPayload{}
+}
 
 // kill -9 the dispatcher with builds pending and running, change the cluster
 // while it is down, start it again: every build ends terminal, none gets a
@@ -284,20 +288,20 @@ func TestRestartSafety(t *testing.T) {
 	p := e.project(d, "web", 3)
 	q := e.project(d, "api", 1)
 	running := []string{
-		e.submit(d, p.ID, map[string]any{"prompt": "sleep-4"}),
+		e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep-4"}),
 		// Its Job is deleted while the dispatcher is down. It answers SIGTERM
 		// as the real runner does, reporting that it stopped (which settles
 		// nothing): a runner that claimed success instead could reach a
 		// replica that has not yet seen the deletion, and be believed.
-		e.submit(d, p.ID, map[string]any{"prompt": "stopped"}),
-		e.submit(d, p.ID, map[string]any{"prompt": "sleep"}),
+		e.submit(d, p.ID, schema.BuildSpec{Prompt: "stopped"}),
+		e.submit(d, p.ID, schema.BuildSpec{Prompt: "sleep"}),
 	}
 	for _, id := range running {
 		e.waitStatus(d, id, 60*time.Second, schema.StatusRunning)
 	}
 	pending := []string{
-		e.submit(d, q.ID, map[string]any{"prompt": "succeed"}),
-		e.submit(d, q.ID, map[string]any{"prompt": "succeed"}),
+		e.submit(d, q.ID, schema.BuildSpec{Prompt: "succeed"}),
+		e.submit(d, q.ID, schema.BuildSpec{Prompt: "succeed"}),
 	}
 	d.kill9()
 
@@ -346,7 +350,7 @@ func TestTwoReplicas(t *testing.T) {
 			if j%2 == 1 {
 				d = d2
 			}
-			ids = append(ids, e.submit(d, p.ID, map[string]any{"prompt": "succeed"}))
+			ids = append(ids, e.submit(d, p.ID, schema.BuildSpec{Prompt: "succeed"}))
 		}
 	}
 	for _, id := range ids {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -38,21 +37,4 @@ func writeTemplateVariant(e *env, name, old, new string) error {
 	y := strings.Replace(string(base), "name: default", "name: "+name, 1)
 	y = strings.Replace(y, old, new, 1)
 	return os.WriteFile(filepath.Join(e.tmplDir, name+".yaml"), []byte(y), 0o644)
-}
-
-// apiRaw GETs path from d as the admin and returns the raw body.
-func (e *env) apiRaw(d *dispatcher, method, path string, out *[]byte) int {
-	e.t.Helper()
-	req, err := http.NewRequest(method, d.url+path, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.admin)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	*out, _ = io.ReadAll(res.Body)
-	return res.StatusCode
 }

@@ -150,14 +150,12 @@ func testSuccess(t *testing.T, env *harness.Env) {
 	require.True(t, sawBig, "a 200 KB output line arrived whole")
 	require.Equal(t, []string{"log", "agent_text", "log", "agent_text", "tool_call", "tool_result", "tool_call", "tool_result",
 		"agent_text", "usage", "log", "git", "log", "log"}, kinds) // ..., git, "artifact skipped: dist/huge.txt", result
-	var git struct {
-		FilesChanged []string `json:"files_changed"`
-		CommitSHA    string   `json:"commit_sha"`
-		Pushed       bool     `json:"pushed"`
-	}
+	var git schema.GitPayload
 	for _, e := range b.Events() {
 		if e.Type == schema.EventGit {
-			require.NoError(t, json.Unmarshal(e.Payload, &git))
+			p, err := e.Decode()
+			require.NoError(t, err)
+			git = p.(schema.GitPayload)
 		}
 	}
 	require.Equal(t, res.CommitSHA, git.CommitSHA)
@@ -325,8 +323,10 @@ func testCancelJobDeleted(t *testing.T, env *harness.Env) {
 	var all []string
 	for _, e := range b.Events() {
 		all = append(all, string(e.Type)+" "+string(e.Payload))
-		if e.Type == schema.EventLog && strings.Contains(string(e.Payload), "killed with SIGKILL") {
-			stopped = true
+		if p, err := e.Decode(); err == nil {
+			if l, ok := p.(schema.LogPayload); ok && strings.Contains(l.Message, "killed with SIGKILL") {
+				stopped = true
+			}
 		}
 	}
 	require.True(t, stopped, "the kill is in the events:\n%s", strings.Join(all, "\n"))

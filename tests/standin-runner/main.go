@@ -88,8 +88,8 @@ func marker(name string) {
 }
 
 func event(text string) schema.EventInput {
-	p, _ := json.Marshal(map[string]string{"text": text})
-	return schema.EventInput{Type: schema.EventAgentText, Time: time.Now(), Payload: p}
+	e, _ := schema.NewEventInput(time.Now(), schema.AgentTextPayload{Text: text})
+	return e
 }
 
 func main() {

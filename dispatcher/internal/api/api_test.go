@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -393,6 +394,6 @@ func TestRequestLogs(t *testing.T) {
 	logs := e.logs.String()
 	assert.Contains(t, logs, `"request_id":"trace-abc-123"`)
 	assert.Contains(t, logs, `"route":"/projects"`)
-	assert.Contains(t, logs, `"token":"admin-bot"`)
+	assert.Contains(t, logs, `"token":"`+apptest.AdminName+`"`)
 	assert.NotContains(t, logs, e.admin)
 }

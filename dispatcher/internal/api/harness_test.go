@@ -21,7 +21,6 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -76,17 +75,15 @@ type env struct {
 	srv   *httptest.Server
 	admin string
 	logs  *syncBuffer
+	env   *apptest.Env // nil in tests of a dispatcher without a database
 }
 
 func setup(t *testing.T) *env {
 	t.Helper()
 	t.Parallel()
-	db := pgtest.New(t)
 	logs := &syncBuffer{}
-	a, srv := apptest.Start(t, db, app.Options{Workers: 2, Logger: slog.New(slog.NewJSONHandler(logs, nil)), AuthCacheTTL: time.Second})
-	tok, err := auth.Issue(context.Background(), db.Pool, "admin-bot", true, nil)
-	require.NoError(t, err)
-	return &env{t: t, db: db, app: a, srv: srv, admin: tok, logs: logs}
+	a := apptest.New(t, app.Options{Workers: 2, Logger: slog.New(slog.NewJSONHandler(logs, nil)), AuthCacheTTL: time.Second})
+	return &env{t: t, db: a.DB, app: a.App, srv: a.Server, admin: a.Admin, logs: logs, env: a}
 }
 
 type resp struct {
@@ -176,9 +173,7 @@ func (e *env) project(name string) schema.Project {
 // token issues a token scoped to projects.
 func (e *env) token(name string, projectIDs ...string) string {
 	e.t.Helper()
-	tok, err := auth.Issue(context.Background(), e.db.Pool, name, false, projectIDs)
-	require.NoError(e.t, err)
-	return tok
+	return e.env.Token(name, projectIDs...)
 }
 
 func (e *env) submit(projectID, token string, spec any, opts ...reqOpt) *resp {

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -40,6 +39,7 @@ type env struct {
 	db      *pgtest.DB
 	app     *app.App
 	project string
+	env     *apptest.Env
 }
 
 // setup starts a dispatcher with one River worker whose callback retries
@@ -47,7 +47,6 @@ type env struct {
 func setup(t *testing.T, allow string, opts ...func(*app.Options)) *env {
 	t.Helper()
 	t.Parallel()
-	db := pgtest.New(t)
 	prefixes, err := callback.ParseAllowlist(allow)
 	require.NoError(t, err)
 	o := app.Options{Workers: 1, CallbackAllowlist: prefixes, CallbackTimeout: 5 * time.Second,
@@ -55,20 +54,17 @@ func setup(t *testing.T, allow string, opts ...func(*app.Options)) *env {
 	for _, f := range opts {
 		f(&o)
 	}
-	a, _ := apptest.Start(t, db, o)
-	p := apptest.Project(t, db.Pool, "web", func(p *schema.Project) { p.CallbackSecret = secret })
-	return &env{t: t, db: db, app: a, project: p.ID}
+	a := apptest.New(t, o)
+	p := a.Project("web", func(p *schema.Project) { p.CallbackSecret = secret })
+	return &env{t: t, db: a.DB, app: a.App, project: p.ID, env: a}
 }
 
 // finish creates a build calling back url and moves it to completed, which
 // enqueues the delivery.
 func (e *env) finish(url string) string {
 	e.t.Helper()
-	id := uuid.Must(uuid.NewV7()).String()
+	id := e.env.Pending(e.project, schema.BuildSpec{Prompt: "p", CallbackURL: url})
 	ctx := context.Background()
-	_, err := store.InsertBuild(ctx, e.db.Pool, store.NewBuild{ID: id, ProjectID: e.project,
-		Spec: schema.BuildSpec{Prompt: "p", CallbackURL: url}, RequestedBy: "test"})
-	require.NoError(e.t, err)
 	ack, err := e.app.Lifecycle.Finish(ctx, id, schema.BuildResult{Success: true, Output: "done", CommitSHA: "abc123"}, "test")
 	require.NoError(e.t, err)
 	require.True(e.t, ack.Accepted)

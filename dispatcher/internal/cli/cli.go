@@ -1,4 +1,5 @@
-// Package cli is the dispatcher's command line: serve, migrate and token.
+// Package cli is the dispatcher's command line: serve, migrate, token, and
+// client (ClientMain: a command line over the dispatcher/client library).
 // It parses arguments and wires packages together; behaviour lives elsewhere.
 package cli
 
@@ -25,7 +26,6 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
-	"github.com/kilnbuild/kiln/dispatcher/internal/client"
 	"github.com/kilnbuild/kiln/dispatcher/internal/config"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/jobtemplates"
@@ -63,7 +63,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "token":
 		err = token(ctx, args[1:], stdout, stderr)
 	case "client":
-		return client.Main(ctx, args[1:], stdout, stderr, os.Getenv)
+		return ClientMain(ctx, args[1:], stdout, stderr, os.Getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

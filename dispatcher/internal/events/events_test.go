@@ -16,10 +16,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
-	"github.com/kilnbuild/kiln/dispatcher/internal/client"
-	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
@@ -272,7 +271,7 @@ func TestSlowConsumerWebSocket(t *testing.T) {
 	e.appendBatch(id, 400) // one notification, read at once: far more than the buffer of 4
 	more, err := wsRead(t, c, 0)
 	evs = append(evs, more...)
-	require.Equal(t, events.StatusSlowConsumer, websocket.CloseStatus(err), "%v", err)
+	require.Equal(t, websocket.StatusCode(schema.CloseSlowConsumer), websocket.CloseStatus(err), "%v", err)
 	last := evs[len(evs)-1].Seq
 	requireSeqs(t, evs, 1, last)
 	require.Less(t, last, int64(401))
@@ -365,7 +364,7 @@ func TestWatchersJoiningMidStream(t *testing.T) {
 			if i > 0 {
 				time.Sleep(time.Duration(i) * 15 * time.Millisecond)
 			}
-			c := &client.Client{BaseURL: e.srv.URL, Token: e.admin}
+			c := e.api
 			started <- struct{}{}
 			st, err := c.Watch(context.Background(), id, client.WatchOptions{WebSocket: i%2 == 1, Sleep: func(time.Duration) {},
 				Show: func(ev schema.Event) { results[i] = append(results[i], ev.Seq) }})

@@ -12,13 +12,12 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
@@ -32,7 +31,9 @@ type env struct {
 	app     *app.App
 	srv     *httptest.Server
 	admin   string
+	api     *client.Client // the API as admin
 	project string
+	env     *apptest.Env
 }
 
 type option func(*app.Options)
@@ -41,34 +42,31 @@ type option func(*app.Options)
 func setup(t *testing.T, opts ...option) *env {
 	t.Helper()
 	t.Parallel()
-	db := pgtest.New(t)
-	e := &env{t: t, db: db}
-	e.app, e.srv = e.instance(db.Pool, opts...)
-	tok, err := auth.Issue(context.Background(), db.Pool, "admin", true, nil)
-	require.NoError(t, err)
-	e.admin = tok
-	e.project = apptest.Project(t, db.Pool, "web", func(p *schema.Project) { p.CallbackSecret = "kcs_test" }).ID
+	a := apptest.New(t, options(nil, opts...))
+	e := &env{t: t, db: a.DB, app: a.App, srv: a.Server, admin: a.Admin, api: a.Client, env: a}
+	e.project = a.Project("web", func(p *schema.Project) { p.CallbackSecret = "kcs_test" }).ID
 	return e
+}
+
+// options are the dispatcher's options on pool (nil: the test's own).
+func options(pool *pgxpool.Pool, opts ...option) app.Options {
+	o := app.Options{Pool: pool, AuthCacheTTL: time.Minute, EventHeartbeat: 200 * time.Millisecond}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
 }
 
 // instance starts another dispatcher on pool (another replica when pool is
 // another pool on the same schema).
 func (e *env) instance(pool *pgxpool.Pool, opts ...option) (*app.App, *httptest.Server) {
-	o := app.Options{Pool: pool, AuthCacheTTL: time.Minute, EventHeartbeat: 200 * time.Millisecond}
-	for _, f := range opts {
-		f(&o)
-	}
-	return apptest.Start(e.t, e.db, o)
+	return apptest.Start(e.t, e.db, options(pool, opts...))
 }
 
 // build inserts a pending build (event 1 is its pending status).
 func (e *env) build() string {
 	e.t.Helper()
-	id := uuid.Must(uuid.NewV7()).String()
-	_, err := store.InsertBuild(context.Background(), e.db.Pool, store.NewBuild{ID: id, ProjectID: e.project,
-		Spec: schema.BuildSpec{Prompt: "p"}, RequestedBy: "test"})
-	require.NoError(e.t, err)
-	return id
+	return e.env.Pending(e.project, schema.BuildSpec{Prompt: "p"})
 }
 
 // appendEvents adds n log events numbered from the payload's "n".
@@ -82,7 +80,7 @@ func (e *env) appendEvents(id string, n int) {
 
 func (e *env) finish(id string, to schema.Status) {
 	e.t.Helper()
-	_, err := store.TransitionBuild(context.Background(), e.db.Pool, id, store.Transition{To: to, Reason: reasonOf(to)})
+	_, err := store.TransitionBuild(context.Background(), e.db.Pool, id, store.Transition{To: to, Reason: apptest.ReasonFor(to)})
 	require.NoError(e.t, err)
 }
 
@@ -221,15 +219,4 @@ func parseSSE(res *http.Response, ch chan<- frame) {
 			f.Data = line[6:]
 		}
 	}
-}
-
-// reasonOf is the reason a test gives a build it moves to status to.
-func reasonOf(to schema.Status) schema.Reason {
-	switch to {
-	case schema.StatusFailed:
-		return schema.ReasonRunnerError
-	case schema.StatusCancelled:
-		return schema.ReasonCancelled
-	}
-	return schema.ReasonNone
 }

@@ -21,10 +21,6 @@ import (
 	"github.com/kilnbuild/kiln/schema"
 )
 
-// StatusSlowConsumer is the WebSocket close code of a subscriber dropped
-// because it fell too far behind; the reason says where to resume.
-const StatusSlowConsumer websocket.StatusCode = 4000
-
 // ListLimit is the most events one JSON page of GET /builds/{id}/events holds.
 const ListLimit = 1000
 
@@ -152,13 +148,8 @@ type sink interface {
 
 // terminalStatus returns the status a status event moved to, if terminal.
 func terminalStatus(e schema.Event) (schema.Status, bool) {
-	if e.Type != schema.EventStatus {
-		return "", false
-	}
-	var p struct {
-		Status schema.Status `json:"status"`
-	}
-	if json.Unmarshal(e.Payload, &p) != nil || !p.Status.Terminal() {
+	p, ok := schema.PayloadAs[schema.StatusPayload](e)
+	if !ok || !p.Status.Terminal() {
 		return "", false
 	}
 	return p.Status, true
@@ -259,7 +250,7 @@ func (h *Handler) replay(ctx context.Context, id string, pos *int64, out sink) (
 }
 
 // sse streams Server-Sent Events: "id: <seq>", "event: <type>", "data: <Event JSON>".
-// It ends with "event: end" once the build is terminal, or "event: dropped"
+// It ends with schema.SSEEnd once the build is terminal, or schema.SSEDropped
 // when the client fell behind; both carry where to resume.
 func (h *Handler) sse(w http.ResponseWriter, r *http.Request, b *store.Build, pos int64) {
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -300,7 +291,16 @@ func (s *sseSink) event(_ context.Context, e schema.Event) error {
 func (s *sseSink) heartbeat(context.Context) error { return s.write(": heartbeat\n\n") }
 
 func (s *sseSink) end(_ context.Context, st schema.Status, last int64) error {
-	return s.write(fmt.Sprintf("event: end\ndata: {\"status\":%q,\"last_seq\":%d}\n\n", st, last))
+	return s.control(schema.SSEEnd, schema.StreamEnd{Status: st, LastSeq: last})
+}
+
+// control writes one of the stream's own events (schema.SSEEnd, SSEDropped).
+func (s *sseSink) control(name string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	return s.write(fmt.Sprintf("event: %s\ndata: %s\n\n", name, b))
 }
 
 // shutdown ends the response; the client's EventSource reconnects with
@@ -308,12 +308,14 @@ func (s *sseSink) end(_ context.Context, st schema.Status, last int64) error {
 func (s *sseSink) shutdown(context.Context, int64) error { return nil }
 
 func (s *sseSink) dropped(_ context.Context, last int64) error {
-	return s.write(fmt.Sprintf("event: dropped\ndata: {\"reason\":\"slow consumer\",\"resume_after\":%d}\n\n", last))
+	return s.control(schema.SSEDropped, schema.StreamDropped{Reason: "slow consumer", ResumeAfter: last})
 }
 
 // websocket answers GET /builds/{taskId}/events/ws: one JSON Event per text
-// message, replayed from ?after= and then live; a normal closure once the
-// build is terminal, StatusSlowConsumer when the client fell behind.
+// message, replayed from ?after= and then live, closed with one of schema's
+// close codes: CloseBuildEnded once the build is terminal, CloseSlowConsumer
+// when the client fell behind, CloseGoingAway at shutdown. The close reason
+// is for people; a client resumes from the last event it received.
 func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
 	b, ok := h.build(w, r)
 	if !ok {
@@ -333,7 +335,7 @@ func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
 	s := &wsSink{c: c, timeout: cmp.Or(h.WriteTimeout, 30*time.Second)}
 	if err := h.follow(ctx, b, pos, s); err != nil && ctx.Err() == nil {
 		h.logger().InfoContext(r.Context(), "event socket ended", "build_id", b.ID, "error", err)
-		_ = c.Close(websocket.StatusInternalError, "internal error")
+		_ = c.Close(schema.CloseInternalError, "internal error")
 	}
 }
 
@@ -359,13 +361,13 @@ func (s *wsSink) heartbeat(ctx context.Context) error {
 }
 
 func (s *wsSink) end(_ context.Context, st schema.Status, _ int64) error {
-	return s.c.Close(websocket.StatusNormalClosure, "build "+string(st))
+	return s.c.Close(schema.CloseBuildEnded, "build "+string(st))
 }
 
 func (s *wsSink) shutdown(_ context.Context, last int64) error {
-	return s.c.Close(websocket.StatusGoingAway, fmt.Sprintf("server shutting down; resume from seq %d", last))
+	return s.c.Close(schema.CloseGoingAway, fmt.Sprintf("server shutting down; resume from seq %d", last))
 }
 
 func (s *wsSink) dropped(_ context.Context, last int64) error {
-	return s.c.Close(StatusSlowConsumer, fmt.Sprintf("slow consumer; resume from seq %d", last))
+	return s.c.Close(schema.CloseSlowConsumer, fmt.Sprintf("slow consumer; resume from seq %d", last))
 }

@@ -149,7 +149,7 @@ func Admit(c store.Capacity, maxInFlight int) (bool, string) {
 func (l *Launcher) waiting(ctx context.Context, id, reason string) {
 	changed, err := store.SetWaiting(ctx, l.o.Pool, id, reason)
 	if err == nil && changed {
-		_, err = store.AppendEvent(ctx, l.o.Pool, id, schema.EventInfo, map[string]string{"message": reason})
+		_, err = store.AppendEvent(ctx, l.o.Pool, id, schema.EventInfo, schema.InfoPayload{Message: reason})
 	}
 	if err != nil {
 		l.logger.WarnContext(ctx, "recording wait", "build_id", id, "error", err)

@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"sigs.k8s.io/yaml"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -27,8 +26,6 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -42,14 +39,10 @@ var prometheusSynthetic = map[string]bool{"up": true, "scrape_duration_seconds":
 // _sum and _count included.
 func exposedNames(t *testing.T) map[string]bool {
 	t.Helper()
-	db := pgtest.New(t)
-	a, srv := apptest.Start(t, db, app.Options{Workers: 1, Registry: prometheus.NewRegistry()})
+	env := apptest.New(t, app.Options{Workers: 1, Registry: prometheus.NewRegistry()})
+	a, srv := env.App, env.Server
 	ctx := context.Background()
-	p := apptest.Project(t, db.Pool, "web")
-	id := uuid.Must(uuid.NewV7()).String()
-	_, err := store.InsertBuild(ctx, db.Pool, store.NewBuild{ID: id, ProjectID: p.ID,
-		Spec: schema.BuildSpec{Prompt: "p"}, RequestedBy: "test"})
-	require.NoError(t, err)
+	id := env.Pending(env.Project("web").ID, schema.BuildSpec{Prompt: "p"})
 	b, err := a.Lifecycle.Start(ctx, id, "j")
 	require.NoError(t, err)
 	a.Metrics.Launch(b, 100*time.Millisecond, "") // no cluster here: the launcher's hook by hand

@@ -26,7 +26,6 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
@@ -106,18 +105,13 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	t.Parallel()
-	db := pgtest.New(t)
 	allow, err := callback.ParseAllowlist("127.0.0.1")
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	a, srv := apptest.Start(t, db, app.Options{Workers: 2, Registry: reg, CallbackAllowlist: allow, CallbackTimeout: 5 * time.Second})
-	tok, err := auth.Issue(context.Background(), db.Pool, "admin-bot", true, nil)
+	a := apptest.New(t, app.Options{Workers: 2, Registry: reg, CallbackAllowlist: allow, CallbackTimeout: 5 * time.Second})
+	p, err := a.Client.CreateProject(context.Background(), kiln.ProjectInput{Name: "web"})
 	require.NoError(t, err)
-	e := &env{t: t, db: db, app: a, reg: reg, srv: srv, admin: tok}
-	var p kiln.Project
-	e.post("/projects", map[string]any{"name": "web"}, http.StatusCreated, &p)
-	e.project = p.ID
-	return e
+	return &env{t: t, db: a.DB, app: a.App, reg: reg, srv: a.Server, admin: a.Admin, project: p.ID}
 }
 
 func (e *env) post(path string, body any, want int, out any) {

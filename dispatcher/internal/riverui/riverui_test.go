@@ -1,7 +1,6 @@
 package riverui_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -13,25 +12,17 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
-	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/schema"
 )
 
 // River's UI answers admin tokens only, through the dispatcher's real router.
 func TestRiverUIBehindAdminAuth(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t)
-	a, srv := apptest.Start(t, db, app.Options{Workers: 1})
-	ctx := context.Background()
-	admin, err := auth.Issue(ctx, db.Pool, "ops", true, nil)
-	require.NoError(t, err)
-	p, err := a.Intake.CreateProject(ctx, &auth.Principal{Admin: true}, schema.ProjectInput{Name: "web"})
-	require.NoError(t, err)
-	bot, err := auth.Issue(ctx, db.Pool, "bot", false, []string{p.ID})
-	require.NoError(t, err)
-	_, err = a.Intake.SubmitBuild(ctx, &auth.Principal{Admin: true, Name: "ops"}, p, schema.BuildSpec{Prompt: "x"}, "")
-	require.NoError(t, err)
+	e := apptest.New(t, app.Options{Workers: 1})
+	srv, admin := e.Server, e.Admin
+	p := e.Project("web")
+	bot := e.Token("bot", p.ID)
+	e.Submit(p.ID, schema.BuildSpec{Prompt: "x"})
 
 	get := func(path, token string) (int, string) {
 		req, _ := http.NewRequest("GET", srv.URL+path, nil)

@@ -149,11 +149,7 @@ func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Buil
 		// A programmer error: lifecycle always gives failures a reason.
 		return nil, fmt.Errorf("moving build %s to %s: reason %q does not fit", id, t.To, t.Reason)
 	}
-	ev := map[string]string{"status": string(t.To), "error": t.Error}
-	if t.Reason != schema.ReasonNone {
-		ev["reason"] = string(t.Reason)
-	}
-	payload, _ := json.Marshal(ev)
+	payload, _ := json.Marshal(schema.StatusPayload{Status: t.To, Error: t.Error, Reason: t.Reason})
 	terminal := t.To.Terminal()
 	row := db.QueryRow(ctx, `WITH u AS (
 			UPDATE builds SET status = $2,

@@ -325,9 +325,9 @@ func checkInvariants(t testing.TB, events []Event) {
 				t.Fatalf("warning is %d bytes, valid UTF-8 %v", len(e.Text), utf8.ValidString(e.Text))
 			}
 		}
-		typ, payload, err := SchemaEvent(e)
-		if err != nil || typ == "" || len(payload) == 0 {
-			t.Fatalf("SchemaEvent(%s) = %q, %q, %v", e.Kind, typ, payload, err)
+		typ, payload := schemaEvent(t, e)
+		if typ == "" || len(payload) == 0 {
+			t.Fatalf("SchemaPayload(%s) = %q, %q", e.Kind, typ, payload)
 		}
 		if e.Kind != KindText && len(payload) > 8<<10 {
 			t.Fatalf("%s payload is %d bytes", typ, len(payload))

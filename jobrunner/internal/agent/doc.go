@@ -8,8 +8,8 @@
 // reads an output stream with no line-length limit and feeds a Parser.
 // A Recorder folds events into an Outcome (success, error, bounded final
 // text, cost, turns, tokens) that maps onto schema.BuildResult and
-// schema.Usage, and SchemaEvent maps each event onto a small schema.Event
-// payload.
+// schema.Usage, and SchemaPayload maps each event onto a small schema event
+// payload (schema.AgentTextPayload, schema.ToolCallPayload, ...).
 //
 // Claude is the Claude Code adapter (`claude -p --output-format stream-json
 // --verbose`). It never passes --dangerously-skip-permissions, refuses the

@@ -38,9 +38,12 @@ func FuzzParse(f *testing.F) {
 		}
 		checkInvariants(t, events)
 		for _, e := range events {
-			_, payload, err := SchemaEvent(e)
-			if err != nil || !json.Valid(payload) {
-				t.Fatalf("SchemaEvent(%+v): %s, %v", e, payload, err)
+			p, err := SchemaPayload(e)
+			if err != nil {
+				t.Fatalf("SchemaPayload(%+v): %v", e, err)
+			}
+			if payload, err := json.Marshal(p); err != nil || !json.Valid(payload) {
+				t.Fatalf("SchemaPayload(%+v): %s, %v", e, payload, err)
 			}
 		}
 	})

@@ -3,13 +3,14 @@ package agent
 import (
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/stretchr/testify/require"
 )
 
-func TestSchemaEvent(t *testing.T) {
+func TestSchemaPayload(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("x", 10000)
 	tests := []struct {
@@ -37,23 +38,31 @@ func TestSchemaEvent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			typ, payload, err := SchemaEvent(tt.event)
-			require.NoError(t, err)
+			typ, payload := schemaEvent(t, tt.event)
 			require.Equal(t, tt.typ, typ)
 			require.JSONEq(t, tt.payload, string(payload))
 		})
 	}
 
 	// A hand-made oversized tool result is bounded all the same.
-	_, payload, err := SchemaEvent(Event{Kind: KindToolResult, ToolResult: &ToolResult{Summary: long}})
-	require.NoError(t, err)
+	_, payload := schemaEvent(t, Event{Kind: KindToolResult, ToolResult: &ToolResult{Summary: long}})
 	require.Less(t, len(payload), MaxSummaryBytes+200)
 	require.Contains(t, string(payload), `"truncated":true,"size":10000`)
 
-	_, _, err = SchemaEvent(Event{Kind: KindToolCall})
+	_, err := SchemaPayload(Event{Kind: KindToolCall})
 	require.Error(t, err, "a tool call event without its ToolCall")
-	_, _, err = SchemaEvent(Event{Kind: "nonsense"})
+	_, err = SchemaPayload(Event{Kind: "nonsense"})
 	require.Error(t, err)
+}
+
+// schemaEvent is e as the runner posts it: its schema event type and payload JSON.
+func schemaEvent(t testing.TB, e Event) (schema.EventType, []byte) {
+	t.Helper()
+	p, err := SchemaPayload(e)
+	require.NoError(t, err)
+	in, err := schema.NewEventInput(time.Now(), p)
+	require.NoError(t, err)
+	return in.Type, in.Payload
 }
 
 func TestTruncate(t *testing.T) {

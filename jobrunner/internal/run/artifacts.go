@@ -120,7 +120,7 @@ func (r *Runner) uploadArtifacts(ctx context.Context, ctr podexec.Container, wor
 			up, err = r.disp.PutArtifact(ctx, schema.ArtifactUpload{Path: a.Path, SHA256: a.SHA256, Size: a.Size, Content: content.Bytes()})
 		}
 		if err != nil {
-			r.event(schema.EventLog, agent.LogPayload{Level: "warn", Message: "artifact " + a.Path + " not uploaded: " + err.Error()})
+			r.event(schema.LogPayload{Level: schema.LogWarn, Message: "artifact " + a.Path + " not uploaded: " + err.Error()})
 			continue
 		}
 		arts[i].URL = up.URL

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -107,7 +106,7 @@ func (r *Runner) Run(ctx context.Context) Outcome {
 	if res.Artifacts == nil {
 		res.Artifacts = []schema.Artifact{}
 	}
-	r.event(schema.EventLog, logLine(res))
+	r.event(logLine(res))
 
 	// After a stop signal everything must fit in the grace period: events
 	// get what the result post does not need.
@@ -200,7 +199,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		return schema.BuildResult{Cancelled: true, Error: fmt.Sprintf("build is already %s; nothing run", task.Status)}
 	}
 	t := task.Target
-	r.event(schema.EventLog, agent.LogPayload{Level: "info", Message: fmt.Sprintf(
+	r.event(schema.LogPayload{Level: schema.LogInfo, Message: fmt.Sprintf(
 		"runner started: template %s, project pod %s in %s, workdir %s", r.cfg.Runner.Template,
 		cmp.Or(t.PodName, "selected by "+t.PodSelector), t.Namespace, t.Workdir)})
 
@@ -281,16 +280,16 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	}
 	g, gerr := gitstep.Step{}.Run(gitCtx, podexec.Runner{Exec: r.exec, Container: ctr}, opts)
 	res.FilesChanged, res.CommitSHA = g.FilesChanged, g.CommitSHA
-	r.event(schema.EventGit, gitPayload{FilesChanged: g.FilesChanged, CommitSHA: g.CommitSHA, Pushed: g.Pushed,
+	r.event(schema.GitPayload{FilesChanged: g.FilesChanged, CommitSHA: g.CommitSHA, Pushed: g.Pushed,
 		Committed: g.CommitSHA != "", Error: errString(gerr)})
 	if gerr == nil && res.Success {
 		arts, skipped, err := r.artifacts(gitCtx, ctr, t.Workdir, r.cfg.Runner.Artifacts)
 		if err != nil {
 			// Artifacts are a by-product: the build stands, the problem is told.
-			r.event(schema.EventLog, agent.LogPayload{Level: "warn", Message: "artifacts: " + err.Error()})
+			r.event(schema.LogPayload{Level: schema.LogWarn, Message: "artifacts: " + err.Error()})
 		}
 		for _, s := range skipped {
-			r.event(schema.EventLog, agent.LogPayload{Level: "warn", Message: "artifact skipped: " + s})
+			r.event(schema.LogPayload{Level: schema.LogWarn, Message: "artifact skipped: " + s})
 		}
 		res.Artifacts = r.uploadArtifacts(gitCtx, ctr, t.Workdir, arts)
 	}
@@ -307,14 +306,6 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		}
 	}
 	return res
-}
-
-type gitPayload struct {
-	FilesChanged []string `json:"files_changed"`
-	Committed    bool     `json:"committed"`
-	CommitSHA    string   `json:"commit_sha,omitempty"`
-	Pushed       bool     `json:"pushed"`
-	Error        string   `json:"error,omitempty"`
 }
 
 // agentRun is how the agent's exec ended.
@@ -392,8 +383,8 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 	go func() {
 		streamCh <- agent.Stream(pr, adapter.NewParser(), func(e agent.Event) error {
 			rec.Observe(e)
-			if t, p, err := agent.SchemaEvent(e); err == nil {
-				r.batcher.Add(schema.EventInput{Type: t, Time: r.now().UTC(), Payload: p})
+			if p, err := agent.SchemaPayload(e); err == nil {
+				r.event(p)
 			}
 			return nil
 		})
@@ -466,13 +457,13 @@ func (r *Runner) killAgent(ctx context.Context, ctr podexec.Container, pidFile s
 		Stdout: out, Stderr: out,
 	})
 	msg := strings.TrimSpace(out.String())
-	level := "info"
+	level := schema.LogInfo
 	if err != nil || code != 0 {
-		level = "error"
+		level = schema.LogError
 		msg = fmt.Sprintf("stopping the agent: exit %d, %v: %s", code, err, msg)
 	}
 	r.log.Info("agent stop", "result", msg)
-	r.event(schema.EventLog, agent.LogPayload{Level: level, Message: msg})
+	r.event(schema.LogPayload{Level: level, Message: msg})
 }
 
 func cancelled(why error, o agent.Outcome) schema.BuildResult {
@@ -483,22 +474,24 @@ func cancelled(why error, o agent.Outcome) schema.BuildResult {
 	return res
 }
 
-func (r *Runner) event(t schema.EventType, payload any) {
-	b, err := json.Marshal(payload)
+// event posts p (batched) as an event of now.
+func (r *Runner) event(p schema.Payload) {
+	in, err := schema.NewEventInput(r.now().UTC(), p)
 	if err != nil {
+		r.log.Warn("event not posted", "type", p.EventType(), "err", err)
 		return
 	}
-	r.batcher.Add(schema.EventInput{Type: t, Time: r.now().UTC(), Payload: b})
+	r.batcher.Add(in)
 }
 
-func logLine(res schema.BuildResult) agent.LogPayload {
+func logLine(res schema.BuildResult) schema.LogPayload {
 	ok := res.Success
-	p := agent.LogPayload{Level: "info", Message: "build succeeded", Success: &ok}
+	p := schema.LogPayload{Level: schema.LogInfo, Message: "build succeeded", Success: &ok}
 	switch {
 	case res.Cancelled:
-		p.Level, p.Message = "warn", "build cancelled"
+		p.Level, p.Message = schema.LogWarn, "build cancelled"
 	case !res.Success:
-		p.Level, p.Message = "error", "build failed"
+		p.Level, p.Message = schema.LogError, "build failed"
 	}
 	p.Error, _ = agent.Truncate(res.Error, agent.MaxSummaryBytes)
 	return p

@@ -7,10 +7,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -20,6 +18,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
+	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/schema/migrate"
 )
 
@@ -35,22 +35,25 @@ func Serve(bin, dbURL, schema, logLevel string) (string, func()) {
 	cmd.Stderr = os.Stderr
 	Check(cmd.Start())
 	url := "http://" + addr
-	for i := 0; ; i++ {
-		res, err := http.Get(url + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				break
-			}
-		}
-		if i > 100 {
-			log.Fatal("dispatcher did not become ready")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	WaitReady(url, 100)
 	return url, func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
+	}
+}
+
+// WaitReady waits for the dispatcher at url to answer /readyz, polling every
+// 100ms at most tries times.
+func WaitReady(url string, tries int) {
+	c := &client.Client{BaseURL: url}
+	for i := 0; ; i++ {
+		if c.Ready(context.Background()) == nil {
+			return
+		}
+		if i > tries {
+			log.Fatal("dispatcher did not become ready")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -63,20 +66,12 @@ func Run(bin string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// CreateProject creates a project called name with an admin token and returns its id.
-func CreateProject(url, adminToken, name string) string {
-	req, _ := http.NewRequest("POST", url+"/projects", strings.NewReader(`{"name":"`+name+`"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	res, err := http.DefaultClient.Do(req)
-	Check(err)
-	defer res.Body.Close()
-	var p struct {
-		ID string `json:"id"`
-	}
-	Check(json.NewDecoder(res.Body).Decode(&p))
-	if res.StatusCode != http.StatusCreated {
-		log.Fatalf("creating project %s: status %d", name, res.StatusCode)
+// CreateProject creates a project with an admin token and returns its id.
+func CreateProject(url, adminToken string, in schema.ProjectInput) string {
+	c := &client.Client{BaseURL: url, Token: adminToken}
+	p, err := c.CreateProject(context.Background(), in)
+	if err != nil {
+		log.Fatalf("creating project %s: %v", in.Name, err)
 	}
 	return p.ID
 }

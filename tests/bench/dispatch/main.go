@@ -7,14 +7,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,14 +26,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 	"github.com/kilnbuild/kiln/tests/childproc"
 	"github.com/kilnbuild/kiln/tests/kbtest"
 )
 
 func main() {
-	dbURL := flag.String("database-url", envOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database")
+	dbURL := flag.String("database-url", benchproc.EnvOr("KILN_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"), "database")
 	dispatcherBin := flag.String("dispatcher", "bin/dispatcher", "dispatcher binary")
 	runnerBin := flag.String("runner", "", "executable build pods run (default: /bin/true)")
 	dur := flag.Duration("duration", 20*time.Second, "how long each rate is offered (at 5/s, 20 s gives 100 samples: a p99 that is not just the maximum)")
@@ -47,22 +46,22 @@ func main() {
 		runner = "/bin/true"
 	}
 	abs, err := filepath.Abs(*dispatcherBin)
-	check(err)
+	benchproc.Check(err)
 
 	c, stop, err := kbtest.Up(map[string]string{"kilnbuild/kiln-jobrunner:latest": runner})
-	check(err)
+	benchproc.Check(err)
 	defer stop(true)
 	ns := "bench"
 	_, err = c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	check(err)
+	benchproc.Check(err)
 	_, err = c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kiln-runner"}}, metav1.CreateOptions{})
-	check(err)
+	benchproc.Check(err)
 
 	schemaName := fmt.Sprintf("bench_dispatch_%d", time.Now().Unix())
 	admin, err := pgxpool.New(ctx, *dbURL)
-	check(err)
+	benchproc.Check(err)
 	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
-	check(err)
+	benchproc.Check(err)
 	defer func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE"); admin.Close() }()
 
 	env := append(os.Environ(), "KILN_DATABASE_URL="+*dbURL+"&pool_max_conns=20", "KILN_DB_SCHEMA="+schemaName)
@@ -71,44 +70,41 @@ func main() {
 		cmd.Env = env
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
-		check(err)
+		benchproc.Check(err)
 		return strings.TrimSpace(string(out))
 	}
 	run("migrate")
 	tok := run("token", "create", "--name", "bench", "--admin")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
+	benchproc.Check(err)
 	addr := ln.Addr().String()
 	ln.Close()
 	srv := exec.Command(abs, "serve")
 	srv.Env = append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+c.Kubeconfig, "KILN_BUILD_NAMESPACE="+ns,
-		"KILN_MAX_IN_FLIGHT=10000", "KILN_LOG_LEVEL="+envOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20")
+		"KILN_MAX_IN_FLIGHT=10000", "KILN_LOG_LEVEL="+benchproc.EnvOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20")
 	srv.Stderr = os.Stderr
-	check(childproc.Start(srv))
+	benchproc.Check(childproc.Start(srv))
 	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
 	base := "http://" + addr
-	for i := 0; ; i++ {
-		if res, err := http.Get(base + "/readyz"); err == nil && res.StatusCode == 200 {
-			res.Body.Close()
-			break
-		}
-		if i > 300 {
-			log.Fatal("dispatcher not ready")
-		}
-		time.Sleep(100 * time.Millisecond)
+	benchproc.WaitReady(base, 300)
+	api := &client.Client{BaseURL: base, Token: tok}
+	// submit submits a build that ends without a result: one attempt, no key,
+	// as before the client library measured it.
+	submit := func(project string) string {
+		acc, err := api.SubmitOnce(ctx, project, schema.BuildSpec{Prompt: "no-result"}, "")
+		benchproc.Check(err)
+		return acc.TaskID
 	}
 
 	// Projects enough that the per-project limit never binds.
 	var projects []string
 	for i := range 20 {
-		var p schema.Project
-		post(base+"/projects", tok, map[string]any{"name": fmt.Sprintf("p%d", i), "max_concurrent": 100}, &p)
-		projects = append(projects, p.ID)
+		projects = append(projects, benchproc.CreateProject(base, tok, schema.ProjectInput{Name: fmt.Sprintf("p%d", i), MaxConcurrent: 100}))
 	}
 
 	// One watch observes every Job, Kiln's and the baseline's.
 	w, err := c.Client.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{})
-	check(err)
+	benchproc.Check(err)
 	defer w.Stop()
 	var mu sync.Mutex
 	seen := map[string]time.Time{}
@@ -143,9 +139,8 @@ func main() {
 	}
 	// Warm up both paths (River leadership, connection pools, informers).
 	for i := range 10 {
-		var acc schema.BuildAccepted
-		post(base+"/projects/"+projects[i%len(projects)]+"/builds", tok, map[string]any{"prompt": "no-result"}, &acc)
-		if _, ok := waitSeen(jobtemplates.JobName(acc.TaskID), time.Now().Add(60*time.Second)); !ok {
+		id := submit(projects[i%len(projects)])
+		if _, ok := waitSeen(jobtemplates.JobName(id), time.Now().Add(60*time.Second)); !ok {
 			log.Fatal("warm-up build got no Job")
 		}
 	}
@@ -160,7 +155,7 @@ func main() {
 				Build:   schema.Build{ID: id, ProjectID: projects[0], Spec: schema.BuildSpec{Prompt: "x", Template: "default"}},
 				Project: schema.Project{ID: projects[0], Name: "p0"}, Template: tmpl, Namespace: ns,
 				DispatcherURL: base, RunnerToken: "t"})
-			check(err)
+			benchproc.Check(err)
 			// Not Kiln's: keep the dispatcher's watcher out of it.
 			delete(job.Labels, jobtemplates.LabelManagedBy)
 			delete(job.Spec.Template.Labels, jobtemplates.LabelManagedBy)
@@ -180,9 +175,8 @@ func main() {
 		})
 		kiln := offer(rate, n, func(i int) (time.Duration, bool) {
 			start := time.Now()
-			var acc schema.BuildAccepted
-			post(base+"/projects/"+projects[i%len(projects)]+"/builds", tok, map[string]any{"prompt": "no-result"}, &acc)
-			t, ok := waitSeen(jobtemplates.JobName(acc.TaskID), time.Now().Add(60*time.Second))
+			id := submit(projects[i%len(projects)])
+			t, ok := waitSeen(jobtemplates.JobName(id), time.Now().Add(60*time.Second))
 			return t.Sub(start), ok
 		})
 		p50p, p99p := pct(plain, 50), pct(plain, 99)
@@ -224,31 +218,4 @@ func pct(ds []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	i := (len(s)*p + 99) / 100
 	return s[max(0, min(i, len(s))-1)]
-}
-
-func post(url, tok string, body, out any) {
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	check(err)
-	defer res.Body.Close()
-	if res.StatusCode >= 300 {
-		log.Fatalf("POST %s: status %d", url, res.StatusCode)
-	}
-	check(json.NewDecoder(res.Body).Decode(out))
-}
-
-func envOr(k, d string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return d
-}
-
-func check(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
 }

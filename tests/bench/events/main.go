@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -27,13 +26,13 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 )
@@ -58,8 +57,9 @@ func main() {
 	follow, stopB := benchproc.Serve(*bin, *dbURL+"&pool_max_conns=30", schemaName, "error")
 	defer stopB()
 	adminTok := benchproc.Run(*bin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
-	projectID := benchproc.CreateProject(ingest, adminTok, "bench")
+	projectID := benchproc.CreateProject(ingest, adminTok, schema.ProjectInput{Name: "bench"})
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	admin := &client.Client{BaseURL: ingest, Token: adminTok, HTTP: hc}
 
 	fmt.Printf("bench-events: database %s (schema %s), two dispatcher replicas\n\n", pool.Config().ConnConfig.Database, schemaName)
 
@@ -70,7 +70,7 @@ func main() {
 	for _, c := range []int{1, 8} {
 		runners := make([]*runner, c)
 		for i := range runners {
-			runners[i] = newRunner(ctx, hc, ingest, adminTok, projectID, pool)
+			runners[i] = newRunner(ctx, hc, admin, projectID, pool)
 		}
 		plainIDs := make([]string, c)
 		plainSeq := make([]int64, c)
@@ -92,12 +92,12 @@ func main() {
 	}
 
 	// Fan-out lag.
-	r := newRunner(ctx, hc, ingest, adminTok, projectID, pool)
+	r := newRunner(ctx, hc, admin, projectID, pool)
 	lags := make([][]time.Duration, *watchers)
 	var wg sync.WaitGroup
 	ready := make(chan struct{}, *watchers)
 	for i := range *watchers {
-		wg.Go(func() { lags[i] = watch(follow, adminTok, r.id, ready) })
+		wg.Go(func() { lags[i] = watch(&client.Client{BaseURL: follow, Token: adminTok}, r.id, ready) })
 	}
 	for range *watchers {
 		<-ready
@@ -105,17 +105,12 @@ func main() {
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	for range *events {
-		benchproc.Check(r.post(1, func() []byte { return []byte(fmt.Sprintf(`{"t":%d}`, time.Now().UnixNano())) }))
+		benchproc.Check(r.post(1, func() string { return strconv.FormatInt(time.Now().UnixNano(), 10) }))
 		time.Sleep(2 * time.Millisecond)
 	}
 	posted := time.Since(start)
-	req, _ := http.NewRequest("POST", ingest+"/builds/"+r.id+"/cancel", nil)
-	req.Header.Set("Authorization", "Bearer "+adminTok)
-	res, err := hc.Do(req)
-	benchproc.Check(err)
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		log.Fatalf("cancelling the watched build: HTTP %d", res.StatusCode)
+	if _, err := admin.Cancel(ctx, r.id, ""); err != nil {
+		log.Fatalf("cancelling the watched build: %v", err)
 	}
 	wg.Wait()
 	var all []time.Duration
@@ -157,32 +152,32 @@ type runner struct {
 	batchNo int64
 }
 
-func newRunner(ctx context.Context, hc *http.Client, base, adminTok, projectID string, pool *pgxpool.Pool) *runner {
-	req, _ := http.NewRequest("POST", base+"/projects/"+projectID+"/builds", strings.NewReader(`{"prompt":"bench"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+adminTok)
-	res, err := hc.Do(req)
+func newRunner(ctx context.Context, hc *http.Client, admin *client.Client, projectID string, pool *pgxpool.Pool) *runner {
+	acc, err := admin.Submit(ctx, projectID, schema.BuildSpec{Prompt: "bench"}, "")
 	benchproc.Check(err)
-	var acc schema.BuildAccepted
-	benchproc.Check(json.NewDecoder(res.Body).Decode(&acc))
-	res.Body.Close()
 	// What the launcher does: a runner token, kept only as its hash.
 	tok := "kiln_" + randHex(16)
 	h := sha256.Sum256([]byte(tok))
 	_, err = pool.Exec(ctx, `UPDATE builds SET runner_token_hash = $2 WHERE id = $1`, acc.TaskID, h[:])
 	benchproc.Check(err)
-	return &runner{hc: hc, url: base + schema.RunnerAPIPrefix + acc.TaskID + "/events", id: acc.TaskID, token: tok}
+	return &runner{hc: hc, url: admin.BaseURL + schema.RunnerAPIPrefix + acc.TaskID + "/events", id: acc.TaskID, token: tok}
 }
 
-func (r *runner) post(n int, payload func() []byte) error {
+// post posts a batch of n agent_text events: text(), or a line of the
+// agent's without text.
+func (r *runner) post(n int, text func() string) error {
 	r.batchNo++
 	b := schema.EventBatch{Batch: r.batchNo, Events: make([]schema.EventInput, n)}
 	for i := range b.Events {
-		p := json.RawMessage(`{"text":"Looking at src/app.tsx to change the heading"}`)
-		if payload != nil {
-			p = payload()
+		p := schema.AgentTextPayload{Text: "Looking at src/app.tsx to change the heading"}
+		if text != nil {
+			p.Text = text()
 		}
-		b.Events[i] = schema.EventInput{Type: schema.EventAgentText, Time: time.Now(), Payload: p}
+		e, err := schema.NewEventInput(time.Now(), p)
+		if err != nil {
+			return err
+		}
+		b.Events[i] = e
 	}
 	body, _ := json.Marshal(b)
 	req, _ := http.NewRequest("POST", r.url, bytes.NewReader(body))
@@ -207,48 +202,29 @@ func (r *runner) post(n int, payload func() []byte) error {
 	return nil
 }
 
-// watch follows a build over SSE and returns the lag of every timed event.
-func watch(base, tok, id string, ready chan<- struct{}) []time.Duration {
-	req, _ := http.NewRequest("GET", base+"/builds/"+id+"/events", nil)
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	res, err := http.DefaultClient.Do(req)
-	benchproc.Check(err)
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+// watch follows a build over SSE and returns the lag of every timed event
+// (an agent_text whose text is the time it was posted at).
+func watch(c *client.Client, id string, ready chan<- struct{}) []time.Duration {
 	var lags []time.Duration
 	var last int64
 	signalled := false
-	for sc.Scan() {
-		line := sc.Text()
-		if !signalled && strings.HasPrefix(line, "id: ") {
+	_, err := c.Watch(context.Background(), id, client.WatchOptions{Show: func(e schema.Event) {
+		now := time.Now()
+		if !signalled {
 			signalled = true
 			ready <- struct{}{}
-		}
-		if strings.HasPrefix(line, "event: end") {
-			break
-		}
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			continue
-		}
-		now := time.Now()
-		var e schema.Event
-		if json.Unmarshal([]byte(data), &e) != nil || e.Seq == 0 {
-			continue
 		}
 		if e.Seq != last+1 {
 			log.Fatalf("watcher: event %d after %d", e.Seq, last)
 		}
 		last = e.Seq
-		var p struct {
-			T int64 `json:"t"`
+		if p, ok := schema.PayloadAs[schema.AgentTextPayload](e); ok {
+			if t, err := strconv.ParseInt(p.Text, 10, 64); err == nil && t > 0 {
+				lags = append(lags, now.Sub(time.Unix(0, t)))
+			}
 		}
-		if json.Unmarshal(e.Payload, &p) == nil && p.T > 0 {
-			lags = append(lags, now.Sub(time.Unix(0, p.T)))
-		}
-	}
+	}})
+	benchproc.Check(err)
 	return lags
 }
 

@@ -6,16 +6,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
+	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 )
 
@@ -34,32 +35,23 @@ func main() {
 	srvURL, stop := benchproc.Serve(*dispatcherBin, *dbURL+"&pool_max_conns=40", schemaName, "warn")
 	defer stop()
 	adminTok := benchproc.Run(*dispatcherBin, "token", "create", "--name", "bench-admin", "--admin", "--database-url", *dbURL, "--db-schema", schemaName)
-	projectID := benchproc.CreateProject(srvURL, adminTok, "bench")
+	projectID := benchproc.CreateProject(srvURL, adminTok, schema.ProjectInput{Name: "bench"})
 	tok := benchproc.Run(*dispatcherBin, "token", "create", "--name", "bench", "--project", projectID, "--database-url", *dbURL, "--db-schema", schemaName)
 
-	body := []byte(`{"prompt":"Update the landing page heading to say {{name}}.","variables":{"name":"Acme"},"auto_commit":true,"auto_push":true,"callback_url":"https://bots.example/cb"}`)
-	url := srvURL + "/projects/" + projectID + "/builds"
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	client := &http.Client{Transport: tr}
+	spec := schema.BuildSpec{Prompt: "Update the landing page heading to say {{name}}.", Variables: map[string]string{"name": "Acme"},
+		AutoCommit: true, AutoPush: true, CallbackURL: "https://bots.example/cb"}
+	body, err := json.Marshal(spec) // the baseline inserts the same bytes
+	benchproc.Check(err)
+	api := &client.Client{BaseURL: srvURL, Token: tok, HTTP: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 
 	var keySeq atomic.Int64
 	submit := func(keyed bool) error {
-		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+tok)
+		key := ""  // one attempt each: a failure ends the benchmark
 		if keyed { // what a careful bot sends: a fresh key per build, kept for its retries
-			req.Header.Set("Idempotency-Key", fmt.Sprintf("bench-%d", keySeq.Add(1)))
+			key = fmt.Sprintf("bench-%d", keySeq.Add(1))
 		}
-		res, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusAccepted {
-			return fmt.Errorf("status %d", res.StatusCode)
-		}
-		return nil
+		_, err := api.SubmitOnce(ctx, projectID, spec, key)
+		return err
 	}
 	plainOp := func() error {
 		tx, err := pool.Begin(ctx)

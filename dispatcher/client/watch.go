@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,22 +24,42 @@ import (
 type WatchOptions struct {
 	After     int64               // resume after this sequence number
 	WebSocket bool                // follow over the WebSocket instead of SSE
-	Show      func(schema.Event)  // called once per event, in order
+	Show      func(schema.Event)  // called once per event, in order; may be nil
 	Notice    func(string)        // reconnects and drops; may be nil
 	Idle      time.Duration       // reconnect when nothing (not even a heartbeat) came for this long; default 45s
 	MaxDelay  time.Duration       // reconnect backoff cap; default 5s
 	Sleep     func(time.Duration) // for tests; default: wait, or until ctx ends
 }
 
-// errDropped means the server dropped this client for falling behind.
-var errDropped = errors.New("dropped by the server as a slow consumer")
+var (
+	// errDropped means the server dropped this client for falling behind.
+	errDropped = errors.New("dropped by the server as a slow consumer")
+	// errStreamEnded means the stream closed without saying the build ended.
+	errStreamEnded = errors.New("event stream closed")
+	// errBuildEnded means the WebSocket closed with schema.CloseBuildEnded.
+	errBuildEnded = errors.New("the build ended")
+)
 
 // Watch follows a build's events until the build is terminal and returns
 // its final status. It reconnects after disconnects, drops and server
 // restarts, resuming after the last event shown, so no event is shown twice
-// or skipped. Answers 4xx other than 429 end it with an *APIError.
+// or skipped. The final status comes from the build's terminal status event
+// (or, when After was past it, from the build itself), never from the
+// stream's close reason. Answers 4xx other than 429 end it with an *APIError.
 func (c *Client) Watch(ctx context.Context, id string, o WatchOptions) (schema.Status, error) {
 	last := o.After
+	// The final status is the terminal status event's: Watch knows it from
+	// the events it showed, never from a close reason.
+	var final schema.Status
+	show := o.Show
+	o.Show = func(e schema.Event) {
+		if p, ok := schema.PayloadAs[schema.StatusPayload](e); ok && p.Status.Terminal() {
+			final = p.Status
+		}
+		if show != nil {
+			show(e)
+		}
+	}
 	delay := 250 * time.Millisecond
 	sleep := o.Sleep
 	if sleep == nil {
@@ -66,6 +86,17 @@ func (c *Client) Watch(ctx context.Context, id string, o WatchOptions) (schema.S
 		}
 		if ctx.Err() != nil {
 			return "", ctx.Err()
+		}
+		if errors.Is(err, errBuildEnded) {
+			if final != "" {
+				return final, nil
+			}
+			// Started after the terminal status event: the build says it.
+			b, gerr := c.Get(ctx, id)
+			if gerr == nil && b.Status.Terminal() {
+				return b.Status, nil
+			}
+			err = errors.Join(err, gerr)
 		}
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status < 500 && ae.Status != http.StatusTooManyRequests {
@@ -135,15 +166,13 @@ func (c *Client) sseOnce(ctx context.Context, id string, last *int64, o WatchOpt
 			data = strings.TrimSpace(line[len("data:"):])
 		case line == "" && data != "":
 			switch event {
-			case "end":
-				var end struct {
-					Status schema.Status `json:"status"`
-				}
+			case schema.SSEEnd:
+				var end schema.StreamEnd
 				if err := json.Unmarshal([]byte(data), &end); err != nil || !end.Status.Terminal() {
 					return "", fmt.Errorf("unreadable end of stream: %s", data)
 				}
 				return end.Status, nil
-			case "dropped":
+			case schema.SSEDropped:
 				return "", errDropped
 			default:
 				var e schema.Event
@@ -176,7 +205,6 @@ func (c *Client) wsOnce(ctx context.Context, id string, last *int64, o WatchOpti
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(8 << 20)
-	var final schema.Status
 	idle := cmp.Or(o.Idle, 45*time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, idle)
@@ -188,16 +216,12 @@ func (c *Client) wsOnce(ctx context.Context, id string, last *int64, o WatchOpti
 				return "", err
 			}
 			switch ce.Code {
-			case websocket.StatusNormalClosure:
-				if st, ok := strings.CutPrefix(ce.Reason, "build "); ok && schema.Status(st).Terminal() {
-					return schema.Status(st), nil
-				}
-				if final != "" {
-					return final, nil
-				}
-				return "", errStreamEnded
-			case 4000: // slow consumer
+			case schema.CloseBuildEnded:
+				return "", errBuildEnded
+			case schema.CloseSlowConsumer:
 				return "", errDropped
+			case schema.CloseGoingAway:
+				return "", fmt.Errorf("the server is shutting down: %w", errStreamEnded)
 			default:
 				return "", fmt.Errorf("connection closed: %d %s", ce.Code, ce.Reason)
 			}
@@ -209,94 +233,64 @@ func (c *Client) wsOnce(ctx context.Context, id string, last *int64, o WatchOpti
 		if e.Seq > *last {
 			o.Show(e)
 			*last = e.Seq
-			if st := statusOf(e); st.Terminal() {
-				final = st
-			}
 		}
 	}
 }
 
-// statusOf returns the status a status event moved to.
-func statusOf(e schema.Event) schema.Status {
-	if e.Type != schema.EventStatus {
-		return ""
-	}
-	var p struct {
-		Status schema.Status `json:"status"`
-	}
-	_ = json.Unmarshal(e.Payload, &p)
-	return p.Status
-}
+// ErrEnded is what Wait returns when the build ended in a status it was not
+// waiting for (the build is returned too).
+var ErrEnded = errors.New("build ended")
 
-// Progress prints one compact line per event: time since the first event,
-// sequence number, type and a one-line summary.
-type Progress struct {
-	W     io.Writer
-	Width int // summary width; default 100
-	first time.Time
-}
-
-// Show implements WatchOptions.Show.
-func (p *Progress) Show(e schema.Event) {
-	if p.first.IsZero() {
-		p.first = e.Time
+// Wait waits until a build's status is one of want (any terminal status when
+// want is empty) and returns the build as GET /builds/{id} answers then. It
+// follows the build's event stream, as Watch does, and reads the build again
+// at each status event that may be the one, so it sees a status however
+// briefly the build held it; a build already there returns at once. A
+// build that ends in another terminal status returns it with ErrEnded. A
+// ctx that ends first returns its error.
+func (c *Client) Wait(ctx context.Context, id string, want ...schema.Status) (*schema.Build, error) {
+	if len(want) == 0 {
+		want = []schema.Status{schema.StatusCompleted, schema.StatusFailed, schema.StatusCancelled}
 	}
-	el := e.Time.Sub(p.first).Round(100 * time.Millisecond)
-	fmt.Fprintf(p.W, "%8s #%-5d %-11s %s\n", el, e.Seq, e.Type, clip(Summary(e), cmp.Or(p.Width, 100)))
-}
-
-// Summary renders an event's payload on one line.
-func Summary(e schema.Event) string {
-	var m map[string]any
-	_ = json.Unmarshal(e.Payload, &m)
-	str := func(k string) string { s, _ := m[k].(string); return s }
-	num := func(k string) float64 { f, _ := m[k].(float64); return f }
-	switch e.Type {
-	case schema.EventStatus:
-		if s := str("error"); s != "" {
-			return str("status") + ": " + s
+	var b *schema.Build
+	var err error
+	// check reads the build and reports whether Wait is over.
+	check := func() bool {
+		b, err = c.Get(ctx, id)
+		switch {
+		case err != nil:
+			b = nil
+			return true
+		case slices.Contains(want, b.Status):
+			return true
+		case b.Status.Terminal():
+			err = fmt.Errorf("build %s is %s, not %v: %w", id, b.Status, want, ErrEnded)
+			return true
 		}
-		return str("status")
-	case schema.EventAgentText:
-		return str("text")
-	case schema.EventToolCall:
-		return strings.TrimSpace(str("name") + " " + str("input"))
-	case schema.EventToolResult:
-		if b, _ := m["is_error"].(bool); b {
-			return "error: " + str("summary")
-		}
-		return str("summary")
-	case schema.EventUsage:
-		return fmt.Sprintf("%.0f in / %.0f out tokens, %.0f turns, $%.4f",
-			num("input_tokens"), num("output_tokens"), num("turns"), num("cost_usd"))
-	case schema.EventGit:
-		if s := str("error"); s != "" {
-			return "error: " + s
-		}
-		files, _ := m["files_changed"].([]any)
-		out := fmt.Sprintf("%d files changed", len(files))
-		if sha := str("commit_sha"); sha != "" {
-			out += ", commit " + sha[:min(len(sha), 12)]
-		}
-		if b, _ := m["pushed"].(bool); b {
-			out += ", pushed"
-		}
-		return out
-	case schema.EventLog:
-		if l := str("level"); l != "" {
-			return "[" + l + "] " + str("message")
-		}
-		return str("message")
-	case schema.EventInfo:
-		return str("message")
+		return false
 	}
-	return string(e.Payload)
-}
-
-func clip(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
+	if check() {
+		return b, err
 	}
-	return s
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := false
+	_, werr := c.Watch(wctx, id, WatchOptions{Show: func(e schema.Event) {
+		p, ok := schema.PayloadAs[schema.StatusPayload](e)
+		if done || !ok || !slices.Contains(want, p.Status) && !p.Status.Terminal() {
+			return
+		}
+		if check() {
+			done = true
+			stop()
+		}
+	}})
+	switch {
+	case done:
+		return b, err
+	case werr != nil:
+		return nil, werr
+	}
+	check() // Watch saw the build end
+	return b, err
 }

@@ -18,7 +18,8 @@ import (
 	"github.com/kilnbuild/kiln/schema"
 )
 
-// Client calls a dispatcher's REST API.
+// Client calls a dispatcher's REST API. Its methods may be called
+// concurrently; the zero HTTP uses a client of its own per call.
 type Client struct {
 	BaseURL string       // e.g. http://127.0.0.1:8080
 	Token   string       // sent as a Bearer token, never printed
@@ -67,7 +68,8 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body any) 
 	return req, nil
 }
 
-// do sends a request and decodes a 2xx JSON answer into out.
+// do sends a request and decodes a 2xx JSON answer into out (a *[]byte
+// gets the body as it is).
 func (c *Client) do(ctx context.Context, method, path string, body, out any, hdr ...string) error {
 	req, err := c.newRequest(ctx, method, path, body)
 	if err != nil {
@@ -86,10 +88,16 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, hdr
 	if res.StatusCode/100 != 2 {
 		return apiError(res)
 	}
-	if out == nil {
+	switch out := out.(type) {
+	case nil:
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 		return nil
+	case *[]byte:
+		*out, err = io.ReadAll(res.Body)
+		return err
+	default:
+		return json.NewDecoder(res.Body).Decode(out)
 	}
-	return json.NewDecoder(res.Body).Decode(out)
 }
 
 func apiError(res *http.Response) error {
@@ -113,17 +121,12 @@ func apiError(res *http.Response) error {
 // 429, 502, 503 and 504 answers are retried SubmitAttempts times in all,
 // after Retry-After or a growing pause, and the build is still made once.
 func (c *Client) Submit(ctx context.Context, project string, spec schema.BuildSpec, idempotencyKey string) (*schema.BuildAccepted, error) {
-	path := "/projects/" + url.PathEscape(project) + "/builds"
-	if !looksLikeUUID(project) {
-		path = "/project/" + url.PathEscape(project) + "/build"
-	}
 	if idempotencyKey == "" {
 		idempotencyKey = "kiln-client-" + uuid.NewString()
 	}
-	var acc schema.BuildAccepted
 	pause := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := c.do(ctx, http.MethodPost, path, spec, &acc, "Idempotency-Key", idempotencyKey)
+		acc, err := c.SubmitOnce(ctx, project, spec, idempotencyKey)
 		var apiErr *APIError
 		retry := err != nil && ctx.Err() == nil && attempt < SubmitAttempts
 		if errors.As(err, &apiErr) {
@@ -133,11 +136,11 @@ func (c *Client) Submit(ctx context.Context, project string, spec schema.BuildSp
 			}
 		}
 		if !retry {
-			return &acc, err
+			return acc, err
 		}
 		select {
 		case <-ctx.Done():
-			return &acc, err
+			return acc, err
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, 5*time.Second)
@@ -146,6 +149,19 @@ func (c *Client) Submit(ctx context.Context, project string, spec schema.BuildSp
 
 // SubmitAttempts is how many times Submit sends a submission at most.
 const SubmitAttempts = 6
+
+// SubmitOnce sends one submission, as Submit does, but does not retry it; an
+// empty idempotencyKey sends none, so a submission that may not have arrived
+// cannot be told apart from a new one.
+func (c *Client) SubmitOnce(ctx context.Context, project string, spec schema.BuildSpec, idempotencyKey string) (*schema.BuildAccepted, error) {
+	path := "/projects/" + url.PathEscape(project) + "/builds"
+	if !looksLikeUUID(project) {
+		path = "/project/" + url.PathEscape(project) + "/build"
+	}
+	var acc schema.BuildAccepted
+	err := c.do(ctx, http.MethodPost, path, spec, &acc, "Idempotency-Key", idempotencyKey)
+	return &acc, err
+}
 
 func retryableStatus(code int) bool {
 	switch code {
@@ -200,6 +216,58 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) (*schema.Build, 
 	return &b, err
 }
 
+// Events returns a page of a build's events after seq after, in order (at
+// most 1000; ask again after the last one for more). Watch follows them live.
+func (c *Client) Events(ctx context.Context, id string, after int64) ([]schema.Event, error) {
+	var out struct {
+		Events []schema.Event `json:"events"`
+	}
+	path := "/builds/" + url.PathEscape(id) + "/events"
+	if after > 0 {
+		path += "?after=" + strconv.FormatInt(after, 10)
+	}
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return out.Events, err
+}
+
+// Artifact downloads a file a build uploaded (BuildResult.Artifacts[].Path).
+func (c *Client) Artifact(ctx context.Context, id, path string) ([]byte, error) {
+	var b []byte
+	segs := strings.Split(path, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	err := c.do(ctx, http.MethodGet, schema.ArtifactURL(url.PathEscape(id), strings.Join(segs, "/")), nil, &b)
+	return b, err
+}
+
+// CreateProject creates a project (an admin token's right) and returns it,
+// its callback secret included: the only answer that shows it.
+func (c *Client) CreateProject(ctx context.Context, in schema.ProjectInput) (*schema.Project, error) {
+	var p schema.Project
+	err := c.do(ctx, http.MethodPost, "/projects", in, &p)
+	return &p, err
+}
+
+// Ready reports whether the dispatcher answers GET /readyz with 200: it is
+// serving and reaches its database. It sends no token.
+func (c *Client) Ready(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.BaseURL, "/")+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	res, err := c.httpClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return apiError(res)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	return nil
+}
+
 // ProjectID resolves a project name to its id (an id is returned as is).
 func (c *Client) ProjectID(ctx context.Context, project string) (string, error) {
 	if looksLikeUUID(project) {
@@ -235,7 +303,3 @@ func looksLikeUUID(s string) bool {
 	}
 	return true
 }
-
-// errStreamEnded means the stream closed without saying the build ended;
-// the watcher reconnects.
-var errStreamEnded = errors.New("event stream closed")

@@ -1,4 +1,4 @@
-package client
+package cli
 
 import (
 	"context"
@@ -12,10 +12,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/schema"
 )
 
-// Exit statuses of `dispatcher client`.
+// Exit statuses of `dispatcher client` (ClientMain).
 const (
 	ExitOK        = 0   // done; for watch: the build completed
 	ExitFailed    = 1   // watch: the build failed
@@ -25,7 +26,7 @@ const (
 	ExitInterrupt = 130 // interrupted (Ctrl-C)
 )
 
-const usage = `usage: dispatcher client <command> [flags]
+const clientUsage = `usage: dispatcher client <command> [flags]
 
 Talks to a running dispatcher. Every command takes --url (default $KILN_URL,
 else http://127.0.0.1:8080) and --token (default $KILN_TOKEN).
@@ -47,13 +48,15 @@ exit status: 0 done (watch: completed), 1 watch: failed, 2 watch: cancelled or a
 usage error, 3 the dispatcher was unreachable or refused the request, 130 interrupted.
 `
 
-// Main runs `dispatcher client args...` and returns the exit status.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+// ClientMain runs `dispatcher client args...`, a command line over package
+// dispatcher/client, and returns the exit status. getenv (default os.Getenv)
+// supplies KILN_URL and KILN_TOKEN.
+func ClientMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
 	if len(args) < 1 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, clientUsage)
 		if len(args) < 1 {
 			return ExitUsage
 		}
@@ -63,8 +66,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	fs := flag.NewFlagSet("dispatcher client "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	base := fs.String("url", cmpOr(getenv("KILN_URL"), "http://127.0.0.1:8080"), "dispatcher URL ($KILN_URL)")
-	token := fs.String("token", getenv("KILN_TOKEN"), "API token ($KILN_TOKEN); never printed")
-	var cmd func(ctx context.Context, c *Client, pos []string) (int, error)
+	tok := fs.String("token", getenv("KILN_TOKEN"), "API token ($KILN_TOKEN); never printed")
+	var cmd func(ctx context.Context, c *client.Client, pos []string) (int, error)
 	switch args[0] {
 	case "submit":
 		cmd = r.submitFlags(fs)
@@ -77,7 +80,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	case "watch":
 		cmd = r.watchFlags(fs)
 	default:
-		fmt.Fprintf(stderr, "dispatcher client: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "dispatcher client: unknown command %q\n\n%s", args[0], clientUsage)
 		return ExitUsage
 	}
 	pos, err := parse(fs, args[1:])
@@ -87,11 +90,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	if err != nil {
 		return ExitUsage // the flag package printed why
 	}
-	if *token == "" {
+	if *tok == "" {
 		fmt.Fprintln(stderr, "dispatcher client: no token: set KILN_TOKEN or pass --token")
 		return ExitUsage
 	}
-	code, err := cmd(ctx, &Client{BaseURL: *base, Token: *token}, pos)
+	code, err := cmd(ctx, &client.Client{BaseURL: *base, Token: *tok}, pos)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -148,16 +151,11 @@ func (r *runner) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-type multi []string
-
-func (m *multi) String() string     { return strings.Join(*m, ",") }
-func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
-
-func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *client.Client, []string) (int, error) {
 	project := fs.String("project", "", "project id or name (required)")
 	prompt := fs.String("prompt", "", "the prompt (or give it as arguments)")
 	template := fs.String("template", "", "build template (default: the server's default)")
-	var vars multi
+	var vars multiFlag
 	fs.Var(&vars, "var", "a template variable k=v (repeatable)")
 	autoCommit := fs.Bool("auto-commit", false, "commit the agent's changes")
 	autoPush := fs.Bool("auto-push", false, "push the commit")
@@ -165,7 +163,7 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *Client, []
 	key := fs.String("idempotency-key", "", "Idempotency-Key: the same key and body return the first build (default: a fresh key, kept for the retries after a network error or a 503)")
 	watch := fs.Bool("watch", false, "follow the build after submitting it (exit status as watch)")
 	ws := fs.Bool("ws", false, "with --watch: follow over the WebSocket")
-	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+	return func(ctx context.Context, c *client.Client, pos []string) (int, error) {
 		text := *prompt
 		if len(pos) > 0 {
 			if text != "" {
@@ -207,7 +205,7 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *Client, []
 	}
 }
 
-func (r *runner) get(ctx context.Context, c *Client, pos []string) (int, error) {
+func (r *runner) get(ctx context.Context, c *client.Client, pos []string) (int, error) {
 	if len(pos) != 1 {
 		return 0, usageError("want one task id")
 	}
@@ -218,13 +216,13 @@ func (r *runner) get(ctx context.Context, c *Client, pos []string) (int, error) 
 	return ExitOK, r.printJSON(b)
 }
 
-func (r *runner) listFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+func (r *runner) listFlags(fs *flag.FlagSet) func(context.Context, *client.Client, []string) (int, error) {
 	project := fs.String("project", "", "project id or name (required)")
 	status := fs.String("status", "", "only builds in this status")
 	limit := fs.Int("limit", 20, "builds per page (1-100)")
 	cursor := fs.String("cursor", "", "the next page's cursor, from a previous list")
 	asJSON := fs.Bool("json", false, "print the page as JSON")
-	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+	return func(ctx context.Context, c *client.Client, pos []string) (int, error) {
 		if *project == "" || len(pos) > 0 {
 			return 0, usageError("--project is required; no arguments")
 		}
@@ -254,9 +252,9 @@ func (r *runner) listFlags(fs *flag.FlagSet) func(context.Context, *Client, []st
 	}
 }
 
-func (r *runner) cancelFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+func (r *runner) cancelFlags(fs *flag.FlagSet) func(context.Context, *client.Client, []string) (int, error) {
 	reason := fs.String("reason", "", "why (recorded as the build's error)")
-	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+	return func(ctx context.Context, c *client.Client, pos []string) (int, error) {
 		if len(pos) != 1 {
 			return 0, usageError("want one task id")
 		}
@@ -269,11 +267,11 @@ func (r *runner) cancelFlags(fs *flag.FlagSet) func(context.Context, *Client, []
 	}
 }
 
-func (r *runner) watchFlags(fs *flag.FlagSet) func(context.Context, *Client, []string) (int, error) {
+func (r *runner) watchFlags(fs *flag.FlagSet) func(context.Context, *client.Client, []string) (int, error) {
 	after := fs.Int64("after", 0, "start after this event sequence number")
 	ws := fs.Bool("ws", false, "follow over the WebSocket instead of Server-Sent Events")
 	quiet := fs.Bool("quiet", false, "print only the outcome")
-	return func(ctx context.Context, c *Client, pos []string) (int, error) {
+	return func(ctx context.Context, c *client.Client, pos []string) (int, error) {
 		if len(pos) != 1 {
 			return 0, usageError("want one task id")
 		}
@@ -282,13 +280,13 @@ func (r *runner) watchFlags(fs *flag.FlagSet) func(context.Context, *Client, []s
 }
 
 // follow watches a build and turns its outcome into the exit status.
-func (r *runner) follow(ctx context.Context, c *Client, id string, after int64, ws, quiet bool) (int, error) {
-	p := &Progress{W: r.stdout}
-	show := p.Show
+func (r *runner) follow(ctx context.Context, c *client.Client, id string, after int64, ws, quiet bool) (int, error) {
+	p := &progress{w: r.stdout}
+	show := p.show
 	if quiet {
 		show = func(schema.Event) {}
 	}
-	st, err := c.Watch(ctx, id, WatchOptions{After: after, WebSocket: ws, Show: show,
+	st, err := c.Watch(ctx, id, client.WatchOptions{After: after, WebSocket: ws, Show: show,
 		Notice: func(s string) { fmt.Fprintln(r.stderr, "watch:", s) }})
 	if err != nil {
 		return 0, err
