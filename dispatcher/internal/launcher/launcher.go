@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -176,9 +177,9 @@ func (l *Launcher) create(ctx context.Context, b *store.Build) error {
 	}
 	jobs := l.o.Client.BatchV1().Jobs(l.o.Namespace)
 	created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
-	failed := ClassifyLaunchError(err)
+	failed, retry := ClassifyLaunchError(err), apierrors.IsAlreadyExists(err)
 	switch {
-	case apierrors.IsAlreadyExists(err):
+	case retry:
 		created, err = jobs.Get(ctx, job.Name, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("getting job %s: %w", job.Name, err)
@@ -200,23 +201,8 @@ func (l *Launcher) create(ctx context.Context, b *store.Build) error {
 
 	// The Secret comes second so it can be owned by the Job (garbage-collected
 	// with it); until it exists the pod waits in CreateContainerConfigError.
-	// The token's hash is stored before the Secret is created, so a runner
-	// never holds a token the dispatcher does not know.
-	secrets := l.o.Client.CoreV1().Secrets(l.o.Namespace)
-	if err := store.SetRunnerTokenHash(ctx, l.o.Pool, b.ID, hash); err != nil {
+	if err := l.ensureSecret(ctx, b.ID, jobtemplates.OwnedBy(secret, created), hash, retry); err != nil {
 		return err
-	}
-	_, err = secrets.Create(ctx, jobtemplates.OwnedBy(secret, created), metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		// An earlier attempt made it, and its pod may hold that token: keep it.
-		existing, gerr := secrets.Get(ctx, secret.Name, metav1.GetOptions{})
-		if gerr != nil {
-			return fmt.Errorf("getting secret %s: %w", secret.Name, gerr)
-		}
-		err = store.SetRunnerTokenHash(ctx, l.o.Pool, b.ID, auth.Hash(string(existing.Data[jobtemplates.SecretKeyRunnerToken])))
-	}
-	if err != nil {
-		return fmt.Errorf("creating secret %s: %w", secret.Name, err)
 	}
 
 	_, err = l.o.Lifecycle.Start(ctx, b.ID, job.Name)
@@ -231,6 +217,36 @@ func (l *Launcher) create(ctx context.Context, b *store.Build) error {
 	l.logger.InfoContext(ctx, "build launched", "build_id", b.ID, "job", job.Name, "namespace", l.o.Namespace,
 		"queued_ms", start.Sub(b.CreatedAt).Milliseconds(), "launch_ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// ensureSecret creates the build's Secret, storing its token's hash first so
+// a runner never holds a token the dispatcher does not know. On a retry (the
+// Job existed) an earlier attempt may have made the Secret, and its pod may
+// hold that token: it is looked for first and kept, its hash stored instead.
+func (l *Launcher) ensureSecret(ctx context.Context, id string, secret *corev1.Secret, hash []byte, retry bool) error {
+	secrets := l.o.Client.CoreV1().Secrets(l.o.Namespace)
+	var existing *corev1.Secret
+	var err error
+	if retry {
+		existing, err = secrets.Get(ctx, secret.Name, metav1.GetOptions{})
+	}
+	if !retry || apierrors.IsNotFound(err) {
+		if err := store.SetRunnerTokenHash(ctx, l.o.Pool, id, hash); err != nil {
+			return err
+		}
+		_, err = secrets.Create(ctx, secret, metav1.CreateOptions{})
+		if !apierrors.IsAlreadyExists(err) {
+			if err != nil {
+				return fmt.Errorf("creating secret %s: %w", secret.Name, err)
+			}
+			return nil
+		}
+		existing, err = secrets.Get(ctx, secret.Name, metav1.GetOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("getting secret %s: %w", secret.Name, err)
+	}
+	return store.SetRunnerTokenHash(ctx, l.o.Pool, id, auth.Hash(string(existing.Data[jobtemplates.SecretKeyRunnerToken])))
 }
 
 func (l *Launcher) report(b *store.Build, start time.Time, failed LaunchError) {

@@ -108,11 +108,11 @@ func New(o Options) (*Watcher, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Queue == nil {
-		o.Queue = NewQueue()
-	}
 	if o.ImagePullTimeout < 0 || o.UnschedulableTimeout < 0 || o.Workers < 0 {
 		return nil, errors.New("watcher: timeouts and Workers must not be negative")
+	}
+	if o.Queue == nil {
+		o.Queue = NewQueue() // after validating: its goroutine ends only with Stop
 	}
 	w := &Watcher{o: o, queue: o.Queue, logger: cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "watcher")}
 	w.factory = informers.NewSharedInformerFactoryWithOptions(o.Client, o.ResyncPeriod,

@@ -1,0 +1,635 @@
+package launcher_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8sschema "k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
+	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
+	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	namespace  = "kiln-builds"
+	retryAfter = 3 * time.Second
+)
+
+var (
+	jobsGVR    = batchv1.SchemeGroupVersion.WithResource("jobs")
+	secretsGVR = corev1.SchemeGroupVersion.WithResource("secrets")
+	jobsGR     = k8sschema.GroupResource{Group: "batch", Resource: "jobs"}
+)
+
+// env is one test's launcher on its own schema and fake cluster.
+type env struct {
+	db   *pgtest.DB
+	kube *fake.Clientset
+	lc   *lifecycle.Lifecycle
+	l    *launcher.Launcher
+
+	mu       sync.Mutex
+	launches []launcher.LaunchError // what OnLaunch was told, in order
+}
+
+// setup makes a launcher on a fake clientset that, like an API server,
+// gives each created Job a UID (the Secret's owner reference needs it).
+func setup(t *testing.T, edit ...func(*launcher.Options)) *env {
+	t.Helper()
+	t.Parallel()
+	db := pgtest.New(t)
+	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
+	require.NoError(t, err)
+	lc, err := lifecycle.New(lifecycle.Options{Pool: db.Pool, River: rc})
+	require.NoError(t, err)
+	e := &env{db: db, kube: fake.NewClientset(), lc: lc}
+	e.kube.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if j, ok := a.(k8stesting.CreateAction).GetObject().(*batchv1.Job); ok && j.UID == "" {
+			j.UID = types.UID(uuid.NewString())
+		}
+		return false, nil, nil
+	})
+	o := launcher.Options{Client: e.kube, Pool: db.Pool, Lifecycle: lc, DispatcherURL: "http://kiln.kiln-system:8080",
+		RetryAfter: retryAfter, OnLaunch: func(_ *store.Build, _ time.Duration, failed launcher.LaunchError) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.launches = append(e.launches, failed)
+		}}
+	for _, f := range edit {
+		f(&o)
+	}
+	e.l, err = launcher.New(o)
+	require.NoError(t, err)
+	return e
+}
+
+func (e *env) reported() []launcher.LaunchError {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]launcher.LaunchError(nil), e.launches...)
+}
+
+// project stores a project allowing maxConcurrent running builds.
+func (e *env) project(t *testing.T, name string, maxConcurrent int) string {
+	t.Helper()
+	p := &schema.Project{ID: uuid.NewString(), Name: name, Namespace: "default", Workdir: "/w", GitRemote: "origin",
+		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: maxConcurrent}
+	require.NoError(t, store.CreateProject(context.Background(), e.db.Pool, p))
+	return p.ID
+}
+
+// pending stores a pending build of project; ids are UUIDv7, so builds
+// made later are younger.
+func (e *env) pending(t *testing.T, project string, spec ...schema.BuildSpec) *store.Build {
+	t.Helper()
+	id, err := uuid.NewV7()
+	require.NoError(t, err)
+	s := schema.BuildSpec{Prompt: "fix the bug"}
+	if len(spec) > 0 {
+		s = spec[0]
+	}
+	_, err = store.InsertBuild(context.Background(), e.db.Pool, store.NewBuild{ID: id.String(), ProjectID: project, Spec: s, RequestedBy: "test"})
+	require.NoError(t, err)
+	return e.get(t, id.String())
+}
+
+func (e *env) get(t *testing.T, id string) *store.Build {
+	t.Helper()
+	b, err := store.GetBuild(context.Background(), e.db.Pool, id)
+	require.NoError(t, err)
+	return b
+}
+
+// waiting returns a build's waiting reason and how many info events say so.
+func (e *env) waiting(t *testing.T, id string) (reason string, infos []string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT waiting_reason FROM builds WHERE id = $1`, id).Scan(&reason))
+	evs, err := store.ListEvents(ctx, e.db.Pool, id, 0, 100)
+	require.NoError(t, err)
+	for _, ev := range evs {
+		if ev.Type == schema.EventInfo {
+			var p struct{ Message string }
+			require.NoError(t, json.Unmarshal(ev.Payload, &p))
+			infos = append(infos, p.Message)
+		}
+	}
+	return reason, infos
+}
+
+func (e *env) jobs(t *testing.T) []batchv1.Job {
+	t.Helper()
+	l, err := e.kube.BatchV1().Jobs(namespace).List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	return l.Items
+}
+
+func (e *env) secrets(t *testing.T) []corev1.Secret {
+	t.Helper()
+	l, err := e.kube.CoreV1().Secrets(namespace).List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	return l.Items
+}
+
+// creates counts the create calls made of resource.
+func (e *env) creates(resource string) int {
+	n := 0
+	for _, a := range e.kube.Actions() {
+		if a.GetVerb() == "create" && a.GetResource().Resource == resource {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *env) tokenIs(t *testing.T, id, token string) bool {
+	t.Helper()
+	ok, err := store.CheckRunnerToken(context.Background(), e.db.Pool, id, auth.Hash(token))
+	require.NoError(t, err)
+	return ok
+}
+
+// requireSnooze checks err is River's snooze for the launcher's RetryAfter.
+func requireSnooze(t *testing.T, err error) {
+	t.Helper()
+	var snooze *river.JobSnoozeError
+	require.ErrorAs(t, err, &snooze)
+	assert.Equal(t, retryAfter, snooze.Duration)
+}
+
+// quotaExceeded is how the API refuses a create over a ResourceQuota.
+func quotaExceeded(name string) error {
+	return apierrors.NewForbidden(jobsGR, name,
+		errors.New("exceeded quota: kiln-builds, requested: count/jobs.batch=1, used: count/jobs.batch=10, limited: count/jobs.batch=10"))
+}
+
+func TestAdmit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		c      store.Capacity
+		max    int
+		wantOK bool
+		want   string
+	}{
+		{"room everywhere", store.Capacity{InFlight: 3, ProjectInFlight: 0, MaxConcurrent: 2}, 10, true, ""},
+		{"last project slot", store.Capacity{InFlight: 3, ProjectInFlight: 1, MaxConcurrent: 2}, 10, true, ""},
+		{"last global slot", store.Capacity{InFlight: 9, ProjectInFlight: 0, MaxConcurrent: 2}, 10, true, ""},
+		{"older pending first", store.Capacity{OlderPending: true, MaxConcurrent: 2}, 10, false, launcher.WaitFIFO},
+		{"FIFO before the project limit", store.Capacity{OlderPending: true, InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, launcher.WaitFIFO},
+		{"project full", store.Capacity{InFlight: 2, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, launcher.WaitProject},
+		{"project over", store.Capacity{InFlight: 3, ProjectInFlight: 3, MaxConcurrent: 2}, 10, false, launcher.WaitProject},
+		{"project limit before the global one", store.Capacity{InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, launcher.WaitProject},
+		{"project allows none", store.Capacity{MaxConcurrent: 0}, 10, false, launcher.WaitProject},
+		{"global full", store.Capacity{InFlight: 10, ProjectInFlight: 1, MaxConcurrent: 2}, 10, false, launcher.WaitGlobal},
+		{"global over", store.Capacity{InFlight: 12, MaxConcurrent: 2}, 10, false, launcher.WaitGlobal},
+	} {
+		ok, why := launcher.Admit(tc.c, tc.max)
+		assert.Equal(t, tc.wantOK, ok, tc.name)
+		assert.Equal(t, tc.want, why, tc.name)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	kube := fake.NewClientset()
+	db := pgtest.New(t)
+	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
+	require.NoError(t, err)
+	lc, err := lifecycle.New(lifecycle.Options{Pool: db.Pool, River: rc})
+	require.NoError(t, err)
+	full := launcher.Options{Client: kube, Pool: db.Pool, Lifecycle: lc, DispatcherURL: "http://kiln:8080"}
+	for name, edit := range map[string]func(*launcher.Options){
+		"Client":        func(o *launcher.Options) { o.Client = nil },
+		"Pool":          func(o *launcher.Options) { o.Pool = nil },
+		"Lifecycle":     func(o *launcher.Options) { o.Lifecycle = nil },
+		"DispatcherURL": func(o *launcher.Options) { o.DispatcherURL = "" },
+	} {
+		o := full
+		edit(&o)
+		_, err := launcher.New(o)
+		assert.Error(t, err, name)
+	}
+	l, err := launcher.New(full)
+	require.NoError(t, err)
+	assert.Equal(t, "kiln-builds", l.Namespace())
+}
+
+func TestLaunchCreatesJobAndSecret(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1))
+
+	require.NoError(t, e.l.Launch(ctx, b))
+
+	jobs := e.jobs(t)
+	require.Len(t, jobs, 1)
+	job := jobs[0]
+	assert.Equal(t, jobtemplates.JobName(b.ID), job.Name)
+	id, ok := jobtemplates.BuildIDOf(&job)
+	assert.True(t, ok)
+	assert.Equal(t, b.ID, id)
+
+	secrets := e.secrets(t)
+	require.Len(t, secrets, 1)
+	secret := secrets[0]
+	assert.Equal(t, jobtemplates.SecretName(b.ID), secret.Name)
+	require.Len(t, secret.OwnerReferences, 1)
+	assert.Equal(t, job.UID, secret.OwnerReferences[0].UID, "the Secret goes with its Job")
+	assert.Equal(t, "Job", secret.OwnerReferences[0].Kind)
+	token := string(secret.Data[jobtemplates.SecretKeyRunnerToken])
+	require.NotEmpty(t, token)
+	assert.True(t, e.tokenIs(t, b.ID, token), "the runner token's hash is stored")
+	assert.False(t, e.tokenIs(t, b.ID, token+"x"))
+
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusRunning, got.Status)
+	assert.Equal(t, job.Name, got.JobName)
+	assert.Equal(t, 1, got.Attempt)
+	assert.Equal(t, 1, e.creates("jobs"))
+	assert.Equal(t, 1, e.creates("secrets"))
+	assert.Equal(t, []launcher.LaunchError{""}, e.reported())
+}
+
+// A launch that died after the Secret was created but before the build was
+// marked running is retried by River: the retry finds the Job and the
+// Secret, keeps the token the pod may already hold, and finishes the start.
+func TestLaunchRetryAfterCrashIsIdempotent(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1))
+
+	// The first attempt's Secret is created, but its answer is lost.
+	var attempt int
+	var sawHash []bool // at each Secret create: does the stored hash match the Secret that exists, if any?
+	e.kube.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		attempt++
+		if existing, err := e.kube.Tracker().Get(secretsGVR, namespace, jobtemplates.SecretName(b.ID)); err == nil {
+			tok := string(existing.(*corev1.Secret).Data[jobtemplates.SecretKeyRunnerToken])
+			ok, err := store.CheckRunnerToken(ctx, e.db.Pool, b.ID, auth.Hash(tok))
+			require.NoError(t, err)
+			sawHash = append(sawHash, ok)
+		}
+		if attempt > 1 {
+			return false, nil, nil
+		}
+		obj := a.(k8stesting.CreateAction).GetObject()
+		require.NoError(t, e.kube.Tracker().Create(secretsGVR, obj, namespace))
+		return true, nil, errors.New("connection reset by peer")
+	})
+	err := e.l.Launch(ctx, b)
+	require.Error(t, err)
+	var snooze *river.JobSnoozeError
+	require.NotErrorAs(t, err, &snooze, "an error River retries with backoff")
+	mid := e.get(t, b.ID)
+	require.Equal(t, schema.StatusPending, mid.Status)
+	require.Equal(t, jobtemplates.JobName(b.ID), mid.JobName, "still reserved")
+	first := string(e.secrets(t)[0].Data[jobtemplates.SecretKeyRunnerToken])
+	require.True(t, e.tokenIs(t, b.ID, first))
+
+	require.NoError(t, e.l.Launch(ctx, mid))
+	assert.Len(t, e.jobs(t), 1)
+	secrets := e.secrets(t)
+	require.Len(t, secrets, 1)
+	assert.Equal(t, first, string(secrets[0].Data[jobtemplates.SecretKeyRunnerToken]), "the Secret is not replaced")
+	assert.True(t, e.tokenIs(t, b.ID, first), "the first token is kept: the pod may hold it")
+	for i, ok := range sawHash {
+		assert.True(t, ok, "create %d: the stored hash was not the existing Secret's token: a runner holding it would be refused", i+1)
+	}
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusRunning, got.Status)
+	assert.Equal(t, 1, got.Attempt)
+	assert.Equal(t, 2, e.creates("jobs"), "the second create found the Job (AlreadyExists)")
+}
+
+// The Job already exists but its Secret does not (the first attempt died
+// between the two): the retry makes the Secret with a new token.
+func TestLaunchRetryMakesAMissingSecret(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1))
+	e.kube.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("etcd is sulking")
+	})
+	require.Error(t, e.l.Launch(ctx, b))
+	require.Len(t, e.jobs(t), 1)
+	require.Empty(t, e.secrets(t))
+	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+
+	require.NoError(t, e.l.Launch(ctx, e.get(t, b.ID)))
+	secrets := e.secrets(t)
+	require.Len(t, secrets, 1)
+	assert.Equal(t, e.jobs(t)[0].UID, secrets[0].OwnerReferences[0].UID)
+	assert.True(t, e.tokenIs(t, b.ID, string(secrets[0].Data[jobtemplates.SecretKeyRunnerToken])))
+	assert.Equal(t, schema.StatusRunning, e.get(t, b.ID).Status)
+}
+
+func TestLaunchFIFOWithinAProject(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	other := e.pending(t, e.project(t, "api", 1)) // older, of another project: not in the way
+	web := e.project(t, "web", 2)
+	older := e.pending(t, web)
+	younger := e.pending(t, web)
+
+	for range 2 {
+		requireSnooze(t, e.l.Launch(ctx, younger))
+	}
+	reason, infos := e.waiting(t, younger.ID)
+	assert.Equal(t, launcher.WaitFIFO, reason)
+	assert.Equal(t, []string{launcher.WaitFIFO}, infos, "told once, not at every look")
+	assert.Empty(t, e.jobs(t))
+	assert.Equal(t, schema.StatusPending, e.get(t, younger.ID).Status)
+
+	require.NoError(t, e.l.Launch(ctx, older), "the other project's older build does not block it")
+	require.NoError(t, e.l.Launch(ctx, younger))
+	reason, _ = e.waiting(t, younger.ID)
+	assert.Empty(t, reason, "the reservation clears the waiting reason")
+	assert.Equal(t, schema.StatusRunning, e.get(t, younger.ID).Status)
+	assert.Equal(t, schema.StatusPending, e.get(t, other.ID).Status)
+	assert.Len(t, e.jobs(t), 2)
+}
+
+func TestLaunchProjectLimit(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	web := e.project(t, "web", 1)
+	first := e.pending(t, web)
+	second := e.pending(t, web)
+	elsewhere := e.pending(t, e.project(t, "api", 1))
+
+	require.NoError(t, e.l.Launch(ctx, first))
+	requireSnooze(t, e.l.Launch(ctx, second))
+	reason, _ := e.waiting(t, second.ID)
+	assert.Equal(t, launcher.WaitProject, reason)
+	require.NoError(t, e.l.Launch(ctx, elsewhere), "another project has its own limit")
+
+	_, err := e.lc.Finish(ctx, first.ID, schema.BuildResult{Success: true}, "test")
+	require.NoError(t, err)
+	require.NoError(t, e.l.Launch(ctx, second))
+	assert.Equal(t, schema.StatusRunning, e.get(t, second.ID).Status)
+}
+
+func TestLaunchGlobalLimit(t *testing.T) {
+	e := setup(t, func(o *launcher.Options) { o.MaxInFlight = 2 })
+	ctx := context.Background()
+	web, api := e.project(t, "web", 5), e.project(t, "api", 5)
+	a1, a2 := e.pending(t, web), e.pending(t, web)
+	b1 := e.pending(t, api)
+
+	require.NoError(t, e.l.Launch(ctx, a1))
+	require.NoError(t, e.l.Launch(ctx, a2))
+	requireSnooze(t, e.l.Launch(ctx, b1))
+	reason, infos := e.waiting(t, b1.ID)
+	assert.Equal(t, launcher.WaitGlobal, reason)
+	assert.Equal(t, []string{launcher.WaitGlobal}, infos)
+
+	_, err := e.lc.Cancel(ctx, a1.ID, "by test")
+	require.NoError(t, err)
+	require.NoError(t, e.l.Launch(ctx, b1))
+	assert.Equal(t, schema.StatusRunning, e.get(t, b1.ID).Status)
+	assert.Len(t, e.jobs(t), 3, "the cancelled build's Job is the watcher's to delete")
+}
+
+// Reservations are decided under one lock: replicas launching at once never
+// take more than the global maximum.
+func TestLaunchReservationsAcrossReplicas(t *testing.T) {
+	e := setup(t, func(o *launcher.Options) { o.MaxInFlight = 3 })
+	second, err := launcher.New(launcher.Options{Client: e.kube, Pool: e.db.Pool, Lifecycle: e.lc,
+		DispatcherURL: "http://kiln:8080", MaxInFlight: 3, RetryAfter: retryAfter})
+	require.NoError(t, err)
+	ctx := context.Background()
+	var builds []*store.Build
+	for i := range 8 {
+		builds = append(builds, e.pending(t, e.project(t, fmt.Sprintf("p%d", i), 1)))
+	}
+	errs := make([]error, len(builds))
+	var wg sync.WaitGroup
+	for i, b := range builds {
+		l := e.l
+		if i%2 == 1 {
+			l = second
+		}
+		wg.Go(func() { errs[i] = l.Launch(ctx, b) })
+	}
+	wg.Wait()
+	launched := 0
+	for i, err := range errs {
+		if err == nil {
+			launched++
+			continue
+		}
+		requireSnooze(t, err)
+		reason, _ := e.waiting(t, builds[i].ID)
+		assert.Equal(t, launcher.WaitGlobal, reason)
+	}
+	assert.Equal(t, 3, launched)
+	assert.Len(t, e.jobs(t), 3)
+}
+
+func TestLaunchQuotaExceeded(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1))
+	refused := 0
+	e.kube.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if refused > 0 {
+			return false, nil, nil
+		}
+		refused++
+		return true, nil, quotaExceeded(a.(k8stesting.CreateAction).GetObject().(*batchv1.Job).Name)
+	})
+
+	requireSnooze(t, e.l.Launch(ctx, b))
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusPending, got.Status)
+	assert.Empty(t, got.JobName, "the reservation is given back")
+	reason, infos := e.waiting(t, b.ID)
+	assert.True(t, strings.HasPrefix(reason, launcher.WaitQuota+": "), reason)
+	assert.Contains(t, reason, "exceeded quota: kiln-builds")
+	assert.Equal(t, []string{reason}, infos)
+	assert.Empty(t, e.jobs(t))
+	assert.Equal(t, []launcher.LaunchError{launcher.LaunchQuota}, e.reported())
+
+	require.NoError(t, e.l.Launch(ctx, got))
+	assert.Equal(t, schema.StatusRunning, e.get(t, b.ID).Status)
+	assert.Len(t, e.jobs(t), 1)
+	assert.Equal(t, []launcher.LaunchError{launcher.LaunchQuota, ""}, e.reported())
+}
+
+func TestLaunchRefusedAsInvalid(t *testing.T) {
+	for name, refusal := range map[string]error{
+		"invalid": apierrors.NewInvalid(k8sschema.GroupKind{Group: "batch", Kind: "Job"}, "kiln-build-x",
+			field.ErrorList{field.Invalid(field.NewPath("spec", "template", "spec", "nodeSelector"), "bad key", "a name must be valid")}),
+		"bad request": apierrors.NewBadRequest("the server rejected our request"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := setup(t)
+			ctx := context.Background()
+			b := e.pending(t, e.project(t, "web", 1))
+			e.kube.PrependReactor("create", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, refusal
+			})
+			require.NoError(t, e.l.Launch(ctx, b), "nothing for River to retry")
+			got := e.get(t, b.ID)
+			assert.Equal(t, schema.StatusFailed, got.Status)
+			assert.Equal(t, schema.ReasonInvalidJob, got.Reason)
+			assert.Contains(t, got.Error, "the Kubernetes API rejected the Job: ")
+			assert.Contains(t, got.Error, refusal.(apierrors.APIStatus).Status().Message)
+			assert.Zero(t, e.creates("secrets"))
+			assert.Equal(t, []launcher.LaunchError{launcher.LaunchInvalid}, e.reported())
+		})
+	}
+}
+
+// Other create errors are River's to retry with backoff; the reservation is
+// kept, so the retry goes straight to creating.
+func TestLaunchTransientErrorRetried(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1))
+	e.kube.PrependReactor("create", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("apiserver restarting")
+	})
+	err := e.l.Launch(ctx, b)
+	require.Error(t, err)
+	var snooze *river.JobSnoozeError
+	assert.NotErrorAs(t, err, &snooze)
+	assert.True(t, apierrors.IsServiceUnavailable(err), "wrapped: %v", err)
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusPending, got.Status)
+	assert.Equal(t, jobtemplates.JobName(b.ID), got.JobName)
+	assert.Equal(t, []launcher.LaunchError{launcher.LaunchUnavailable}, e.reported())
+
+	e.kube.ReactionChain = e.kube.ReactionChain[1:]
+	require.NoError(t, e.l.Launch(ctx, got))
+	assert.Equal(t, schema.StatusRunning, e.get(t, b.ID).Status)
+}
+
+func TestLaunchUnknownTemplate(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1), schema.BuildSpec{Prompt: "x", Template: "nope"})
+	require.NoError(t, e.l.Launch(ctx, b))
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusFailed, got.Status)
+	assert.Equal(t, schema.ReasonInvalidJob, got.Reason)
+	assert.Contains(t, got.Error, `template "nope"`)
+	assert.Zero(t, e.creates("jobs"))
+	assert.Empty(t, e.reported(), "no attempt at creating a Job")
+}
+
+func TestLaunchUnrenderable(t *testing.T) {
+	e := setup(t, func(o *launcher.Options) { o.Image = "not an image!" })
+	b := e.pending(t, e.project(t, "web", 1))
+	require.NoError(t, e.l.Launch(context.Background(), b))
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusFailed, got.Status)
+	assert.Equal(t, schema.ReasonInvalidJob, got.Reason)
+	assert.Contains(t, got.Error, "rendering the Job: ")
+	assert.Zero(t, e.creates("jobs"))
+}
+
+func TestLaunchLeavesACancelledBuildAlone(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1))
+	_, err := e.lc.Cancel(ctx, b.ID, "cancelled by alice")
+	require.NoError(t, err)
+
+	err = e.l.Launch(ctx, b) // b as the dispatch worker read it: still pending
+	if err != nil {
+		var snooze *river.JobSnoozeError
+		require.ErrorAs(t, err, &snooze, "not an error River counts as a failed attempt")
+	}
+	assert.Empty(t, e.kube.Actions(), "the cluster is not touched")
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusCancelled, got.Status)
+	assert.Equal(t, schema.ReasonCancelled, got.Reason)
+	assert.Empty(t, got.JobName)
+	reason, infos := e.waiting(t, b.ID)
+	assert.Empty(t, reason)
+	assert.Empty(t, infos)
+}
+
+// Cancelled while its Job was being made: the launch ends quietly and the
+// build stays cancelled; the watcher deletes the Job.
+func TestLaunchCancelledDuringCreate(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := e.pending(t, e.project(t, "web", 1))
+	e.kube.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		_, err := e.lc.Cancel(ctx, b.ID, "cancelled by alice")
+		require.NoError(t, err)
+		return false, nil, nil
+	})
+	require.NoError(t, e.l.Launch(ctx, b))
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusCancelled, got.Status)
+	assert.Equal(t, 0, got.Attempt)
+	assert.Len(t, e.jobs(t), 1)
+	assert.Equal(t, []launcher.LaunchError(nil), e.reported(), "not reported as a launch")
+}
+
+func TestClassifyLaunchError(t *testing.T) {
+	t.Parallel()
+	unexpected := apierrors.NewGenericServerResponse(502, "POST", jobsGR, "kiln-build-x", "bad gateway", 0, true)
+	for _, tc := range []struct {
+		name string
+		err  error
+		want launcher.LaunchError
+	}{
+		{"nil", nil, ""},
+		{"already exists", apierrors.NewAlreadyExists(jobsGR, "kiln-build-x"), ""},
+		{"quota", quotaExceeded("kiln-build-x"), launcher.LaunchQuota},
+		{"quota, wrapped", fmt.Errorf("creating job: %w", quotaExceeded("kiln-build-x")), launcher.LaunchQuota},
+		{"forbidden", apierrors.NewForbidden(jobsGR, "kiln-build-x", errors.New(`User "kiln" cannot create resource "jobs"`)), launcher.LaunchForbidden},
+		{"unauthorized", apierrors.NewUnauthorized("token expired"), launcher.LaunchForbidden},
+		{"invalid", apierrors.NewInvalid(k8sschema.GroupKind{Group: "batch", Kind: "Job"}, "kiln-build-x", nil), launcher.LaunchInvalid},
+		{"bad request", apierrors.NewBadRequest("no"), launcher.LaunchInvalid},
+		{"not found", apierrors.NewNotFound(k8sschema.GroupResource{Resource: "namespaces"}, "kiln-builds"), launcher.LaunchNotFound},
+		{"conflict", apierrors.NewConflict(jobsGR, "kiln-build-x", errors.New("changed")), launcher.LaunchConflict},
+		{"throttled", apierrors.NewTooManyRequests("slow down", 1), launcher.LaunchThrottled},
+		{"timeout", apierrors.NewTimeoutError("took too long", 1), launcher.LaunchTimeout},
+		{"server timeout", apierrors.NewServerTimeout(jobsGR, "create", 1), launcher.LaunchTimeout},
+		{"context deadline", fmt.Errorf("creating job: %w", context.DeadlineExceeded), launcher.LaunchTimeout},
+		{"unavailable", apierrors.NewServiceUnavailable("down"), launcher.LaunchUnavailable},
+		{"internal", apierrors.NewInternalError(errors.New("etcd")), launcher.LaunchUnavailable},
+		{"unexpected response", unexpected, launcher.LaunchUnavailable},
+		{"other", errors.New("dial tcp: connection refused"), launcher.LaunchOther},
+		{"cancelled", context.Canceled, launcher.LaunchOther},
+	} {
+		assert.Equal(t, tc.want, launcher.ClassifyLaunchError(tc.err), tc.name)
+		if tc.want != "" {
+			assert.Contains(t, launcher.LaunchErrors, tc.want, "%s: listed in LaunchErrors", tc.name)
+		}
+	}
+}
