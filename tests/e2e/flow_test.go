@@ -50,7 +50,7 @@ func (c *callbackReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // signed callback reaches the bot.
 func TestWholeFlow(t *testing.T) {
 	e := newEnvIn(t, harness.RunnerNamespace, "KILN_RUNNER_IMAGE="+harness.ImageRunner, "KILN_CALLBACK_ALLOWLIST=127.0.0.1/32")
-	hn := &harness.Env{Bin: runnerBins, Cluster: cluster, Client: cluster.Client, Fixtures: fixtures(t)}
+	hn := &harness.Env{Bin: runnerBins, Cluster: cluster, Client: cluster.Client, Fixtures: harness.FixturesDir(t)}
 	proj := hn.NewProject(t, "flow", harness.ProjectOptions{})
 	d := e.start()
 	recv := &callbackReceiver{}
@@ -171,13 +171,3 @@ func alive(pid int) bool {
 	return len(f) > 0 && f[0] != "Z"
 }
 
-func fixtures(t *testing.T) string {
-	for _, p := range []string{"../../../shared/fixtures/claude-code", "/work/shared/fixtures/claude-code"} {
-		if _, err := os.Stat(filepath.Join(p, "success-edit.jsonl")); err == nil {
-			abs, _ := filepath.Abs(p)
-			return abs
-		}
-	}
-	t.Fatal("fixtures not found")
-	return ""
-}

@@ -39,7 +39,7 @@ mkdir -p "$state/bin" "$state/agent"
 go build -o "$state/bin/jobrunner" ./jobrunner
 go build -o "$state/agent/claude" ./tests/fakeclaude
 cp bin/dispatcher "$state/bin/dispatcher"
-fixtures=$(cd ../shared/fixtures/claude-code && pwd)
+fixtures="$repo/jobrunner/internal/agent/testdata/claude-code"
 
 say "Starting kubebox (etcd, kube-apiserver, controller-manager, scheduler v1.37.2 and a process node)"
 "$repo/.kubebox/bin/v1.37.2/kubebox" up --dir "$state/kubebox" \

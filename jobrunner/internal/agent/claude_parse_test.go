@@ -16,8 +16,8 @@ import (
 	"github.com/kilnbuild/kiln/schema"
 )
 
-// fixtures is ../shared/fixtures relative to the repository root.
-const fixtures = "../../../../shared/fixtures/claude-code"
+// fixtures holds the transcripts the parser is tested on (see its README).
+const fixtures = "testdata/claude-code"
 
 func readFixture(t testing.TB, name string) []byte {
 	t.Helper()

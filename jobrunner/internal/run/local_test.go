@@ -89,7 +89,7 @@ func setupLocal(t *testing.T, rc jobtemplates.RunnerConfig, sleep string) (*Runn
 	require.NoError(t, os.MkdirAll(work, 0o755))
 	git := exec.Command("git", "init", "-q", work)
 	require.NoError(t, git.Run())
-	fixture, err := filepath.Abs("../../../../shared/fixtures/claude-code/success-edit.jsonl")
+	fixture, err := filepath.Abs("../agent/testdata/claude-code/success-edit.jsonl")
 	require.NoError(t, err)
 	if _, err := os.Stat(fixture); err != nil {
 		t.Skip("fixtures not found:", err)

@@ -97,19 +97,25 @@ func Setup(t *testing.T) *Env {
 	must(t, create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 		Namespace: RunnerNamespace, Name: jobtemplates.DefaultServiceAccountName}}))
 	return &Env{Bin: bin, Cluster: c, Client: c.Client, Dispatcher: NewDispatcher(t),
-		Fixtures: fixturesDir(t)}
+		Fixtures: FixturesDir(t)}
 }
 
-func fixturesDir(t *testing.T) string {
+// FixturesDir is the repository's folder of Claude Code transcripts
+// (jobrunner/internal/agent/testdata/claude-code), found from the test's
+// working directory.
+func FixturesDir(t *testing.T) string {
+	t.Helper()
 	wd, _ := os.Getwd()
 	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
-		for _, cand := range []string{filepath.Join(d, "shared", "fixtures", "claude-code"), filepath.Join(d, "..", "shared", "fixtures", "claude-code")} {
-			if _, err := os.Stat(filepath.Join(cand, "success-edit.jsonl")); err == nil {
-				return filepath.Clean(cand)
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			dir := filepath.Join(d, "jobrunner", "internal", "agent", "testdata", "claude-code")
+			if _, err := os.Stat(filepath.Join(dir, "success-edit.jsonl")); err != nil {
+				t.Fatalf("claude-code fixtures: %v", err)
 			}
+			return dir
 		}
 	}
-	t.Fatalf("claude-code fixtures not found above %s", wd)
+	t.Fatalf("no go.mod above %s", wd)
 	return ""
 }
 
