@@ -170,4 +170,3 @@ func alive(pid int) bool {
 	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 	return len(f) > 0 && f[0] != "Z"
 }
-
