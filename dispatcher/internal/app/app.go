@@ -140,129 +140,159 @@ func New(o Options) (*App, error) {
 	if o.Workers < 0 {
 		return nil, errors.New("app: Workers must not be negative")
 	}
-	logger := cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
-	templates := o.Templates
-	if templates == nil {
-		templates = jobtemplates.Embedded()
+	w := &wiring{o: o, logger: cmp.Or(o.Logger, slog.New(slog.DiscardHandler)), templates: o.Templates,
+		kube: o.Kube, callbackWorkers: cmp.Or(o.CallbackWorkers, 10)}
+	if w.templates == nil {
+		w.templates = jobtemplates.Embedded()
 	}
-	callbackWorkers := cmp.Or(o.CallbackWorkers, 10)
-	kube := o.Kube
 	if o.Workers == 0 {
-		kube = nil // an insert-only app launches and watches nothing
+		w.kube = nil // an insert-only app launches and watches nothing
 	}
-	a := &App{Pool: o.Pool, Store: store.New(o.Pool), Logger: logger, workers: o.Workers}
-	var err error
+	w.a = &App{Pool: o.Pool, Store: store.New(o.Pool), Logger: w.logger, workers: o.Workers}
+	for _, step := range []func() error{
+		w.metrics,   // 1. every other part reports to them
+		w.lifecycle, // 2. the insert-only River client and every status change
+		w.movers,    // 3. what moves builds: the runner protocol, the launcher, the watcher, callbacks
+		w.river,     // 4. the River client that works the queues, with every worker
+		w.edge,      // 5. the API's parts and the router
+	} {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	return w.a, nil
+}
 
-	// 1. Metrics: every other part reports to them.
+// wiring is what New builds an App with, step by step.
+type wiring struct {
+	a               *App
+	o               Options
+	logger          *slog.Logger
+	templates       *jobtemplates.Catalog
+	kube            *KubeOptions // nil: no cluster (or an insert-only app)
+	callbackWorkers int
+	wake            watcher.Queue // the watcher's queue, made before the lifecycle that wakes it
+}
+
+func (w *wiring) metrics() error {
+	a, o := w.a, w.o
+	var err error
 	a.Metrics, err = metrics.New(metrics.Options{Registry: o.Registry, Pool: o.Pool, RiverSchema: o.Schema,
-		Templates: templates, Logger: logger, Workers: func() map[string]int {
+		Templates: w.templates, Logger: w.logger, Workers: func() map[string]int {
 			if a.workers == 0 || !a.started.Load() {
 				return nil
 			}
-			return map[string]int{queue.QueueDispatch: a.workers, queue.QueueCallbacks: callbackWorkers}
+			return map[string]int{queue.QueueDispatch: a.workers, queue.QueueCallbacks: w.callbackWorkers}
 		}})
-	if err != nil {
-		return nil, err
-	}
+	return err
+}
 
-	// 2. The insert-only River client the lifecycle and intake write jobs with.
-	if a.Inserter, err = queue.NewClient(o.Pool, queue.Options{Schema: o.Schema, Logger: logger}); err != nil {
-		return nil, err
+// lifecycle builds the insert-only River client the lifecycle writes jobs
+// with, and the lifecycle, whose changes go to metrics and (a cancel) to the
+// watcher's queue.
+func (w *wiring) lifecycle() error {
+	a, o := w.a, w.o
+	var err error
+	if a.Inserter, err = queue.NewClient(o.Pool, queue.Options{Schema: o.Schema, Logger: w.logger}); err != nil {
+		return err
 	}
-
-	// 3. The lifecycle: every status change, told to metrics and (for a
-	// cancel) to the watcher's queue.
-	var wake watcher.Queue
-	if kube != nil {
-		wake = watcher.NewQueue()
+	if w.kube != nil {
+		w.wake = watcher.NewQueue()
 	}
-	a.Lifecycle, err = lifecycle.New(lifecycle.Options{Pool: o.Pool, River: a.Inserter, Logger: logger,
+	wake := w.wake
+	a.Lifecycle, err = lifecycle.New(lifecycle.Options{Pool: o.Pool, River: a.Inserter, Logger: w.logger,
 		OnTransition: func(b *store.Build) {
 			a.Metrics.Transition(b)
 			if wake != nil && b.Status == schema.StatusCancelled && b.JobName != "" {
 				wake.Add(b.ID) // its Job goes now, not at the next reconcile
 			}
 		}})
-	if err != nil {
-		return nil, err
-	}
+	return err
+}
 
-	// 4. What moves builds: the runner protocol, the launcher and the watcher.
-	if a.Runner, err = runnerapi.New(runnerapi.Options{Pool: o.Pool, Lifecycle: a.Lifecycle, Logger: logger}); err != nil {
-		return nil, err
+func (w *wiring) movers() error {
+	a, o, kube := w.a, w.o, w.kube
+	var err error
+	if a.Runner, err = runnerapi.New(runnerapi.Options{Pool: o.Pool, Lifecycle: a.Lifecycle, Logger: w.logger}); err != nil {
+		return err
 	}
 	if kube != nil {
 		if a.Launcher, err = launcher.New(launcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
-			Templates: templates, Namespace: kube.Namespace, DispatcherURL: kube.DispatcherURL, Image: kube.Image,
-			MaxInFlight: kube.MaxInFlight, RetryAfter: kube.RetryAfter, Logger: logger, OnLaunch: a.Metrics.Launch}); err != nil {
-			return nil, err
+			Templates: w.templates, Namespace: kube.Namespace, DispatcherURL: kube.DispatcherURL, Image: kube.Image,
+			MaxInFlight: kube.MaxInFlight, RetryAfter: kube.RetryAfter, Logger: w.logger, OnLaunch: a.Metrics.Launch}); err != nil {
+			return err
 		}
 		if a.Watcher, err = watcher.New(watcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
-			Queue: wake, Namespace: kube.Namespace, ImagePullTimeout: kube.ImagePullTimeout,
-			UnschedulableTimeout: kube.UnschedulableTimeout, CacheSyncTimeout: kube.CacheSyncTimeout, Logger: logger}); err != nil {
-			return nil, err
+			Queue: w.wake, Namespace: kube.Namespace, ImagePullTimeout: kube.ImagePullTimeout,
+			UnschedulableTimeout: kube.UnschedulableTimeout, CacheSyncTimeout: kube.CacheSyncTimeout, Logger: w.logger}); err != nil {
+			return err
 		}
 	}
-	if a.Callbacks, err = callback.NewWorker(callback.Options{Pool: o.Pool, Guard: &callback.Guard{Allow: o.CallbackAllowlist},
-		Logger: logger, Timeout: o.CallbackTimeout, MaxAge: o.CallbackMaxAge, Backoff: o.CallbackBackoff,
-		OnAttempt: a.Metrics.Callback}); err != nil {
-		return nil, err
-	}
+	a.Callbacks, err = callback.NewWorker(callback.Options{Pool: o.Pool, Guard: &callback.Guard{Allow: o.CallbackAllowlist},
+		Logger: w.logger, Timeout: o.CallbackTimeout, MaxAge: o.CallbackMaxAge, Backoff: o.CallbackBackoff,
+		OnAttempt: a.Metrics.Callback})
+	return err
+}
 
-	// 5. The River client that works the queues, with every worker.
-	if o.Workers > 0 {
-		workers := river.NewWorkers()
-		var launch queue.Launcher // nil without a cluster: builds stay pending
-		if a.Launcher != nil {
-			launch = a.Launcher
-		}
-		river.AddWorker(workers, queue.NewDispatchWorker(o.Pool, launch))
-		river.AddWorker(workers, a.Callbacks)
-		qo := queue.Options{Schema: o.Schema, Logger: logger, Workers: workers, DispatchWorkers: o.Workers,
-			Queues: map[string]river.QueueConfig{queue.QueueCallbacks: {MaxWorkers: callbackWorkers}}}
-		if a.Watcher != nil {
-			river.AddWorker(workers, watcher.NewReconcileWorker(a.Watcher))
-			qo.Periodic = []*river.PeriodicJob{watcher.PeriodicReconcile(kube.ReconcileInterval)}
-		}
-		if a.River, err = queue.NewClient(o.Pool, qo); err != nil {
-			return nil, err
-		}
+func (w *wiring) river() error {
+	a, o := w.a, w.o
+	if o.Workers == 0 {
+		return nil
 	}
+	workers := river.NewWorkers()
+	var launch queue.Launcher // nil without a cluster: builds stay pending
+	if a.Launcher != nil {
+		launch = a.Launcher
+	}
+	river.AddWorker(workers, queue.NewDispatchWorker(o.Pool, launch))
+	river.AddWorker(workers, a.Callbacks)
+	qo := queue.Options{Schema: o.Schema, Logger: w.logger, Workers: workers, DispatchWorkers: o.Workers,
+		Queues: map[string]river.QueueConfig{queue.QueueCallbacks: {MaxWorkers: w.callbackWorkers}}}
+	if a.Watcher != nil {
+		river.AddWorker(workers, watcher.NewReconcileWorker(a.Watcher))
+		qo.Periodic = []*river.PeriodicJob{watcher.PeriodicReconcile(w.kube.ReconcileInterval)}
+	}
+	var err error
+	a.River, err = queue.NewClient(o.Pool, qo)
+	return err
+}
 
-	// 6. The API's parts and the router.
+func (w *wiring) edge() error {
+	a, o := w.a, w.o
+	var err error
 	a.Auth = auth.NewAuthenticator(o.Pool, o.AuthCacheTTL)
 	if a.River != nil {
-		if a.RiverUI, err = riverui.New(a.River, a.Auth, logger); err != nil {
-			return nil, fmt.Errorf("river ui: %w", err)
+		if a.RiverUI, err = riverui.New(a.River, a.Auth, w.logger); err != nil {
+			return fmt.Errorf("river ui: %w", err)
 		}
 	}
-	if a.Intake, err = intake.New(intake.Options{Store: a.Store, Templates: templates,
-		Lifecycle: a.Lifecycle, Logger: logger}); err != nil {
-		return nil, err
+	if a.Intake, err = intake.New(intake.Options{Store: a.Store, Templates: w.templates,
+		Lifecycle: a.Lifecycle, Logger: w.logger}); err != nil {
+		return err
 	}
-	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: logger, Buffer: o.EventBuffer}); err != nil {
-		return nil, err
+	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: w.logger, Buffer: o.EventBuffer}); err != nil {
+		return err
 	}
 	metricsHandler := o.Metrics
 	if metricsHandler == nil {
 		metricsHandler = a.Metrics.Handler()
 	}
 	a.Handler = api.NewServer(api.Options{
-		Intake: a.Intake, Auth: a.Auth, Logger: logger, Ready: a.Ready, Metrics: metricsHandler, OnRequest: a.Metrics.HTTP,
+		Intake: a.Intake, Auth: a.Auth, Logger: w.logger, Ready: a.Ready, Metrics: metricsHandler, OnRequest: a.Metrics.HTTP,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil {
 				r.Handle(riverui.Prefix, a.RiverUI)
 				r.Handle(riverui.Prefix+"/*", a.RiverUI)
 			}
-			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: logger,
+			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: w.logger,
 				Heartbeat: o.EventHeartbeat}).Mount(r, authed)
 			if o.Mount != nil {
 				o.Mount(r, authed)
 			}
 		},
 	})
-	return a, nil
+	return nil
 }
 
 // Start starts the parts that run: intake's committers, the events hub, the
