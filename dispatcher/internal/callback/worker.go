@@ -55,6 +55,12 @@ func Sign(secret string, timestamp int64, body []byte) string {
 	return "v1=" + hex.EncodeToString(m.Sum(nil))
 }
 
+// Defaults of Options; the dispatcher's configuration shows these.
+const (
+	DefaultTimeout = 10 * time.Second
+	DefaultMaxAge  = 24 * time.Hour
+)
+
 // Options configures NewWorker.
 type Options struct {
 	Pool   *pgxpool.Pool // required
@@ -99,7 +105,7 @@ func NewWorker(o Options) (*Worker, error) {
 		return nil, errors.New("callback: Pool is required")
 	}
 	guard := cmp.Or(o.Guard, &Guard{})
-	timeout := cmp.Or(o.Timeout, 10*time.Second)
+	timeout := cmp.Or(o.Timeout, DefaultTimeout)
 	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: guard.Control}
 	transport := &http.Transport{
 		Proxy:                 nil, // a proxy would connect on our behalf, past the guard
@@ -121,7 +127,7 @@ func NewWorker(o Options) (*Worker, error) {
 			// Redirects are not followed: a receiver cannot bounce us elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		timeout:   timeout,
-		maxAge:    cmp.Or(o.MaxAge, 24*time.Hour),
+		maxAge:    cmp.Or(o.MaxAge, DefaultMaxAge),
 		backoff:   backoff,
 		onAttempt: o.OnAttempt,
 	}, nil

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 )
@@ -73,10 +75,10 @@ var Settings = []Setting{
 	{"KILN_UNSCHEDULABLE_TIMEOUT", "unschedulable-timeout", duration(watcher.DefaultUnschedulableTimeout), "how long a build pod may stay unschedulable before the build fails"},
 	{"KILN_RECONCILE_INTERVAL", "reconcile-interval", duration(watcher.DefaultReconcileInterval), "how often the River leader re-checks active builds against the cluster"},
 	{"KILN_CALLBACK_ALLOWLIST", "callback-allowlist", "", "comma-separated CIDRs or addresses callbacks may reach although private, loopback or link-local (refused by default)"},
-	{"KILN_CALLBACK_MAX_AGE", "callback-max-age", "24h", "how long after a build finished a failing callback is retried"},
-	{"KILN_CALLBACK_TIMEOUT", "callback-timeout", "10s", "how long one callback attempt may take to connect, send and get an answer"},
-	{"KILN_EVENTS_BUFFER", "events-buffer", "256", "events waiting for one live stream before that slow client is dropped (it resumes where it left)"},
-	{"KILN_EVENTS_HEARTBEAT", "events-heartbeat", "15s", "how often an idle SSE or WebSocket event stream sends a heartbeat"},
+	{"KILN_CALLBACK_MAX_AGE", "callback-max-age", duration(callback.DefaultMaxAge), "how long after a build finished a failing callback is retried"},
+	{"KILN_CALLBACK_TIMEOUT", "callback-timeout", duration(callback.DefaultTimeout), "how long one callback attempt may take to connect, send and get an answer"},
+	{"KILN_EVENTS_BUFFER", "events-buffer", strconv.Itoa(events.DefaultBuffer), "events waiting for one live stream before that slow client is dropped (it resumes where it left)"},
+	{"KILN_EVENTS_HEARTBEAT", "events-heartbeat", duration(events.DefaultHeartbeat), "how often an idle SSE or WebSocket event stream sends a heartbeat"},
 }
 
 // duration formats a default the way a person writes it: 2m, 30s, 24h.

@@ -28,6 +28,12 @@ var ErrStopped = errors.New("events: hub is stopped")
 // ErrNotStarted is returned by Subscribe before Start.
 var ErrNotStarted = errors.New("events: hub is not started")
 
+// Defaults the dispatcher's configuration shows: Options.Buffer and Handler.Heartbeat.
+const (
+	DefaultBuffer    = 256
+	DefaultHeartbeat = 15 * time.Second
+)
+
 // Options configures NewHub.
 type Options struct {
 	Pool   *pgxpool.Pool // required; events are read from it, and the listener's connection copies its config
@@ -103,7 +109,7 @@ func NewHub(o Options) (*Hub, error) {
 		return nil, errors.New("events: Pool is required")
 	}
 	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
-	o.Buffer = cmp.Or(o.Buffer, 256)
+	o.Buffer = cmp.Or(o.Buffer, DefaultBuffer)
 	o.PollInterval = cmp.Or(o.PollInterval, 10*time.Second)
 	o.MaxReconnectDelay = cmp.Or(o.MaxReconnectDelay, 5*time.Second)
 	o.PageSize = cmp.Or(o.PageSize, 500)

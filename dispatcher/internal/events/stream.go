@@ -182,7 +182,7 @@ func (h *Handler) follow(ctx context.Context, b *store.Build, pos int64, out sin
 			break
 		}
 	}
-	hb := time.NewTicker(cmp.Or(h.Heartbeat, 15*time.Second))
+	hb := time.NewTicker(cmp.Or(h.Heartbeat, DefaultHeartbeat))
 	defer hb.Stop()
 	for {
 		select {
