@@ -26,9 +26,11 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle/lifecycletest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -66,18 +68,14 @@ func setup(t *testing.T, edit ...func(*launcher.Options)) *env {
 	t.Helper()
 	t.Parallel()
 	db := pgtest.New(t)
-	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
-	require.NoError(t, err)
-	lc, err := lifecycle.New(lifecycle.Options{Pool: db.Pool, River: rc})
-	require.NoError(t, err)
-	e := &env{db: db, kube: fake.NewClientset(), lc: lc}
+	e := &env{db: db, kube: fake.NewClientset(), lc: lifecycletest.New(t, db, lifecycle.Options{})}
 	e.kube.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		if j, ok := a.(k8stesting.CreateAction).GetObject().(*batchv1.Job); ok && j.UID == "" {
 			j.UID = types.UID(uuid.NewString())
 		}
 		return false, nil, nil
 	})
-	o := launcher.Options{Client: e.kube, Pool: db.Pool, Lifecycle: lc, DispatcherURL: "http://kiln.kiln-system:8080",
+	o := launcher.Options{Client: e.kube, Pool: db.Pool, Lifecycle: e.lc, DispatcherURL: "http://kiln.kiln-system:8080",
 		RetryAfter: retryAfter, OnLaunch: func(_ *store.Build, _ time.Duration, failed launcher.LaunchError) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -86,6 +84,7 @@ func setup(t *testing.T, edit ...func(*launcher.Options)) *env {
 	for _, f := range edit {
 		f(&o)
 	}
+	var err error
 	e.l, err = launcher.New(o)
 	require.NoError(t, err)
 	return e
@@ -100,10 +99,7 @@ func (e *env) reported() []launcher.LaunchError {
 // project stores a project allowing maxConcurrent running builds.
 func (e *env) project(t *testing.T, name string, maxConcurrent int) string {
 	t.Helper()
-	p := &schema.Project{ID: uuid.NewString(), Name: name, Namespace: "default", Workdir: "/w", GitRemote: "origin",
-		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: maxConcurrent}
-	require.NoError(t, store.CreateProject(context.Background(), e.db.Pool, p))
-	return p.ID
+	return apptest.Project(t, e.db.Pool, name, func(p *schema.Project) { p.MaxConcurrent = maxConcurrent }).ID
 }
 
 // pending stores a pending build of project; ids are UUIDv7, so builds

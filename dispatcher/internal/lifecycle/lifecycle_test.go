@@ -14,7 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle/lifecycletest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -37,10 +39,8 @@ func setup(t *testing.T, edit ...func(*lifecycle.Options)) *env {
 	t.Helper()
 	t.Parallel()
 	db := pgtest.New(t)
-	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
-	require.NoError(t, err)
 	e := &env{db: db}
-	o := lifecycle.Options{Pool: db.Pool, River: rc, OnTransition: func(b *store.Build) {
+	o := lifecycle.Options{OnTransition: func(b *store.Build) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.seen = append(e.seen, b.Status)
@@ -48,12 +48,8 @@ func setup(t *testing.T, edit ...func(*lifecycle.Options)) *env {
 	for _, f := range edit {
 		f(&o)
 	}
-	e.lc, err = lifecycle.New(o)
-	require.NoError(t, err)
-	p := &schema.Project{ID: uuid.NewString(), Name: "web", Namespace: "default", Workdir: "/w", GitRemote: "origin",
-		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: 1}
-	require.NoError(t, store.CreateProject(context.Background(), db.Pool, p))
-	e.project = p.ID
+	e.lc = lifecycletest.New(t, db, o)
+	e.project = apptest.Project(t, db.Pool, "web").ID
 	return e
 }
 

@@ -22,9 +22,10 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
+	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle/lifecycletest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 	"github.com/kilnbuild/kiln/jobtemplates"
@@ -51,20 +52,14 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	t.Parallel()
 	db := pgtest.New(t)
-	rc, err := queue.NewClient(db.Pool, queue.Options{Schema: db.Schema})
-	require.NoError(t, err)
 	e := &env{db: db, kube: fake.NewClientset(), queue: watcher.NewQueue()}
 	t.Cleanup(e.queue.ShutDown) // a watcher given it shuts it down too; twice is safe
-	e.lc, err = lifecycle.New(lifecycle.Options{Pool: db.Pool, River: rc, OnTransition: func(b *store.Build) {
+	e.lc = lifecycletest.New(t, db, lifecycle.Options{OnTransition: func(b *store.Build) {
 		if b.Status == schema.StatusCancelled && b.JobName != "" {
 			e.queue.Add(b.ID)
 		}
 	}})
-	require.NoError(t, err)
-	p := &schema.Project{ID: uuid.NewString(), Name: "web", Namespace: "default", Workdir: "/w", GitRemote: "origin",
-		GitBranch: "main", AuthorName: "Kiln", AuthorEmail: "k@localhost", MaxConcurrent: 100}
-	require.NoError(t, store.CreateProject(context.Background(), db.Pool, p))
-	e.project = p.ID
+	e.project = apptest.Project(t, db.Pool, "web", func(p *schema.Project) { p.MaxConcurrent = 100 }).ID
 	return e
 }
 
