@@ -220,6 +220,9 @@ const (
 	// CloseSlowConsumer: the client fell too far behind the build's events
 	// and was dropped so that it cannot grow the server's memory.
 	CloseSlowConsumer = 4000
+	// CloseTokenInvalid (policy violation): the token the stream was opened
+	// with stopped working (it was revoked); a reconnect needs a valid one.
+	CloseTokenInvalid = 1008
 )
 
 // The Server-Sent Events stream of GET /builds/{id}/events sends each event
@@ -228,6 +231,9 @@ const (
 const (
 	SSEEnd     = "end"     // StreamEnd: the build is terminal and every event was sent
 	SSEDropped = "dropped" // StreamDropped: the client fell too far behind
+	// SSEUnauthorized (data StreamDropped): the token the stream was opened
+	// with stopped working (it was revoked); a reconnect needs a valid one.
+	SSEUnauthorized = "unauthorized"
 )
 
 // StreamEnd is the data of the SSEEnd event.

@@ -29,7 +29,17 @@ type Options struct {
 	// pattern ("" when none matched), method, status, time taken, and
 	// whether it was an event stream (SSE or a WebSocket upgrade).
 	OnRequest func(route, method string, status int, took time.Duration, stream bool)
+	// Limit, if set, runs right after authentication on every
+	// authenticated route, Mount's too (per-token rate limits).
+	Limit func(http.Handler) http.Handler
+	// LimitAnonymous, if set, runs first on every request, before routing
+	// (per-address limits of requests without a valid token).
+	LimitAnonymous func(http.Handler) http.Handler
 }
+
+// PrincipalOf returns who an authenticated request acts as; nil before
+// authentication or without it.
+func PrincipalOf(r *http.Request) *auth.Principal { return principal(r.Context()) }
 
 // Server is the HTTP API.
 type Server struct {
@@ -55,6 +65,13 @@ func NewServer(o Options) *Server {
 		onRequest: o.OnRequest}
 	r := chi.NewRouter()
 	r.Use(withRequestID, s.logRequests)
+	if o.LimitAnonymous != nil {
+		r.Use(o.LimitAnonymous)
+	}
+	authed := s.requireAuth
+	if o.Limit != nil {
+		authed = func(next http.Handler) http.Handler { return s.requireAuth(o.Limit(next)) }
+	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, newProblem(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -73,7 +90,7 @@ func NewServer(o Options) *Server {
 	}
 
 	r.Group(func(r chi.Router) {
-		r.Use(s.requireAuth)
+		r.Use(authed)
 		r.With(s.requireAdmin).Post("/projects", s.createProject)
 		r.Get("/projects", s.listProjects)
 		r.Get("/projects/{id}", s.getProject)
@@ -86,7 +103,7 @@ func NewServer(o Options) *Server {
 		r.Get("/builds/{taskId}/artifacts/*", s.getArtifact)
 	})
 	if o.Mount != nil {
-		o.Mount(r, s.requireAuth)
+		o.Mount(r, authed)
 	}
 	s.router = r
 	return s

@@ -31,6 +31,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
+	"github.com/kilnbuild/kiln/dispatcher/internal/ratelimit"
 	"github.com/kilnbuild/kiln/dispatcher/internal/riverui"
 	"github.com/kilnbuild/kiln/dispatcher/internal/runnerapi"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -87,6 +88,15 @@ type Options struct {
 	CallbackMaxAge    time.Duration           // how long failed callbacks are retried; default 24h
 	CallbackBackoff   func(int) time.Duration // wait before retry n; default callback.DefaultBackoff
 	CallbackWorkers   int                     // concurrent callback deliveries; default 10
+
+	// Limits. AuthMissTTL is how long an unknown token is remembered as
+	// such (0: not at all). RateLimits are the per-token and per-address
+	// request limits, its Token set here (nil: none). StreamsPerToken caps
+	// the event streams one token holds open (0: no cap); streams end
+	// within a heartbeat of their token being revoked either way.
+	AuthMissTTL     time.Duration
+	RateLimits      *ratelimit.Options
+	StreamsPerToken int
 }
 
 // KubeOptions connects the dispatcher to the cluster its builds run in.
@@ -260,7 +270,26 @@ func (w *wiring) river() error {
 func (w *wiring) edge() error {
 	a, o := w.a, w.o
 	var err error
-	a.Auth = auth.NewAuthenticator(o.Pool, o.AuthCacheTTL)
+	a.Auth = auth.New(o.Pool, auth.Options{TTL: o.AuthCacheTTL, MissTTL: o.AuthMissTTL})
+	// Who a request is from, for the limits: the token it authenticated with.
+	tokenOf := func(r *http.Request) (string, bool) {
+		if p := api.PrincipalOf(r); p != nil {
+			return p.TokenID, true
+		}
+		return "", false
+	}
+	var limit, limitAnonymous func(http.Handler) http.Handler
+	if o.RateLimits != nil {
+		lo := *o.RateLimits
+		lo.Token = tokenOf
+		limits, err := ratelimit.New(lo)
+		if err != nil {
+			return fmt.Errorf("rate limits: %w", err)
+		}
+		limit, limitAnonymous = limits.PerToken, limits.Anonymous
+	}
+	streams := ratelimit.NewStreams(ratelimit.StreamOptions{Token: tokenOf, Max: o.StreamsPerToken, Valid: a.Auth.Live,
+		Logger: w.logger})
 	if a.River != nil {
 		if a.RiverUI, err = riverui.New(a.River, a.Auth, w.logger); err != nil {
 			return fmt.Errorf("river ui: %w", err)
@@ -279,6 +308,7 @@ func (w *wiring) edge() error {
 	}
 	a.Handler = api.NewServer(api.Options{
 		Intake: a.Intake, Auth: a.Auth, Logger: w.logger, Ready: a.Ready, Metrics: metricsHandler, OnRequest: a.Metrics.HTTP,
+		Limit: limit, LimitAnonymous: limitAnonymous,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil {
@@ -286,7 +316,7 @@ func (w *wiring) edge() error {
 				r.Handle(riverui.Prefix+"/*", a.RiverUI)
 			}
 			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: w.logger,
-				Heartbeat: o.EventHeartbeat}).Mount(r, authed)
+				Heartbeat: o.EventHeartbeat, Guard: streams}).Mount(r, authed)
 			if o.Mount != nil {
 				o.Mount(r, authed)
 			}

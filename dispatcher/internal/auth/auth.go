@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -68,16 +69,38 @@ func Issue(ctx context.Context, db store.DB, name string, admin bool, projectIDs
 	return token, err
 }
 
-// Authenticator resolves bearer tokens, caching answers for a short TTL so a
-// busy bot costs one lookup per TTL, not one per request. A revoked token stops
-// working within the TTL.
+// DefaultMaxEntries is Options.MaxEntries's default.
+const DefaultMaxEntries = 10_000
+
+// Options configures New.
+type Options struct {
+	// TTL is how long a valid token's principal is remembered, so a busy
+	// bot costs one lookup per TTL, not one per request; a revoked token
+	// keeps working in this process for at most TTL. 0: no cache.
+	TTL time.Duration
+	// MissTTL is how long an unknown (or revoked) token is remembered as
+	// such, so a flood of bad tokens does not reach the database each
+	// time; a token stored after a miss works at most MissTTL later. 0: no
+	// negative cache.
+	MissTTL time.Duration
+	// MaxEntries bounds each cache; a full cache drops its expired
+	// entries, and all of them if none had expired. Default
+	// DefaultMaxEntries.
+	MaxEntries int
+	Now        func() time.Time // default time.Now
+}
+
+// Authenticator resolves bearer tokens, caching answers (Options.TTL and
+// MissTTL): a token revoked elsewhere stops working here within TTL, and at
+// once after Live found it revoked.
 type Authenticator struct {
 	db  store.DB
-	ttl time.Duration
+	o   Options
 	now func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]cached
+	mu     sync.Mutex
+	cache  map[string]cached    // token hash → principal
+	misses map[string]time.Time // token hash → until when it is unknown
 }
 
 type cached struct {
@@ -85,9 +108,20 @@ type cached struct {
 	expires time.Time
 }
 
-// NewAuthenticator returns an Authenticator on db; ttl 0 disables the cache.
+// New returns an Authenticator on db.
+func New(db store.DB, o Options) *Authenticator {
+	o.MaxEntries = cmp.Or(o.MaxEntries, DefaultMaxEntries)
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Authenticator{db: db, o: o, now: now, cache: map[string]cached{}, misses: map[string]time.Time{}}
+}
+
+// NewAuthenticator returns an Authenticator on db that caches valid tokens
+// for ttl (0: not at all) and remembers no misses: New with Options{TTL: ttl}.
 func NewAuthenticator(db store.DB, ttl time.Duration) *Authenticator {
-	return &Authenticator{db: db, ttl: ttl, now: time.Now, cache: map[string]cached{}}
+	return New(db, Options{TTL: ttl})
 }
 
 // Authenticate returns the principal of token.
@@ -97,36 +131,81 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Princi
 	}
 	hash := Hash(token)
 	key := string(hash)
-	if a.ttl > 0 {
-		a.mu.Lock()
-		c, ok := a.cache[key]
-		a.mu.Unlock()
-		if ok && a.now().Before(c.expires) {
-			return c.p, nil
-		}
+	now := a.now()
+	a.mu.Lock()
+	c, hit := a.cache[key]
+	missUntil, missed := a.misses[key]
+	a.mu.Unlock()
+	if hit && now.Before(c.expires) {
+		return c.p, nil
+	}
+	if missed && now.Before(missUntil) {
+		return nil, ErrInvalidToken
 	}
 	t, err := store.LookupToken(ctx, a.db, hash)
 	if errors.Is(err, store.ErrNotFound) {
+		if a.o.MissTTL > 0 {
+			a.mu.Lock()
+			delete(a.cache, key)
+			a.misses[key] = now.Add(a.o.MissTTL)
+			bound(a.misses, a.o.MaxEntries, now, func(until time.Time) time.Time { return until })
+			a.mu.Unlock()
+		}
 		return nil, ErrInvalidToken
 	}
 	if err != nil {
 		return nil, err
 	}
 	p := &Principal{TokenID: t.ID, Name: t.Name, Admin: t.Admin, Projects: t.ProjectIDs}
-	if a.ttl > 0 {
-		a.mu.Lock()
-		if len(a.cache) > 10000 {
-			clear(a.cache)
-		}
-		a.cache[key] = cached{p: p, expires: a.now().Add(a.ttl)}
-		a.mu.Unlock()
+	a.mu.Lock()
+	delete(a.misses, key)
+	if a.o.TTL > 0 {
+		a.cache[key] = cached{p: p, expires: now.Add(a.o.TTL)}
+		bound(a.cache, a.o.MaxEntries, now, func(c cached) time.Time { return c.expires })
 	}
+	a.mu.Unlock()
 	return p, nil
+}
+
+// bound keeps m at most max entries: past it, the expired ones go, and
+// everything when none had expired.
+func bound[V any](m map[string]V, max int, now time.Time, expires func(V) time.Time) {
+	if len(m) <= max {
+		return
+	}
+	for k, v := range m {
+		if !now.Before(expires(v)) {
+			delete(m, k)
+		}
+	}
+	if len(m) > max {
+		clear(m)
+	}
+}
+
+// Live reports whether the token with id is still valid, asking the
+// database, never the cache. A token found revoked (or gone) is dropped
+// from the cache, so this process refuses it from now on. Open event
+// streams ask it at each heartbeat.
+func (a *Authenticator) Live(ctx context.Context, tokenID string) (bool, error) {
+	live, err := store.TokenLive(ctx, a.db, tokenID)
+	if err != nil || live {
+		return live, err
+	}
+	a.mu.Lock()
+	for k, c := range a.cache {
+		if c.p.TokenID == tokenID {
+			delete(a.cache, k)
+		}
+	}
+	a.mu.Unlock()
+	return false, nil
 }
 
 // Forget drops every cached answer (after a grant or a revoke in this process).
 func (a *Authenticator) Forget() {
 	a.mu.Lock()
 	clear(a.cache)
+	clear(a.misses)
 	a.mu.Unlock()
 }

@@ -39,6 +39,8 @@ commands:
   migrate                       apply Kiln's and River's migrations (idempotent, safe to run concurrently)
   token create --name N (--admin | --project P ...)
                                 print a new API token once (P: project id or name; repeatable)
+  token list [--json]           list API tokens: id, name, scope, created, last used, revoked (never the token)
+  token revoke <id|name>        revoke an API token: refused within the auth cache TTL, its streams end within a heartbeat
   client <command> [flags]      talk to a running dispatcher (KILN_URL, KILN_TOKEN): submit, get, list,
                                 cancel, watch; 'dispatcher client help' for more
   help                          show this text
@@ -127,7 +129,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	a, err := app.New(app.Options{Pool: pool, Schema: cfg.DBSchema, Workers: cfg.Workers, Logger: logger,
-		AuthCacheTTL: cfg.AuthCacheTTL, Templates: templates, Kube: kube,
+		AuthCacheTTL: cfg.AuthCacheTTL, AuthMissTTL: cfg.AuthMissTTL, RateLimits: &cfg.RateLimits,
+		StreamsPerToken: cfg.StreamsPerToken, Templates: templates, Kube: kube,
 		CallbackAllowlist: cfg.CallbackAllowlist, CallbackMaxAge: cfg.CallbackMaxAge, CallbackTimeout: cfg.CallbackTimeout,
 		EventBuffer: cfg.EventBuffer, EventHeartbeat: cfg.EventHeartbeat})
 	if err != nil {
@@ -174,8 +177,11 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) < 1 || args[0] != "create" {
-		return errors.New("usage: dispatcher token create --name N (--admin | --project P ...)")
+	if len(args) > 0 && args[0] != "create" {
+		return tokenAdmin(ctx, args, stdout, stderr) // list, revoke: token.go
+	}
+	if len(args) < 1 {
+		return errors.New(tokenUsage)
 	}
 	cfg, fs, err := config.Parse("token create", nil, nil)
 	if err != nil {

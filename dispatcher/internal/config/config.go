@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
+	"github.com/kilnbuild/kiln/dispatcher/internal/ratelimit"
 	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 )
 
@@ -47,6 +49,10 @@ type Config struct {
 	CallbackTimeout   time.Duration
 	EventBuffer       int
 	EventHeartbeat    time.Duration
+
+	AuthMissTTL     time.Duration
+	RateLimits      ratelimit.Options // Reads, Writes, Anonymous (Unlimited when set to 0) and TrustedProxies
+	StreamsPerToken int
 }
 
 // Setting is one configuration entry: its environment name, flag and default.
@@ -79,7 +85,18 @@ var Settings = []Setting{
 	{"KILN_CALLBACK_TIMEOUT", "callback-timeout", duration(callback.DefaultTimeout), "how long one callback attempt may take to connect, send and get an answer"},
 	{"KILN_EVENTS_BUFFER", "events-buffer", strconv.Itoa(events.DefaultBuffer), "events waiting for one live stream before that slow client is dropped (it resumes where it left)"},
 	{"KILN_EVENTS_HEARTBEAT", "events-heartbeat", duration(events.DefaultHeartbeat), "how often an idle SSE or WebSocket event stream sends a heartbeat"},
+	{"KILN_AUTH_MISS_TTL", "auth-miss-ttl", "5s", "how long an unknown token is remembered as unknown, so a flood of bad tokens does not reach the database (0: off)"},
+	{"KILN_RATE_READS", "rate-reads", rate(ratelimit.DefaultReads), "read requests (GET) a second per token, on average (0: no limit)"},
+	{"KILN_RATE_READS_BURST", "rate-reads-burst", strconv.Itoa(ratelimit.DefaultReads.Burst), "read requests one token may make at once"},
+	{"KILN_RATE_WRITES", "rate-writes", rate(ratelimit.DefaultWrites), "write requests (build submissions, cancels, project changes) a second per token, on average (0: no limit)"},
+	{"KILN_RATE_WRITES_BURST", "rate-writes-burst", strconv.Itoa(ratelimit.DefaultWrites.Burst), "write requests one token may make at once"},
+	{"KILN_RATE_ANONYMOUS", "rate-anonymous", rate(ratelimit.DefaultAnonymous), "requests a second per client address without a valid token (none, or answered 401), on average (0: no limit)"},
+	{"KILN_RATE_ANONYMOUS_BURST", "rate-anonymous-burst", strconv.Itoa(ratelimit.DefaultAnonymous.Burst), "requests without a valid token one client address may send at once"},
+	{"KILN_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For names the client (empty: the header is ignored)"},
+	{"KILN_STREAMS_PER_TOKEN", "streams-per-token", strconv.Itoa(ratelimit.DefaultStreamsPerToken), "event streams (SSE and WebSocket) one token may hold open at once (0: no cap)"},
 }
+
+func rate(l ratelimit.Limit) string { return strconv.FormatFloat(l.Rate, 'f', -1, 64) }
 
 // duration formats a default the way a person writes it: 2m, 30s, 24h.
 func duration(d time.Duration) string {
@@ -157,6 +174,25 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 	if c.EventBuffer, err = strconv.Atoi(*vals["KILN_EVENTS_BUFFER"]); err != nil || c.EventBuffer < 1 {
 		return nil, fs, fmt.Errorf("events-buffer: must be a positive integer, got %q", *vals["KILN_EVENTS_BUFFER"])
 	}
+	if c.AuthMissTTL, err = time.ParseDuration(*vals["KILN_AUTH_MISS_TTL"]); err != nil || c.AuthMissTTL < 0 {
+		return nil, fs, fmt.Errorf("auth-miss-ttl: must be a duration such as 5s, got %q", *vals["KILN_AUTH_MISS_TTL"])
+	}
+	for _, l := range []struct {
+		rate, burst string
+		dst         *ratelimit.Limit
+	}{{"KILN_RATE_READS", "KILN_RATE_READS_BURST", &c.RateLimits.Reads},
+		{"KILN_RATE_WRITES", "KILN_RATE_WRITES_BURST", &c.RateLimits.Writes},
+		{"KILN_RATE_ANONYMOUS", "KILN_RATE_ANONYMOUS_BURST", &c.RateLimits.Anonymous}} {
+		if *l.dst, err = parseLimit(l.rate, l.burst, vals); err != nil {
+			return nil, fs, err
+		}
+	}
+	if c.RateLimits.TrustedProxies, err = parsePrefixes(*vals["KILN_TRUSTED_PROXIES"]); err != nil {
+		return nil, fs, fmt.Errorf("trusted-proxies: %w", err)
+	}
+	if c.StreamsPerToken, err = strconv.Atoi(*vals["KILN_STREAMS_PER_TOKEN"]); err != nil || c.StreamsPerToken < 0 {
+		return nil, fs, fmt.Errorf("streams-per-token: must be a non-negative integer, got %q", *vals["KILN_STREAMS_PER_TOKEN"])
+	}
 	if c.DBSchema != "" && !schemaName.MatchString(c.DBSchema) {
 		return nil, fs, fmt.Errorf("db-schema: must match %s, got %q", schemaName, c.DBSchema)
 	}
@@ -170,6 +206,24 @@ func flagOf(env string) string {
 		}
 	}
 	return env
+}
+
+// parseLimit reads the settings rateEnv (requests a second; 0: no limit)
+// and burstEnv into a limit.
+func parseLimit(rateEnv, burstEnv string, vals map[string]*string) (ratelimit.Limit, error) {
+	rate, burst := *vals[rateEnv], *vals[burstEnv]
+	r, err := strconv.ParseFloat(rate, 64)
+	if err != nil || r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		return ratelimit.Limit{}, fmt.Errorf("%s: must be a non-negative number of requests a second (0: no limit), got %q", flagOf(rateEnv), rate)
+	}
+	if r == 0 {
+		return ratelimit.Unlimited, nil
+	}
+	b, err := strconv.Atoi(burst)
+	if err != nil || b < 1 {
+		return ratelimit.Limit{}, fmt.Errorf("%s: must be a positive integer, got %q", flagOf(burstEnv), burst)
+	}
+	return ratelimit.Limit{Rate: r, Burst: b}, nil
 }
 
 // parsePrefixes reads comma-separated CIDRs or addresses (an address is its /32 or /128).

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/ratelimit"
 )
 
 func TestEnvThenFlags(t *testing.T) {
@@ -54,6 +56,37 @@ func TestLiveSettings(t *testing.T) {
 	assert.Equal(t, 15*time.Second, c.EventHeartbeat)
 	for _, bad := range [][]string{{"--callback-allowlist", "example.com"}, {"--callback-max-age", "0s"},
 		{"--callback-timeout", "x"}, {"--events-buffer", "0"}, {"--events-heartbeat", "-1s"}} {
+		_, _, err := Parse("serve", bad, func(string) string { return "" })
+		assert.ErrorContains(t, err, strings.TrimPrefix(bad[0], "--")+":", bad)
+	}
+}
+
+func TestLimitSettings(t *testing.T) {
+	c, _, err := Parse("serve", nil, func(string) string { return "" })
+	require.NoError(t, err)
+	assert.Equal(t, ratelimit.DefaultReads, c.RateLimits.Reads)
+	assert.Equal(t, ratelimit.DefaultWrites, c.RateLimits.Writes)
+	assert.Equal(t, ratelimit.DefaultAnonymous, c.RateLimits.Anonymous)
+	assert.Empty(t, c.RateLimits.TrustedProxies)
+	assert.Equal(t, ratelimit.DefaultStreamsPerToken, c.StreamsPerToken)
+	assert.Equal(t, 5*time.Second, c.AuthMissTTL)
+
+	env := map[string]string{"KILN_RATE_WRITES": "0.5", "KILN_RATE_WRITES_BURST": "3", "KILN_TRUSTED_PROXIES": "10.0.0.0/8,::1"}
+	c, _, err = Parse("serve", []string{"--rate-reads", "0", "--rate-anonymous-burst", "7", "--streams-per-token", "0",
+		"--auth-miss-ttl", "0s"}, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.True(t, c.RateLimits.Reads.Unlimited(), "0 turns a limit off")
+	assert.Equal(t, ratelimit.Limit{Rate: 0.5, Burst: 3}, c.RateLimits.Writes)
+	assert.Equal(t, ratelimit.Limit{Rate: 20, Burst: 7}, c.RateLimits.Anonymous)
+	require.Len(t, c.RateLimits.TrustedProxies, 2)
+	assert.Equal(t, "10.0.0.0/8", c.RateLimits.TrustedProxies[0].String())
+	assert.Equal(t, "::1/128", c.RateLimits.TrustedProxies[1].String())
+	assert.Zero(t, c.StreamsPerToken)
+	assert.Zero(t, c.AuthMissTTL)
+
+	for _, bad := range [][]string{{"--rate-reads", "-1"}, {"--rate-writes", "fast"}, {"--rate-anonymous", "NaN"},
+		{"--rate-reads-burst", "0"}, {"--rate-writes-burst", "x"}, {"--trusted-proxies", "proxy.local"},
+		{"--streams-per-token", "-1"}, {"--auth-miss-ttl", "-1s"}} {
 		_, _, err := Parse("serve", bad, func(string) string { return "" })
 		assert.ErrorContains(t, err, strings.TrimPrefix(bad[0], "--")+":", bad)
 	}

@@ -36,6 +36,27 @@ type Handler struct {
 	Heartbeat time.Duration
 	// WriteTimeout bounds one write to a client. Default 30s.
 	WriteTimeout time.Duration
+	// Guard, if set, admits each stream (SSE or WebSocket) and re-checks it
+	// at every heartbeat: a stream it refuses was answered by it; one whose
+	// token it no longer finds valid ends (schema.SSEUnauthorized,
+	// schema.CloseTokenInvalid). Default: every stream, never re-checked.
+	Guard Guard
+}
+
+// Guard admits event streams (ratelimit.Streams is the dispatcher's). Admit
+// answers w itself and returns ok false to refuse the stream; otherwise
+// valid says, at each heartbeat, whether the stream's token still works,
+// and release is called once when the stream ends.
+type Guard interface {
+	Admit(w http.ResponseWriter, r *http.Request) (valid func(context.Context) bool, release func(), ok bool)
+}
+
+// admit asks the Guard, if any, to admit the stream r opens.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (valid func(context.Context) bool, release func(), ok bool) {
+	if h.Guard == nil {
+		return func(context.Context) bool { return true }, func() {}, true
+	}
+	return h.Guard.Admit(w, r)
 }
 
 // Mount adds GET /builds/{taskId}/events and GET /builds/{taskId}/events/ws.
@@ -144,6 +165,7 @@ type sink interface {
 	end(ctx context.Context, status schema.Status, last int64) error
 	dropped(ctx context.Context, last int64) error
 	shutdown(ctx context.Context, last int64) error
+	unauthorized(ctx context.Context, last int64) error
 }
 
 // terminalStatus returns the status a status event moved to, if terminal.
@@ -157,8 +179,9 @@ func terminalStatus(e schema.Event) (schema.Status, bool) {
 
 // follow writes build b's events after pos to out: a replay from the
 // database, then live events from the hub, until the build is terminal and
-// its events are written, the client leaves, or it falls behind.
-func (h *Handler) follow(ctx context.Context, b *store.Build, pos int64, out sink) error {
+// its events are written, the client leaves, it falls behind, or (asked at
+// each heartbeat) its token is no longer valid.
+func (h *Handler) follow(ctx context.Context, b *store.Build, pos int64, out sink, valid func(context.Context) bool) error {
 	var sub *Subscription
 	if !b.Status.Terminal() {
 		var err error
@@ -193,6 +216,9 @@ func (h *Handler) follow(ctx context.Context, b *store.Build, pos int64, out sin
 		case <-h.Hub.done:
 			return out.shutdown(ctx, pos)
 		case <-hb.C:
+			if !valid(ctx) {
+				return out.unauthorized(ctx, pos)
+			}
 			if err := out.heartbeat(ctx); err != nil {
 				return err
 			}
@@ -253,6 +279,11 @@ func (h *Handler) replay(ctx context.Context, id string, pos *int64, out sink) (
 // It ends with schema.SSEEnd once the build is terminal, or schema.SSEDropped
 // when the client fell behind; both carry where to resume.
 func (h *Handler) sse(w http.ResponseWriter, r *http.Request, b *store.Build, pos int64) {
+	valid, release, ok := h.admit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -261,7 +292,7 @@ func (h *Handler) sse(w http.ResponseWriter, r *http.Request, b *store.Build, po
 	if err := s.write("retry: 2000\n\n"); err != nil {
 		return
 	}
-	if err := h.follow(r.Context(), b, pos, s); err != nil && r.Context().Err() == nil {
+	if err := h.follow(r.Context(), b, pos, s, valid); err != nil && r.Context().Err() == nil {
 		h.logger().InfoContext(r.Context(), "event stream ended", "build_id", b.ID, "error", err)
 	}
 }
@@ -311,6 +342,10 @@ func (s *sseSink) dropped(_ context.Context, last int64) error {
 	return s.control(schema.SSEDropped, schema.StreamDropped{Reason: "slow consumer", ResumeAfter: last})
 }
 
+func (s *sseSink) unauthorized(_ context.Context, last int64) error {
+	return s.control(schema.SSEUnauthorized, schema.StreamDropped{Reason: "the token is no longer valid", ResumeAfter: last})
+}
+
 // websocket answers GET /builds/{taskId}/events/ws: one JSON Event per text
 // message, replayed from ?after= and then live, closed with one of schema's
 // close codes: CloseBuildEnded once the build is terminal, CloseSlowConsumer
@@ -326,6 +361,11 @@ func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	valid, release, ok := h.admit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered
@@ -333,7 +373,7 @@ func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
 	defer c.CloseNow()
 	ctx := c.CloseRead(r.Context())
 	s := &wsSink{c: c, timeout: cmp.Or(h.WriteTimeout, 30*time.Second)}
-	if err := h.follow(ctx, b, pos, s); err != nil && ctx.Err() == nil {
+	if err := h.follow(ctx, b, pos, s, valid); err != nil && ctx.Err() == nil {
 		h.logger().InfoContext(r.Context(), "event socket ended", "build_id", b.ID, "error", err)
 		_ = c.Close(schema.CloseInternalError, "internal error")
 	}
@@ -370,4 +410,8 @@ func (s *wsSink) shutdown(_ context.Context, last int64) error {
 
 func (s *wsSink) dropped(_ context.Context, last int64) error {
 	return s.c.Close(schema.CloseSlowConsumer, fmt.Sprintf("slow consumer; resume from seq %d", last))
+}
+
+func (s *wsSink) unauthorized(context.Context, int64) error {
+	return s.c.Close(schema.CloseTokenInvalid, "the token is no longer valid")
 }

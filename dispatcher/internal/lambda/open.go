@@ -31,7 +31,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Handle
 		templates = templates.Merge(c)
 	}
 	a, err := app.New(app.Options{Pool: pool, Schema: cfg.DBSchema, Workers: 0, Logger: logger,
-		AuthCacheTTL: cfg.AuthCacheTTL, Templates: templates,
+		AuthCacheTTL: cfg.AuthCacheTTL, AuthMissTTL: cfg.AuthMissTTL, Templates: templates,
 		CallbackAllowlist: cfg.CallbackAllowlist, CallbackMaxAge: cfg.CallbackMaxAge, CallbackTimeout: cfg.CallbackTimeout,
 		EventBuffer: cfg.EventBuffer, EventHeartbeat: cfg.EventHeartbeat})
 	if err != nil {
