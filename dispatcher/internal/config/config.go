@@ -16,6 +16,7 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/events"
+	"github.com/kilnbuild/kiln/dispatcher/internal/httpserve"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 )
@@ -47,6 +48,13 @@ type Config struct {
 	CallbackTimeout   time.Duration
 	EventBuffer       int
 	EventHeartbeat    time.Duration
+
+	// The HTTP server's bounds (package httpserve).
+	HTTPReadHeaderTimeout time.Duration
+	HTTPBodyTimeout       time.Duration
+	HTTPWriteTimeout      time.Duration
+	HTTPIdleTimeout       time.Duration
+	HTTPMaxConns          int
 }
 
 // Setting is one configuration entry: its environment name, flag and default.
@@ -79,6 +87,11 @@ var Settings = []Setting{
 	{"KILN_CALLBACK_TIMEOUT", "callback-timeout", duration(callback.DefaultTimeout), "how long one callback attempt may take to connect, send and get an answer"},
 	{"KILN_EVENTS_BUFFER", "events-buffer", strconv.Itoa(events.DefaultBuffer), "events waiting for one live stream before that slow client is dropped (it resumes where it left)"},
 	{"KILN_EVENTS_HEARTBEAT", "events-heartbeat", duration(events.DefaultHeartbeat), "how often an idle SSE or WebSocket event stream sends a heartbeat"},
+	{"KILN_HTTP_READ_HEADER_TIMEOUT", "http-read-header-timeout", duration(httpserve.DefaultReadHeaderTimeout), "how long a client may take to send a request's headers"},
+	{"KILN_HTTP_BODY_TIMEOUT", "http-body-timeout", duration(httpserve.DefaultBodyTimeout), "how long after its headers a request's body must have arrived; event streams lift it once authenticated"},
+	{"KILN_HTTP_WRITE_TIMEOUT", "http-write-timeout", duration(httpserve.DefaultWriteTimeout), "how long after its headers a request's answer must have been written; event streams bound each write instead"},
+	{"KILN_HTTP_IDLE_TIMEOUT", "http-idle-timeout", duration(httpserve.DefaultIdleTimeout), "how long an idle keep-alive connection waits for its next request"},
+	{"KILN_HTTP_MAX_CONNS", "http-max-conns", strconv.Itoa(httpserve.DefaultMaxConns), "connections served at once (open event streams count); more wait to be accepted"},
 }
 
 // duration formats a default the way a person writes it: 2m, 30s, 24h.
@@ -156,6 +169,18 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 	}
 	if c.EventBuffer, err = strconv.Atoi(*vals["KILN_EVENTS_BUFFER"]); err != nil || c.EventBuffer < 1 {
 		return nil, fs, fmt.Errorf("events-buffer: must be a positive integer, got %q", *vals["KILN_EVENTS_BUFFER"])
+	}
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{{"KILN_HTTP_READ_HEADER_TIMEOUT", &c.HTTPReadHeaderTimeout}, {"KILN_HTTP_BODY_TIMEOUT", &c.HTTPBodyTimeout},
+		{"KILN_HTTP_WRITE_TIMEOUT", &c.HTTPWriteTimeout}, {"KILN_HTTP_IDLE_TIMEOUT", &c.HTTPIdleTimeout}} {
+		if *d.dst, err = time.ParseDuration(*vals[d.env]); err != nil || *d.dst <= 0 {
+			return nil, fs, fmt.Errorf("%s: must be a positive duration such as 15s, got %q", flagOf(d.env), *vals[d.env])
+		}
+	}
+	if c.HTTPMaxConns, err = strconv.Atoi(*vals["KILN_HTTP_MAX_CONNS"]); err != nil || c.HTTPMaxConns < 1 {
+		return nil, fs, fmt.Errorf("http-max-conns: must be a positive integer, got %q", *vals["KILN_HTTP_MAX_CONNS"])
 	}
 	if c.DBSchema != "" && !schemaName.MatchString(c.DBSchema) {
 		return nil, fs, fmt.Errorf("db-schema: must match %s, got %q", schemaName, c.DBSchema)

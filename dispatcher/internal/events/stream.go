@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/httpserve"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
@@ -253,6 +254,7 @@ func (h *Handler) replay(ctx context.Context, id string, pos *int64, out sink) (
 // It ends with schema.SSEEnd once the build is terminal, or schema.SSEDropped
 // when the client fell behind; both carry where to resume.
 func (h *Handler) sse(w http.ResponseWriter, r *http.Request, b *store.Build, pos int64) {
+	httpserve.Stream(w) // authenticated: a long-lived answer; each write below has its own deadline
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -326,6 +328,7 @@ func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	httpserve.Stream(w) // authenticated: a long-lived answer; each write below has its own deadline
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered
