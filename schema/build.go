@@ -123,3 +123,39 @@ type BuildAccepted struct {
 	TaskID string `json:"task_id"`
 	Status Status `json:"status"`
 }
+
+// SummaryErrorChars is the most of a build's error text a BuildSummary holds;
+// longer text is cut and ends with "…". GET /builds/{id} has all of it.
+const SummaryErrorChars = 1024
+
+// BuildSummary is a build as a list of builds shows it: what identifies and
+// describes it, without what can be large (the prompt, the variables, the
+// callback URL, the result's output and file names). GET /builds/{id} returns
+// the whole build.
+type BuildSummary struct {
+	ID          string     `json:"task_id"`
+	ProjectID   string     `json:"project_id"`
+	Status      Status     `json:"status"`
+	Reason      Reason     `json:"reason,omitempty"`
+	Error       string     `json:"error,omitempty"` // at most SummaryErrorChars characters
+	Template    string     `json:"template"`        // the template it runs with (DefaultTemplate when the spec names none)
+	AutoCommit  bool       `json:"auto_commit"`
+	AutoPush    bool       `json:"auto_push"`
+	HasCallback bool       `json:"has_callback"` // the spec has a callback_url
+	Attempt     int        `json:"attempt"`
+	RequestedBy string     `json:"requested_by"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// Result is set once the runner reported a result.
+	Result *ResultSummary `json:"result,omitempty"`
+}
+
+// ResultSummary is the part of a BuildResult a BuildSummary holds.
+type ResultSummary struct {
+	Success           bool   `json:"success"`
+	CommitSHA         string `json:"commit_sha,omitempty"`
+	FilesChangedCount int    `json:"files_changed_count"`
+	ArtifactCount     int    `json:"artifact_count"`
+	DurationMS        int64  `json:"duration_ms"`
+}

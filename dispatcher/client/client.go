@@ -178,13 +178,14 @@ func (c *Client) Get(ctx context.Context, id string) (*schema.Build, error) {
 	return &b, err
 }
 
-// BuildList is a page of builds.
+// BuildList is a page of build summaries; Get returns a whole build.
 type BuildList struct {
-	Builds     []schema.Build `json:"builds"`
-	NextCursor string         `json:"next_cursor,omitempty"`
+	Builds     []schema.BuildSummary `json:"builds"`
+	NextCursor string                `json:"next_cursor,omitempty"`
 }
 
-// List returns a page of a project's builds, newest first.
+// List returns a page of a project's builds, newest first, as summaries (no
+// prompt or variables).
 func (c *Client) List(ctx context.Context, projectID string, status schema.Status, limit int, cursor string) (*BuildList, error) {
 	q := url.Values{}
 	if status != "" {

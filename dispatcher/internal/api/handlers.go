@@ -154,9 +154,13 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
 
 // buildList is the body of GET /projects/{id}/builds.
 type buildList struct {
-	Builds     []schema.Build `json:"builds"`
-	NextCursor string         `json:"next_cursor,omitempty"`
+	Builds     []schema.BuildSummary `json:"builds"`
+	NextCursor string                `json:"next_cursor,omitempty"`
 }
+
+// listPageBytes bounds the summaries of one page of GET /projects/{id}/builds;
+// a page that would pass it ends early, with a next_cursor.
+const listPageBytes = 1 << 20
 
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 	p, err := s.intake.GetProject(r.Context(), principal(r.Context()), chi.URLParam(r, "id"))
@@ -190,19 +194,15 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 		}
 		params.Before = id
 	}
-	params.Limit++ // one more tells whether there is a next page
-	bs, err := s.intake.ListBuilds(r.Context(), params)
+	params.MaxBytes = listPageBytes
+	bs, more, err := s.intake.ListBuilds(r.Context(), params)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	out := buildList{Builds: make([]schema.Build, 0, len(bs))}
-	if len(bs) == params.Limit {
-		bs = bs[:len(bs)-1]
+	out := buildList{Builds: bs}
+	if more {
 		out.NextCursor = encodeCursor(bs[len(bs)-1].ID)
-	}
-	for _, b := range bs {
-		out.Builds = append(out.Builds, b.Build)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/config"
+	"github.com/kilnbuild/kiln/dispatcher/internal/httpserve"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema/migrate"
@@ -136,9 +137,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	ln, err := httpserve.Listen(cfg.ListenAddr, cfg.HTTPMaxConns)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.ListenAddr, err)
+		return err
 	}
 	if err := a.Start(ctx); err != nil {
 		return err
@@ -150,11 +151,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer stopDebug()
 	}
-	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// Every phase of a request is bounded (headers, body, answer, idle); event
+	// streams lift the body and answer deadlines once authenticated.
+	srv := httpserve.NewServer(a.Handler, httpserve.Options{ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout,
+		BodyTimeout: cfg.HTTPBodyTimeout, WriteTimeout: cfg.HTTPWriteTimeout, IdleTimeout: cfg.HTTPIdleTimeout})
 	srv.RegisterOnShutdown(a.Events.Stop) // event streams end so Shutdown need not wait for them; clients resume elsewhere
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	logger.Info("serving", "addr", ln.Addr().String(), "workers", cfg.Workers, "templates", templates.Names())
+	logger.Info("serving", "addr", ln.Addr().String(), "max_conns", cfg.HTTPMaxConns, "workers", cfg.Workers, "templates", templates.Names())
 
 	select {
 	case <-ctx.Done():

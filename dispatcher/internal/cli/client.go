@@ -238,9 +238,9 @@ func (r *runner) listFlags(fs *flag.FlagSet) func(context.Context, *client.Clien
 			return ExitOK, r.printJSON(page)
 		}
 		tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TASK ID\tSTATUS\tCREATED\tPROMPT")
+		fmt.Fprintln(tw, "TASK ID\tSTATUS\tCREATED\tTEMPLATE\tREQUESTED BY") // a list has summaries: 'get' shows the prompt
 		for _, b := range page.Builds {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.ID, b.Status, b.CreatedAt.Local().Format(time.DateTime), clip(b.Spec.Prompt, 60))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.ID, b.Status, b.CreatedAt.Local().Format(time.DateTime), b.Template, b.RequestedBy)
 		}
 		if err := tw.Flush(); err != nil {
 			return 0, err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
 	"github.com/kilnbuild/kiln/dispatcher/internal/events"
+	"github.com/kilnbuild/kiln/dispatcher/internal/httpserve"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/ratelimit"
 	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
@@ -53,6 +54,12 @@ type Config struct {
 	AuthMissTTL     time.Duration
 	RateLimits      ratelimit.Options // Reads, Writes, Anonymous (Unlimited when set to 0) and TrustedProxies
 	StreamsPerToken int
+	// The HTTP server's bounds (package httpserve).
+	HTTPReadHeaderTimeout time.Duration
+	HTTPBodyTimeout       time.Duration
+	HTTPWriteTimeout      time.Duration
+	HTTPIdleTimeout       time.Duration
+	HTTPMaxConns          int
 }
 
 // Setting is one configuration entry: its environment name, flag and default.
@@ -94,6 +101,11 @@ var Settings = []Setting{
 	{"KILN_RATE_ANONYMOUS_BURST", "rate-anonymous-burst", strconv.Itoa(ratelimit.DefaultAnonymous.Burst), "requests without a valid token one client address may send at once"},
 	{"KILN_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For names the client (empty: the header is ignored)"},
 	{"KILN_STREAMS_PER_TOKEN", "streams-per-token", strconv.Itoa(ratelimit.DefaultStreamsPerToken), "event streams (SSE and WebSocket) one token may hold open at once (0: no cap)"},
+	{"KILN_HTTP_READ_HEADER_TIMEOUT", "http-read-header-timeout", duration(httpserve.DefaultReadHeaderTimeout), "how long a client may take to send a request's headers"},
+	{"KILN_HTTP_BODY_TIMEOUT", "http-body-timeout", duration(httpserve.DefaultBodyTimeout), "how long after its headers a request's body must have arrived; event streams lift it once authenticated"},
+	{"KILN_HTTP_WRITE_TIMEOUT", "http-write-timeout", duration(httpserve.DefaultWriteTimeout), "how long after its headers a request's answer must have been written; event streams bound each write instead"},
+	{"KILN_HTTP_IDLE_TIMEOUT", "http-idle-timeout", duration(httpserve.DefaultIdleTimeout), "how long an idle keep-alive connection waits for its next request"},
+	{"KILN_HTTP_MAX_CONNS", "http-max-conns", strconv.Itoa(httpserve.DefaultMaxConns), "connections served at once (open event streams count); more wait to be accepted"},
 }
 
 func rate(l ratelimit.Limit) string { return strconv.FormatFloat(l.Rate, 'f', -1, 64) }
@@ -192,6 +204,18 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 	}
 	if c.StreamsPerToken, err = strconv.Atoi(*vals["KILN_STREAMS_PER_TOKEN"]); err != nil || c.StreamsPerToken < 0 {
 		return nil, fs, fmt.Errorf("streams-per-token: must be a non-negative integer, got %q", *vals["KILN_STREAMS_PER_TOKEN"])
+	}
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{{"KILN_HTTP_READ_HEADER_TIMEOUT", &c.HTTPReadHeaderTimeout}, {"KILN_HTTP_BODY_TIMEOUT", &c.HTTPBodyTimeout},
+		{"KILN_HTTP_WRITE_TIMEOUT", &c.HTTPWriteTimeout}, {"KILN_HTTP_IDLE_TIMEOUT", &c.HTTPIdleTimeout}} {
+		if *d.dst, err = time.ParseDuration(*vals[d.env]); err != nil || *d.dst <= 0 {
+			return nil, fs, fmt.Errorf("%s: must be a positive duration such as 15s, got %q", flagOf(d.env), *vals[d.env])
+		}
+	}
+	if c.HTTPMaxConns, err = strconv.Atoi(*vals["KILN_HTTP_MAX_CONNS"]); err != nil || c.HTTPMaxConns < 1 {
+		return nil, fs, fmt.Errorf("http-max-conns: must be a positive integer, got %q", *vals["KILN_HTTP_MAX_CONNS"])
 	}
 	if c.DBSchema != "" && !schemaName.MatchString(c.DBSchema) {
 		return nil, fs, fmt.Errorf("db-schema: must match %s, got %q", schemaName, c.DBSchema)

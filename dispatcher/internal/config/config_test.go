@@ -55,7 +55,9 @@ func TestLiveSettings(t *testing.T) {
 	assert.Equal(t, 8, c.EventBuffer)
 	assert.Equal(t, 15*time.Second, c.EventHeartbeat)
 	for _, bad := range [][]string{{"--callback-allowlist", "example.com"}, {"--callback-max-age", "0s"},
-		{"--callback-timeout", "x"}, {"--events-buffer", "0"}, {"--events-heartbeat", "-1s"}} {
+		{"--callback-timeout", "x"}, {"--events-buffer", "0"}, {"--events-heartbeat", "-1s"},
+		{"--http-read-header-timeout", "0s"}, {"--http-body-timeout", "soon"}, {"--http-write-timeout", "-1m"},
+		{"--http-idle-timeout", "x"}, {"--http-max-conns", "0"}} {
 		_, _, err := Parse("serve", bad, func(string) string { return "" })
 		assert.ErrorContains(t, err, strings.TrimPrefix(bad[0], "--")+":", bad)
 	}
@@ -90,4 +92,19 @@ func TestLimitSettings(t *testing.T) {
 		_, _, err := Parse("serve", bad, func(string) string { return "" })
 		assert.ErrorContains(t, err, strings.TrimPrefix(bad[0], "--")+":", bad)
 	}
+}
+
+func TestHTTPServerSettings(t *testing.T) {
+	c, _, err := Parse("serve", nil, func(string) string { return "" })
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Second, c.HTTPReadHeaderTimeout)
+	assert.Equal(t, 15*time.Second, c.HTTPBodyTimeout, "a withheld body is cut within 15s")
+	assert.Equal(t, time.Minute, c.HTTPWriteTimeout)
+	assert.Equal(t, 2*time.Minute, c.HTTPIdleTimeout)
+	assert.Equal(t, 2048, c.HTTPMaxConns)
+	env := map[string]string{"KILN_HTTP_BODY_TIMEOUT": "2s", "KILN_HTTP_MAX_CONNS": "10"}
+	c, _, err = Parse("serve", []string{"--http-max-conns", "3"}, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.Equal(t, 2*time.Second, c.HTTPBodyTimeout)
+	assert.Equal(t, 3, c.HTTPMaxConns, "flag overrides environment")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/httpserve"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
@@ -284,6 +285,7 @@ func (h *Handler) sse(w http.ResponseWriter, r *http.Request, b *store.Build, po
 		return
 	}
 	defer release()
+	httpserve.Stream(w) // authenticated: a long-lived answer; each write below has its own deadline
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -366,6 +368,7 @@ func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	httpserve.Stream(w) // authenticated: a long-lived answer; each write below has its own deadline
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered

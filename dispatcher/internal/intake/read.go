@@ -17,10 +17,10 @@ func (s *Service) ListProjects(ctx context.Context, who *auth.Principal) ([]*sch
 	return store.ListProjects(ctx, s.Store.Pool, who.Scope())
 }
 
-// ListBuilds returns a page of builds of the project p.ProjectID names; p
-// comes from GetProject.
-func (s *Service) ListBuilds(ctx context.Context, p store.ListBuildsParams) ([]*store.Build, error) {
-	return store.ListBuilds(ctx, s.Store.Pool, p)
+// ListBuilds returns a page of summaries of the builds of the project
+// p.ProjectID names (p comes from GetProject), and whether more follow.
+func (s *Service) ListBuilds(ctx context.Context, p store.ListBuildsParams) ([]schema.BuildSummary, bool, error) {
+	return store.ListBuildSummaries(ctx, s.Store.Pool, p)
 }
 
 // CallbackAttempts returns every callback attempt of b (from GetBuild), oldest first.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -81,35 +82,82 @@ func GetBuild(ctx context.Context, db DB, id string) (*Build, error) {
 	return b, notFound(err, "build "+id)
 }
 
-// ListBuildsParams filters and pages ListBuilds.
+// ListBuildsParams filters and pages ListBuildSummaries.
 type ListBuildsParams struct {
 	ProjectID string
 	Status    schema.Status // empty: any
 	Before    string        // a build id: list builds created before it (the cursor)
-	Limit     int
+	Limit     int           // the most summaries a page holds
+	// MaxBytes bounds a page's summaries encoded as JSON: the page ends before
+	// the summary that would pass it (a page holds at least one). 0: no bound.
+	MaxBytes int
 }
 
-// ListBuilds returns a project's builds, newest first.
-func ListBuilds(ctx context.Context, db DB, p ListBuildsParams) ([]*Build, error) {
-	rows, err := db.Query(ctx, `SELECT `+buildColumns+` FROM builds
-		WHERE project_id = $1
-		  AND ($2 = '' OR status = $2)
-		  AND ($3::uuid IS NULL OR id < $3::uuid)
-		ORDER BY id DESC LIMIT $4`,
-		p.ProjectID, string(p.Status), nullIfEmpty(p.Before), p.Limit)
+// summaryColumns are what a BuildSummary needs of a build row. The spec and
+// the result are read once each (jsonb_to_record) and only the named fields
+// leave the database: never the prompt, the variables or the output.
+const summaryColumns = `b.id, b.project_id, b.status, b.reason,
+	CASE WHEN length(b.error) > $5 THEN left(b.error, $5 - 1) || '…' ELSE b.error END,
+	COALESCE(s.template, ''), COALESCE(s.auto_commit, false), COALESCE(s.auto_push, false),
+	COALESCE(s.callback_url, '') <> '', b.attempt, b.requested_by, b.created_at, b.started_at, b.finished_at,
+	b.result IS NOT NULL, COALESCE(r.success, false), COALESCE(r.commit_sha, ''),
+	CASE WHEN jsonb_typeof(r.files_changed) = 'array' THEN jsonb_array_length(r.files_changed) ELSE 0 END,
+	CASE WHEN jsonb_typeof(r.artifacts) = 'array' THEN jsonb_array_length(r.artifacts) ELSE 0 END,
+	COALESCE(r.duration_ms, 0)`
+
+// ListBuildSummaries returns a page of a project's builds, newest first, as
+// summaries: at most p.Limit of them and at most p.MaxBytes of JSON. more
+// reports whether builds follow the page (its last id is the next cursor).
+func ListBuildSummaries(ctx context.Context, db DB, p ListBuildsParams) (page []schema.BuildSummary, more bool, err error) {
+	if p.Limit < 1 {
+		return nil, false, fmt.Errorf("listing builds: limit %d is not positive", p.Limit)
+	}
+	rows, err := db.Query(ctx, `SELECT `+summaryColumns+` FROM builds b
+		CROSS JOIN LATERAL jsonb_to_record(b.spec) AS s(template text, auto_commit boolean, auto_push boolean, callback_url text)
+		LEFT JOIN LATERAL jsonb_to_record(b.result) AS r(success boolean, commit_sha text, files_changed jsonb,
+			artifacts jsonb, duration_ms bigint) ON true
+		WHERE b.project_id = $1
+		  AND ($2 = '' OR b.status = $2)
+		  AND ($3::uuid IS NULL OR b.id < $3::uuid)
+		ORDER BY b.id DESC LIMIT $4`,
+		p.ProjectID, string(p.Status), nullIfEmpty(p.Before), p.Limit+1, schema.SummaryErrorChars)
 	if err != nil {
-		return nil, fmt.Errorf("listing builds: %w", err)
+		return nil, false, fmt.Errorf("listing builds: %w", err)
 	}
 	defer rows.Close()
-	out := []*Build{}
+	page = []schema.BuildSummary{}
+	size := 0
 	for rows.Next() {
-		b, err := scanBuild(rows)
-		if err != nil {
-			return nil, err
+		var b schema.BuildSummary
+		var r schema.ResultSummary
+		var hasResult bool
+		if err := rows.Scan(&b.ID, &b.ProjectID, &b.Status, &b.Reason, &b.Error, &b.Template, &b.AutoCommit, &b.AutoPush,
+			&b.HasCallback, &b.Attempt, &b.RequestedBy, &b.CreatedAt, &b.StartedAt, &b.FinishedAt,
+			&hasResult, &r.Success, &r.CommitSHA, &r.FilesChangedCount, &r.ArtifactCount, &r.DurationMS); err != nil {
+			return nil, false, fmt.Errorf("listing builds: %w", err)
 		}
-		out = append(out, b)
+		b.Template = cmp.Or(b.Template, schema.DefaultTemplate)
+		if hasResult {
+			b.Result = &r
+		}
+		if len(page) == p.Limit {
+			return page, true, nil
+		}
+		if p.MaxBytes > 0 {
+			j, err := json.Marshal(b)
+			if err != nil {
+				return nil, false, err
+			}
+			if size += len(j) + 1; size > p.MaxBytes && len(page) > 0 {
+				return page, true, nil
+			}
+		}
+		page = append(page, b)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("listing builds: %w", err)
+	}
+	return page, false, nil
 }
 
 func nullIfEmpty(s string) any {

@@ -7,10 +7,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,20 +28,76 @@ import (
 // Serve runs `dispatcher serve --workers 0` (API only) on a free loopback
 // port, waits for /readyz, and returns its URL and a stop function.
 func Serve(bin, dbURL, schema, logLevel string) (string, func()) {
+	p := Start(bin, dbURL, schema, logLevel)
+	return p.URL, p.Stop
+}
+
+// Proc is a dispatcher serving process started by Start.
+type Proc struct {
+	URL  string // http://127.0.0.1:port
+	Addr string // 127.0.0.1:port
+	PID  int
+	cmd  *exec.Cmd
+}
+
+// Start runs `dispatcher serve --workers 0` (API only) with extra flags on a
+// free loopback port and waits for /readyz.
+func Start(bin, dbURL, schema, logLevel string, extra ...string) *Proc {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	Check(err)
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schema,
-		"--log-level", logLevel, "--workers", "0")
+	args := append([]string{"serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schema,
+		"--log-level", logLevel, "--workers", "0"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	Check(cmd.Start())
-	url := "http://" + addr
-	WaitReady(url, 100)
-	return url, func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
+	p := &Proc{URL: "http://" + addr, Addr: addr, PID: cmd.Process.Pid, cmd: cmd}
+	WaitReady(p.URL, 100)
+	return p
+}
+
+// Stop interrupts the process (a graceful shutdown) and waits for it.
+func (p *Proc) Stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	_ = p.cmd.Wait()
+}
+
+// MemKiB returns a memory figure of the process from /proc/<pid>/status, in
+// KiB: "VmRSS" (resident now) or "VmHWM" (the peak since start or ResetPeak).
+func (p *Proc) MemKiB(field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
+	Check(err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			Check(err)
+			return n
+		}
 	}
+	log.Fatalf("/proc/%d/status has no %s", p.PID, field)
+	return 0
+}
+
+// ResetPeak sets the process's VmHWM back to its current RSS (Linux
+// clear_refs); it reports whether that worked.
+func (p *Proc) ResetPeak() bool {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.PID), []byte("5"), 0) == nil
+}
+
+// Flags returns the flag names `bin serve -h` lists, so a benchmark can use
+// a setting only where the binary has it (an older build, another branch).
+func Flags(bin string) map[string]bool {
+	out, _ := exec.Command(bin, "serve", "-h").CombinedOutput() // -h exits 0 or 2 depending on the flag package; the text is what counts
+	flags := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
+			if name, _, _ := strings.Cut(f, " "); name != "" {
+				flags[strings.TrimPrefix(name, "-")] = true
+			}
+		}
+	}
+	return flags
 }
 
 // WaitReady waits for the dispatcher at url to answer /readyz, polling every
