@@ -9,10 +9,52 @@ import (
 // with the build's runner token (Authorization: Bearer), only about its own
 // build. Paths are relative to the dispatcher URL the Job was given.
 //
-//	GET  /runner/v1/builds/{id}         → RunnerTask
-//	POST /runner/v1/builds/{id}/events  EventBatch → EventBatchAck   (a retried batch is stored once)
-//	POST /runner/v1/builds/{id}/result  BuildResult → ResultAck      (idempotent; late results are ignored)
+//	GET  /runner/v1/builds/{id}            → RunnerTask
+//	POST /runner/v1/builds/{id}/events     EventBatch → EventBatchAck     (a retried batch is stored once)
+//	POST /runner/v1/builds/{id}/artifacts  ArtifactUpload → Artifact
+//	POST /runner/v1/builds/{id}/result     BuildResult → ResultAck        (idempotent, see below)
+//
+// What a runner may post:
+//
+//   - Events of the types in RunnerEventTypes only (never status or info:
+//     the dispatcher writes those). Each payload is a JSON object with the
+//     fields of its payload type (AgentTextPayload, ...; keys match exactly,
+//     every field without omitempty is required, no other key, a log level
+//     is info, warn or error). A batch with one bad event is refused whole
+//     (422, naming events[i], the type and the field) and nothing of it is
+//     stored; its number is free to be used again.
+//   - Text Postgres cannot store (NUL, invalid UTF-8, an unpaired UTF-16
+//     surrogate) in an event payload's strings or in a result is not
+//     refused: it is replaced with U+FFFD. A stored event so repaired carries
+//     SanitizedKey ("sanitized": true) in its payload; a repaired result is
+//     told by an info event written before the result settles the build. An
+//     artifact path must be exact: NUL or invalid UTF-8 there is refused (422).
+//   - Per-build caps (the dispatcher's configuration; defaults 100000 events,
+//     64 MiB of event payloads, 100 artifacts, 100 MiB of artifacts): a post
+//     past one is refused with a problem of type ProblemRunnerCap, 422 for a
+//     count and 413 for bytes, and nothing of it is stored. A runner stops
+//     posting that kind (events, or artifacts) and still posts its result.
+//
+// After the build is terminal, events and artifacts answer 409, and so does a
+// result, except the very result that settled the build posted again (its
+// answer was lost): that one answers 200 {accepted: true, duplicate: true}.
+// The runner token stops working when the build ends: a short grace later
+// (the dispatcher's; 5 minutes by default, so a runner still sees 409 and a
+// terminal task while it stops) every request with it answers 401.
 const RunnerAPIPrefix = "/runner/v1/builds/"
+
+// RunnerEventTypes are the event types a runner may post.
+var RunnerEventTypes = []EventType{EventAgentText, EventToolCall, EventToolResult, EventUsage, EventGit, EventLog}
+
+// SanitizedKey is the payload key, set to true, of a stored runner event
+// whose strings held text Postgres cannot store and were repaired (each such
+// character replaced with U+FFFD). A runner may not send it.
+const SanitizedKey = "sanitized"
+
+// ProblemRunnerCap is the problem type of a runner post refused because it
+// would take the build past one of its per-build caps (422 for a count, 413
+// for bytes).
+const ProblemRunnerCap = "https://kiln.dev/problems/runner-cap"
 
 // RunnerTask is what the runner fetches before it starts.
 type RunnerTask struct {
@@ -64,10 +106,15 @@ type EventBatchAck struct {
 	Status    Status `json:"status"`
 }
 
-// ResultAck answers a posted BuildResult.
+// ResultAck answers a posted BuildResult. A result posted after the build
+// is terminal answers 409 instead, unless it is the one that settled it.
 type ResultAck struct {
-	Status   Status `json:"status"`
-	Accepted bool   `json:"accepted"` // false: the build was already terminal; the result was ignored
+	Status Status `json:"status"`
+	// Accepted: the result settled the build. False: it settled nothing (a
+	// runner that stopped, cancelled: true; the watcher settles the build).
+	Accepted bool `json:"accepted"`
+	// Duplicate: the result had settled the build already; this was a retry.
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 // TerminationSummary is what the runner writes to its termination message, so
@@ -90,7 +137,9 @@ type TerminationSummary struct {
 //	POST /runner/v1/builds/{id}/artifacts  ArtifactUpload → Artifact (with its URL)
 //
 // Content is base64 in JSON. The dispatcher checks Size and SHA256 against
-// Content and keeps at most its configured maximum per file (10 MiB by default).
+// Content and keeps at most its configured maximum per file (10 MiB by
+// default, 413 beyond); Path is a clean relative path, exact (no NUL, valid
+// UTF-8). Uploading a path again replaces it.
 type ArtifactUpload struct {
 	Path    string `json:"path"`
 	SHA256  string `json:"sha256"`

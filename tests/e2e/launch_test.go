@@ -176,8 +176,8 @@ func TestCancelRunning(t *testing.T) {
 	b = e.get(d, id)
 	assert.Equal(t, schema.StatusCancelled, b.Status)
 	assert.Equal(t, "not needed", b.Error)
-	assert.Nil(t, b.Result, "the late result was ignored")
-	assert.Contains(t, readFile(t, d.log), "late or duplicate result ignored")
+	assert.Nil(t, b.Result, "the late result was refused")
+	assert.Contains(t, readFile(t, d.log), "late result refused")
 }
 
 func TestCapacityFIFO(t *testing.T) {

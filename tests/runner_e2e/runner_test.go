@@ -352,6 +352,10 @@ func testCancelFromDispatcher(t *testing.T, env *harness.Env) {
 	require.False(t, res.Success)
 	require.Contains(t, res.Error, "the dispatcher reports the build as terminal")
 	require.Nil(t, b.Accepted, "the build was already terminal")
+	require.Positive(t, b.Refused, "the result (and any later batch) was answered 409")
+	var sum schema.TerminationSummary
+	require.NoError(t, json.Unmarshal([]byte(pod.Status.ContainerStatuses[0].State.Terminated.Message), &sum))
+	require.True(t, sum.Reported, "a 409 to the result is an answer, not a failure to report")
 	require.False(t, alive(pid))
 	require.False(t, alive(child))
 	require.EqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode)

@@ -8,7 +8,7 @@
 //	summary      write a TerminationSummary and exit 1 without posting
 //	crash        print to stderr and exit 3
 //	oom          allocate memory until the limit kills it
-//	sleep        wait for SIGTERM, leave a marker, then claim success (must be ignored)
+//	sleep        wait for SIGTERM, leave a marker, then claim success (refused: the build ended)
 //	sleep-N      sleep N seconds, then succeed
 //	hang         ignore SIGTERM and never finish
 //	stopped      wait for SIGTERM, then report that it stopped (cancelled: true)

@@ -1,10 +1,16 @@
 // Package runnerapi is the dispatcher's side of the runner protocol
 // (schema/runner.go): the jobrunner of a build fetches its task, posts event
-// batches and posts its result, authenticated by that build's runner token
-// and for that build only. It is not part of the bots' API.
+// batches, artifacts and its result, authenticated by that build's runner
+// token and for that build only. It holds up against a broken or hostile
+// runner: only a runner's event types, each of its payload type's shape
+// (ValidateEvents, a pure function); text Postgres cannot store repaired
+// and flagged rather than refused; 409 once the build is terminal; per-build
+// caps; a token that stops working after the build ends. It is not part of
+// the bots' API, and status changes are the lifecycle's.
 package runnerapi
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +22,8 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -37,13 +45,38 @@ const (
 	DefaultMaxArtifactBytes = 10 << 20
 )
 
+// Defaults of the per-build caps and of the runner token's grace.
+const (
+	DefaultMaxEventsPerBuild        = 100_000
+	DefaultMaxEventBytesPerBuild    = 64 << 20
+	DefaultMaxArtifactsPerBuild     = 100
+	DefaultMaxArtifactBytesPerBuild = 100 << 20
+	DefaultTokenGrace               = 5 * time.Minute
+)
+
 // Options configures New.
 type Options struct {
 	Pool      *pgxpool.Pool        // required
 	Lifecycle *lifecycle.Lifecycle // required: results are applied through it
 	// MaxArtifactBytes bounds one artifact; default DefaultMaxArtifactBytes.
 	MaxArtifactBytes int64
-	Logger           *slog.Logger // default: discard
+	// MaxEventsPerBuild caps the events a build's runner may post (422
+	// beyond); default DefaultMaxEventsPerBuild (100000).
+	MaxEventsPerBuild int64
+	// MaxEventBytesPerBuild caps the bytes of their stored payloads (413
+	// beyond); default DefaultMaxEventBytesPerBuild (64 MiB).
+	MaxEventBytesPerBuild int64
+	// MaxArtifactsPerBuild caps a build's artifacts (422 beyond); default
+	// DefaultMaxArtifactsPerBuild (100).
+	MaxArtifactsPerBuild int64
+	// MaxArtifactBytesPerBuild caps the bytes of a build's artifacts (413
+	// beyond); default DefaultMaxArtifactBytesPerBuild (100 MiB).
+	MaxArtifactBytesPerBuild int64
+	// TokenGrace is how long after its build ended a runner token still
+	// authenticates (to be told 409, or that its retried result was
+	// accepted); then it answers 401. Default DefaultTokenGrace (5m).
+	TokenGrace time.Duration
+	Logger     *slog.Logger // default: discard
 }
 
 // Server serves the runner protocol.
@@ -51,6 +84,9 @@ type Server struct {
 	pool        *pgxpool.Pool
 	lifecycle   *lifecycle.Lifecycle
 	maxArtifact int64
+	eventCaps   store.EventCaps
+	artCaps     store.ArtifactCaps
+	grace       time.Duration
 	log         *slog.Logger
 }
 
@@ -59,11 +95,17 @@ func New(o Options) (*Server, error) {
 	if o.Pool == nil || o.Lifecycle == nil {
 		return nil, errors.New("runnerapi: Pool and Lifecycle are required")
 	}
-	if o.MaxArtifactBytes < 0 {
-		return nil, errors.New("runnerapi: MaxArtifactBytes must not be negative")
+	if o.MaxArtifactBytes < 0 || o.MaxEventsPerBuild < 0 || o.MaxEventBytesPerBuild < 0 || o.MaxArtifactsPerBuild < 0 ||
+		o.MaxArtifactBytesPerBuild < 0 || o.TokenGrace < 0 {
+		return nil, errors.New("runnerapi: limits and TokenGrace must not be negative")
 	}
 	return &Server{pool: o.Pool, lifecycle: o.Lifecycle, maxArtifact: cmp.Or(o.MaxArtifactBytes, DefaultMaxArtifactBytes),
-		log: cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "runnerapi")}, nil
+		eventCaps: store.EventCaps{MaxEvents: cmp.Or(o.MaxEventsPerBuild, DefaultMaxEventsPerBuild),
+			MaxBytes: cmp.Or(o.MaxEventBytesPerBuild, DefaultMaxEventBytesPerBuild)},
+		artCaps: store.ArtifactCaps{MaxArtifacts: cmp.Or(o.MaxArtifactsPerBuild, DefaultMaxArtifactsPerBuild),
+			MaxBytes: cmp.Or(o.MaxArtifactBytesPerBuild, DefaultMaxArtifactBytesPerBuild)},
+		grace: cmp.Or(o.TokenGrace, DefaultTokenGrace),
+		log:   cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "runnerapi")}, nil
 }
 
 // Mount adds the runner routes to r.
@@ -88,7 +130,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// authenticate lets a request through only with build {id}'s runner token.
+// authenticate lets a request through only with build {id}'s runner token,
+// while the build is active and for the token's grace after its end.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := chi.URLParam(r, "id")
@@ -97,13 +140,17 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			problem(w, http.StatusUnauthorized, "Authorization: this build's runner token is required")
 			return
 		}
-		good, err := store.CheckRunnerToken(r.Context(), s.pool, id, auth.Hash(tok))
+		rt, err := store.RunnerTokenOf(r.Context(), s.pool, id, auth.Hash(tok), s.grace)
 		if err != nil {
 			s.fail(w, r, fmt.Errorf("checking runner token: %w", err))
 			return
 		}
-		if !good {
+		if !rt.Match {
 			problem(w, http.StatusUnauthorized, "Authorization: not a runner token of this build")
+			return
+		}
+		if rt.EndedBefore {
+			problem(w, http.StatusUnauthorized, fmt.Sprintf("Authorization: the build is %s; its runner token stopped working when it ended", rt.Status))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -165,34 +212,73 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnprocessableEntity, "batch: must be ≥ 1 with at most 1000 events")
 		return
 	}
-	var ack schema.EventBatchAck
+	events, repaired, verr := ValidateEvents(batch.Events)
+	if verr != nil {
+		problem(w, http.StatusUnprocessableEntity, verr.Error())
+		return
+	}
+	var res store.BatchResult
 	err := pgx.BeginFunc(r.Context(), s.pool, func(tx pgx.Tx) error {
 		var err error
-		ack.Stored, ack.Duplicate, err = store.AppendBatch(r.Context(), tx, id, batch.Batch, batch.Events)
+		res, err = store.AppendBatch(r.Context(), tx, id, batch.Batch, events, s.eventCaps)
 		return err
 	})
 	if err != nil {
-		s.fail(w, r, err)
+		s.refuse(w, r, "events", err)
 		return
 	}
-	b, err := store.GetBuild(r.Context(), s.pool, id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	if repaired > 0 && res.Stored > 0 {
+		s.log.WarnContext(r.Context(), "runner events held text Postgres cannot store; stored with U+FFFD and flagged",
+			"build_id", id, "batch", batch.Batch, "events", repaired)
 	}
-	ack.Status = b.Status
-	writeJSON(w, ack)
+	writeJSON(w, schema.EventBatchAck{Stored: res.Stored, Duplicate: res.Duplicate, Status: res.Status})
 }
 
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
+	var raw bytes.Buffer
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(r.Body, &raw), r.Body}
 	var res schema.BuildResult
 	if !decode(w, r, MaxResultBytes, &res) {
 		return
 	}
+	repaired := repairResult(raw.Bytes(), &res)
+	digest := resultDigest(res)
+	settled, status, err := store.ResultDigest(r.Context(), s.pool, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if status.Terminal() {
+		s.lateResult(w, r, id, status, settled, digest)
+		return
+	}
+	if len(repaired) > 0 && !res.Cancelled { // a stopped runner's result is not stored
+		msg := fmt.Sprintf("the runner's result held text Postgres cannot store (NUL or invalid UTF-8) in %s; "+
+			"each such character is stored as U+FFFD", strings.Join(repaired, ", "))
+		if _, err := store.AppendEvent(r.Context(), s.pool, id, schema.EventInfo, schema.InfoPayload{Message: msg}); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.log.WarnContext(r.Context(), "runner result repaired", "build_id", id, "fields", repaired)
+	}
 	ack, err := s.lifecycle.Finish(r.Context(), id, res, "runner")
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	switch {
+	case ack.Accepted:
+		if err := store.SetResultDigest(r.Context(), s.pool, id, digest); err != nil {
+			// The build is settled; only a retry of this result would miss it (409).
+			s.log.WarnContext(r.Context(), "recording the result's digest", "build_id", id, "error", err)
+		}
+	case ack.Status.Terminal():
+		// The build ended between the check and Finish.
+		s.lateResult(w, r, id, ack.Status, nil, digest)
 		return
 	}
 	writeJSON(w, ack)
@@ -207,6 +293,12 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 	}
 	clean := path.Clean(up.Path)
 	switch {
+	case strings.IndexByte(up.Path, 0) >= 0:
+		problem(w, http.StatusUnprocessableEntity, "path: must not contain NUL (a path must be exact)")
+		return
+	case !utf8.ValidString(up.Path) || strings.ContainsRune(up.Path, utf8.RuneError):
+		problem(w, http.StatusUnprocessableEntity, "path: must be valid UTF-8 (a path must be exact)")
+		return
 	case up.Path == "" || clean != up.Path || path.IsAbs(clean) || clean == "." || strings.HasPrefix(clean, "../") || clean == "..":
 		problem(w, http.StatusUnprocessableEntity, "path: must be a clean relative path inside the workdir")
 		return
@@ -222,8 +314,11 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnprocessableEntity, "sha256: does not match the content")
 		return
 	}
-	if err := store.PutArtifact(r.Context(), s.pool, id, clean, hex.EncodeToString(sum[:]), up.Content); err != nil {
-		s.fail(w, r, err)
+	err := pgx.BeginFunc(r.Context(), s.pool, func(tx pgx.Tx) error {
+		return store.PutArtifact(r.Context(), tx, id, clean, hex.EncodeToString(sum[:]), up.Content, s.artCaps)
+	})
+	if err != nil {
+		s.refuse(w, r, "artifacts", err)
 		return
 	}
 	writeJSON(w, schema.Artifact{Name: path.Base(clean), Path: clean, Size: up.Size, SHA256: hex.EncodeToString(sum[:]),

@@ -153,14 +153,14 @@ func TestRunnerProtocol(t *testing.T) {
 	assert.Equal(t, 404, e.call("GET", "/builds/"+a+"/artifacts/nope.txt", bot, nil, nil))
 	assert.Equal(t, 401, e.call("GET", art.URL, e.tokens[a], nil, nil), "a runner token is not an API token")
 
-	// Results: the first wins; a late one is ignored; a stopped runner settles nothing.
+	// Results: the first wins; a late one is refused; a stopped runner settles nothing.
 	var rack schema.ResultAck
 	require.Equal(t, 200, e.call("POST", base+b+"/result", e.tokens[b], schema.BuildResult{Cancelled: true}, &rack))
 	assert.Equal(t, schema.ResultAck{Status: schema.StatusRunning, Accepted: false}, rack)
 	require.Equal(t, 200, e.call("POST", base+a+"/result", e.tokens[a], schema.BuildResult{Success: true, Output: "ok", Artifacts: []schema.Artifact{art}}, &rack))
 	assert.Equal(t, schema.ResultAck{Status: schema.StatusCompleted, Accepted: true}, rack)
-	require.Equal(t, 200, e.call("POST", base+a+"/result", e.tokens[a], schema.BuildResult{Success: false, Error: "late"}, &rack))
-	assert.Equal(t, schema.ResultAck{Status: schema.StatusCompleted, Accepted: false}, rack)
+	assert.Equal(t, 409, e.call("POST", base+a+"/result", e.tokens[a], schema.BuildResult{Success: false, Error: "late"}, nil),
+		"a late result is refused, not ignored with a 200")
 	got2, err := store.GetBuild(ctx, e.pool.Pool, a)
 	require.NoError(t, err)
 	assert.Equal(t, "ok", got2.Result.Output)

@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -63,17 +61,11 @@ func SetRunnerTokenHash(ctx context.Context, db DB, id string, hash []byte) erro
 	return err
 }
 
-// CheckRunnerToken reports whether hash is build id's runner token hash.
+// CheckRunnerToken reports whether hash is build id's runner token hash
+// (whatever the build's status; the runner protocol asks RunnerTokenOf).
 func CheckRunnerToken(ctx context.Context, db DB, id string, hash []byte) (bool, error) {
-	var stored []byte
-	err := db.QueryRow(ctx, `SELECT runner_token_hash FROM builds WHERE id = $1`, id).Scan(&stored)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return len(stored) > 0 && subtle.ConstantTimeCompare(stored, hash) == 1, nil
+	rt, err := RunnerTokenOf(ctx, db, id, hash, 0)
+	return rt.Match, err
 }
 
 // SetWaiting records why a pending build waits; it reports whether the reason changed.
@@ -82,22 +74,42 @@ func SetWaiting(ctx context.Context, db DB, id, reason string) (bool, error) {
 	return err == nil && tag.RowsAffected() == 1, err
 }
 
+// BatchResult is what AppendBatch did.
+type BatchResult struct {
+	Stored    int
+	Duplicate bool
+	Status    schema.Status // the build's status when the batch was taken
+}
+
 // AppendBatch stores a runner's event batch once: a batch number seen before
-// stores nothing and returns duplicate = true.
-func AppendBatch(ctx context.Context, db DB, buildID string, batch int64, events []schema.EventInput) (stored int, duplicate bool, err error) {
+// stores nothing and returns Duplicate. Call it in a transaction: it locks
+// the build's row, so the batch is stored before any later status change.
+// A terminal build is an *EndedError (ErrTerminal); a batch that would take
+// the build past caps is a *CapError; either way the transaction must be
+// rolled back, and then nothing of the batch is stored. Payloads are stored
+// as given (the runner protocol has checked them); their bytes count
+// against caps.MaxBytes.
+func AppendBatch(ctx context.Context, db DB, buildID string, batch int64, events []schema.EventInput, caps EventCaps) (BatchResult, error) {
+	c, err := lockActiveBuild(ctx, db, buildID)
+	if err != nil {
+		return BatchResult{Status: c.status}, err
+	}
+	res := BatchResult{Status: c.status}
 	tag, err := db.Exec(ctx, `INSERT INTO runner_batches (build_id, batch, events) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
 		buildID, batch, len(events))
 	if err != nil {
-		return 0, false, notFound(err, "build "+buildID)
+		return res, notFound(err, "build "+buildID)
 	}
 	if tag.RowsAffected() == 0 {
-		return 0, true, nil
+		res.Duplicate = true
+		return res, nil
 	}
 	if len(events) == 0 {
-		return 0, false, nil
+		return res, nil
 	}
 	types := make([]string, len(events))
 	payloads := make([]string, len(events))
+	var size int64
 	for i, e := range events {
 		types[i] = string(e.Type)
 		p := e.Payload
@@ -105,17 +117,28 @@ func AppendBatch(ctx context.Context, db DB, buildID string, batch int64, events
 			p = json.RawMessage(`{}`)
 		}
 		payloads[i] = string(p)
+		size += int64(len(p))
+	}
+	n := int64(len(events))
+	if caps.MaxEvents > 0 && c.events+n > caps.MaxEvents {
+		return res, &CapError{Cap: CapEvents, Limit: caps.MaxEvents, Have: c.events, Add: n}
+	}
+	if caps.MaxBytes > 0 && c.eventBytes+size > caps.MaxBytes {
+		return res, &CapError{Cap: CapEventBytes, Limit: caps.MaxBytes, Have: c.eventBytes, Add: size}
 	}
 	_, err = db.Exec(ctx, `WITH u AS (
-			UPDATE builds SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq - $2 AS base)
+			UPDATE builds SET event_seq = event_seq + $2, runner_events = runner_events + $2,
+				runner_event_bytes = runner_event_bytes + $5
+			WHERE id = $1 RETURNING event_seq - $2 AS base)
 		INSERT INTO build_events (build_id, seq, type, payload)
 		SELECT $1, u.base + e.ord, e.type, e.payload::jsonb
 		FROM u, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(type, payload, ord)`,
-		buildID, len(events), types, payloads)
+		buildID, len(events), types, payloads, size)
 	if err != nil {
-		return 0, false, fmt.Errorf("storing events of build %s: %w", buildID, err)
+		return res, fmt.Errorf("storing events of build %s: %w", buildID, err)
 	}
-	return len(events), false, nil
+	res.Stored = len(events)
+	return res, nil
 }
 
 // ActiveBuilds lists running builds and pending builds holding a reservation.

@@ -25,6 +25,11 @@ var (
 	// ErrRejected: the dispatcher answered with a 4xx other than 409 and 429;
 	// the request is not retried. The error is an *HTTPError.
 	ErrRejected = errors.New("request rejected by the dispatcher")
+	// ErrCapReached: the post would take the build past one of its
+	// per-build caps (a problem of type schema.ProblemRunnerCap, 413 or
+	// 422); posting more of that kind is refused the same way. It is also
+	// ErrRejected.
+	ErrCapReached = errors.New("the build reached a per-build cap of the dispatcher")
 )
 
 // HTTPError is an answer the client does not retry, or the last answer of
@@ -32,6 +37,8 @@ var (
 type HTTPError struct {
 	Method, Path string
 	StatusCode   int
+	// Type is the problem's type, when the answer was a problem.
+	Type string
 	// Detail is the problem's detail or title, or the start of the body.
 	Detail string
 }
@@ -44,11 +51,14 @@ func (e *HTTPError) Error() string {
 	return msg
 }
 
-// Is makes errors.Is(err, ErrRejected) and errors.Is(err, ErrBuildTerminal) work.
+// Is makes errors.Is(err, ErrRejected), errors.Is(err, ErrBuildTerminal)
+// and errors.Is(err, ErrCapReached) work.
 func (e *HTTPError) Is(target error) bool {
 	switch target {
 	case ErrBuildTerminal:
 		return e.StatusCode == http.StatusConflict
+	case ErrCapReached:
+		return e.Type == schema.ProblemRunnerCap && (e.StatusCode == http.StatusRequestEntityTooLarge || e.StatusCode == http.StatusUnprocessableEntity)
 	case ErrRejected:
 		return e.StatusCode >= 400 && e.StatusCode < 500 && e.StatusCode != http.StatusConflict && e.StatusCode != http.StatusTooManyRequests
 	}
@@ -126,16 +136,18 @@ func (c *Client) Task(ctx context.Context) (schema.RunnerTask, error) {
 }
 
 // PostEvents posts one batch. A batch the dispatcher already stored is
-// acknowledged again (Duplicate), so retrying is safe. A 409 is ErrBuildTerminal.
+// acknowledged again (Duplicate), so retrying is safe. A 409 is
+// ErrBuildTerminal; a batch past the build's event caps is ErrCapReached.
 func (c *Client) PostEvents(ctx context.Context, b schema.EventBatch) (schema.EventBatchAck, error) {
 	var ack schema.EventBatchAck
 	_, err := c.do(ctx, http.MethodPost, "/events", b, &ack)
 	return ack, err
 }
 
-// PostResult posts the build's result; the dispatcher stores it once. A 409
-// (the build is already terminal) is not an error: it returns a ResultAck
-// with Accepted false.
+// PostResult posts the build's result; the dispatcher stores it once: a
+// retry of a result it accepted (the answer was lost) is acknowledged again
+// (Accepted, Duplicate). A 409 (the build ended before this result came) is
+// not an error: it returns a ResultAck with Accepted false, and is not retried.
 func (c *Client) PostResult(ctx context.Context, r schema.BuildResult) (schema.ResultAck, error) {
 	var ack schema.ResultAck
 	code, err := c.do(ctx, http.MethodPost, "/result", r, &ack)
@@ -146,14 +158,15 @@ func (c *Client) PostResult(ctx context.Context, r schema.BuildResult) (schema.R
 	return ack, err
 }
 
-// path is the request's path for logs and errors.
 // PutArtifact uploads one artifact; the answer carries its download URL.
+// A 409 is ErrBuildTerminal; an artifact past the build's caps is ErrCapReached.
 func (c *Client) PutArtifact(ctx context.Context, up schema.ArtifactUpload) (schema.Artifact, error) {
 	var out schema.Artifact
 	_, err := c.do(ctx, http.MethodPost, "/artifacts", up, &out)
 	return out, err
 }
 
+// path is the request's path for logs and errors.
 func (c *Client) path(suffix string) string {
 	return schema.RunnerAPIPrefix + url.PathEscape(c.buildID) + suffix
 }
@@ -250,7 +263,8 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 	case code == http.StatusConflict && out != nil:
 		_ = json.Unmarshal(data, out)
 	}
-	return code, retryAfter(resp.Header.Get("Retry-After")), &HTTPError{Method: method, Path: req.URL.Path, StatusCode: code, Detail: detail(data)}
+	typ, det := problem(data)
+	return code, retryAfter(resp.Header.Get("Retry-After")), &HTTPError{Method: method, Path: req.URL.Path, StatusCode: code, Type: typ, Detail: det}
 }
 
 // scrub drops the URL from a transport error: it is logged and reported,
@@ -276,18 +290,20 @@ func retryAfter(v string) time.Duration {
 	return 0
 }
 
-// detail reads an RFC 9457 problem's detail (or title), or else the start of the body.
-func detail(body []byte) string {
+// problem reads an RFC 9457 problem's type and detail (or title), or else
+// the start of the body as the detail.
+func problem(body []byte) (typ, detail string) {
 	var p struct {
+		Type   string `json:"type"`
 		Title  string `json:"title"`
 		Detail string `json:"detail"`
 	}
 	if json.Unmarshal(body, &p) == nil && (p.Detail != "" || p.Title != "") {
-		return cmp.Or(p.Detail, p.Title)
+		return p.Type, cmp.Or(p.Detail, p.Title)
 	}
 	s := strings.TrimSpace(string(body))
 	if len(s) > 300 {
 		s = s[:300] + "..."
 	}
-	return strings.ToValidUTF8(s, "?")
+	return "", strings.ToValidUTF8(s, "?")
 }

@@ -147,6 +147,68 @@ func TestConflictMeansTerminal(t *testing.T) {
 	require.Len(t, calls(), 2, "no retries")
 }
 
+// The dispatcher's own 409 problem (its status is the HTTP status, a
+// number): final for every call, never retried.
+func TestConflictProblemIsFinal(t *testing.T) {
+	t.Parallel()
+	c, calls := setup(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusConflict)
+		_, _ = io.WriteString(w, `{"type":"about:blank","title":"Conflict","status":409,"detail":"build is completed; events are not accepted after the build ended"}`)
+	})
+	ack, err := c.PostResult(context.Background(), schema.BuildResult{Success: true})
+	require.NoError(t, err)
+	require.False(t, ack.Accepted)
+	_, err = c.PostEvents(context.Background(), schema.EventBatch{Batch: 1})
+	require.ErrorIs(t, err, ErrBuildTerminal)
+	require.ErrorContains(t, err, "build is completed")
+	_, err = c.PutArtifact(context.Background(), schema.ArtifactUpload{Path: "a"})
+	require.ErrorIs(t, err, ErrBuildTerminal)
+	require.NotErrorIs(t, err, ErrRejected)
+	require.Len(t, calls(), 3, "no retries")
+}
+
+// A retry of an accepted result is acknowledged as a duplicate.
+func TestResultDuplicate(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, schema.ResultAck{Status: schema.StatusCompleted, Accepted: true, Duplicate: true})
+	})
+	ack, err := c.PostResult(context.Background(), schema.BuildResult{Success: true})
+	require.NoError(t, err)
+	require.Equal(t, schema.ResultAck{Status: schema.StatusCompleted, Accepted: true, Duplicate: true}, ack)
+}
+
+// A per-build cap is known by its problem type, not its text: final, not retried.
+func TestCapReached(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		code int
+		typ  string
+		cap  bool
+	}{
+		{422, schema.ProblemRunnerCap, true},
+		{413, schema.ProblemRunnerCap, true},
+		{422, "https://kiln.dev/problems/validation-failed", false},
+		{413, "about:blank", false},
+	} {
+		cl, calls := setup(t, func(n int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(c.code)
+			_ = json.NewEncoder(w).Encode(map[string]any{"type": c.typ, "title": "x", "status": c.code, "detail": "events: the cap"})
+		})
+		_, err := cl.PostEvents(context.Background(), schema.EventBatch{Batch: 1})
+		require.ErrorIs(t, err, ErrRejected)
+		require.Equal(t, c.cap, errors.Is(err, ErrCapReached), "%d %s", c.code, c.typ)
+		var he *HTTPError
+		require.ErrorAs(t, err, &he)
+		require.Equal(t, c.typ, he.Type)
+		_, err = cl.PutArtifact(context.Background(), schema.ArtifactUpload{Path: "a"})
+		require.Equal(t, c.cap, errors.Is(err, ErrCapReached))
+		require.Len(t, calls(), 2, "no retries")
+	}
+}
+
 func TestGivesUpWhenContextEnds(t *testing.T) {
 	t.Parallel()
 	var n atomic.Int64

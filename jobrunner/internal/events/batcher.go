@@ -97,7 +97,8 @@ func (b *Batcher) Add(e schema.EventInput) {
 }
 
 // Terminal is closed when the dispatcher said the build is terminal (an
-// acknowledgement with a terminal status, or a 409).
+// acknowledgement with a terminal status, or a 409). A 409 also ends
+// posting: the events queued and added later are dropped.
 func (b *Batcher) Terminal() <-chan struct{} { return b.terminal }
 
 // Status is the build status of the latest acknowledgement.
@@ -198,7 +199,14 @@ func (b *Batcher) loop() {
 				b.markTerminal(ack.Status)
 			}
 		case errors.Is(err, client.ErrBuildTerminal):
+			// Final: the build ended; nothing more is posted or retried.
 			b.markTerminal("")
+			b.disable(err)
+			return
+		case errors.Is(err, client.ErrCapReached):
+			// Final for events: every later batch would be refused the same
+			// way. The build goes on and still reports its result.
+			b.log.Warn("the build reached its event cap at the dispatcher; no more events are posted", "batch", batchNo, "err", err)
 			b.disable(err)
 			return
 		case errors.Is(err, client.ErrRejected):

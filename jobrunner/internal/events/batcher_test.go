@@ -160,6 +160,93 @@ func TestConflictIsTerminal(t *testing.T) {
 	require.Len(t, p.posts, 1, "no retries, no further posts")
 }
 
+// dispatcher answers batches through the real client: answer decides each
+// post's fate by its number of the post (1, 2, ...).
+func dispatcher(t *testing.T, answer func(n int, b schema.EventBatch, w http.ResponseWriter)) (*client.Client, func() []schema.EventBatch) {
+	t.Helper()
+	var mu sync.Mutex
+	var posts []schema.EventBatch
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var bt schema.EventBatch
+		_ = json.NewDecoder(r.Body).Decode(&bt)
+		mu.Lock()
+		posts = append(posts, bt)
+		n := len(posts)
+		mu.Unlock()
+		answer(n, bt, w)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.New(client.Options{BaseURL: srv.URL, BuildID: "b", Token: "t", Logger: quiet(),
+		Backoff:    client.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}})
+	require.NoError(t, err)
+	return c, func() []schema.EventBatch {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]schema.EventBatch(nil), posts...)
+	}
+}
+
+func problem(w http.ResponseWriter, code int, typ, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": typ, "title": http.StatusText(code), "status": code, "detail": detail})
+}
+
+// The dispatcher's 409 (the build ended) is final: one post, no retry, the
+// build surfaced as terminal, and nothing posted after it.
+func TestConflictStopsPostingWithoutRetries(t *testing.T) {
+	t.Parallel()
+	c, posts := dispatcher(t, func(n int, b schema.EventBatch, w http.ResponseWriter) {
+		if n == 1 {
+			_ = json.NewEncoder(w).Encode(schema.EventBatchAck{Stored: len(b.Events), Status: schema.StatusRunning})
+			return
+		}
+		problem(w, 409, "about:blank", "build is cancelled; events are not accepted after the build ended")
+	})
+	b := Start(context.Background(), c, Options{MaxEvents: 2, Interval: time.Millisecond, Logger: quiet()})
+	b.Add(ev(1))
+	b.Add(ev(2))
+	b.Add(ev(3))
+	select {
+	case <-b.Terminal():
+	case <-time.After(5 * time.Second):
+		t.Fatal("409 not surfaced as terminal")
+	}
+	for i := range 20 {
+		b.Add(ev(4 + i))
+	}
+	require.ErrorContains(t, b.Close(context.Background()), "21 events not posted")
+	got := posts()
+	require.Len(t, got, 2, "batch 1, then batch 2 once: no retry, nothing after")
+	require.EqualValues(t, 2, got[1].Batch)
+}
+
+// A per-build event cap is final for events: posting stops (no retry, no
+// later batch) but the build is not terminal.
+func TestCapStopsEvents(t *testing.T) {
+	t.Parallel()
+	c, posts := dispatcher(t, func(n int, b schema.EventBatch, w http.ResponseWriter) {
+		if n == 1 {
+			_ = json.NewEncoder(w).Encode(schema.EventBatchAck{Stored: len(b.Events), Status: schema.StatusRunning})
+			return
+		}
+		problem(w, 422, schema.ProblemRunnerCap, "events: the build has 2 events and may have at most 2 (the per-build cap)")
+	})
+	b := Start(context.Background(), c, Options{MaxEvents: 2, Interval: time.Millisecond, Logger: quiet()})
+	for i := range 6 {
+		b.Add(ev(i))
+	}
+	require.ErrorContains(t, b.Close(context.Background()), "4 events not posted")
+	require.Len(t, posts(), 2, "no retry of the capped batch and no batch after it")
+	select {
+	case <-b.Terminal():
+		t.Fatal("a cap is not the build's end")
+	default:
+	}
+	require.Equal(t, schema.StatusRunning, b.Status())
+}
+
 // A rejected batch is dropped and its number reused, so numbers stay gapless.
 func TestRejectedBatchReusesNumber(t *testing.T) {
 	t.Parallel()

@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net/http"
 	"path"
 	"strconv"
 	"strings"
 
 	"github.com/kilnbuild/kiln/jobrunner/internal/agent"
+	"github.com/kilnbuild/kiln/jobrunner/internal/client"
 	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
@@ -101,7 +104,10 @@ func (r *Runner) artifacts(ctx context.Context, ctr podexec.Container, workdir s
 
 // uploadArtifacts reads each artifact from the pod, checks it is the file
 // that was summed, and uploads it; the dispatcher's answer gives its URL. A
-// file that cannot be uploaded stays listed without a URL, and an event says why.
+// file that cannot be uploaded stays listed without a URL, and an event says
+// why. An answer that refuses every later upload too (the build ended, or
+// reached its artifact cap, or its token no longer works) ends the uploads:
+// the rest stay listed without URLs, and one event says so.
 func (r *Runner) uploadArtifacts(ctx context.Context, ctr podexec.Container, workdir string, arts []schema.Artifact) []schema.Artifact {
 	for i, a := range arts {
 		var content, errOut bytes.Buffer
@@ -119,6 +125,15 @@ func (r *Runner) uploadArtifacts(ctx context.Context, ctr podexec.Container, wor
 		if err == nil {
 			up, err = r.disp.PutArtifact(ctx, schema.ArtifactUpload{Path: a.Path, SHA256: a.SHA256, Size: a.Size, Content: content.Bytes()})
 		}
+		if finalForArtifacts(err) {
+			var rest []string
+			for _, b := range arts[i:] {
+				rest = append(rest, b.Path)
+			}
+			msg, _ := agent.Truncate(fmt.Sprintf("artifacts not uploaded: %v; skipped %s", err, strings.Join(rest, ", ")), agent.MaxSummaryBytes)
+			r.event(schema.LogPayload{Level: schema.LogWarn, Message: msg})
+			return arts
+		}
 		if err != nil {
 			r.event(schema.LogPayload{Level: schema.LogWarn, Message: "artifact " + a.Path + " not uploaded: " + err.Error()})
 			continue
@@ -126,4 +141,11 @@ func (r *Runner) uploadArtifacts(ctx context.Context, ctr podexec.Container, wor
 		arts[i].URL = up.URL
 	}
 	return arts
+}
+
+// finalForArtifacts reports whether err refuses every later upload as well.
+func finalForArtifacts(err error) bool {
+	var he *client.HTTPError
+	return errors.Is(err, client.ErrBuildTerminal) || errors.Is(err, client.ErrCapReached) ||
+		(errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusForbidden))
 }

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kilnbuild/kiln/jobrunner/internal/client"
 	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
@@ -49,6 +50,9 @@ type memDispatcher struct {
 	// posting, when set, is closed at the first result post, which then
 	// waits for its context (an unreachable dispatcher).
 	posting chan struct{}
+	// putErr, when set, decides the nth artifact upload's error.
+	putErr func(n int) error
+	puts   []string
 }
 
 func (d *memDispatcher) Task(context.Context) (schema.RunnerTask, error) {
@@ -65,6 +69,14 @@ func (d *memDispatcher) PostEvents(_ context.Context, b schema.EventBatch) (sche
 }
 
 func (d *memDispatcher) PutArtifact(_ context.Context, up schema.ArtifactUpload) (schema.Artifact, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.puts = append(d.puts, up.Path)
+	if d.putErr != nil {
+		if err := d.putErr(len(d.puts)); err != nil {
+			return schema.Artifact{}, err
+		}
+	}
 	return schema.Artifact{Path: up.Path, URL: schema.ArtifactURL(d.task.BuildID, up.Path)}, nil
 }
 
@@ -209,4 +221,60 @@ func TestLocalSignalDuringReport(t *testing.T) {
 	require.False(t, out.Reported)
 	require.True(t, out.Result.Success, "the build itself had finished")
 	require.Contains(t, out.Summary().Error, "result not reported")
+}
+
+// An answer that refuses every later upload (the build's artifact cap, the
+// build's end) stops the uploads: the rest are listed without URLs, one
+// event says so, and the build still reports its result.
+func TestLocalArtifactsStopAtAFinalAnswer(t *testing.T) {
+	t.Parallel()
+	for name, final := range map[string]error{
+		"cap":      &client.HTTPError{Method: "POST", Path: "/a", StatusCode: 422, Type: schema.ProblemRunnerCap, Detail: "artifacts: the cap"},
+		"conflict": &client.HTTPError{Method: "POST", Path: "/a", StatusCode: 409, Detail: "build is cancelled"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r, d, _ := setupLocal(t, jobtemplates.RunnerConfig{Artifacts: jobtemplates.Artifacts{Globs: []string{"out/*.txt"}, MaxBytes: 1000}}, "0")
+			work := d.task.Target.Workdir
+			require.NoError(t, os.WriteFile(filepath.Join(work, ".gitignore"), []byte("out/\n"), 0o644))
+			require.NoError(t, os.MkdirAll(filepath.Join(work, "out"), 0o755))
+			for _, f := range []string{"a.txt", "b.txt", "c.txt", "d.txt"} {
+				require.NoError(t, os.WriteFile(filepath.Join(work, "out", f), []byte(f), 0o644))
+			}
+			d.putErr = func(n int) error {
+				if n == 2 {
+					return final
+				}
+				return nil
+			}
+			out := r.Run(context.Background())
+			require.True(t, out.Reported)
+			require.True(t, out.Result.Success, out.Result.Error)
+			require.Len(t, d.puts, 2, "no upload after the final answer: %v", d.puts)
+			require.Len(t, out.Result.Artifacts, 4)
+			var urls int
+			for _, a := range out.Result.Artifacts {
+				if a.URL != "" {
+					urls++
+				}
+			}
+			require.Equal(t, 1, urls)
+			var told int
+			for _, e := range d.events {
+				if l, ok := decodeLog(e); ok && strings.HasPrefix(l.Message, "artifacts not uploaded: ") && strings.Contains(l.Message, "; skipped out/") {
+					told++
+				}
+			}
+			require.Equal(t, 1, told, "one event says why")
+		})
+	}
+}
+
+func decodeLog(e schema.EventInput) (schema.LogPayload, bool) {
+	p, err := e.Decode()
+	if err != nil {
+		return schema.LogPayload{}, false
+	}
+	l, ok := p.(schema.LogPayload)
+	return l, ok
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"k8s.io/client-go/kubernetes"
@@ -98,6 +99,10 @@ const MaxSummaryBytes = 3 << 10
 // EncodeSummary encodes s as JSON in at most MaxSummaryBytes, shortening
 // its error message as needed (escaping can make a message grow sixfold).
 func EncodeSummary(s schema.TerminationSummary) []byte {
+	// Postgres cannot store NUL, and the watcher settles a build from this
+	// summary without the runner protocol's repair: replace it here.
+	s.Error = strings.ReplaceAll(s.Error, "\x00", "\uFFFD")
+	s.CommitSHA = strings.ReplaceAll(s.CommitSHA, "\x00", "\uFFFD")
 	for {
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)

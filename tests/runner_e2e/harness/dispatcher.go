@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,9 @@ import (
 )
 
 // Dispatcher is a stand-in for the dispatcher's runner API: it serves
-// tasks, stores event batches once each and keeps every result post.
+// tasks, stores event batches once each and keeps every result post. After
+// the build is terminal it answers as the dispatcher does: 409 to events,
+// artifacts and results, but 200 duplicate to the accepted result again.
 type Dispatcher struct {
 	URL string
 
@@ -48,6 +51,8 @@ type Build struct {
 	ResultAt    time.Time
 	// DropResults makes result posts fail at the network level (connection closed).
 	DropResults bool
+	// Refused counts posts answered 409 because the build was terminal.
+	Refused int
 	// Artifacts are the uploaded files by path.
 	Artifacts map[string][]byte
 }
@@ -154,6 +159,11 @@ func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b.BatchPosts++
+		if b.Status.Terminal() {
+			b.Refused++
+			problem(w, 409, "build is "+string(b.Status)+"; events are not accepted after the build ended")
+			return
+		}
 		switch {
 		case batch.Batch >= 1 && batch.Batch <= int64(len(b.Batches)):
 			b.Duplicates++
@@ -169,6 +179,11 @@ func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 		var up schema.ArtifactUpload
 		if err := json.NewDecoder(r.Body).Decode(&up); err != nil {
 			problem(w, 400, "body: "+err.Error())
+			return
+		}
+		if b.Status.Terminal() {
+			b.Refused++
+			problem(w, 409, "build is "+string(b.Status)+"; artifacts are not accepted after the build ended")
 			return
 		}
 		if b.Artifacts == nil {
@@ -194,7 +209,12 @@ func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if b.Status.Terminal() {
-			writeJSON(w, 200, schema.ResultAck{Status: b.Status, Accepted: false})
+			if b.Accepted != nil && reflect.DeepEqual(*b.Accepted, res) {
+				writeJSON(w, 200, schema.ResultAck{Status: b.Status, Accepted: true, Duplicate: true})
+				return
+			}
+			b.Refused++
+			problem(w, 409, "build is "+string(b.Status)+"; it ended before this result came, which is not recorded")
 			return
 		}
 		b.Accepted = &res
