@@ -262,7 +262,7 @@ func (w *wiring) edge() error {
 	var err error
 	a.Auth = auth.NewAuthenticator(o.Pool, o.AuthCacheTTL)
 	if a.River != nil {
-		if a.RiverUI, err = riverui.New(a.River, a.Auth, w.logger); err != nil {
+		if a.RiverUI, err = riverui.New(a.River, w.logger); err != nil {
 			return fmt.Errorf("river ui: %w", err)
 		}
 	}
@@ -282,10 +282,10 @@ func (w *wiring) edge() error {
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil {
-				r.Handle(riverui.Prefix, a.RiverUI)
-				r.Handle(riverui.Prefix+"/*", a.RiverUI)
+				r.With(authed).Handle(riverui.Prefix, a.RiverUI)
+				r.With(authed).Handle(riverui.Prefix+"/*", a.RiverUI)
 			}
-			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: w.logger,
+			(&events.Handler{Hub: a.Events, Intake: a.Intake, Logger: w.logger,
 				Heartbeat: o.EventHeartbeat}).Mount(r, authed)
 			if o.Mount != nil {
 				o.Mount(r, authed)
