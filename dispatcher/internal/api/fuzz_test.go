@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
@@ -29,7 +30,7 @@ func FuzzBuildSpecBody(f *testing.F) {
 		r := httptest.NewRequest("POST", "/projects/x/builds", bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		var spec schema.BuildSpec
-		err := decodeJSON(httptest.NewRecorder(), r, &spec)
+		err := specBody.Decode(httptest.NewRecorder(), r, &spec)
 		if err == nil {
 			err = intake.ValidateSpec(&spec, templates, "")
 		}
@@ -37,14 +38,23 @@ func FuzzBuildSpecBody(f *testing.F) {
 			if strings.TrimSpace(spec.Prompt) == "" || len(spec.Prompt) > intake.MaxPromptBytes || len(spec.Variables) > intake.MaxVariables {
 				t.Fatalf("accepted an invalid spec: %+v", spec)
 			}
+			text := []string{spec.Prompt, spec.Template, spec.CallbackURL}
+			for k, v := range spec.Variables {
+				text = append(text, k, v)
+			}
+			for _, s := range text {
+				if strings.ContainsRune(s, 0) {
+					t.Fatalf("accepted a NUL, which Postgres cannot store: %q", s)
+				}
+			}
 			return
 		}
-		var pe *problemError
+		var pe *edge.Error
 		var ve intake.ValidationError
 		switch {
 		case errors.As(err, &pe):
-			if pe.status < 400 || pe.status > 499 || pe.detail == "" || !strings.Contains(pe.detail, ":") {
-				t.Fatalf("problem without a field and rule: %d %q", pe.status, pe.detail)
+			if pe.Status < 400 || pe.Status > 499 || pe.Detail == "" || !strings.Contains(pe.Detail, ":") {
+				t.Fatalf("problem without a field and rule: %d %q", pe.Status, pe.Detail)
 			}
 		case errors.As(err, &ve):
 			for _, fe := range ve {

@@ -9,85 +9,116 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
-	"github.com/google/uuid"
-
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
 
-// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
+// MaxIdempotencyKeyLen bounds the Idempotency-Key header, in bytes.
 const MaxIdempotencyKeyLen = 255
+
+// MaxBodyBytes bounds the body of a build submission (and of
+// create-and-build); the other routes take less.
+const MaxBodyBytes = 1 << 20
+
+// The bodies the routes accept, with their limits.
+var (
+	specBody    = edge.Body{MaxBytes: MaxBodyBytes} // a BuildSpec; create-and-build
+	projectBody = edge.Body{MaxBytes: 64 << 10}     // a ProjectInput
+	cancelBody  = edge.Body{MaxBytes: 8 << 10}      // a reason of at most 1024 bytes, escaped
+)
+
+// pathID returns the canonical id in path parameter name, or answers 404 for what.
+func pathID(w http.ResponseWriter, r *http.Request, name, what string) (string, bool) {
+	id, ok := edge.PathID(r, name)
+	if !ok {
+		edge.Write(w, r, edge.NoSuch(what, id))
+	}
+	return id, ok
+}
 
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 	var in schema.ProjectInput
-	if err := decodeJSON(w, r, &in); err != nil {
-		s.writeError(w, r, err)
+	if err := projectBody.Decode(w, r, &in); err != nil {
+		edge.Write(w, r, err)
 		return
 	}
-	p, err := s.intake.CreateProject(r.Context(), principal(r.Context()), in)
+	p, err := s.intake.CreateProject(r.Context(), edge.Principal(r.Context()), in)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/projects/"+p.ID)
-	writeJSON(w, http.StatusCreated, p)
+	edge.JSON(w, http.StatusCreated, p)
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
-	ps, err := s.intake.ListProjects(r.Context(), principal(r.Context()))
+	ps, err := s.intake.ListProjects(r.Context(), edge.Principal(r.Context()))
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"projects": ps})
+	edge.JSON(w, http.StatusOK, map[string]any{"projects": ps})
 }
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
-	p, err := s.intake.GetProject(r.Context(), principal(r.Context()), chi.URLParam(r, "id"))
-	if err != nil {
-		s.writeError(w, r, err)
+	id, ok := pathID(w, r, "id", "project")
+	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, p)
+	p, err := s.intake.GetProject(r.Context(), edge.Principal(r.Context()), id)
+	if err != nil {
+		edge.Write(w, r, err)
+		return
+	}
+	edge.JSON(w, http.StatusOK, p)
 }
 
 func (s *Server) submitBuild(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id", "project")
+	if !ok {
+		return
+	}
 	// The project is not read first: the insert's foreign key finds an
 	// unknown one, which saves a round trip on the hot path.
-	s.submit(w, r, &schema.Project{ID: chi.URLParam(r, "id")})
+	s.submit(w, r, &schema.Project{ID: id})
 }
 
 func (s *Server) submitBuildByName(w http.ResponseWriter, r *http.Request) {
-	p, err := s.intake.GetProjectByName(r.Context(), principal(r.Context()), chi.URLParam(r, "name"))
+	name, ok := edge.PathText(r, "name")
+	if !ok {
+		edge.Write(w, r, edge.NoSuch("project", name))
+		return
+	}
+	p, err := s.intake.GetProjectByName(r.Context(), edge.Principal(r.Context()), name)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	s.submit(w, r, p)
 }
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request, p *schema.Project) {
-	key := r.Header.Get("Idempotency-Key")
-	if len(key) > MaxIdempotencyKeyLen {
-		s.writeError(w, r, fieldProblem(http.StatusBadRequest, "Idempotency-Key", "must be at most 255 characters"))
+	key, err := edge.HeaderText(r, "Idempotency-Key", MaxIdempotencyKeyLen)
+	if err != nil {
+		edge.Write(w, r, err)
 		return
 	}
 	var spec schema.BuildSpec
-	if err := decodeJSON(w, r, &spec); err != nil {
-		s.writeError(w, r, err)
+	if err := specBody.Decode(w, r, &spec); err != nil {
+		edge.Write(w, r, err)
 		return
 	}
-	acc, err := s.intake.SubmitBuild(r.Context(), principal(r.Context()), p, spec, key)
+	acc, err := s.intake.SubmitBuild(r.Context(), edge.Principal(r.Context()), p, spec, key)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	if acc.Replay {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	w.Header().Set("Location", "/builds/"+acc.Build.ID)
-	writeJSON(w, http.StatusAccepted, schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status})
+	edge.JSON(w, http.StatusAccepted, schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status})
 }
 
 // createAndBuildAccepted is the 202 body of POST /project/create-and-build.
@@ -98,33 +129,37 @@ type createAndBuildAccepted struct {
 
 func (s *Server) createAndBuild(w http.ResponseWriter, r *http.Request) {
 	var in schema.CreateAndBuild
-	if err := decodeJSON(w, r, &in); err != nil {
-		s.writeError(w, r, err)
+	if err := specBody.Decode(w, r, &in); err != nil {
+		edge.Write(w, r, err)
 		return
 	}
-	acc, err := s.intake.CreateAndBuild(r.Context(), principal(r.Context()), in)
+	acc, err := s.intake.CreateAndBuild(r.Context(), edge.Principal(r.Context()), in)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/builds/"+acc.Build.ID)
-	writeJSON(w, http.StatusAccepted, createAndBuildAccepted{
+	edge.JSON(w, http.StatusAccepted, createAndBuildAccepted{
 		BuildAccepted: schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status},
 		Project:       acc.Project,
 	})
 }
 
 func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
-	b, err := s.intake.GetBuild(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"))
+	id, ok := pathID(w, r, "taskId", "build")
+	if !ok {
+		return
+	}
+	b, err := s.intake.GetBuild(r.Context(), edge.Principal(r.Context()), id)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	if b.Callbacks, err = s.intake.CallbackAttempts(r.Context(), b); err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b.Build)
+	edge.JSON(w, http.StatusOK, b.Build)
 }
 
 // cancelRequest is the optional body of POST /builds/{taskId}/cancel.
@@ -133,23 +168,27 @@ type cancelRequest struct {
 }
 
 func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "taskId", "build")
+	if !ok {
+		return
+	}
 	var in cancelRequest
 	if r.ContentLength != 0 && r.Header.Get("Content-Type") != "" {
-		if err := decodeJSON(w, r, &in); err != nil {
-			s.writeError(w, r, err)
+		if err := cancelBody.Decode(w, r, &in); err != nil {
+			edge.Write(w, r, err)
 			return
 		}
 	}
 	if len(in.Reason) > 1024 {
-		s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "reason", "must be at most 1024 bytes"))
+		edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "reason", "must be at most 1024 bytes"))
 		return
 	}
-	b, err := s.intake.Cancel(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"), in.Reason)
+	b, err := s.intake.Cancel(r.Context(), edge.Principal(r.Context()), id, in.Reason)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b.Build)
+	edge.JSON(w, http.StatusOK, b.Build)
 }
 
 // buildList is the body of GET /projects/{id}/builds.
@@ -163,9 +202,13 @@ type buildList struct {
 const listPageBytes = 1 << 20
 
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
-	p, err := s.intake.GetProject(r.Context(), principal(r.Context()), chi.URLParam(r, "id"))
+	id, ok := pathID(w, r, "id", "project")
+	if !ok {
+		return
+	}
+	p, err := s.intake.GetProject(r.Context(), edge.Principal(r.Context()), id)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	q := r.URL.Query()
@@ -173,14 +216,14 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100 {
-			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "limit", "must be an integer from 1 to 100"))
+			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "limit", "must be an integer from 1 to 100"))
 			return
 		}
 		params.Limit = n
 	}
 	if v := q.Get("status"); v != "" {
 		if !schema.Status(v).Valid() {
-			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "status",
+			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "status",
 				"must be one of pending, running, completed, failed, cancelled"))
 			return
 		}
@@ -189,7 +232,7 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("cursor"); v != "" {
 		id, ok := decodeCursor(v)
 		if !ok {
-			s.writeError(w, r, fieldProblem(http.StatusUnprocessableEntity, "cursor", "is not a cursor this API returned"))
+			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "cursor", "is not a cursor this API returned"))
 			return
 		}
 		params.Before = id
@@ -197,14 +240,14 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 	params.MaxBytes = listPageBytes
 	bs, more, err := s.intake.ListBuilds(r.Context(), params)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	out := buildList{Builds: bs}
 	if more {
 		out.NextCursor = encodeCursor(bs[len(bs)-1].ID)
 	}
-	writeJSON(w, http.StatusOK, out)
+	edge.JSON(w, http.StatusOK, out)
 }
 
 func encodeCursor(id string) string {
@@ -217,22 +260,30 @@ func decodeCursor(c string) (string, bool) {
 		return "", false
 	}
 	id, ok := strings.CutPrefix(string(b), "b:")
-	if _, err := uuid.Parse(id); !ok || err != nil {
+	if !ok || !edge.CanonicalID(id) {
 		return "", false
 	}
 	return id, true
 }
 
 func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
-	b, err := s.intake.GetBuild(r.Context(), principal(r.Context()), chi.URLParam(r, "taskId"))
-	if err != nil {
-		s.writeError(w, r, err)
+	id, ok := pathID(w, r, "taskId", "build")
+	if !ok {
 		return
 	}
-	p := chi.URLParam(r, "*")
+	b, err := s.intake.GetBuild(r.Context(), edge.Principal(r.Context()), id)
+	if err != nil {
+		edge.Write(w, r, err)
+		return
+	}
+	p, ok := edge.PathText(r, "*")
+	if !ok {
+		edge.Write(w, r, edge.NoSuch("artifact", p))
+		return
+	}
 	content, sha, err := s.intake.GetArtifact(r.Context(), b, p)
 	if err != nil {
-		s.writeError(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")

@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -23,7 +24,8 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics; nil leaves it out.
 	Metrics http.Handler
-	// Mount adds more routes (event streams, runner protocol, River UI, ...).
+	// Mount adds more routes (event streams, runner protocol, River UI, ...);
+	// authed is the edge's authenticator middleware, the API's own.
 	Mount func(r chi.Router, authed func(http.Handler) http.Handler)
 	// OnRequest, if set, learns of every answered request: its route
 	// pattern ("" when none matched), method, status, time taken, and
@@ -39,7 +41,7 @@ type Options struct {
 
 // PrincipalOf returns who an authenticated request acts as; nil before
 // authentication or without it.
-func PrincipalOf(r *http.Request) *auth.Principal { return principal(r.Context()) }
+func PrincipalOf(r *http.Request) *auth.Principal { return edge.Principal(r.Context()) }
 
 // Server is the HTTP API.
 type Server struct {
@@ -64,22 +66,18 @@ func NewServer(o Options) *Server {
 	s := &Server{intake: o.Intake, auth: o.Auth, logger: logger.With("component", "api"), ready: o.Ready,
 		onRequest: o.OnRequest}
 	r := chi.NewRouter()
-	r.Use(withRequestID, s.logRequests)
+	r.Use(edge.Requests(s.logger), s.logRequests)
 	if o.LimitAnonymous != nil {
 		r.Use(o.LimitAnonymous)
 	}
-	authed := s.requireAuth
-	if o.Limit != nil {
-		authed = func(next http.Handler) http.Handler { return s.requireAuth(o.Limit(next)) }
-	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, newProblem(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		edge.Write(w, r, edge.Errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, newProblem(http.StatusMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+		edge.Write(w, r, edge.Errorf(http.StatusMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
 	})
 
-	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { edge.JSON(w, 200, map[string]string{"status": "ok"}) })
 	r.Get("/readyz", s.readyz)
 	r.Get("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
@@ -89,15 +87,21 @@ func NewServer(o Options) *Server {
 		r.Method(http.MethodGet, "/metrics", o.Metrics)
 	}
 
+	authed := edge.Authenticate(s.auth)
+	if o.Limit != nil {
+		authenticate := authed
+		authed = func(next http.Handler) http.Handler { return authenticate(o.Limit(next)) }
+	}
+	admin := edge.RequireAdmin("this endpoint needs an admin token")
 	r.Group(func(r chi.Router) {
 		r.Use(authed)
-		r.With(s.requireAdmin).Post("/projects", s.createProject)
+		r.With(admin).Post("/projects", s.createProject)
 		r.Get("/projects", s.listProjects)
 		r.Get("/projects/{id}", s.getProject)
 		r.Post("/projects/{id}/builds", s.submitBuild)
 		r.Get("/projects/{id}/builds", s.listBuilds)
 		r.Post("/project/{name}/build", s.submitBuildByName)
-		r.With(s.requireAdmin).Post("/project/create-and-build", s.createAndBuild)
+		r.With(admin).Post("/project/create-and-build", s.createAndBuild)
 		r.Get("/builds/{taskId}", s.getBuild)
 		r.Post("/builds/{taskId}/cancel", s.cancelBuild)
 		r.Get("/builds/{taskId}/artifacts/*", s.getArtifact)
@@ -116,9 +120,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.ready != nil {
 		if err := s.ready(r.Context()); err != nil {
 			s.logger.WarnContext(r.Context(), "not ready", "error", err)
-			s.writeError(w, r, newProblem(http.StatusServiceUnavailable, "not ready: %s", err))
+			edge.Write(w, r, edge.Unavailable(time.Second, "not ready: "+err.Error()))
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	edge.JSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -291,7 +291,7 @@ func (w *wiring) edge() error {
 	streams := ratelimit.NewStreams(ratelimit.StreamOptions{Token: tokenOf, Max: o.StreamsPerToken, Valid: a.Auth.Live,
 		Logger: w.logger})
 	if a.River != nil {
-		if a.RiverUI, err = riverui.New(a.River, a.Auth, w.logger); err != nil {
+		if a.RiverUI, err = riverui.New(a.River, w.logger); err != nil {
 			return fmt.Errorf("river ui: %w", err)
 		}
 	}
@@ -312,10 +312,10 @@ func (w *wiring) edge() error {
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil {
-				r.Handle(riverui.Prefix, a.RiverUI)
-				r.Handle(riverui.Prefix+"/*", a.RiverUI)
+				r.With(authed).Handle(riverui.Prefix, a.RiverUI)
+				r.With(authed).Handle(riverui.Prefix+"/*", a.RiverUI)
 			}
-			(&events.Handler{Hub: a.Events, Auth: a.Auth, Intake: a.Intake, Logger: w.logger,
+			(&events.Handler{Hub: a.Events, Intake: a.Intake, Logger: w.logger,
 				Heartbeat: o.EventHeartbeat, Guard: streams}).Mount(r, authed)
 			if o.Mount != nil {
 				o.Mount(r, authed)

@@ -37,6 +37,12 @@ var refused = []struct {
 	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
 	{netip.MustParsePrefix("192.0.0.0/24"), "reserved"},
 	{netip.MustParsePrefix("198.18.0.0/15"), "reserved"},
+	// IPv4-compatible IPv6 (deprecated by RFC 4291): ::127.0.0.1 may reach
+	// the IPv4 address it carries, and no public service uses the form.
+	{netip.MustParsePrefix("::/96"), "IPv4-compatible (deprecated)"},
+	// Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on
+	// the operator's prefix length, so none of it is reachable by default.
+	{netip.MustParsePrefix("64:ff9b:1::/48"), "NAT64 (local use)"},
 }
 
 // RefusedError says which address was refused and why.
@@ -109,8 +115,8 @@ var (
 	sixTo4 = netip.MustParsePrefix("2002::/16")
 )
 
-// embeddedIPv4 returns the IPv4 address NAT64 and 6to4 addresses carry, so
-// they cannot smuggle a refused one.
+// embeddedIPv4 returns the IPv4 address well-known NAT64 (64:ff9b::/96) and
+// 6to4 addresses carry, so they cannot smuggle a refused one.
 func embeddedIPv4(a netip.Addr) []netip.Addr {
 	if !a.Is6() {
 		return nil

@@ -66,7 +66,7 @@ func TestStreamsPerToken(t *testing.T) {
 	var p map[string]any
 	require.NoError(t, json.Unmarshal([]byte(body), &p))
 	assert.EqualValues(t, 429, p["status"])
-	assert.Equal(t, "https://kiln.dev/problems/too-many-requests", p["type"])
+	assert.Equal(t, "https://kiln.dev/problems/rate-limited", p["type"])
 	assert.Contains(t, p["detail"], "this token may hold 2 event streams open at once")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

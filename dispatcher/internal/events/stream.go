@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,7 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
 
-	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/httpserve"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
@@ -28,10 +27,9 @@ const ListLimit = 1000
 // Handler serves a build's events: a JSON page, a Server-Sent Events stream
 // or a WebSocket, with the same auth and scoping as the other build endpoints.
 type Handler struct {
-	Hub    *Hub                // required
-	Auth   *auth.Authenticator // required: resolves the already-checked bearer token
-	Intake *intake.Service     // required: scopes the build to the token
-	Logger *slog.Logger        // default: discard
+	Hub    *Hub            // required
+	Intake *intake.Service // required: scopes the build to the request's principal
+	Logger *slog.Logger    // default: discard
 	// Heartbeat is how often an idle stream sends a comment (SSE) or a ping
 	// (WebSocket). Default 15s.
 	Heartbeat time.Duration
@@ -60,7 +58,8 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (valid func(cont
 	return h.Guard.Admit(w, r)
 }
 
-// Mount adds GET /builds/{taskId}/events and GET /builds/{taskId}/events/ws.
+// Mount adds GET /builds/{taskId}/events and GET /builds/{taskId}/events/ws
+// behind authed, the edge's authenticator.
 func (h *Handler) Mount(r chi.Router, authed func(http.Handler) http.Handler) {
 	r.With(authed).Get("/builds/{taskId}/events", h.events)
 	r.With(authed).Get("/builds/{taskId}/events/ws", h.websocket)
@@ -68,17 +67,23 @@ func (h *Handler) Mount(r chi.Router, authed func(http.Handler) http.Handler) {
 
 func (h *Handler) logger() *slog.Logger { return cmp.Or(h.Logger, slog.New(slog.DiscardHandler)) }
 
-// build returns the build the request names if its token may see it.
+// build returns the build the request names if its principal may see it,
+// or answers: 404 for an id that is not Kiln's or a build it may not see,
+// 503 while the database is unreachable.
 func (h *Handler) build(w http.ResponseWriter, r *http.Request) (*store.Build, bool) {
-	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	p, err := h.Auth.Authenticate(r.Context(), strings.TrimSpace(token))
-	if err != nil {
-		h.fail(w, r, err)
+	p := edge.Principal(r.Context())
+	if p == nil { // mounted without the authenticator: refuse, never serve
+		edge.Write(w, r, edge.Errorf(http.StatusUnauthorized, "Authorization: a Bearer token is required"))
 		return nil, false
 	}
-	b, err := h.Intake.GetBuild(r.Context(), p, chi.URLParam(r, "taskId"))
+	id, ok := edge.PathID(r, "taskId")
+	if !ok {
+		edge.Write(w, r, edge.NoSuch("build", id))
+		return nil, false
+	}
+	b, err := h.Intake.GetBuild(r.Context(), p, id)
 	if err != nil {
-		h.fail(w, r, err)
+		edge.Write(w, r, err)
 		return nil, false
 	}
 	return b, true
@@ -97,42 +102,9 @@ func after(r *http.Request) (int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, &fieldError{field: field, rule: "must be a non-negative integer"}
+		return 0, edge.Field(http.StatusUnprocessableEntity, field, "must be a non-negative integer")
 	}
 	return n, nil
-}
-
-type fieldError struct{ field, rule string }
-
-func (e *fieldError) Error() string { return e.field + ": " + e.rule }
-
-// fail answers err as RFC 9457 problem+json, like the API does.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
-	p := map[string]any{"instance": r.URL.Path}
-	if id := w.Header().Get("X-Request-Id"); id != "" {
-		p["request_id"] = id
-	}
-	status, kind := http.StatusInternalServerError, "internal-error"
-	var fe *fieldError
-	switch {
-	case errors.As(err, &fe):
-		status, kind = http.StatusUnprocessableEntity, "validation-failed"
-		p["detail"] = fe.Error()
-		p["errors"] = []map[string]string{{"field": fe.field, "rule": fe.rule}}
-	case errors.Is(err, store.ErrNotFound):
-		status, kind = http.StatusNotFound, "not-found"
-		p["detail"] = err.Error()
-	case errors.Is(err, auth.ErrInvalidToken):
-		status, kind = http.StatusUnauthorized, "unauthorized"
-		p["detail"] = "Authorization: the token is not valid"
-	default:
-		h.logger().ErrorContext(r.Context(), "events request failed", "error", err, "request_id", p["request_id"], "path", r.URL.Path)
-		p["detail"] = "internal error; quote the request id when reporting it"
-	}
-	p["type"], p["title"], p["status"] = "https://kiln.dev/problems/"+kind, http.StatusText(status), status
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(p)
 }
 
 // events answers GET /builds/{taskId}/events: JSON, or SSE when asked for.
@@ -143,7 +115,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	}
 	from, err := after(r)
 	if err != nil {
-		h.fail(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
@@ -152,7 +124,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	}
 	evs, err := store.ListEvents(r.Context(), h.Hub.pool, b.ID, from, ListLimit)
 	if err != nil {
-		h.fail(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -360,7 +332,7 @@ func (h *Handler) websocket(w http.ResponseWriter, r *http.Request) {
 	}
 	pos, err := after(r)
 	if err != nil {
-		h.fail(w, r, err)
+		edge.Write(w, r, err)
 		return
 	}
 	valid, release, ok := h.admit(w, r)

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/kilnbuild/kiln/schema"
@@ -67,16 +68,25 @@ func hasTemplate(ts TemplateSet, name string) bool {
 	return false
 }
 
+// ruleNUL is broken by text that holds U+0000, which Postgres cannot store.
+const ruleNUL = "must not contain NUL (U+0000)"
+
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
 // ValidateSpec checks a BuildSpec; prefix names the enclosing field ("" or "build.").
 func ValidateSpec(s *schema.BuildSpec, templates TemplateSet, prefix string) error {
 	var v ValidationError
 	switch {
+	case hasNUL(s.Prompt):
+		v.add(prefix+"prompt", ruleNUL)
 	case strings.TrimSpace(s.Prompt) == "":
 		v.add(prefix+"prompt", "required")
 	case len(s.Prompt) > MaxPromptBytes:
 		v.add(prefix+"prompt", "must be at most %d bytes (got %d)", MaxPromptBytes, len(s.Prompt))
 	}
-	if !hasTemplate(templates, s.TemplateName()) {
+	if hasNUL(s.Template) {
+		v.add(prefix+"template", ruleNUL)
+	} else if !hasTemplate(templates, s.TemplateName()) {
 		v.add(prefix+"template", "unknown template %q; known: %s", s.TemplateName(), strings.Join(templates.Names(), ", "))
 	}
 	if len(s.Variables) > MaxVariables {
@@ -88,10 +98,14 @@ func ValidateSpec(s *schema.BuildSpec, templates TemplateSet, prefix string) err
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !variableName.MatchString(k) {
+		if hasNUL(k) {
+			v.add(prefix+"variables", "keys "+ruleNUL)
+		} else if !variableName.MatchString(k) {
 			v.add(prefix+"variables", "key %q must match %s", k, variableName)
 		} else if len(s.Variables[k]) > MaxVariableBytes {
 			v.add(prefix+"variables."+k, "must be at most %d bytes", MaxVariableBytes)
+		} else if hasNUL(s.Variables[k]) {
+			v.add(prefix+"variables."+k, ruleNUL)
 		}
 	}
 	if s.CallbackURL != "" {
@@ -102,13 +116,27 @@ func ValidateSpec(s *schema.BuildSpec, templates TemplateSet, prefix string) err
 	return v.err()
 }
 
+// rulePort is broken by a callback URL whose port no connection can use.
+const rulePort = "the port must be a number from 1 to 65535"
+
 func checkCallbackURL(raw string) string {
 	if len(raw) > MaxCallbackURLLen {
 		return fmt.Sprintf("must be at most %d characters", MaxCallbackURLLen)
 	}
+	if hasNUL(raw) {
+		return ruleNUL
+	}
 	u, err := url.Parse(raw)
+	if err != nil && strings.Contains(err.Error(), "invalid port") {
+		return rulePort
+	}
 	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
 		return "must be an absolute http(s) URL"
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return rulePort
+		}
 	}
 	if u.User != nil {
 		return "must not carry credentials"
@@ -124,6 +152,20 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 // NormalizeProject fills defaults into in and checks it, returning the project to create.
 func NormalizeProject(in schema.ProjectInput, prefix string) (*schema.Project, error) {
 	var v ValidationError
+	nul := false
+	for _, f := range []struct{ name, value string }{
+		{"name", in.Name}, {"namespace", in.Namespace}, {"pod_name", in.PodName}, {"pod_selector", in.PodSelector},
+		{"container", in.Container}, {"workdir", in.Workdir}, {"git_remote", in.GitRemote}, {"git_branch", in.GitBranch},
+		{"commit_author_name", in.AuthorName}, {"commit_author_email", in.AuthorEmail},
+	} {
+		if hasNUL(f.value) {
+			v.add(prefix+f.name, ruleNUL)
+			nul = true
+		}
+	}
+	if nul { // the other rules would only repeat it
+		return nil, v.err()
+	}
 	if in.Name == "" {
 		v.add(prefix+"name", "required")
 	} else if !dnsLabel.MatchString(in.Name) {

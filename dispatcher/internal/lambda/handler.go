@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 )
 
 // Handler serves HTTP events with an http.Handler. It implements
@@ -171,24 +173,24 @@ type out struct {
 
 func (h *Handler) serve(r *http.Request) out {
 	w := newRecorder()
-	if streaming(r) {
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.WriteHeader(http.StatusNotImplemented)
-		_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": "Not Implemented", "status": http.StatusNotImplemented,
-			"detail": "live event streams (SSE, WebSocket) are not served through AWS Lambda; list events as JSON, or stream from a dispatcher in the cluster"})
-	} else {
-		func() {
-			defer func() {
-				if rec := recover(); rec != nil {
-					if h.Logger != nil {
-						h.Logger.ErrorContext(r.Context(), "panic serving request", "panic", rec, "path", r.URL.Path)
-					}
-					w.reset(http.StatusInternalServerError)
-				}
-			}()
-			h.HTTP.ServeHTTP(w, r)
-		}()
+	logger := h.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	edge.Requests(logger)(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		if streaming(r) {
+			edge.Refuse(w, r, http.StatusNotImplemented, "live event streams (SSE, WebSocket) are not served through AWS Lambda; "+
+				"list events as JSON, or stream from a dispatcher in the cluster")
+			return
+		}
+		defer func() {
+			if rec := recover(); rec != nil {
+				w.reset()
+				edge.Write(w, r, fmt.Errorf("panic serving request: %v", rec))
+			}
+		}()
+		h.HTTP.ServeHTTP(w, r)
+	})).ServeHTTP(w, r)
 	o := out{status: w.status(), headers: map[string]string{}}
 	for k, vs := range w.header {
 		if http.CanonicalHeaderKey(k) == "Set-Cookie" {
@@ -272,9 +274,13 @@ func (w *recorder) Flush() {}
 
 func (w *recorder) status() int { return cmp.Or(w.code, http.StatusOK) }
 
-func (w *recorder) reset(code int) {
-	w.header = http.Header{"Content-Type": {"application/problem+json"}}
-	w.code = code
+// reset drops what a handler that panicked wrote, but the request id.
+func (w *recorder) reset() {
+	id := w.header.Get("X-Request-Id")
+	w.header = http.Header{}
+	if id != "" {
+		w.header.Set("X-Request-Id", id)
+	}
+	w.code = 0
 	w.body.Reset()
-	fmt.Fprintf(&w.body, `{"type":"about:blank","title":%q,"status":%d}`, http.StatusText(code), code)
 }

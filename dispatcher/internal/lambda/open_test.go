@@ -41,19 +41,29 @@ func TestOpenSubmitsBuild(t *testing.T) {
 	admin, err := auth.Issue(ctx, db.Pool, "ops", true, nil)
 	require.NoError(t, err)
 
-	call := func(method, path, token string, body any) (int, []byte) {
+	var headers map[string]string
+	callWith := func(method, path, token string, body any, extra map[string]string) (int, []byte) {
 		b, _ := json.Marshal(body)
+		hdr := map[string]string{"authorization": "Bearer " + token, "content-type": "application/json"}
+		for k, v := range extra {
+			hdr[k] = v
+		}
 		resp, err := h.FunctionURL(ctx, events.LambdaFunctionURLRequest{Version: "2.0", RawPath: path, Body: string(b),
-			Headers: map[string]string{"authorization": "Bearer " + token, "content-type": "application/json"},
+			Headers: hdr,
 			RequestContext: events.LambdaFunctionURLRequestContext{DomainName: "x.lambda-url.eu-west-1.on.aws",
 				HTTP: events.LambdaFunctionURLRequestContextHTTPDescription{Method: method}}})
 		require.NoError(t, err)
+		headers = resp.Headers
 		return resp.StatusCode, []byte(resp.Body)
+	}
+	call := func(method, path, token string, body any) (int, []byte) {
+		return callWith(method, path, token, body, nil)
 	}
 	code, body := call("GET", "/readyz", "", nil)
 	assert.Equal(t, http.StatusOK, code, "ready: %s", body)
 	code, body = call("POST", "/projects", "", map[string]any{"name": "lam"})
 	assert.Equal(t, http.StatusUnauthorized, code, "%s", body)
+	assert.Empty(t, headers["Connection"], "no connection to close behind a Lambda")
 	code, body = call("POST", "/projects", admin, map[string]any{"name": "lam"})
 	require.Equal(t, http.StatusCreated, code, "%s", body)
 	var p schema.Project
@@ -62,6 +72,14 @@ func TestOpenSubmitsBuild(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 	var acc schema.BuildAccepted
 	require.NoError(t, json.Unmarshal(body, &acc))
+
+	// Headers arrive as the event carries them, unchecked by net/http: the
+	// edge refuses a control character in the key itself.
+	code, body = callWith("POST", "/projects/"+p.ID+"/builds", admin, map[string]any{"prompt": "x"},
+		map[string]string{"idempotency-key": "k\x00"})
+	assert.Equal(t, http.StatusBadRequest, code, "%s", body)
+	assert.Contains(t, string(body), "Idempotency-Key: must not contain control characters")
+	assert.Equal(t, "application/problem+json", headers["Content-Type"])
 
 	var status string
 	require.NoError(t, db.Pool.QueryRow(ctx, "SELECT status FROM builds WHERE id = $1", acc.TaskID).Scan(&status))

@@ -60,7 +60,7 @@ func requireLimited(t *testing.T, a answer, max int, detail string) {
 	require.NoError(t, err, "Retry-After %q", a.header.Get("Retry-After"))
 	assert.Positive(t, secs)
 	assert.LessOrEqual(t, secs, max)
-	assert.Equal(t, "https://kiln.dev/problems/too-many-requests", a.body["type"])
+	assert.Equal(t, "https://kiln.dev/problems/rate-limited", a.body["type"])
 	assert.EqualValues(t, 429, a.body["status"])
 	assert.Contains(t, a.body["detail"], detail)
 	assert.NotEmpty(t, a.body["request_id"], "the request id is in the problem, as in every other")

@@ -1,14 +1,14 @@
 package ratelimit
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 )
 
 // The defaults of Options, which the configuration table shows. A bot fleet
@@ -231,18 +231,5 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // TooManyRequests answers 429 as RFC 9457 problem+json, shaped as the API's
 // problems are, with Retry-After in whole seconds (at least 1).
 func TooManyRequests(w http.ResponseWriter, r *http.Request, detail string, wait time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
-	p := map[string]any{
-		"type":     "https://kiln.dev/problems/too-many-requests",
-		"title":    http.StatusText(http.StatusTooManyRequests),
-		"status":   http.StatusTooManyRequests,
-		"detail":   detail,
-		"instance": r.URL.Path,
-	}
-	if id := w.Header().Get("X-Request-Id"); id != "" {
-		p["request_id"] = id
-	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(http.StatusTooManyRequests)
-	_ = json.NewEncoder(w).Encode(p)
+	edge.Write(w, r, edge.TooManyRequests(wait, detail))
 }

@@ -36,7 +36,7 @@ func problem(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
 	require.Equal(t, "application/problem+json", w.Header().Get("Content-Type"))
 	var p map[string]any
 	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &p))
-	assert.Equal(t, "https://kiln.dev/problems/too-many-requests", p["type"])
+	assert.Equal(t, "https://kiln.dev/problems/rate-limited", p["type"])
 	assert.Equal(t, "Too Many Requests", p["title"])
 	assert.EqualValues(t, 429, p["status"])
 	assert.Equal(t, "/x", p["instance"])

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -20,11 +21,11 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, what string, err
 	var capErr *store.CapError
 	switch {
 	case errors.As(err, &ended):
-		problem(w, http.StatusConflict, fmt.Sprintf("build is %s; %s are not accepted after the build ended", ended.Status, what))
+		edge.Refuse(w, r, http.StatusConflict, fmt.Sprintf("build is %s; %s are not accepted after the build ended", ended.Status, what))
 	case errors.As(err, &capErr):
 		s.log.WarnContext(r.Context(), "runner post over a per-build cap", "path", r.URL.Path, "cap", capErr.Cap,
 			"limit", capErr.Limit, "have", capErr.Have, "add", capErr.Add)
-		capProblem(w, capErr)
+		capProblem(w, r, capErr)
 	default:
 		s.fail(w, r, err)
 	}
@@ -33,7 +34,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, what string, err
 // capProblem answers a post past a per-build cap: 413 for bytes, 422 for a
 // count, with problem type schema.ProblemRunnerCap so the runner knows to
 // stop posting that kind without reading the detail.
-func capProblem(w http.ResponseWriter, e *store.CapError) {
+func capProblem(w http.ResponseWriter, r *http.Request, e *store.CapError) {
 	status, detail := http.StatusUnprocessableEntity, ""
 	switch e.Cap {
 	case store.CapEvents:
@@ -47,10 +48,7 @@ func capProblem(w http.ResponseWriter, e *store.CapError) {
 		status = http.StatusRequestEntityTooLarge
 		detail = fmt.Sprintf("content: the build's artifacts hold %d bytes and may hold at most %d (the per-build cap); this one adds %d", e.Have, e.Limit, e.Add)
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": schema.ProblemRunnerCap, "title": http.StatusText(status), "status": status,
-		"detail": detail, "cap": e.Cap, "limit": e.Limit})
+	edge.Write(w, r, &edge.Error{Status: status, Type: schema.ProblemRunnerCap, Detail: detail})
 }
 
 // lateResult answers a result posted to a terminal build: 200 duplicate when
@@ -62,7 +60,7 @@ func (s *Server) lateResult(w http.ResponseWriter, r *http.Request, id string, s
 		return
 	}
 	s.log.WarnContext(r.Context(), "late result refused", "build_id", id, "status", status)
-	problem(w, http.StatusConflict, fmt.Sprintf("build is %s; it ended before this result came, which is not recorded", status))
+	edge.Refuse(w, r, http.StatusConflict, fmt.Sprintf("build is %s; it ended before this result came, which is not recorded", status))
 }
 
 // resultDigest identifies a result as posted (after repair): a retry of the

@@ -26,11 +26,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
@@ -119,12 +119,6 @@ func (s *Server) Mount(r chi.Router) {
 	})
 }
 
-func problem(w http.ResponseWriter, status int, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail})
-}
-
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
@@ -134,10 +128,14 @@ func writeJSON(w http.ResponseWriter, v any) {
 // while the build is active and for the token's grace after its end.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := chi.URLParam(r, "id")
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if _, err := uuid.Parse(id); err != nil || !ok || tok == "" {
-			problem(w, http.StatusUnauthorized, "Authorization: this build's runner token is required")
+		id, ok := edge.PathID(r, "id")
+		if !ok {
+			edge.Write(w, r, edge.NoSuch("build", id))
+			return
+		}
+		tok, ok := edge.BearerToken(r)
+		if !ok {
+			edge.Refuse(w, r, http.StatusUnauthorized, "Authorization: this build's runner token is required")
 			return
 		}
 		rt, err := store.RunnerTokenOf(r.Context(), s.pool, id, auth.Hash(tok), s.grace)
@@ -146,11 +144,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		if !rt.Match {
-			problem(w, http.StatusUnauthorized, "Authorization: not a runner token of this build")
+			edge.Refuse(w, r, http.StatusUnauthorized, "Authorization: not a runner token of this build")
 			return
 		}
 		if rt.EndedBefore {
-			problem(w, http.StatusUnauthorized, fmt.Sprintf("Authorization: the build is %s; its runner token stopped working when it ended", rt.Status))
+			edge.Refuse(w, r, http.StatusUnauthorized, fmt.Sprintf("Authorization: the build is %s; its runner token stopped working when it ended", rt.Status))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -172,31 +170,20 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, schema.RunnerTask{BuildID: b.ID, ProjectID: b.ProjectID, Spec: b.Spec, Status: b.Status, Target: schema.TargetOf(p)})
 }
 
+// fail answers err through the edge: not found 404, database unreachable
+// 503 with Retry-After, anything else a logged 500.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, store.ErrNotFound) {
-		problem(w, http.StatusNotFound, "build not found")
-		return
+		err = edge.Errorf(http.StatusNotFound, "build not found")
 	}
-	if store.IsUnavailable(err) {
-		s.log.WarnContext(r.Context(), "runner request: database unavailable", "path", r.URL.Path, "error", err)
-		w.Header().Set("Retry-After", "1")
-		problem(w, http.StatusServiceUnavailable, "the database is unavailable for a moment; retry")
-		return
-	}
-	s.log.ErrorContext(r.Context(), "runner request failed", "path", r.URL.Path, "error", err)
-	problem(w, http.StatusInternalServerError, "internal error")
+	edge.Write(w, r, err)
 }
 
+// decode reads a runner's body with the edge's strict decoder; agent
+// output may carry NUL and invalid UTF-8, which the handlers repair.
 func decode(w http.ResponseWriter, r *http.Request, max int64, v any) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
-	if err != nil {
-		problem(w, http.StatusRequestEntityTooLarge, "body: too large")
-		return false
-	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		problem(w, http.StatusBadRequest, "body: "+err.Error())
+	if err := (edge.Body{MaxBytes: max, AllowNUL: true, AllowInvalidUTF8: true}).Decode(w, r, v); err != nil {
+		edge.Write(w, r, err)
 		return false
 	}
 	return true
@@ -209,12 +196,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if batch.Batch < 1 || len(batch.Events) > MaxBatchEvents {
-		problem(w, http.StatusUnprocessableEntity, "batch: must be ≥ 1 with at most 1000 events")
+		edge.Refuse(w, r, http.StatusUnprocessableEntity, "batch: must be ≥ 1 with at most 1000 events")
 		return
 	}
 	events, repaired, verr := ValidateEvents(batch.Events)
 	if verr != nil {
-		problem(w, http.StatusUnprocessableEntity, verr.Error())
+		edge.Refuse(w, r, http.StatusUnprocessableEntity, verr.Error())
 		return
 	}
 	var res store.BatchResult
@@ -294,24 +281,24 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 	clean := path.Clean(up.Path)
 	switch {
 	case strings.IndexByte(up.Path, 0) >= 0:
-		problem(w, http.StatusUnprocessableEntity, "path: must not contain NUL (a path must be exact)")
+		edge.Refuse(w, r, http.StatusUnprocessableEntity, "path: must not contain NUL (a path must be exact)")
 		return
 	case !utf8.ValidString(up.Path) || strings.ContainsRune(up.Path, utf8.RuneError):
-		problem(w, http.StatusUnprocessableEntity, "path: must be valid UTF-8 (a path must be exact)")
+		edge.Refuse(w, r, http.StatusUnprocessableEntity, "path: must be valid UTF-8 (a path must be exact)")
 		return
 	case up.Path == "" || clean != up.Path || path.IsAbs(clean) || clean == "." || strings.HasPrefix(clean, "../") || clean == "..":
-		problem(w, http.StatusUnprocessableEntity, "path: must be a clean relative path inside the workdir")
+		edge.Refuse(w, r, http.StatusUnprocessableEntity, "path: must be a clean relative path inside the workdir")
 		return
 	case int64(len(up.Content)) > max:
-		problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("content: must be at most %d bytes", max))
+		edge.Refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("content: must be at most %d bytes", max))
 		return
 	case int64(len(up.Content)) != up.Size:
-		problem(w, http.StatusUnprocessableEntity, fmt.Sprintf("size: %d does not match the content's %d bytes", up.Size, len(up.Content)))
+		edge.Refuse(w, r, http.StatusUnprocessableEntity, fmt.Sprintf("size: %d does not match the content's %d bytes", up.Size, len(up.Content)))
 		return
 	}
 	sum := sha256.Sum256(up.Content)
 	if hex.EncodeToString(sum[:]) != strings.ToLower(up.SHA256) {
-		problem(w, http.StatusUnprocessableEntity, "sha256: does not match the content")
+		edge.Refuse(w, r, http.StatusUnprocessableEntity, "sha256: does not match the content")
 		return
 	}
 	err := pgx.BeginFunc(r.Context(), s.pool, func(tx pgx.Tx) error {

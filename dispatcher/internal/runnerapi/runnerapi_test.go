@@ -98,7 +98,7 @@ func TestRunnerProtocol(t *testing.T) {
 	assert.Equal(t, "trunk", task.Target.GitBranch)
 	assert.Equal(t, 401, e.call("GET", base+b, e.tokens[a], nil, nil), "build A's token is refused for build B")
 	assert.Equal(t, 401, e.call("GET", base+a, "", nil, nil))
-	assert.Equal(t, 401, e.call("GET", base+"not-a-uuid", e.tokens[a], nil, nil))
+	assert.Equal(t, 404, e.call("GET", base+"not-a-uuid", e.tokens[a], nil, nil), "not a build id: no such build")
 
 	// Batches are stored once, in order.
 	ev := func(text string) schema.EventInput {
