@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -97,7 +99,7 @@ func (l *Lifecycle) Fail(ctx context.Context, id string, reason schema.Reason, m
 	if !reason.Valid() || reason == schema.ReasonNone || reason == schema.ReasonCancelled {
 		return nil, fmt.Errorf("failing build %s: %q is not a failure reason", id, reason)
 	}
-	b, err := l.now(ctx, id, store.Transition{To: schema.StatusFailed, Reason: reason, Error: msg})
+	b, err := l.now(ctx, id, store.Transition{To: schema.StatusFailed, Reason: reason, Error: Storable(msg)})
 	if err == nil {
 		l.logger.InfoContext(ctx, "build failed", "build_id", id, "reason", reason, "error", msg)
 	}
@@ -112,7 +114,7 @@ func (l *Lifecycle) Cancel(ctx context.Context, id, msg string) (*store.Build, e
 	var out *store.Build
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		var err error
-		out, err = l.transitionTx(ctx, tx, id, store.Transition{To: schema.StatusCancelled, Reason: schema.ReasonCancelled, Error: msg})
+		out, err = l.transitionTx(ctx, tx, id, store.Transition{To: schema.StatusCancelled, Reason: schema.ReasonCancelled, Error: Storable(msg)})
 		if err != nil {
 			return err
 		}
@@ -146,6 +148,13 @@ func (l *Lifecycle) Finish(ctx context.Context, id string, res schema.BuildResul
 		}
 		l.logger.InfoContext(ctx, "runner reported it stopped; the watcher settles the build", "build_id", id, "status", cur.Status, "source", source)
 		return schema.ResultAck{Status: cur.Status, Accepted: false}, nil
+	}
+	// A result read from a pod's termination message did not pass the
+	// runner protocol's repair; text Postgres cannot store must not keep a
+	// build from settling.
+	res.Output, res.Error, res.CommitSHA = Storable(res.Output), Storable(res.Error), Storable(res.CommitSHA)
+	for i, f := range res.FilesChanged {
+		res.FilesChanged[i] = Storable(f)
 	}
 	if len(res.Output) > l.maxOutput {
 		res.Output = res.Output[:l.maxOutput] + "\n[output truncated]"
@@ -257,4 +266,13 @@ func (l *Lifecycle) transitionTx(ctx context.Context, tx pgx.Tx, id string, t st
 		}
 	}
 	return b, nil
+}
+
+// Storable is s as Postgres can store it in text: NUL and invalid UTF-8
+// become U+FFFD.
+func Storable(s string) string {
+	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }

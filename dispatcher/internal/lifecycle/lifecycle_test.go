@@ -377,6 +377,36 @@ func TestFinishTruncatesOutput(t *testing.T) {
 	assert.Equal(t, strings.Repeat("y", 10), e.get(t, fits.ID).Result.Output)
 }
 
+// Text Postgres cannot store (NUL, invalid UTF-8) — as a pod's termination
+// message may carry it, unrepaired by the runner protocol — does not keep a
+// build from settling: it is stored as U+FFFD, in a result and in a failure.
+func TestUnstorableTextSettles(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	bad := "a\x00b\xffc"
+	done := e.running(t, schema.BuildSpec{Prompt: "r"})
+	ack, err := e.lc.Finish(ctx, done.ID, schema.BuildResult{Success: false, Reason: schema.ReasonAgentError,
+		Error: bad, Output: bad, CommitSHA: bad, FilesChanged: []string{bad}}, "termination message")
+	require.NoError(t, err)
+	require.True(t, ack.Accepted)
+	got := e.get(t, done.ID)
+	want := "a\uFFFDb\uFFFDc"
+	assert.Equal(t, schema.StatusFailed, got.Status)
+	assert.Equal(t, want, got.Error)
+	assert.Equal(t, want, got.Result.Output)
+	assert.Equal(t, []string{want}, got.Result.FilesChanged)
+
+	failed := e.running(t, schema.BuildSpec{Prompt: "f"})
+	_, err = e.lc.Fail(ctx, failed.ID, schema.ReasonPodFailed, "runner exited: "+bad)
+	require.NoError(t, err)
+	assert.Equal(t, "runner exited: "+want, e.get(t, failed.ID).Error)
+
+	cancelled := e.running(t, schema.BuildSpec{Prompt: "c"})
+	_, err = e.lc.Cancel(ctx, cancelled.ID, bad)
+	require.NoError(t, err)
+	assert.Equal(t, want, e.get(t, cancelled.ID).Error)
+}
+
 func TestFinishDefaultMaxOutput(t *testing.T) {
 	e := setup(t)
 	b := e.running(t, schema.BuildSpec{Prompt: "x"})
