@@ -39,10 +39,6 @@ type Options struct {
 	LimitAnonymous func(http.Handler) http.Handler
 }
 
-// PrincipalOf returns who an authenticated request acts as; nil before
-// authentication or without it.
-func PrincipalOf(r *http.Request) *auth.Principal { return edge.Principal(r.Context()) }
-
 // Server is the HTTP API.
 type Server struct {
 	intake *intake.Service

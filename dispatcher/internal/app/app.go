@@ -25,6 +25,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/api"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
@@ -273,7 +274,7 @@ func (w *wiring) edge() error {
 	a.Auth = auth.New(o.Pool, auth.Options{TTL: o.AuthCacheTTL, MissTTL: o.AuthMissTTL})
 	// Who a request is from, for the limits: the token it authenticated with.
 	tokenOf := func(r *http.Request) (string, bool) {
-		if p := api.PrincipalOf(r); p != nil {
+		if p := edge.Principal(r.Context()); p != nil {
 			return p.TokenID, true
 		}
 		return "", false

@@ -118,12 +118,6 @@ func New(db store.DB, o Options) *Authenticator {
 	return &Authenticator{db: db, o: o, now: now, cache: map[string]cached{}, misses: map[string]time.Time{}}
 }
 
-// NewAuthenticator returns an Authenticator on db that caches valid tokens
-// for ttl (0: not at all) and remembers no misses: New with Options{TTL: ttl}.
-func NewAuthenticator(db store.DB, ttl time.Duration) *Authenticator {
-	return New(db, Options{TTL: ttl})
-}
-
 // Authenticate returns the principal of token.
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Principal, error) {
 	if !strings.HasPrefix(token, TokenPrefix) {

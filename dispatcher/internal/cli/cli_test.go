@@ -43,7 +43,7 @@ func TestMigrateAndTokenCreate(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	tok := strings.TrimSpace(stdout)
 	require.True(t, strings.HasPrefix(tok, auth.TokenPrefix), tok)
-	who, err := auth.NewAuthenticator(db.Pool, 0).Authenticate(ctx, tok)
+	who, err := auth.New(db.Pool, auth.Options{}).Authenticate(ctx, tok)
 	require.NoError(t, err)
 	assert.Equal(t, "web-bot", who.Name)
 	assert.False(t, who.Admin)
@@ -51,7 +51,7 @@ func TestMigrateAndTokenCreate(t *testing.T) {
 
 	code, stdout, stderr = run(append([]string{"token", "create", "--name", "ops", "--admin"}, dbFlags...)...)
 	require.Equal(t, 0, code, stderr)
-	who, err = auth.NewAuthenticator(db.Pool, 0).Authenticate(ctx, strings.TrimSpace(stdout))
+	who, err = auth.New(db.Pool, auth.Options{}).Authenticate(ctx, strings.TrimSpace(stdout))
 	require.NoError(t, err)
 	assert.True(t, who.Admin)
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,7 +66,7 @@ func ClientMain(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	r := &runner{stdout: stdout, stderr: stderr, stdin: os.Stdin}
 	fs := flag.NewFlagSet("dispatcher client "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	base := fs.String("url", cmpOr(getenv("KILN_URL"), "http://127.0.0.1:8080"), "dispatcher URL ($KILN_URL)")
+	base := fs.String("url", cmp.Or(getenv("KILN_URL"), "http://127.0.0.1:8080"), "dispatcher URL ($KILN_URL)")
 	tok := fs.String("token", getenv("KILN_TOKEN"), "API token ($KILN_TOKEN); never printed")
 	var cmd func(ctx context.Context, c *client.Client, pos []string) (int, error)
 	switch args[0] {
@@ -113,13 +114,6 @@ func ClientMain(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 type usageError string
 
 func (e usageError) Error() string { return string(e) }
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
 
 // parse parses flags wherever they stand among the positional arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -109,7 +110,7 @@ func tokenList(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, t := range tokens {
 		scope := "admin"
 		if !t.Admin {
-			scope = cmpOr(strings.Join(t.Projects, ","), "(no project)")
+			scope = cmp.Or(strings.Join(t.Projects, ","), "(no project)")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, scope, stamp(&t.CreatedAt), stamp(t.LastUsedAt), stamp(t.RevokedAt))
 	}

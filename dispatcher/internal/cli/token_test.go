@@ -119,9 +119,9 @@ func TestTokenListAndRevoke(t *testing.T) {
 	code, out, errs = dispatcher(e, "token", "revoke", ops.ID) // by id; flags after the argument too
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, out, "revoked token ops")
-	who, err := auth.NewAuthenticator(e.DB.Pool, 0).Authenticate(context.Background(), opsTok)
+	who, err := auth.New(e.DB.Pool, auth.Options{}).Authenticate(context.Background(), opsTok)
 	assert.ErrorIs(t, err, auth.ErrInvalidToken, "who=%v", who)
-	_, err = auth.NewAuthenticator(e.DB.Pool, 0).Authenticate(context.Background(), e.Admin)
+	_, err = auth.New(e.DB.Pool, auth.Options{}).Authenticate(context.Background(), e.Admin)
 	assert.NoError(t, err, "other tokens still work")
 }
 

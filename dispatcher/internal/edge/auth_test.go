@@ -56,7 +56,7 @@ func TestBearerToken(t *testing.T) {
 func TestAuthenticate(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	a := auth.NewAuthenticator(db.Pool, 0)
+	a := auth.New(db.Pool, auth.Options{})
 	admin, err := auth.Issue(context.Background(), db.Pool, "root", true, nil)
 	require.NoError(t, err)
 	bot, err := auth.Issue(context.Background(), db.Pool, "bot", false, nil)
@@ -114,7 +114,7 @@ func TestAuthenticate(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), "postgres://postgres@"+dead+"/kiln?sslmode=disable&connect_timeout=2")
 	require.NoError(t, err)
 	defer pool.Close()
-	rec = do(edge.Requests(quiet)(edge.Authenticate(auth.NewAuthenticator(pool, 0))(inner)), "Bearer "+bot)
+	rec = do(edge.Requests(quiet)(edge.Authenticate(auth.New(pool, auth.Options{}))(inner)), "Bearer "+bot)
 	assert.Equal(t, 503, rec.Code, rec.Body.String())
 	assert.Equal(t, "1", rec.Header().Get("Retry-After"))
 	assert.Empty(t, who)
@@ -125,7 +125,7 @@ func TestAuthenticate(t *testing.T) {
 // and its connection is closed.
 func TestRefusedBodyIsNotWaitedFor(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(edge.Requests(quiet)(edge.Authenticate(auth.NewAuthenticator(nil, 0))(
+	srv := httptest.NewServer(edge.Requests(quiet)(edge.Authenticate(auth.New(nil, auth.Options{}))(
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { t.Error("reached the handler") }))))
 	t.Cleanup(srv.Close)
 	addr := strings.TrimPrefix(srv.URL, "http://")

@@ -42,7 +42,7 @@ func (e *env) openSSE(id, token string) (status int, body string, hdr http.Heade
 
 func tokenID(t *testing.T, e *env, token string) string {
 	t.Helper()
-	p, err := auth.NewAuthenticator(e.db.Pool, 0).Authenticate(context.Background(), token)
+	p, err := auth.New(e.db.Pool, auth.Options{}).Authenticate(context.Background(), token)
 	require.NoError(t, err)
 	return p.TokenID
 }

@@ -168,9 +168,9 @@ func (e *env) creates(resource string) int {
 
 func (e *env) tokenIs(t *testing.T, id, token string) bool {
 	t.Helper()
-	ok, err := store.CheckRunnerToken(context.Background(), e.db.Pool, id, auth.Hash(token))
+	rt, err := store.RunnerTokenOf(context.Background(), e.db.Pool, id, auth.Hash(token), 0)
 	require.NoError(t, err)
-	return ok
+	return rt.Match
 }
 
 // requireSnooze checks err is River's snooze for the launcher's RetryAfter.
@@ -290,9 +290,9 @@ func TestLaunchRetryAfterCrashIsIdempotent(t *testing.T) {
 		attempt++
 		if existing, err := e.kube.Tracker().Get(secretsGVR, namespace, jobtemplates.SecretName(b.ID)); err == nil {
 			tok := string(existing.(*corev1.Secret).Data[jobtemplates.SecretKeyRunnerToken])
-			ok, err := store.CheckRunnerToken(ctx, e.db.Pool, b.ID, auth.Hash(tok))
+			rt, err := store.RunnerTokenOf(ctx, e.db.Pool, b.ID, auth.Hash(tok), 0)
 			require.NoError(t, err)
-			sawHash = append(sawHash, ok)
+			sawHash = append(sawHash, rt.Match)
 		}
 		if attempt > 1 {
 			return false, nil, nil

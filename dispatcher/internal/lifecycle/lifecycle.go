@@ -16,8 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -99,7 +97,7 @@ func (l *Lifecycle) Fail(ctx context.Context, id string, reason schema.Reason, m
 	if !reason.Valid() || reason == schema.ReasonNone || reason == schema.ReasonCancelled {
 		return nil, fmt.Errorf("failing build %s: %q is not a failure reason", id, reason)
 	}
-	b, err := l.now(ctx, id, store.Transition{To: schema.StatusFailed, Reason: reason, Error: Storable(msg)})
+	b, err := l.now(ctx, id, store.Transition{To: schema.StatusFailed, Reason: reason, Error: store.Storable(msg)})
 	if err == nil {
 		l.logger.InfoContext(ctx, "build failed", "build_id", id, "reason", reason, "error", msg)
 	}
@@ -114,7 +112,7 @@ func (l *Lifecycle) Cancel(ctx context.Context, id, msg string) (*store.Build, e
 	var out *store.Build
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		var err error
-		out, err = l.transitionTx(ctx, tx, id, store.Transition{To: schema.StatusCancelled, Reason: schema.ReasonCancelled, Error: Storable(msg)})
+		out, err = l.transitionTx(ctx, tx, id, store.Transition{To: schema.StatusCancelled, Reason: schema.ReasonCancelled, Error: store.Storable(msg)})
 		if err != nil {
 			return err
 		}
@@ -152,9 +150,9 @@ func (l *Lifecycle) Finish(ctx context.Context, id string, res schema.BuildResul
 	// A result read from a pod's termination message did not pass the
 	// runner protocol's repair; text Postgres cannot store must not keep a
 	// build from settling.
-	res.Output, res.Error, res.CommitSHA = Storable(res.Output), Storable(res.Error), Storable(res.CommitSHA)
+	res.Output, res.Error, res.CommitSHA = store.Storable(res.Output), store.Storable(res.Error), store.Storable(res.CommitSHA)
 	for i, f := range res.FilesChanged {
-		res.FilesChanged[i] = Storable(f)
+		res.FilesChanged[i] = store.Storable(f)
 	}
 	if len(res.Output) > l.maxOutput {
 		res.Output = res.Output[:l.maxOutput] + "\n[output truncated]"
@@ -266,13 +264,4 @@ func (l *Lifecycle) transitionTx(ctx context.Context, tx pgx.Tx, id string, t st
 		}
 	}
 	return b, nil
-}
-
-// Storable is s as Postgres can store it in text: NUL and invalid UTF-8
-// become U+FFFD.
-func Storable(s string) string {
-	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
-		return s
-	}
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -211,13 +212,13 @@ func repairStrings(v reflect.Value) bool {
 		f := v.Field(i)
 		switch {
 		case f.Kind() == reflect.String:
-			if s, ok := storable(f.String()); ok {
+			if s := store.Storable(f.String()); s != f.String() {
 				f.SetString(s)
 				changed = true
 			}
 		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
 			for j := range f.Len() {
-				if s, ok := storable(f.Index(j).String()); ok {
+				if s := store.Storable(f.Index(j).String()); s != f.Index(j).String() {
 					f.Index(j).SetString(s)
 					changed = true
 				}
@@ -225,15 +226,6 @@ func repairStrings(v reflect.Value) bool {
 		}
 	}
 	return changed
-}
-
-// storable returns s with what Postgres cannot store in text (NUL, invalid
-// UTF-8) replaced by U+FFFD, and whether it replaced anything.
-func storable(s string) (string, bool) {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
-		return s, false
-	}
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD"), true
 }
 
 // needsRepair reports whether JSON text raw, once decoded, held text
@@ -296,7 +288,7 @@ func repairResult(raw []byte, res *schema.BuildResult) []string {
 	}
 	fix := func(name string, ss ...*string) {
 		for _, s := range ss {
-			if r, ok := storable(*s); ok {
+			if r := store.Storable(*s); r != *s {
 				*s = r
 				if !slices.Contains(fields, name) {
 					fields = append(fields, name)

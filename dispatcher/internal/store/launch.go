@@ -61,13 +61,6 @@ func SetRunnerTokenHash(ctx context.Context, db DB, id string, hash []byte) erro
 	return err
 }
 
-// CheckRunnerToken reports whether hash is build id's runner token hash
-// (whatever the build's status; the runner protocol asks RunnerTokenOf).
-func CheckRunnerToken(ctx context.Context, db DB, id string, hash []byte) (bool, error) {
-	rt, err := RunnerTokenOf(ctx, db, id, hash, 0)
-	return rt.Match, err
-}
-
 // SetWaiting records why a pending build waits; it reports whether the reason changed.
 func SetWaiting(ctx context.Context, db DB, id, reason string) (bool, error) {
 	tag, err := db.Exec(ctx, `UPDATE builds SET waiting_reason = $2 WHERE id = $1 AND status = 'pending' AND waiting_reason <> $2`, id, reason)

@@ -696,13 +696,7 @@ func humanBytes(n int64) string {
 }
 
 func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(i-1, 0)].Round(10 * time.Microsecond)
+	return benchproc.Percentile(ds, p).Round(10 * time.Microsecond)
 }
 
 func ratio(a, b []time.Duration, p int) float64 {

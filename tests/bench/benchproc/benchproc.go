@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,4 +202,16 @@ func Measure(c int, d time.Duration, op func(w int) error) float64 {
 		log.Fatalf("%d operations failed", f)
 	}
 	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// Percentile is the nearest-rank p-th percentile of ds (0 for none): the
+// smallest value with at least p% of ds at or below it.
+func Percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(i, len(s))-1)]
 }

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -210,12 +209,4 @@ func offer(rate, n int, op func(i int) (time.Duration, bool)) []time.Duration {
 	return out
 }
 
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(i, len(s))-1)]
-}
+func pct(ds []time.Duration, p int) time.Duration { return benchproc.Percentile(ds, p) }
