@@ -24,6 +24,10 @@ build: ## build bin/dispatcher and bin/jobrunner
 postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 (installs/starts it) with databases kiln and kiln_test
 	@bash tests/tools/ensure-postgres.sh kiln kiln_test
 
+.PHONY: claude-code
+claude-code: ## install the pinned Claude Code CLI (tests/tools/claude-code.version) into .tools/ (reused when present)
+	@bash tests/tools/install-claude-code.sh >/dev/null
+
 .PHONY: lint
 lint: ## go vet and gofmt
 	$(GO) vet ./...
@@ -33,7 +37,7 @@ lint: ## go vet and gofmt
 test: postgres lint test-ops test-go test-kubebox ## run every test (what CI runs)
 
 .PHONY: test-go
-test-go: postgres build kubebox-build ## the product's tests, with the race detector (end-to-end ones on kubebox)
+test-go: postgres build kubebox-build claude-code ## the product's tests, with the race detector (end-to-end ones on kubebox)
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 .PHONY: promtool
@@ -68,7 +72,7 @@ bench-metrics: postgres ## /metrics queue figures with 100k River jobs: refresh 
 	$(GO) test -run '^$$' -bench QueueStats -benchtime 20x ./dispatcher/internal/metrics
 
 .PHONY: demo
-demo: postgres build kubebox-build ## run the whole flow on this machine: Postgres, kubebox, dispatcher, a project pod, a build with curl
+demo: postgres build kubebox-build claude-code ## run the whole flow on this machine: Postgres, kubebox, dispatcher, a project pod, a build with curl
 	@bash tests/tools/demo.sh
 
 .PHONY: clean
