@@ -1,6 +1,7 @@
 // Package harness sets up what the runner's end-to-end tests need on
-// kubebox: the jobrunner and fakeclaude binaries, a project pod whose
-// workdir is a git clone of a bare repository, the runner's least-privilege
+// kubebox: the jobrunner binary and the pinned Claude Code CLI, a project
+// pod whose workdir is a git clone of a bare repository and whose CLI talks
+// to its own stand-in Messages API (tests/messagesapi), the runner's least-privilege
 // RBAC, the build's Job rendered by jobtemplates, and a stand-in dispatcher
 // that speaks the runner protocol (schema/runner.go) over real HTTP. For
 // tests only; the dispatcher+runner end-to-end tests can reuse all but the

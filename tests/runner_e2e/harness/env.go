@@ -22,6 +22,7 @@ import (
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/kbtest"
+	"github.com/kilnbuild/kiln/tests/messagesapi"
 )
 
 // Images kubebox maps to host executables.
@@ -33,11 +34,14 @@ const (
 // RunnerNamespace holds the builds' Jobs and the runner's service account.
 const RunnerNamespace = "kiln-builds"
 
-// Binaries are the programs built for the tests.
+// Binaries are the programs the tests run.
 type Binaries struct {
-	Dir        string
-	JobRunner  string
-	FakeClaude string // its directory goes first on the project pod's PATH, named "claude"
+	Dir       string
+	JobRunner string
+	// Claude is the pinned Claude Code CLI (make claude-code); AgentDir holds
+	// a `claude` link to it and goes first on the project pod's PATH.
+	Claude   string
+	AgentDir string
 }
 
 var (
@@ -46,26 +50,34 @@ var (
 	buildErr  error
 )
 
-// BuildBinaries compiles jobrunner and fakeclaude once per test binary (not with
-// -race: they run as pods, not as part of the test). Remove b.Dir when done.
+// BuildBinaries compiles jobrunner once per test binary (not with -race: it
+// runs as a pod, not as part of the test) and links the pinned Claude Code
+// CLI as AgentDir/claude. Remove b.Dir when done.
 func BuildBinaries() (Binaries, error) {
 	buildOnce.Do(func() {
+		claude, err := messagesapi.ClaudeBinary()
+		if err != nil {
+			buildErr = err
+			return
+		}
 		dir, err := os.MkdirTemp("", "kiln-runner-e2e-bin-")
 		if err != nil {
 			buildErr = err
 			return
 		}
-		built = Binaries{Dir: dir, JobRunner: filepath.Join(dir, "jobrunner"), FakeClaude: filepath.Join(dir, "fake", "claude")}
-		for out, pkg := range map[string]string{
-			built.JobRunner:  "github.com/kilnbuild/kiln/jobrunner",
-			built.FakeClaude: "github.com/kilnbuild/kiln/tests/fakeclaude",
-		} {
-			cmd := exec.Command("go", "build", "-o", out, pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-				return
-			}
+		built = Binaries{Dir: dir, JobRunner: filepath.Join(dir, "jobrunner"), Claude: claude, AgentDir: filepath.Join(dir, "agent")}
+		if err := os.MkdirAll(built.AgentDir, 0o755); err != nil {
+			buildErr = err
+			return
+		}
+		if err := os.Symlink(claude, filepath.Join(built.AgentDir, "claude")); err != nil {
+			buildErr = err
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", built.JobRunner, "github.com/kilnbuild/kiln/jobrunner")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build jobrunner: %v\n%s", err, b)
 		}
 	})
 	return built, buildErr
@@ -77,7 +89,6 @@ type Env struct {
 	Cluster    *kbtest.Cluster
 	Client     kubernetes.Interface
 	Dispatcher *Dispatcher
-	Fixtures   string // the stream-json transcripts fakeclaude replays
 }
 
 // Setup builds the binaries, starts kubebox (stopped when t ends), creates
@@ -96,27 +107,7 @@ func Setup(t *testing.T) *Env {
 	must(t, create(ctx, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: RunnerNamespace}}))
 	must(t, create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 		Namespace: RunnerNamespace, Name: jobtemplates.DefaultServiceAccountName}}))
-	return &Env{Bin: bin, Cluster: c, Client: c.Client, Dispatcher: NewDispatcher(t),
-		Fixtures: FixturesDir(t)}
-}
-
-// FixturesDir is the repository's folder of Claude Code transcripts
-// (jobrunner/internal/agent/testdata/claude-code), found from the test's
-// working directory.
-func FixturesDir(t *testing.T) string {
-	t.Helper()
-	wd, _ := os.Getwd()
-	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			dir := filepath.Join(d, "jobrunner", "internal", "agent", "testdata", "claude-code")
-			if _, err := os.Stat(filepath.Join(dir, "success-edit.jsonl")); err != nil {
-				t.Fatalf("claude-code fixtures: %v", err)
-			}
-			return dir
-		}
-	}
-	t.Fatalf("no go.mod above %s", wd)
-	return ""
+	return &Env{Bin: bin, Cluster: c, Client: c.Client, Dispatcher: NewDispatcher(t)}
 }
 
 func must(t testing.TB, err error) {
@@ -157,8 +148,15 @@ type Project struct {
 	Labels    map[string]string
 	Workdir   string // the clone, mounted into the pod at the same path
 	Remote    string // the bare repository
-	State     string // fakeclaude's state directory
-	Home      string
+	// State is a scratch directory outside the workspace, for files the
+	// agent's tool commands write (pid files of test scripts).
+	State string
+	// Home is HOME for git and for the Claude Code CLI in the pod.
+	Home string
+	// API is the project's own stand-in Messages API: the CLI in its pod
+	// talks to it, so each conversation takes the next script the test
+	// enqueued for this project.
+	API *messagesapi.Server
 }
 
 // ProjectOptions tune NewProject.
@@ -170,7 +168,9 @@ type ProjectOptions struct {
 // NewProject creates namespace "proj-<name>" (its .gitignore ignores dist/) with a Role granting the
 // runner exactly pods get and pods/exec create,get (plus list with
 // AllowList), a bare repository with one commit (index.html), its clone as
-// the workdir, and a running pod with fakeclaude first on its PATH.
+// the workdir, a stand-in Messages API, and a running pod with the pinned
+// Claude Code CLI first on its PATH as `claude`, its environment pointing
+// the CLI at that stand-in.
 func (e *Env) NewProject(t *testing.T, name string, o ProjectOptions) *Project {
 	t.Helper()
 	ctx := context.Background()
@@ -180,6 +180,7 @@ func (e *Env) NewProject(t *testing.T, name string, o ProjectOptions) *Project {
 		Labels:  map[string]string{"app": "workspace", "kiln-project": name},
 		Workdir: filepath.Join(root, "work"), Remote: filepath.Join(root, "remote.git"),
 		State: filepath.Join(root, "state"), Home: filepath.Join(root, "home"),
+		API: messagesapi.Start(t),
 	}
 	for _, d := range []string{p.State, p.Home} {
 		must(t, os.MkdirAll(d, 0o777))
@@ -218,13 +219,13 @@ func (e *Env) NewProject(t *testing.T, name string, o ProjectOptions) *Project {
 	}))
 	hostPathDir := corev1.HostPathDirectory
 	env := []corev1.EnvVar{
-		{Name: "PATH", Value: filepath.Dir(e.Bin.FakeClaude) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		{Name: "FAKE_CLAUDE_FIXTURES", Value: e.Fixtures},
-		{Name: "FAKE_CLAUDE_STATE", Value: p.State},
+		{Name: "PATH", Value: e.Bin.AgentDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 	}
-	for _, kv := range GitEnv(p.Home) {
+	seen := map[string]bool{"PATH": true}
+	for _, kv := range append(GitEnv(p.Home), messagesapi.CLIEnv(p.API.URL(), p.Home)...) {
 		k, v, _ := strings.Cut(kv, "=")
-		if k != "PATH" {
+		if !seen[k] {
+			seen[k] = true
 			env = append(env, corev1.EnvVar{Name: k, Value: v})
 		}
 	}

@@ -1,0 +1,221 @@
+package runner_e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/jobtemplates"
+	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/kbtest"
+	"github.com/kilnbuild/kiln/tests/messagesapi"
+	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
+)
+
+// loopScript is a committed test script a Bash tool call runs: it writes
+// its pid to $1, ignores SIGTERM and loops until killed (the CLI refuses a
+// standalone long sleep, not a script that sleeps a second at a time).
+const loopScript = `#!/bin/sh
+trap '' TERM
+echo $$ > "$1"
+while :; do sleep 1; done
+`
+
+// editScript is a model that reads file, replaces old with new in it and
+// answers final: three turns, each with its own token counts.
+func editScript(p *harness.Project, file, old, new, final string) messagesapi.Script {
+	path := filepath.Join(p.Workdir, file)
+	return messagesapi.Script{Name: "edit " + file, Turns: []messagesapi.Turn{
+		{Text: "Let me look at " + file + ".", Usage: messagesapi.Usage{InputTokens: 1200, OutputTokens: 40},
+			Tools: []messagesapi.ToolUse{{Name: "Read", Input: map[string]any{"file_path": path}}}},
+		{Usage: messagesapi.Usage{InputTokens: 1500, OutputTokens: 90},
+			Tools: []messagesapi.ToolUse{{Name: "Edit", Input: map[string]any{"file_path": path, "old_string": old, "new_string": new}}}},
+		{Text: final, Usage: messagesapi.Usage{InputTokens: 1700, OutputTokens: 30}},
+	}}
+}
+
+// writeScript is a model that writes a new file and answers final.
+func writeScript(p *harness.Project, file, content, final string) messagesapi.Script {
+	return messagesapi.Script{Name: "write " + file, Turns: []messagesapi.Turn{
+		{Tools: []messagesapi.ToolUse{{Name: "Write", Input: map[string]any{
+			"file_path": filepath.Join(p.Workdir, file), "content": content}}}},
+		{Text: final},
+	}}
+}
+
+// stallScript is a model that looks for files, then takes forever to answer.
+func stallScript() messagesapi.Script {
+	return messagesapi.Script{Name: "stall", Turns: []messagesapi.Turn{
+		{Tools: []messagesapi.ToolUse{{Name: "Glob", Input: map[string]any{"pattern": "*.html"}}}},
+		{Stall: 10 * time.Minute, Text: "too late"},
+	}}
+}
+
+// scriptTokens sums a script's input (or output) tokens as the stand-in reports them.
+func scriptTokens(s messagesapi.Script, input bool) int {
+	n := 0
+	for _, t := range s.Turns {
+		u := t.Usage
+		if u == (messagesapi.Usage{}) {
+			u = messagesapi.Usage{InputTokens: 100, OutputTokens: 10}
+		}
+		if input {
+			n += u.InputTokens
+		} else {
+			n += u.OutputTokens
+		}
+	}
+	return n
+}
+
+// turns are the requests that were agent turns.
+func turns(reqs []messagesapi.Request) []messagesapi.Request {
+	var out []messagesapi.Request
+	for _, r := range reqs {
+		if r.Kind == "turn" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// defaultTemplate is the embedded default template with a 20 s grace period.
+func defaultTemplate(t *testing.T) *jobtemplates.Template {
+	t.Helper()
+	tmpl, ok := jobtemplates.Embedded().Get("default")
+	require.True(t, ok)
+	tmpl.TerminationGracePeriodSeconds = 20
+	return tmpl
+}
+
+// bashTemplate is defaultTemplate granting the agent these Bash rules too:
+// a test template, as a project would add for its own scripts.
+func bashTemplate(t *testing.T, rules ...string) *jobtemplates.Template {
+	tmpl := defaultTemplate(t)
+	tmpl.Name = "test-bash"
+	tmpl.Agent.AllowedTools = slices.Concat(tmpl.Agent.AllowedTools, rules)
+	return tmpl
+}
+
+// describe is an event in one line: its type, then the tool of a tool
+// call or the message of a log line.
+func describe(e schema.EventInput) string {
+	p, err := e.Decode()
+	if err != nil {
+		return string(e.Type) + " " + string(e.Payload)
+	}
+	switch p := p.(type) {
+	case schema.ToolCallPayload:
+		return string(e.Type) + " " + p.Name
+	case schema.LogPayload:
+		return string(e.Type) + " " + p.Message
+	}
+	return string(e.Type)
+}
+
+// requireInOrder checks the events hold, in this order (others may come
+// between), an event matching each of want: a description (see describe)
+// starting with it.
+func requireInOrder(t *testing.T, events []schema.EventInput, want ...string) {
+	t.Helper()
+	var all []string
+	for _, e := range events {
+		all = append(all, describe(e))
+	}
+	i := 0
+	for _, d := range all {
+		if i < len(want) && strings.HasPrefix(d, want[i]) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Fatalf("events lack %q (after %q) in order; they are:\n%s", want[i], want[:i], strings.Join(all, "\n"))
+	}
+}
+
+// waitStall waits until the CLI has had its first answer and is waiting
+// on the stalled second one, and returns the agent's processes then.
+func waitStall(t *testing.T, p *harness.Project, before []int) []int {
+	t.Helper()
+	kbtest.WaitFor(t, 90*time.Second, "the CLI's first turn", func(context.Context) (bool, error) {
+		return len(turns(p.API.Requests())) > 0, nil
+	})
+	time.Sleep(1500 * time.Millisecond) // the Glob, then the second request, held back
+	running := p.AgentProcs(before)
+	require.NotEmpty(t, running, "the agent's processes")
+	return running
+}
+
+// requireStalledCut checks the stalled request ended because the CLI went
+// away, not because it was answered.
+func requireStalledCut(t *testing.T, p *harness.Project) {
+	t.Helper()
+	kbtest.WaitFor(t, 10*time.Second, "the stalled request to end", func(context.Context) (bool, error) {
+		return slices.ContainsFunc(p.API.Requests(), func(r messagesapi.Request) bool { return r.Stalled }), nil
+	})
+	for _, r := range p.API.Requests() {
+		if r.Stalled {
+			require.Zero(t, r.Status, "the stalled answer was never sent")
+		}
+	}
+}
+
+// requireGone checks that no process of the build is left in the project
+// pod: neither those seen running (the CLI, its shell, its tools) nor any
+// other whose environment points at the project's stand-in (before are the
+// pod's own). It allows a few seconds for the kill to land.
+func requireGone(t *testing.T, p *harness.Project, before, running []int) {
+	t.Helper()
+	var left []int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left = slices.DeleteFunc(slices.Clone(running), func(pid int) bool { return !harness.Alive(pid) })
+		for _, pid := range p.AgentProcs(before) {
+			if !slices.Contains(left, pid) {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var desc []string
+	for _, pid := range left {
+		desc = append(desc, fmt.Sprintf("%d %q", pid, harness.Cmdline(pid)))
+	}
+	require.Empty(t, left, "processes of the build still running:\n%s", strings.Join(desc, "\n"))
+}
+
+// requireSafeArgv finds the CLI among pids and checks its argv: print mode
+// with stream-json, the runner's own denials, no skip-permissions, no prompt.
+func requireSafeArgv(t *testing.T, pids []int) {
+	t.Helper()
+	bin, err := messagesapi.ClaudeBinary()
+	require.NoError(t, err)
+	bin, err = filepath.EvalSymlinks(bin)
+	require.NoError(t, err)
+	for _, pid := range pids {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || exe != bin {
+			continue
+		}
+		argv := harness.Cmdline(pid)
+		require.Contains(t, argv, "-p")
+		require.Contains(t, argv, "--verbose")
+		require.Contains(t, argv, "Bash(git push:*)")
+		for _, a := range argv {
+			require.NotContains(t, a, "dangerously")
+			require.Less(t, len(a), 1000, "no prompt in argv")
+		}
+		return
+	}
+	t.Fatalf("no process of %s among %v", bin, pids)
+}
