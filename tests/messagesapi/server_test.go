@@ -294,4 +294,10 @@ func TestScriptFiles(t *testing.T) {
 	}
 	_, err = messagesapi.LoadScript(filepath.Join(dir, "missing.json"))
 	require.ErrorContains(t, err, "missing.json")
+
+	demo, err := messagesapi.LoadScript("scripts/demo.json")
+	require.NoError(t, err)
+	assert.Equal(t, "demo", demo.Name)
+	require.Len(t, demo.Turns, 3)
+	assert.Equal(t, "Edit", demo.Turns[1].Tools[0].Name)
 }
