@@ -9,12 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +46,7 @@ func (c *callbackReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // signed callback reaches the bot.
 func TestWholeFlow(t *testing.T) {
 	e := newEnvIn(t, harness.RunnerNamespace, "KILN_RUNNER_IMAGE="+harness.ImageRunner, "KILN_CALLBACK_ALLOWLIST=127.0.0.1/32")
-	hn := &harness.Env{Bin: runnerBins, Cluster: cluster, Client: cluster.Client, Fixtures: harness.FixturesDir(t)}
+	hn := &harness.Env{Bin: runnerBins, Cluster: cluster, Client: cluster.Client}
 	proj := hn.NewProject(t, "flow", harness.ProjectOptions{})
 	d := e.start()
 	recv := &callbackReceiver{}
@@ -61,8 +57,10 @@ func TestWholeFlow(t *testing.T) {
 		Name: "flow", Namespace: proj.Namespace, PodName: proj.Pod, Container: "main", Workdir: proj.Workdir,
 		GitRemote: "origin", GitBranch: "main", AuthorName: "Kiln Bot", AuthorEmail: "bot@kiln.example",
 	})
+	proj.API.Enqueue(harness.EditScript(proj, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>",
+		`The heading in index.html now reads "Welcome to Acme".`))
 	id := e.submit(d, p.ID, schema.BuildSpec{
-		Prompt:    "Change the heading for {{ ticket }}. fake-claude:transcript=success-edit fake-claude:run=flow",
+		Prompt:    "Change the heading for {{ ticket }} to \"Welcome to Acme\".",
 		Variables: map[string]string{"ticket": "ACME-7"}, Template: "site",
 		AutoCommit: true, AutoPush: true, CallbackURL: cb.URL + "/kiln",
 	})
@@ -133,40 +131,30 @@ func TestWholeFlow(t *testing.T) {
 	assert.Equal(t, schema.StatusCompleted, payload.Status)
 	assert.Equal(t, r.CommitSHA, payload.Result.CommitSHA)
 
-	// Cancel mid-run: the agent's process is gone from the pod, no commit, cancelled.
+	// Cancel while the model is slow to answer: the agent's processes are
+	// gone from the pod, no commit, cancelled.
 	before := proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main")
-	slow := e.submit(d, p.ID, schema.BuildSpec{
-		Prompt:     "Work slowly. fake-claude:transcript=success-edit fake-claude:run=slow fake-claude:sleep=300s fake-claude:child=1",
-		AutoCommit: true, AutoPush: true,
-	})
+	pod := proj.AgentProcs(nil) // the pod's own process
+	proj.API.Enqueue(harness.StallScript())
+	slow := e.submit(d, p.ID, schema.BuildSpec{Prompt: "Think it over.", AutoCommit: true, AutoPush: true})
 	e.waitStatus(d, slow, 60*time.Second, schema.StatusRunning)
-	pidFile := filepath.Join(proj.State, "slow.pid")
-	var pid int
-	kbtest.WaitFor(t, 60*time.Second, "the agent running in the project pod", func(context.Context) (bool, error) {
-		b, err := os.ReadFile(pidFile)
-		if err != nil {
-			return false, err
+	kbtest.WaitFor(t, 60*time.Second, "the agent waiting for the model", func(context.Context) (bool, error) {
+		for _, r := range proj.API.Requests() {
+			if r.Kind == "turn" && r.Script == "stall" {
+				return true, nil
+			}
 		}
-		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		return err == nil && alive(pid), err
+		return false, nil
 	})
+	time.Sleep(time.Second) // the Glob, then the stalled request
+	running := proj.AgentProcs(pod)
+	require.NotEmpty(t, running)
 	e.cancel(d, slow, "superseded")
-	kbtest.WaitFor(t, 60*time.Second, "the agent process gone", func(context.Context) (bool, error) { return !alive(pid), nil })
+	kbtest.WaitFor(t, 60*time.Second, "the agent's processes gone", func(context.Context) (bool, error) {
+		return len(proj.AgentProcs(pod)) == 0, nil
+	})
 	b = e.get(d, slow)
 	assert.Equal(t, schema.StatusCancelled, b.Status)
 	assert.Equal(t, "superseded", b.Error)
 	assert.Equal(t, before, proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main"), "a cancelled build pushes nothing")
-}
-
-// alive reports whether pid is a live (non-zombie) process.
-func alive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
 }

@@ -44,7 +44,7 @@ func testNewFolder(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "newdir", harness.ProjectOptions{})
 	id := "b-newdir"
 	const doc = "# Getting started\n\nRun `make demo`.\n"
-	p.API.Enqueue(writeScript(p, "docs/guide/getting-started.md", doc, "Added docs/guide/getting-started.md."))
+	p.API.Enqueue(harness.WriteScript(p, "docs/guide/getting-started.md", doc, "Added docs/guide/getting-started.md."))
 	job := env.StartBuild(t, p, id, schema.BuildSpec{
 		Prompt: "Add a getting started guide under docs/guide.", AutoCommit: true, AutoPush: true,
 	}, harness.BuildOptions{})
@@ -203,7 +203,7 @@ func testLeftovers(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "leftover", harness.ProjectOptions{})
 	// The first build writes a scratch file and does not commit.
 	first := "b-leftover-1"
-	p.API.Enqueue(writeScript(p, "scratch.txt", "notes of the first build\n", "Wrote my notes."))
+	p.API.Enqueue(harness.WriteScript(p, "scratch.txt", "notes of the first build\n", "Wrote my notes."))
 	job := env.StartBuild(t, p, first, schema.BuildSpec{Prompt: "Take notes in scratch.txt."}, harness.BuildOptions{})
 	pod := env.WaitJobPod(t, job, 2*time.Minute)
 	b1 := env.Dispatcher.Get(first)
@@ -213,7 +213,7 @@ func testLeftovers(t *testing.T, env *harness.Env) {
 
 	// The second changes the heading and commits: its commit holds that alone.
 	second := "b-leftover-2"
-	p.API.Enqueue(editScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome</h1>", "Changed the heading."))
+	p.API.Enqueue(harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome</h1>", "Changed the heading."))
 	job = env.StartBuild(t, p, second, schema.BuildSpec{
 		Prompt: "Change the heading to Welcome.", AutoCommit: true, AutoPush: true,
 	}, harness.BuildOptions{})

@@ -19,7 +19,6 @@ import (
 
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
-	"github.com/kilnbuild/kiln/tests/kbtest"
 	"github.com/kilnbuild/kiln/tests/messagesapi"
 	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 )
@@ -63,7 +62,7 @@ func testSuccess(t *testing.T, env *harness.Env) {
 		AutoCommit: true, AutoPush: true,
 	}
 	bigText := strings.Repeat("x", 200000) // one 200 KB stdout line from the CLI
-	script := editScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>",
+	script := harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>",
 		`Updated the heading in index.html to "Welcome to Acme".`)
 	script.Turns[0].Text = bigText
 	p.API.Enqueue(script)
@@ -350,7 +349,7 @@ func testCancelFromDispatcher(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "dcancel", harness.ProjectOptions{})
 	id := "b-dcancel"
 	// The model takes its time: its second answer stalls until the CLI goes away.
-	p.API.Enqueue(stallScript())
+	p.API.Enqueue(harness.StallScript())
 	before := p.AgentProcs(nil)
 	job := env.StartBuild(t, p, id, schema.BuildSpec{Prompt: "Think it over."}, harness.BuildOptions{})
 	running := waitStall(t, p, before)
@@ -379,7 +378,7 @@ func testCancelFromDispatcher(t *testing.T, env *harness.Env) {
 func testDispatcherUnreachable(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "unreach", harness.ProjectOptions{})
 	id := "b-unreach"
-	p.API.Enqueue(editScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done."))
+	p.API.Enqueue(harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done."))
 	job := env.StartBuild(t, p, id, schema.BuildSpec{
 		Prompt: "Change the heading to Welcome to Acme.", AutoCommit: true,
 	}, harness.BuildOptions{ExtraEnv: []corev1.EnvVar{{Name: "KILN_REPORT_TIMEOUT", Value: "4s"}}})
@@ -411,7 +410,7 @@ func testPushRejected(t *testing.T, env *harness.Env) {
 	theirs := p.Git(t, p.Remote, "rev-parse", "main")
 
 	id := "b-reject"
-	p.API.Enqueue(editScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done."))
+	p.API.Enqueue(harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done."))
 	job := env.StartBuild(t, p, id, schema.BuildSpec{
 		Prompt: "Change the heading to Welcome to Acme.", AutoCommit: true, AutoPush: true,
 	}, harness.BuildOptions{})

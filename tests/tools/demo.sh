@@ -8,8 +8,11 @@
 #   → the Job's jobrunner execs the agent in the project pod, commits, pushes
 #   → the BuildResult, the commit in the remote, and the signed callback.
 #
-# The agent is the stand-in `claude` (tests/fakeclaude): no LLM is reachable
-# here. It replays a Claude Code stream-json transcript and makes its edit.
+# The agent is the real Claude Code CLI, the version tests/tools/claude-code.version
+# pins (make claude-code installs it under .tools). No model is reachable
+# here, so the CLI talks to a stand-in Messages API (tests/messagesapi) that
+# answers with the scripted turns of tests/messagesapi/scripts/demo.json:
+# read index.html, edit its heading, say what it did.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -23,23 +26,36 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 state=$(mktemp -d /var/tmp/kiln-demo-XXXXXX)
 db_url=${KILN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kiln?sslmode=disable}
 schema=demo_$(date +%s)
-kb_pid="" disp_pid="" cb_pid=""
+kb_pid="" disp_pid="" cb_pid="" api_pid=""
 cleanup() {
   status=$?
+  [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null || true
   [ -n "$disp_pid" ] && kill "$disp_pid" 2>/dev/null && wait "$disp_pid" 2>/dev/null || true
   [ -n "$cb_pid" ] && kill "$cb_pid" 2>/dev/null || true
   [ -n "$kb_pid" ] && "$repo/.kubebox/bin/v1.37.2/kubebox" down --dir "$state/kubebox" >/dev/null 2>&1 || true
   psql "$db_url" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-  if [ $status -eq 0 ]; then rm -rf "$state"; else echo "demo failed; state kept in $state (dispatcher.log, kubebox/logs)"; fi
+  if [ $status -eq 0 ]; then rm -rf "$state"; else echo "demo failed; state kept in $state (dispatcher.log, messagesapi.log, kubebox/logs)"; fi
 }
 trap cleanup EXIT
 
-say "Building the binaries"
+say "Building the binaries; the agent is Claude Code"
 mkdir -p "$state/bin" "$state/agent"
 go build -o "$state/bin/jobrunner" ./jobrunner
-go build -o "$state/agent/claude" ./tests/fakeclaude
+go build -o "$state/bin/messagesapi" ./tests/messagesapi/cmd/messagesapi
 cp bin/dispatcher "$state/bin/dispatcher"
-fixtures="$repo/jobrunner/internal/agent/testdata/claude-code"
+claude_version=$(tr -d '[:space:]' <tests/tools/claude-code.version)
+claude="$repo/.tools/claude-code/$claude_version/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
+[ -x "$claude" ] || { echo "Claude Code $claude_version is not installed at $claude: run make claude-code" >&2; exit 1; }
+ln -s "$claude" "$state/agent/claude"
+echo "  claude --version: $("$state/agent/claude" --version)"
+
+say "The stand-in Messages API the CLI talks to (scripted: tests/messagesapi/scripts/demo.json)"
+"$state/bin/messagesapi" -listen 127.0.0.1:0 -script tests/messagesapi/scripts/demo.json \
+  -addr-file "$state/messagesapi.addr" 2>"$state/messagesapi.log" &
+api_pid=$!
+for _ in $(seq 1 100); do [ -s "$state/messagesapi.addr" ] && break; kill -0 $api_pid || { cat "$state/messagesapi.log"; exit 1; }; sleep 0.1; done
+api_url=$(cat "$state/messagesapi.addr")
+echo "  listening on $api_url"
 
 say "Starting kubebox (etcd, kube-apiserver, controller-manager, scheduler v1.37.2 and a process node)"
 "$repo/.kubebox/bin/v1.37.2/kubebox" up --dir "$state/kubebox" \
@@ -92,7 +108,13 @@ spec:
     - {name: PATH, value: "$state/agent:/usr/local/bin:/usr/bin:/bin"}
     - {name: HOME, value: "$state/home"}
     - {name: GIT_CONFIG_NOSYSTEM, value: "1"}
-    - {name: FAKE_CLAUDE_FIXTURES, value: "$fixtures"}
+    # Claude Code, offline: its API is the stand-in; no telemetry, no updates.
+    - {name: ANTHROPIC_BASE_URL, value: "$api_url"}
+    - {name: ANTHROPIC_API_KEY, value: "sk-ant-demo-stand-in"}
+    - {name: DISABLE_TELEMETRY, value: "1"}
+    - {name: DISABLE_ERROR_REPORTING, value: "1"}
+    - {name: DISABLE_AUTOUPDATER, value: "1"}
+    - {name: CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC, value: "1"}
     volumeMounts: [{name: work, mountPath: $state/work}]
   volumes:
   - {name: work, hostPath: {path: $state/work, type: Directory}}
@@ -146,7 +168,7 @@ say "The bot submits a build"
 set -x
 curl -sS -X POST "$url/projects/$project_id/builds" \
   -H "Authorization: Bearer $bot" -H 'Content-Type: application/json' -H 'Idempotency-Key: acme-landing-1' \
-  -d "{\"prompt\":\"Change the landing page heading for {{ticket}}. fake-claude:transcript=success-edit fake-claude:delay=400ms\",
+  -d "{\"prompt\":\"Change the landing page heading to say Welcome to Acme ({{ticket}}).\",
        \"variables\":{\"ticket\":\"ACME-7\"},\"auto_commit\":true,\"auto_push\":true,
        \"callback_url\":\"http://127.0.0.1:$cb_port/kiln\"}" | tee "$state/submit.json"
 { set +x; } 2>/dev/null
@@ -163,6 +185,9 @@ status=$(json '["status"]' <"$state/build.json")
 say "The commit, as the remote has it"
 git --git-dir "$state/remote.git" log -1 --stat --format='commit %H%nAuthor: %an <%ae>%n%n%B' main
 git --git-dir "$state/remote.git" show main:index.html
+
+say "What the CLI asked the stand-in Messages API (one request per model turn)"
+sed 's/^/  /' "$state/messagesapi.log"
 
 say "The callback the bot received"
 for _ in $(seq 1 50); do [ -s "$state/callback.json" ] && break; sleep 0.2; done

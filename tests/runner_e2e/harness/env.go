@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -163,6 +164,9 @@ type Project struct {
 type ProjectOptions struct {
 	// AllowList adds `list` on pods to the runner's Role, which a pod_selector target needs.
 	AllowList bool
+	// RunnerNamespace is where the runner's service account lives (the
+	// Role is bound to it there). Default RunnerNamespace.
+	RunnerNamespace string
 }
 
 // NewProject creates namespace "proj-<name>" (its .gitignore ignores dist/) with a Role granting the
@@ -214,7 +218,7 @@ func (e *Env) NewProject(t *testing.T, name string, o ProjectOptions) *Project {
 	must(t, create(ctx, e.Client, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: "kiln-runner"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "kiln-runner"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: RunnerNamespace,
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: cmp.Or(o.RunnerNamespace, RunnerNamespace),
 			Name: jobtemplates.DefaultServiceAccountName}},
 	}))
 	hostPathDir := corev1.HostPathDirectory
