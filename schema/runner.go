@@ -44,7 +44,8 @@ import (
 const RunnerAPIPrefix = "/runner/v1/builds/"
 
 // RunnerEventTypes are the event types a runner may post.
-var RunnerEventTypes = []EventType{EventAgentText, EventToolCall, EventToolResult, EventUsage, EventGit, EventLog}
+var RunnerEventTypes = []EventType{EventAgentText, EventToolCall, EventToolResult, EventUsage, EventGit, EventLog,
+	EventAgentRetry, EventPermissionDenied}
 
 // SanitizedKey is the payload key, set to true, of a stored runner event
 // whose strings held text Postgres cannot store and were repaired (each such
