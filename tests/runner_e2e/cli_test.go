@@ -1,7 +1,6 @@
 package runner_e2e
 
 import (
-	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,12 +11,6 @@ import (
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/messagesapi"
 	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
-)
-
-// Typed reasons of the agent's failures (lifecycle).
-const (
-	reasonAgentAuth        = schema.Reason("agent_auth")
-	reasonAgentUnavailable = schema.Reason("agent_unavailable")
 )
 
 // testCLI runs the scenarios of the real Claude Code CLI against its
@@ -92,29 +85,25 @@ func testDenied(t *testing.T, env *harness.Env) {
 	require.Empty(t, res.CommitSHA, "nothing changed, nothing committed")
 
 	// Both denials are in the result and in the events.
-	raw, err := json.Marshal(res)
-	require.NoError(t, err)
-	var denials struct {
-		PermissionDenials []struct {
-			Tool    string `json:"tool"`
-			Summary string `json:"summary"`
-		} `json:"permission_denials"`
-	}
-	require.NoError(t, json.Unmarshal(raw, &denials))
-	require.Len(t, denials.PermissionDenials, 2, "result: %s", raw)
-	require.Equal(t, "Bash", denials.PermissionDenials[0].Tool)
-	require.Contains(t, denials.PermissionDenials[0].Summary, "curl")
-	require.Equal(t, "Bash", denials.PermissionDenials[1].Tool)
-	require.Contains(t, denials.PermissionDenials[1].Summary, "git push")
-	var denied []string
+	require.Len(t, res.PermissionDenials, 2)
+	require.Equal(t, "Bash", res.PermissionDenials[0].Tool)
+	require.Contains(t, res.PermissionDenials[0].Summary, "curl")
+	require.Equal(t, "Bash", res.PermissionDenials[1].Tool)
+	require.Contains(t, res.PermissionDenials[1].Summary, "git push")
+	var denied []schema.PermissionDeniedPayload
 	for _, e := range b.Events() {
-		if e.Type == "permission_denied" {
-			denied = append(denied, string(e.Payload))
+		if pl, err := e.Decode(); err == nil {
+			if d, ok := pl.(schema.PermissionDeniedPayload); ok {
+				denied = append(denied, d)
+			}
 		}
 	}
 	require.Len(t, denied, 2, "a permission_denied event each")
-	require.Contains(t, denied[0], "curl")
-	require.Contains(t, denied[1], "git push")
+	for i, what := range []string{"curl", "git push"} {
+		require.Equal(t, "Bash", denied[i].Tool)
+		require.Contains(t, denied[i].Summary, what)
+		require.NotEmpty(t, denied[i].Reason, "the CLI's reason")
+	}
 }
 
 func testUnauthorized(t *testing.T, env *harness.Env) {
@@ -130,7 +119,7 @@ func testUnauthorized(t *testing.T, env *harness.Env) {
 	require.Len(t, b.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
 	res := b.ResultPosts[0]
 	require.False(t, res.Success)
-	require.Equal(t, reasonAgentAuth, res.Reason, res.Error)
+	require.Equal(t, schema.ReasonAgentAuth, res.Reason, res.Error)
 	require.Contains(t, res.Error, "401")
 	require.Contains(t, res.Error, "invalid x-api-key", "the API's own message")
 	require.Equal(t, schema.StatusFailed, b.Status)
@@ -145,7 +134,7 @@ func testUnauthorized(t *testing.T, env *harness.Env) {
 	require.False(t, first401.IsZero(), "the CLI called the API")
 	var firstRetry time.Time
 	for _, e := range b.Events() {
-		if e.Type == "agent_retry" {
+		if e.Type == schema.EventAgentRetry {
 			firstRetry = e.Time
 			break
 		}

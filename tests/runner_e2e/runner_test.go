@@ -195,7 +195,7 @@ func testFailingAgent(t *testing.T, env *harness.Env) {
 		// Every API call is refused as overloaded: the CLI gives up after its own 3 tries.
 		{"overloaded", false, 0, messagesapi.Script{Name: "overloaded", Turns: []messagesapi.Turn{
 			{Error: &messagesapi.APIError{Status: 529, Message: "Overloaded"}}}},
-			"", reasonAgentUnavailable},
+			"", schema.ReasonAgentUnavailable},
 		// The model keeps calling tools past the template's limit of 2 turns.
 		{"max-turns", true, 2, messagesapi.Script{Name: "max-turns", Turns: []messagesapi.Turn{
 			{Tools: []messagesapi.ToolUse{{Name: "Glob", Input: map[string]any{"pattern": "*.html"}}}},
