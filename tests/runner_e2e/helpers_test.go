@@ -69,7 +69,6 @@ func defaultTemplate(t *testing.T) *jobtemplates.Template {
 // a test template, as a project would add for its own scripts.
 func bashTemplate(t *testing.T, rules ...string) *jobtemplates.Template {
 	tmpl := defaultTemplate(t)
-	tmpl.Name = "test-bash"
 	tmpl.Agent.AllowedTools = slices.Concat(tmpl.Agent.AllowedTools, rules)
 	return tmpl
 }

@@ -127,7 +127,7 @@ func testSuccess(t *testing.T, env *harness.Env) {
 	require.Equal(t, "Kiln Bot <bot@kiln.example>|Kiln Bot <bot@kiln.example>", p.Git(t, remote, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "main"))
 	require.Equal(t, "Kiln build "+id, p.Git(t, remote, "log", "-1", "--format=%s", "main"))
 	require.Equal(t, id, p.Git(t, remote, "log", "-1", "--format=%(trailers:key=Kiln-Build-Id,valueonly)", "main"))
-	require.Contains(t, p.Git(t, remote, "log", "-1", "--format=%b", "main"), "Change the heading for {{ ticket }}.")
+	require.Contains(t, p.Git(t, remote, "log", "-1", "--format=%b", "main"), "Change the heading for {{ ticket }} to")
 	require.Equal(t, "index.html", p.Git(t, remote, "show", "--format=", "--name-only", "main"))
 	require.Contains(t, p.Git(t, remote, "show", "main:index.html"), "<h1>Welcome to Acme</h1>")
 
@@ -233,7 +233,6 @@ func testFailingAgent(t *testing.T, env *harness.Env) {
 			require.Equal(t, tc.reason, res.Reason, res.Error)
 			require.NotNil(t, res.Usage)
 			if tc.maxTurns > 0 {
-				require.Equal(t, tc.maxTurns, res.Usage.Turns, "the turns the model made, not the CLI's N+1")
 				require.Len(t, turns(p.API.Requests()), tc.maxTurns, "the CLI stopped asking the model")
 			} else {
 				require.Contains(t, res.Error, "529")
