@@ -31,6 +31,8 @@ type Event struct {
 	ToolResult *ToolResult
 	Usage      *Usage
 	Final      *Final
+	Retry      *Retry            // TEMPORARY stub field (helper C); helper B's event.go has it
+	Denial     *PermissionDenial // TEMPORARY stub field (helper C); helper B's event.go has it
 }
 
 // Init describes the agent session.
