@@ -11,12 +11,13 @@
 //	delay=DURATION    pause between lines (default 0; $FAKE_CLAUDE_DELAY)
 //	sleep=DURATION    pause before the final result line (to test cancel)
 //	child=1           start a child process in the same process group first
+//	setsid-child=1    start a child process in a session of its own first (as the CLI runs Bash tools)
 //	ignore-term=1     ignore SIGTERM (so only SIGKILL stops it)
 //	bigline=N         print an assistant text line of about N bytes first
 //	no-result=1       stop before the result line (a stream without a result)
 //	exit=N            exit with N after the replay
 //
-// In $FAKE_CLAUDE_STATE (if set) it writes ID.pid (its pid), ID.child.pid,
+// In $FAKE_CLAUDE_STATE (if set) it writes ID.pid (its pid), ID.child.pid, ID.setsid-child.pid,
 // ID.args.json (its argv) and ID.prompt (what it read on stdin).
 //
 // Exits 1 without --verbose (as the real CLI does with -p and stream-json)
@@ -86,15 +87,19 @@ func run() int {
 	if m["ignore-term"] == "1" {
 		signal.Ignore(syscall.SIGTERM)
 	}
-	if m["child"] == "1" {
+	for marker, setsid := range map[string]bool{"child": false, "setsid-child": true} {
+		if m[marker] != "1" {
+			continue
+		}
 		self, _ := os.Executable()
 		child := exec.Command(self, "--fake-child")
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: setsid}
 		if err := child.Start(); err != nil {
 			fmt.Fprintln(os.Stderr, "fakeclaude: starting child:", err)
 			return 1
 		}
 		if state != "" {
-			writeState(state, id+".child.pid", []byte(strconv.Itoa(child.Process.Pid)))
+			writeState(state, id+"."+marker+".pid", []byte(strconv.Itoa(child.Process.Pid)))
 		}
 	}
 

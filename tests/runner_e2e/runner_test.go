@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,6 +44,8 @@ func TestRunner(t *testing.T) {
 		{"cancel seen from the dispatcher", testCancelFromDispatcher},
 		{"dispatcher unreachable at the end", testDispatcherUnreachable},
 		{"push rejected", testPushRejected},
+		{"runner lost", testRunnerLost},
+		{"two builds in a row", testLeftovers},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -148,8 +152,8 @@ func testSuccess(t *testing.T, env *harness.Env) {
 		}
 	}
 	require.True(t, sawBig, "a 200 KB output line arrived whole")
-	require.Equal(t, []string{"log", "agent_text", "log", "agent_text", "tool_call", "tool_result", "tool_call", "tool_result",
-		"agent_text", "usage", "log", "git", "log", "log"}, kinds) // ..., git, "artifact skipped: dist/huge.txt", result
+	require.Equal(t, []string{"log", "log", "agent_text", "log", "agent_text", "tool_call", "tool_result", "tool_call", "tool_result",
+		"agent_text", "usage", "log", "git", "log", "log"}, kinds) // started, workspace clean, ..., git, "artifact skipped: dist/huge.txt", result
 	var git schema.GitPayload
 	for _, e := range b.Events() {
 		if e.Type == schema.EventGit {
@@ -286,15 +290,17 @@ func testCancelJobDeleted(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "cancel", harness.ProjectOptions{})
 	id := "b-cancel"
 	// The agent ignores SIGTERM (only SIGKILL ends it) and has a child in
-	// its process group; both must be gone afterwards.
+	// its process group and one in a session of its own (as the CLI runs
+	// Bash tools); all must be gone afterwards.
 	job := env.StartBuild(t, p, id, schema.BuildSpec{
 		Prompt: "Work slowly. fake-claude:transcript=success-edit fake-claude:run=r fake-claude:sleep=300s " +
-			"fake-claude:child=1 fake-claude:ignore-term=1",
+			"fake-claude:child=1 fake-claude:setsid-child=1 fake-claude:ignore-term=1",
 		AutoCommit: true, AutoPush: true,
 	}, harness.BuildOptions{})
 	pid := waitPID(t, p, "r.pid")
 	child := waitPID(t, p, "r.child.pid")
-	require.True(t, alive(pid) && alive(child))
+	tool := waitPID(t, p, "r.setsid-child.pid")
+	require.True(t, alive(pid) && alive(child) && alive(tool))
 	runner := env.RunnerPod(t, job)
 	time.Sleep(500 * time.Millisecond) // let a batch of events through
 
@@ -314,6 +320,7 @@ func testCancelJobDeleted(t *testing.T, env *harness.Env) {
 	require.Equal(t, schema.StatusCancelled, b.Status)
 	require.False(t, alive(pid), "fakeclaude %d still running", pid)
 	require.False(t, alive(child), "fakeclaude's child %d still running", child)
+	require.False(t, alive(tool), "fakeclaude's child in its own session %d still running", tool)
 	_, err := os.Stat("/tmp/kiln-" + id + ".pid")
 	require.ErrorIs(t, err, os.ErrNotExist, "pid file removed")
 	// The edit fakeclaude made before the result stays uncommitted in the workspace.
@@ -336,10 +343,11 @@ func testCancelFromDispatcher(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "dcancel", harness.ProjectOptions{})
 	id := "b-dcancel"
 	job := env.StartBuild(t, p, id, schema.BuildSpec{
-		Prompt: "Work slowly. fake-claude:transcript=success-edit fake-claude:run=r fake-claude:sleep=300s fake-claude:child=1",
+		Prompt: "Work slowly. fake-claude:transcript=success-edit fake-claude:run=r fake-claude:sleep=300s fake-claude:child=1 fake-claude:setsid-child=1",
 	}, harness.BuildOptions{})
 	pid := waitPID(t, p, "r.pid")
 	child := waitPID(t, p, "r.child.pid")
+	tool := waitPID(t, p, "r.setsid-child.pid")
 	cancelledAt := time.Now()
 	env.Dispatcher.Update(id, func(b *harness.Build) { b.Status = schema.StatusCancelled })
 	env.Dispatcher.WaitResult(t, id, 30*time.Second)
@@ -358,6 +366,7 @@ func testCancelFromDispatcher(t *testing.T, env *harness.Env) {
 	require.True(t, sum.Reported, "a 409 to the result is an answer, not a failure to report")
 	require.False(t, alive(pid))
 	require.False(t, alive(child))
+	require.False(t, alive(tool), "the child in its own session %d outlived the build", tool)
 	require.EqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode)
 }
 
@@ -385,7 +394,13 @@ func testDispatcherUnreachable(t *testing.T, env *harness.Env) {
 
 func testPushRejected(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "reject", harness.ProjectOptions{})
-	// Someone else pushed first: the workspace is behind.
+	id := "b-reject"
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt: "fake-claude:transcript=success-edit fake-claude:run=r fake-claude:sleep=5s", AutoCommit: true, AutoPush: true,
+	}, harness.BuildOptions{})
+	// Someone else pushes while the agent works (the workspace was brought
+	// to the remote's head before it started): the workspace is behind.
+	waitPID(t, p, "r.pid")
 	other := filepath.Join(t.TempDir(), "other")
 	p.Git(t, filepath.Dir(other), "clone", "-q", p.Remote, other)
 	require.NoError(t, os.WriteFile(filepath.Join(other, "NEWS"), []byte("news\n"), 0o644))
@@ -394,10 +409,6 @@ func testPushRejected(t *testing.T, env *harness.Env) {
 	p.Git(t, other, "push", "-q", "origin", "HEAD:main")
 	theirs := p.Git(t, p.Remote, "rev-parse", "main")
 
-	id := "b-reject"
-	job := env.StartBuild(t, p, id, schema.BuildSpec{
-		Prompt: "fake-claude:transcript=success-edit fake-claude:run=r", AutoCommit: true, AutoPush: true,
-	}, harness.BuildOptions{})
 	pod := env.WaitJobPod(t, job, 2*time.Minute)
 	b := env.Dispatcher.Get(id)
 	require.Len(t, b.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
@@ -410,4 +421,116 @@ func testPushRejected(t *testing.T, env *harness.Env) {
 	require.Equal(t, res.CommitSHA, p.Git(t, p.Workdir, "rev-parse", "HEAD"))
 	require.Equal(t, theirs, p.Git(t, p.Remote, "rev-parse", "main"), "no force push")
 	require.Equal(t, []string{"index.html"}, res.FilesChanged)
+}
+
+// runnerPID finds the host process of a build's jobrunner (kubebox runs
+// containers as host processes).
+func runnerPID(t *testing.T, env *harness.Env, id string) int {
+	t.Helper()
+	var found int
+	waitUntil(t, 60*time.Second, func() bool {
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			exe, err := os.Readlink(d + "/exe")
+			if err != nil || exe != env.Bin.JobRunner {
+				continue
+			}
+			b, err := os.ReadFile(d + "/environ")
+			if err == nil && slices.Contains(strings.Split(string(b), "\x00"), jobtemplates.EnvBuildID+"="+id) {
+				found, _ = strconv.Atoi(filepath.Base(d))
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s", timeout)
+		}
+	}
+}
+
+// The runner dies (SIGKILL: no chance to stop anything). Its exec stream
+// goes with it, and the wrapper in the project pod stops the agent and the
+// process the agent started in a session of its own.
+func testRunnerLost(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "lost", harness.ProjectOptions{})
+	id := "b-lost"
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt: "Work slowly. fake-claude:transcript=success-edit fake-claude:run=r fake-claude:sleep=300s fake-claude:setsid-child=1",
+	}, harness.BuildOptions{})
+	pid := waitPID(t, p, "r.pid")
+	tool := waitPID(t, p, "r.setsid-child.pid")
+
+	// The agent carries the run's marker, and none of the runner's secrets.
+	environ, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	require.NoError(t, err)
+	vars := strings.Split(string(environ), "\x00")
+	require.Contains(t, vars, "KILN_AGENT_RUN="+id)
+	require.NotContains(t, string(environ), "runner-token-")
+	require.NotContains(t, string(environ), jobtemplates.EnvRunnerToken)
+
+	runner := runnerPID(t, env, id)
+	lost := time.Now()
+	require.NoError(t, syscall.Kill(runner, syscall.SIGKILL))
+	waitUntil(t, 30*time.Second, func() bool { return !alive(pid) && !alive(tool) })
+	t.Logf("runner killed → agent and its tool gone in %s", time.Since(lost).Round(time.Millisecond))
+	pod := env.WaitJobPod(t, job, time.Minute)
+	require.NotEqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode)
+	require.Empty(t, env.Dispatcher.Get(id).ResultPosts, "the runner died before reporting")
+}
+
+// Build 1 runs without auto-commit and leaves its edit (and a scratch file)
+// in the workspace. Build 2 starts clean: its commit holds only its own
+// change, and what build 1 left is kept on build 1's leftovers ref.
+func testLeftovers(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "leftovers", harness.ProjectOptions{})
+	seed := p.Git(t, p.Remote, "rev-parse", "main")
+	job := env.StartBuild(t, p, "b-left-1", schema.BuildSpec{
+		Prompt: "Change the heading. fake-claude:transcript=success-edit fake-claude:run=one",
+	}, harness.BuildOptions{})
+	pod := env.WaitJobPod(t, job, 2*time.Minute)
+	b1 := env.Dispatcher.Get("b-left-1")
+	require.Len(t, b1.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+	require.True(t, b1.ResultPosts[0].Success, b1.ResultPosts[0].Error)
+	require.Equal(t, []string{"index.html"}, b1.ResultPosts[0].FilesChanged)
+	require.Empty(t, b1.ResultPosts[0].CommitSHA)
+	require.NoError(t, os.WriteFile(filepath.Join(p.Workdir, "scratch.txt"), []byte("notes of b-left-1\n"), 0o644))
+
+	// Build 2 makes the same edit: it finds "Hello" only in a reset workspace.
+	job = env.StartBuild(t, p, "b-left-2", schema.BuildSpec{
+		Prompt:     "Change the heading. fake-claude:transcript=success-edit fake-claude:run=two",
+		AutoCommit: true, AutoPush: true,
+	}, harness.BuildOptions{})
+	pod = env.WaitJobPod(t, job, 2*time.Minute)
+	b2 := env.Dispatcher.Get("b-left-2")
+	require.Len(t, b2.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+	res := b2.ResultPosts[0]
+	require.True(t, res.Success, res.Error)
+	require.Equal(t, []string{"index.html"}, res.FilesChanged)
+	require.Equal(t, res.CommitSHA, p.Git(t, p.Remote, "rev-parse", "main"))
+	require.Equal(t, seed, p.Git(t, p.Remote, "rev-parse", "main^"))
+	require.Equal(t, "index.html", p.Git(t, p.Remote, "show", "--format=", "--name-only", "main"), "only its own change")
+	require.Equal(t, ".gitignore\nindex.html", p.Git(t, p.Remote, "ls-tree", "--name-only", "main"))
+
+	ref := "refs/kiln/leftovers/b-left-1"
+	require.Equal(t, "notes of b-left-1", p.Git(t, p.Workdir, "show", ref+":scratch.txt"))
+	require.Contains(t, p.Git(t, p.Workdir, "show", ref+":index.html"), "<h1>Welcome to Acme</h1>")
+	require.Equal(t, seed, p.Git(t, p.Workdir, "rev-parse", ref+"^"))
+	require.Equal(t, "b-left-2", p.Git(t, p.Workdir, "config", "kiln.build"))
+	var told bool
+	for _, e := range b2.Events() {
+		if pl, err := e.Decode(); err == nil {
+			if l, ok := pl.(schema.LogPayload); ok && l.Level == schema.LogWarn && strings.HasPrefix(l.Message,
+				"build b-left-1 left 2 uncommitted files (index.html, scratch.txt) in the workspace: kept on "+ref+" (commit ") {
+				told = true
+			}
+		}
+	}
+	require.True(t, told, "an event says what was kept, and where")
 }
