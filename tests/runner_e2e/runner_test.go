@@ -524,13 +524,23 @@ func testLeftovers(t *testing.T, env *harness.Env) {
 	require.Equal(t, seed, p.Git(t, p.Workdir, "rev-parse", ref+"^"))
 	require.Equal(t, "b-left-2", p.Git(t, p.Workdir, "config", "kiln.build"))
 	var told bool
+	var started, clean time.Time
 	for _, e := range b2.Events() {
 		if pl, err := e.Decode(); err == nil {
-			if l, ok := pl.(schema.LogPayload); ok && l.Level == schema.LogWarn && strings.HasPrefix(l.Message,
-				"build b-left-1 left 2 uncommitted files (index.html, scratch.txt) in the workspace: kept on "+ref+" (commit ") {
+			l, ok := pl.(schema.LogPayload)
+			switch {
+			case !ok:
+			case l.Level == schema.LogWarn && strings.HasPrefix(l.Message,
+				"build b-left-1 left 2 uncommitted files (index.html, scratch.txt) in the workspace: kept on "+ref+" (commit "):
 				told = true
+			case strings.HasPrefix(l.Message, "runner started"):
+				started = e.Time
+			case strings.HasPrefix(l.Message, "workspace clean on main at "):
+				clean = e.Time
 			}
 		}
 	}
 	require.True(t, told, "an event says what was kept, and where")
+	require.False(t, clean.IsZero(), "an event says the workspace is clean")
+	t.Logf("workspace prepared (fetch, leftovers kept, reset) in %s after the runner started", clean.Sub(started).Round(time.Millisecond))
 }
