@@ -40,17 +40,25 @@ func parseAll(t testing.TB, data []byte) []Event {
 
 func TestClaudeFixtures(t *testing.T) {
 	t.Parallel()
-	const model = "claude-sonnet-4-5-20250929"
-	readHTML := "     1\t<!doctype html>\n     2\t<title>Acme</title>\n     3\t<h1>Hello</h1>\n"
-	successUsage := Usage{InputTokens: 16, OutputTokens: 175, CacheCreationInputTokens: 5120,
-		CacheReadInputTokens: 10480, Turns: 3, CostUSD: 0.0387}
-	maxTurnsUsage := Usage{InputTokens: 6, OutputTokens: 78, Turns: 2, CostUSD: 0.0121}
+	// Recorded from the pinned CLI against the stand-in Messages API (see
+	// testdata/claude-code/README.md): ids, paths and usage come from the
+	// recorder's scripts and placeholders.
+	const model = "claude-opus-5-5"
+	const session = "00000000-0000-4000-8000-000000000001"
+	readHTML := "1\t<!doctype html>\n2\t<title>Acme</title>\n3\t<h1>Hello</h1>\n4\t"
+	readREADME := "1\t# Acme site\n2\t\n3\tThe landing page is index.html.\n4\t"
+	edited := "The file /workspace/index.html has been updated successfully. (file state is current in your context — no need to Read it back)"
+	successUsage := Usage{InputTokens: 16030, OutputTokens: 166, CacheReadInputTokens: 10550, Turns: 3, CostUSD: 0.06955}
+	maxTurnsUsage := Usage{InputTokens: 6, OutputTokens: 78, CacheCreationInputTokens: 4800,
+		CacheReadInputTokens: 4800, Turns: 3, CostUSD: 0.026543999999999998}
 	apiUsage := Usage{Turns: 1}
-	const maxTurnsErr = "agent stopped: reached the maximum number of turns (2)"
-	const apiErr = "agent reported an error: Invalid API key · Please run /login"
-	notGranted := "Claude requested permissions to use Bash, but you haven't granted it yet."
-	denials := []PermissionDenial{{ToolName: "Bash", ToolUseID: "toolu_12",
-		Input: `{"command":"npm install","description":"Install dependencies"}`}}
+	// The CLI says "Reached maximum number of turns (2)" and num_turns 3; Kiln's message
+	// still names num_turns (issue 15 item 4).
+	const maxTurnsErr = "agent stopped: reached the maximum number of turns (3)"
+	const apiErr = "agent reported an error: Invalid API key · Fix external API key"
+	const approval = "This command requires approval"
+	npmTest := `{"command":"npm test","description":"Run the test suite"}`
+	denials := []PermissionDenial{{ToolName: "Bash", ToolUseID: "toolu_stand_in_1_0_0_0", Input: npmTest}}
 
 	tests := []struct {
 		file    string
@@ -60,50 +68,52 @@ func TestClaudeFixtures(t *testing.T) {
 		{
 			file: "success-edit.jsonl",
 			events: []Event{
-				{Kind: KindInit, Init: &Init{SessionID: "3b1f0c2e-6a59-4d8e-9d7e-1f2a3b4c5d6e", Model: model}},
+				{Kind: KindInit, Init: &Init{SessionID: session, Model: model}},
 				{Kind: KindText, Text: "I'll look at the landing page first."},
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_01", Name: "Read", Input: `{"file_path":"/workspace/index.html"}`}},
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_01", Summary: readHTML, Size: len(readHTML)}},
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_02", Name: "Edit",
-					Input: `{"file_path":"/workspace/index.html","old_string":"<h1>Hello</h1>","new_string":"<h1>Welcome to Acme</h1>"}`}},
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_02",
-					Summary: "The file /workspace/index.html has been updated.", Size: 48}},
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_0_0_0", Name: "Read", Input: `{"file_path":"/workspace/index.html"}`}},
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_0_0_0", Summary: readHTML, Size: len(readHTML)}},
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_1_0_0", Name: "Edit",
+					Input: `{"replace_all":false,"file_path":"/workspace/index.html","old_string":"<h1>Hello</h1>","new_string":"<h1>Welcome to Acme</h1>"}`}},
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_1_0_0", Summary: edited, Size: len(edited)}},
 				{Kind: KindText, Text: `Updated the heading in index.html to "Welcome to Acme".`},
 				{Kind: KindUsage, Usage: &successUsage},
 				{Kind: KindFinal, Final: &Final{Success: true, Subtype: "success",
 					Result:   `Updated the heading in index.html to "Welcome to Acme".`,
-					NumTurns: 3, TotalCostUSD: 0.0387, DurationMS: 9412, Usage: successUsage}},
+					NumTurns: 3, TotalCostUSD: 0.06955, DurationMS: 1500, Usage: successUsage}},
 			},
 			outcome: Outcome{Success: true, Subtype: "success",
 				Output:  `Updated the heading in index.html to "Welcome to Acme".`,
-				CostUSD: 0.0387, Turns: 3, InputTokens: 16 + 5120 + 10480, OutputTokens: 175},
+				CostUSD: 0.06955, Turns: 3, InputTokens: 16030 + 10550, OutputTokens: 166},
 		},
 		{
 			file: "max-turns.jsonl",
 			events: []Event{
-				{Kind: KindInit, Init: &Init{SessionID: "9c8d7e6f-0000-4000-8000-0000000000aa", Model: model}},
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_11", Name: "Bash", Input: `{"command":"npm test","description":"Run the test suite"}`}},
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_11", Summary: "Error: Cannot find module 'jest'", IsError: true, Size: 32}},
-				// rate_limit_event is skipped.
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_12", Name: "Bash", Input: `{"command":"npm install","description":"Install dependencies"}`}},
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_12", Summary: notGranted, IsError: true, Size: len(notGranted)}},
+				{Kind: KindInit, Init: &Init{SessionID: session, Model: model}},
+				{Kind: KindText, Text: "I'll run the tests first."},
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_0_0_0", Name: "Bash", Input: npmTest}},
+				// The system/permission_denied line is skipped.
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_0_0_0", Summary: approval, IsError: true, Size: len(approval)}},
+				{Kind: KindText, Text: "I may not run them; I'll read the README."},
+				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_1_0_0", Name: "Read", Input: `{"file_path":"/workspace/README.md"}`}},
+				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_1_0_0", Summary: readREADME, Size: len(readREADME)}},
 				{Kind: KindUsage, Usage: &maxTurnsUsage},
 				{Kind: KindFinal, Final: &Final{Subtype: "error_max_turns", Error: maxTurnsErr, IsError: true,
-					NumTurns: 2, TotalCostUSD: 0.0121, DurationMS: 31877, Usage: maxTurnsUsage, PermissionDenials: denials}},
+					NumTurns: 3, TotalCostUSD: 0.026543999999999998, DurationMS: 1500, Usage: maxTurnsUsage, PermissionDenials: denials}},
 			},
-			outcome: Outcome{Subtype: "error_max_turns", Reason: schema.ReasonMaxTurns, Error: maxTurnsErr, CostUSD: 0.0121, Turns: 2,
-				InputTokens: 6, OutputTokens: 78, PermissionDenials: denials},
+			outcome: Outcome{Subtype: "error_max_turns", Reason: schema.ReasonMaxTurns, Error: maxTurnsErr,
+				Output: "I may not run them; I'll read the README.", CostUSD: 0.026543999999999998, Turns: 3,
+				InputTokens: 6 + 4800 + 4800, OutputTokens: 78, PermissionDenials: denials},
 		},
 		{
 			file: "api-error.jsonl",
 			events: []Event{
-				{Kind: KindInit, Init: &Init{SessionID: "11111111-2222-4333-8444-555555555555", Model: model}},
-				{Kind: KindText, Text: "Invalid API key · Please run /login"},
+				{Kind: KindInit, Init: &Init{SessionID: session, Model: model}},
+				{Kind: KindText, Text: "Invalid API key · Fix external API key"},
 				{Kind: KindUsage, Usage: &apiUsage},
 				{Kind: KindFinal, Final: &Final{Subtype: "success", Error: apiErr, IsError: true,
-					Result: "Invalid API key · Please run /login", NumTurns: 1, DurationMS: 412, Usage: apiUsage}},
+					Result: "Invalid API key · Fix external API key", NumTurns: 1, DurationMS: 1500, Usage: apiUsage}},
 			},
-			outcome: Outcome{Subtype: "success", Reason: schema.ReasonAgentError, Error: apiErr, Output: "Invalid API key · Please run /login", Turns: 1},
+			outcome: Outcome{Subtype: "success", Reason: schema.ReasonAgentError, Error: apiErr, Output: "Invalid API key · Fix external API key", Turns: 1},
 		},
 	}
 	for _, tt := range tests {

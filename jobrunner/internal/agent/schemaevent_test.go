@@ -95,7 +95,7 @@ func TestOutcomeApply(t *testing.T) {
 	require.Equal(t, schema.BuildResult{
 		Success: true,
 		Output:  `Updated the heading in index.html to "Welcome to Acme".`,
-		Usage:   &schema.Usage{CostUSD: 0.0387, Turns: 3, InputTokens: 15616, OutputTokens: 175},
+		Usage:   &schema.Usage{CostUSD: 0.06955, Turns: 3, InputTokens: 26580, OutputTokens: 166},
 	}, r)
 
 	// Without a Final event, the outcome is a failure.

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,7 +119,7 @@ func record(bin, out string, sc scenario) error {
 		return err
 	}
 	defer srv.Close()
-	srv.Enqueue(sc.script)
+	srv.Enqueue(absolutePaths(sc.script, rec.dir))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -190,6 +191,27 @@ func record(bin, out string, sc scenario) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(out, sc.name+".exit"), []byte(exit), 0o644)
+}
+
+// absolutePaths returns s with each relative tool input file_path made
+// absolute under dir, as the model writes them (the CLI takes both).
+func absolutePaths(s messagesapi.Script, dir string) messagesapi.Script {
+	turns := slices.Clone(s.Turns)
+	for i, t := range turns {
+		tools := slices.Clone(t.Tools)
+		for j, tu := range tools {
+			p, ok := tu.Input["file_path"].(string)
+			if !ok || filepath.IsAbs(p) {
+				continue
+			}
+			in := maps.Clone(tu.Input)
+			in["file_path"] = filepath.Join(dir, p)
+			tools[j].Input = in
+		}
+		turns[i].Tools = tools
+	}
+	s.Turns = turns
+	return s
 }
 
 // terminateWhenStalled sends SIGTERM to p once the stand-in holds a stalled

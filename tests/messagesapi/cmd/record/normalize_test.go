@@ -5,6 +5,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/tests/messagesapi"
 )
 
 func TestNormalize(t *testing.T) {
@@ -41,4 +43,21 @@ func TestParseLines(t *testing.T) {
 	assert.Equal(t, "b", lines[1]["type"])
 	_, err = parseLines([]byte("{\"type\":\"a\"}\nnot json\n"))
 	require.ErrorContains(t, err, "line 2")
+}
+
+func TestAbsolutePaths(t *testing.T) {
+	t.Parallel()
+	s := messagesapi.Script{Name: "s", Turns: []messagesapi.Turn{
+		{Tools: []messagesapi.ToolUse{
+			{Name: "Read", Input: map[string]any{"file_path": "index.html"}},
+			{Name: "Read", Input: map[string]any{"file_path": "/etc/hosts"}},
+			{Name: "Bash", Input: map[string]any{"command": "ls"}},
+		}},
+		{Text: "done"},
+	}}
+	got := absolutePaths(s, "/tmp/r/repo")
+	assert.Equal(t, "/tmp/r/repo/index.html", got.Turns[0].Tools[0].Input["file_path"])
+	assert.Equal(t, "/etc/hosts", got.Turns[0].Tools[1].Input["file_path"])
+	assert.Equal(t, map[string]any{"command": "ls"}, got.Turns[0].Tools[2].Input)
+	assert.Equal(t, "index.html", s.Turns[0].Tools[0].Input["file_path"], "the scenario's script is not changed")
 }
