@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Request is one request the server answered, as Requests reports it.
+// Request is one request the server got, as Requests reports it.
 type Request struct {
 	Time   time.Time
 	Method string
