@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -19,13 +20,6 @@ import (
 // fixtures holds the transcripts the parser is tested on (see its README).
 const fixtures = "testdata/claude-code"
 
-func readFixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtures, name))
-	require.NoError(t, err)
-	return b
-}
-
 // parseAll runs a Claude parser over data and returns every event.
 func parseAll(t testing.TB, data []byte) []Event {
 	t.Helper()
@@ -38,102 +32,25 @@ func parseAll(t testing.TB, data []byte) []Event {
 	return events
 }
 
-func TestClaudeFixtures(t *testing.T) {
+// TestClaudeRecordedFixtures: whatever transcripts testdata/claude-code
+// holds, parsing them keeps the parser's invariants.
+func TestClaudeRecordedFixtures(t *testing.T) {
 	t.Parallel()
-	// Recorded from the pinned CLI against the stand-in Messages API (see
-	// testdata/claude-code/README.md): ids, paths and usage come from the
-	// recorder's scripts and placeholders.
-	const model = "claude-opus-5-5"
-	const session = "00000000-0000-4000-8000-000000000001"
-	readHTML := "1\t<!doctype html>\n2\t<title>Acme</title>\n3\t<h1>Hello</h1>\n4\t"
-	readREADME := "1\t# Acme site\n2\t\n3\tThe landing page is index.html.\n4\t"
-	edited := "The file /workspace/index.html has been updated successfully. (file state is current in your context — no need to Read it back)"
-	successUsage := Usage{InputTokens: 16030, OutputTokens: 166, CacheReadInputTokens: 10550, Turns: 3, CostUSD: 0.06955}
-	maxTurnsUsage := Usage{InputTokens: 6, OutputTokens: 78, CacheCreationInputTokens: 4800,
-		CacheReadInputTokens: 4800, Turns: 3, CostUSD: 0.026543999999999998}
-	apiUsage := Usage{Turns: 1}
-	// The CLI says "Reached maximum number of turns (2)" and num_turns 3; Kiln's message
-	// still names num_turns (issue 15 item 4).
-	const maxTurnsErr = "agent stopped: reached the maximum number of turns (3)"
-	const apiErr = "agent reported an error: Invalid API key · Fix external API key"
-	const approval = "This command requires approval"
-	npmTest := `{"command":"npm test","description":"Run the test suite"}`
-	denials := []PermissionDenial{{ToolName: "Bash", ToolUseID: "toolu_stand_in_1_0_0_0", Input: npmTest}}
-
-	tests := []struct {
-		file    string
-		events  []Event
-		outcome Outcome
-	}{
-		{
-			file: "success-edit.jsonl",
-			events: []Event{
-				{Kind: KindInit, Init: &Init{SessionID: session, Model: model}},
-				{Kind: KindText, Text: "I'll look at the landing page first."},
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_0_0_0", Name: "Read", Input: `{"file_path":"/workspace/index.html"}`}},
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_0_0_0", Summary: readHTML, Size: len(readHTML)}},
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_1_0_0", Name: "Edit",
-					Input: `{"replace_all":false,"file_path":"/workspace/index.html","old_string":"<h1>Hello</h1>","new_string":"<h1>Welcome to Acme</h1>"}`}},
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_1_0_0", Summary: edited, Size: len(edited)}},
-				{Kind: KindText, Text: `Updated the heading in index.html to "Welcome to Acme".`},
-				{Kind: KindUsage, Usage: &successUsage},
-				{Kind: KindFinal, Final: &Final{Success: true, Subtype: "success",
-					Result:   `Updated the heading in index.html to "Welcome to Acme".`,
-					NumTurns: 3, TotalCostUSD: 0.06955, DurationMS: 1500, Usage: successUsage}},
-			},
-			outcome: Outcome{Success: true, Subtype: "success",
-				Output:  `Updated the heading in index.html to "Welcome to Acme".`,
-				CostUSD: 0.06955, Turns: 3, InputTokens: 16030 + 10550, OutputTokens: 166},
-		},
-		{
-			file: "max-turns.jsonl",
-			events: []Event{
-				{Kind: KindInit, Init: &Init{SessionID: session, Model: model}},
-				{Kind: KindText, Text: "I'll run the tests first."},
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_0_0_0", Name: "Bash", Input: npmTest}},
-				// The system/permission_denied line is skipped.
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_0_0_0", Summary: approval, IsError: true, Size: len(approval)}},
-				{Kind: KindText, Text: "I may not run them; I'll read the README."},
-				{Kind: KindToolCall, ToolCall: &ToolCall{ID: "toolu_stand_in_1_1_0_0", Name: "Read", Input: `{"file_path":"/workspace/README.md"}`}},
-				{Kind: KindToolResult, ToolResult: &ToolResult{ToolUseID: "toolu_stand_in_1_1_0_0", Summary: readREADME, Size: len(readREADME)}},
-				{Kind: KindUsage, Usage: &maxTurnsUsage},
-				{Kind: KindFinal, Final: &Final{Subtype: "error_max_turns", Error: maxTurnsErr, IsError: true,
-					NumTurns: 3, TotalCostUSD: 0.026543999999999998, DurationMS: 1500, Usage: maxTurnsUsage, PermissionDenials: denials}},
-			},
-			outcome: Outcome{Subtype: "error_max_turns", Reason: schema.ReasonMaxTurns, Error: maxTurnsErr,
-				Output: "I may not run them; I'll read the README.", CostUSD: 0.026543999999999998, Turns: 3,
-				InputTokens: 6 + 4800 + 4800, OutputTokens: 78, PermissionDenials: denials},
-		},
-		{
-			file: "api-error.jsonl",
-			events: []Event{
-				{Kind: KindInit, Init: &Init{SessionID: session, Model: model}},
-				{Kind: KindText, Text: "Invalid API key · Fix external API key"},
-				{Kind: KindUsage, Usage: &apiUsage},
-				{Kind: KindFinal, Final: &Final{Subtype: "success", Error: apiErr, IsError: true,
-					Result: "Invalid API key · Fix external API key", NumTurns: 1, DurationMS: 1500, Usage: apiUsage}},
-			},
-			outcome: Outcome{Subtype: "success", Reason: schema.ReasonAgentError, Error: apiErr, Output: "Invalid API key · Fix external API key", Turns: 1},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.file, func(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(fixtures, "*.jsonl"))
+	require.NoError(t, err)
+	for _, name := range files {
+		t.Run(filepath.Base(name), func(t *testing.T) {
 			t.Parallel()
-			events := parseAll(t, readFixture(t, tt.file))
-			if diff := cmp.Diff(tt.events, events); diff != "" {
-				t.Errorf("events (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.outcome, Summarize(events)); diff != "" {
-				t.Errorf("outcome (-want +got):\n%s", diff)
-			}
-			checkInvariants(t, events)
+			b, err := os.ReadFile(name)
+			require.NoError(t, err)
+			checkInvariants(t, parseAll(t, b))
 		})
 	}
 }
 
 func TestClaudeStreamWithoutResult(t *testing.T) {
 	t.Parallel()
-	full := readFixture(t, "success-edit.jsonl")
+	full := cliRun("success")
 	lines := bytes.SplitAfter(full, []byte("\n"))
 	lastLine := lines[len(lines)-2] // the result line; the last element is empty
 	require.Contains(t, string(lastLine), `"type":"result"`)
@@ -153,17 +70,19 @@ func TestClaudeStreamWithoutResult(t *testing.T) {
 			events := parseAll(t, data)
 			checkInvariants(t, events)
 			last := events[len(events)-1]
-			require.Equal(t, &Final{Error: NoResultMessage}, last.Final)
+			require.Equal(t, NoResultMessage, last.Final.Error)
+			require.Equal(t, schema.ReasonAgentError, last.Final.Reason)
 			o := Summarize(events)
 			require.False(t, o.Success)
 			require.Equal(t, "agent stream ended without a result", o.Error)
+			require.Equal(t, schema.ReasonAgentError, o.Reason)
 		})
 	}
 }
 
 func TestClaudeStreamReadError(t *testing.T) {
 	t.Parallel()
-	half := readFixture(t, "success-edit.jsonl")[:1000]
+	half := cliRun("success")[:4000]
 	boom := errors.New("connection reset")
 	var events []Event
 	err := Stream(iotest.TimeoutReader(iotest.HalfReader(bytes.NewReader(half))), Claude{}.NewParser(),
@@ -180,7 +99,7 @@ func TestStreamStopsOnEmitError(t *testing.T) {
 	t.Parallel()
 	stop := errors.New("stop")
 	n := 0
-	err := Stream(bytes.NewReader(readFixture(t, "success-edit.jsonl")), Claude{}.NewParser(), func(Event) error {
+	err := Stream(bytes.NewReader(cliRun("success")), Claude{}.NewParser(), func(Event) error {
 		n++
 		if n == 2 {
 			return stop
@@ -313,6 +232,9 @@ func checkInvariants(t testing.TB, events []Event) {
 			if f.Success == (f.Error != "") {
 				t.Fatalf("final: success=%v with error %q", f.Success, f.Error)
 			}
+			if f.Success == (f.Reason != schema.ReasonNone) || !slices.Contains(schema.FailureReasons, f.Reason) && !f.Success {
+				t.Fatalf("final: success=%v with reason %q", f.Success, f.Reason)
+			}
 			if f.Success && (f.IsError || f.Subtype != "success") {
 				t.Fatalf("final: success with is_error=%v subtype=%q", f.IsError, f.Subtype)
 			}
@@ -329,6 +251,10 @@ func checkInvariants(t testing.TB, events []Event) {
 		case KindToolCall:
 			if len(e.ToolCall.Input) > MaxSummaryBytes {
 				t.Fatalf("tool call input is %d bytes", len(e.ToolCall.Input))
+			}
+		case KindDenial:
+			if len(e.Denial.Summary()) > MaxDenialSummaryBytes || !utf8.ValidString(e.Denial.Summary()) {
+				t.Fatalf("denial summary %q", e.Denial.Summary())
 			}
 		case KindWarning:
 			if len(e.Text) > maxWarningBytes || !utf8.ValidString(e.Text) {
@@ -349,5 +275,11 @@ func checkInvariants(t testing.TB, events []Event) {
 	}
 	if o.Success == (o.Error != "") {
 		t.Fatalf("outcome: success=%v with error %q", o.Success, o.Error)
+	}
+	if !o.Success && !slices.Contains(schema.FailureReasons, o.Reason) || o.Success && o.Reason != schema.ReasonNone {
+		t.Fatalf("outcome: success=%v with reason %q", o.Success, o.Reason)
+	}
+	if o.Success && o.AgentPushed {
+		t.Fatal("outcome: success although the agent pushed")
 	}
 }
