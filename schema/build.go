@@ -48,6 +48,21 @@ type BuildResult struct {
 	// Reason says why a failed run failed, as the runner knows it
 	// (agent_error, max_turns, git, ...); empty on success.
 	Reason Reason `json:"reason,omitempty"`
+	// PermissionDenials lists the tool calls the agent was not allowed to
+	// make, in order; optional.
+	PermissionDenials []PermissionDenial `json:"permission_denials,omitempty"`
+	// SessionID is the agent's session id (Claude Code's session_id);
+	// optional.
+	SessionID string `json:"session_id,omitempty"`
+}
+
+// PermissionDenial is a tool call the agent was not allowed to make.
+type PermissionDenial struct {
+	// Tool is the tool's name ("Bash", "Write", ...).
+	Tool string `json:"tool"`
+	// Summary is a short, bounded account of the call's input: the Bash
+	// command, the file path, the URL.
+	Summary string `json:"summary"`
 }
 
 // Usage is the agent's accounting of one run.

@@ -19,10 +19,14 @@ const (
 	EventGit        EventType = "git"         // GitPayload: the runner's git step
 	EventLog        EventType = "log"         // LogPayload: a runner log line
 	EventInfo       EventType = "info"        // InfoPayload: dispatcher notes (waiting for capacity, ...)
+
+	EventAgentRetry       EventType = "agent_retry"       // AgentRetryPayload: the agent retries a failed API call
+	EventPermissionDenied EventType = "permission_denied" // PermissionDeniedPayload: a tool call the agent was refused
 )
 
 // EventTypes lists every event type.
-var EventTypes = []EventType{EventStatus, EventAgentText, EventToolCall, EventToolResult, EventUsage, EventGit, EventLog, EventInfo}
+var EventTypes = []EventType{EventStatus, EventAgentText, EventToolCall, EventToolResult, EventUsage, EventGit, EventLog, EventInfo,
+	EventAgentRetry, EventPermissionDenied}
 
 // Event is one entry of a build's ordered event stream. Payload is the JSON
 // of the payload type its Type names; Decode reads it.
@@ -105,15 +109,50 @@ const (
 	LogError = "error"
 )
 
+// AgentRetryPayload says the agent's call to the model's API failed and
+// the agent will try again: a watcher sees why the build waits.
+type AgentRetryPayload struct {
+	// Attempt counts the retries so far, from 1; MaxRetries is how many the
+	// agent will make.
+	Attempt    int `json:"attempt"`
+	MaxRetries int `json:"max_retries"`
+	// DelayMS is how long the agent waits before this retry.
+	DelayMS int64 `json:"delay_ms"`
+	// Status is the API's HTTP status; 0 when no answer came (a lost
+	// connection, a timeout).
+	Status int `json:"status"`
+	// Error is the agent's name for the failure ("authentication_failed",
+	// "overloaded", "rate_limit", "server_error", "unknown", ...).
+	Error string `json:"error"`
+}
+
+// PermissionDeniedPayload is a tool call the agent was not allowed to make.
+// The run goes on; the build's result lists every denial.
+type PermissionDeniedPayload struct {
+	// ToolUseID ties the denial to its tool_call event.
+	ToolUseID string `json:"tool_use_id,omitempty"`
+	Tool      string `json:"tool"`
+	// Summary is a short, bounded account of the call's input: the Bash
+	// command, the file path, the URL.
+	Summary string `json:"summary"`
+	// Reason is the agent's explanation of the denial, bounded.
+	Reason string `json:"reason"`
+}
+
 // LogPayload is a runner log line: what the runner did (started, finished,
 // artifacts skipped), and the agent session's start and end, which fill the
 // optional fields.
 type LogPayload struct {
 	Level   string `json:"level"` // LogInfo, LogWarn or LogError
 	Message string `json:"message"`
-	// The agent session's start.
-	SessionID string `json:"session_id,omitempty"`
-	Model     string `json:"model,omitempty"`
+	// The agent session's start: its first event says which agent runs
+	// (AgentVersion, e.g. Claude Code's "2.1.328"), the model, the
+	// permission mode in effect and the tools the agent offers the model.
+	SessionID      string   `json:"session_id,omitempty"`
+	Model          string   `json:"model,omitempty"`
+	AgentVersion   string   `json:"agent_version,omitempty"`
+	PermissionMode string   `json:"permission_mode,omitempty"`
+	Tools          []string `json:"tools,omitempty"`
 	// The end of the agent's run or of the build.
 	Success           *bool    `json:"success,omitempty"`
 	Subtype           string   `json:"subtype,omitempty"`
@@ -127,14 +166,16 @@ type InfoPayload struct {
 	Message string `json:"message"`
 }
 
-func (StatusPayload) EventType() EventType     { return EventStatus }
-func (AgentTextPayload) EventType() EventType  { return EventAgentText }
-func (ToolCallPayload) EventType() EventType   { return EventToolCall }
-func (ToolResultPayload) EventType() EventType { return EventToolResult }
-func (UsagePayload) EventType() EventType      { return EventUsage }
-func (GitPayload) EventType() EventType        { return EventGit }
-func (LogPayload) EventType() EventType        { return EventLog }
-func (InfoPayload) EventType() EventType       { return EventInfo }
+func (StatusPayload) EventType() EventType           { return EventStatus }
+func (AgentTextPayload) EventType() EventType        { return EventAgentText }
+func (ToolCallPayload) EventType() EventType         { return EventToolCall }
+func (ToolResultPayload) EventType() EventType       { return EventToolResult }
+func (UsagePayload) EventType() EventType            { return EventUsage }
+func (GitPayload) EventType() EventType              { return EventGit }
+func (LogPayload) EventType() EventType              { return EventLog }
+func (InfoPayload) EventType() EventType             { return EventInfo }
+func (AgentRetryPayload) EventType() EventType       { return EventAgentRetry }
+func (PermissionDeniedPayload) EventType() EventType { return EventPermissionDenied }
 
 // ErrUnknownEventType is returned when decoding the payload of an event
 // type this version of schema does not know.
@@ -170,6 +211,10 @@ func DecodePayload(t EventType, raw json.RawMessage) (Payload, error) {
 		return decode[LogPayload](raw)
 	case EventInfo:
 		return decode[InfoPayload](raw)
+	case EventAgentRetry:
+		return decode[AgentRetryPayload](raw)
+	case EventPermissionDenied:
+		return decode[PermissionDeniedPayload](raw)
 	}
 	return nil, fmt.Errorf("event type %q: %w", t, ErrUnknownEventType)
 }

@@ -52,11 +52,24 @@ const (
 
 	// Reasons the runner gives (in BuildResult.Reason).
 
-	// ReasonAgentError: the agent reported an error, or exited without a
-	// result line.
+	// ReasonAgentError: the agent reported an error that no other reason
+	// names, or exited without a result line.
 	ReasonAgentError Reason = "agent_error"
 	// ReasonMaxTurns: the agent reached its maximum number of turns.
 	ReasonMaxTurns Reason = "max_turns"
+	// ReasonAgentAuth: the model's API refused the agent's credentials
+	// (HTTP 401 or 403).
+	ReasonAgentAuth Reason = "agent_auth"
+	// ReasonAgentBadRequest: the model's API refused the agent's request
+	// (HTTP 400), such as a prompt too long for the model.
+	ReasonAgentBadRequest Reason = "agent_bad_request"
+	// ReasonAgentUnavailable: the agent could not get an answer from the
+	// model's API after its own retries (HTTP 429, 5xx, 529, a lost
+	// connection, a timeout).
+	ReasonAgentUnavailable Reason = "agent_unavailable"
+	// ReasonAgentPushed: the agent pushed to the remote itself; only the
+	// runner's git step may push.
+	ReasonAgentPushed Reason = "agent_pushed"
 	// ReasonWorkspace: the runner could not reach or use the project's pod
 	// (exec refused, pod not found, workdir missing).
 	ReasonWorkspace Reason = "workspace"
@@ -77,6 +90,7 @@ const (
 var FailureReasons = []Reason{
 	ReasonDeadline, ReasonOOM, ReasonImagePull, ReasonUnschedulable, ReasonPodCreate, ReasonJobDeleted,
 	ReasonPodFailed, ReasonRunnerLost, ReasonInvalidJob, ReasonQuota, ReasonAgentError, ReasonMaxTurns,
+	ReasonAgentAuth, ReasonAgentBadRequest, ReasonAgentUnavailable, ReasonAgentPushed,
 	ReasonWorkspace, ReasonGit, ReasonPushRejected, ReasonRunnerError, ReasonOther,
 }
 

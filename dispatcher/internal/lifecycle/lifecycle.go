@@ -187,7 +187,8 @@ func (l *Lifecycle) Finish(ctx context.Context, id string, res schema.BuildResul
 func RunnerReason(r schema.Reason) schema.Reason {
 	switch r {
 	case schema.ReasonAgentError, schema.ReasonMaxTurns, schema.ReasonWorkspace, schema.ReasonGit,
-		schema.ReasonPushRejected, schema.ReasonDeadline, schema.ReasonRunnerError:
+		schema.ReasonPushRejected, schema.ReasonDeadline, schema.ReasonRunnerError,
+		schema.ReasonAgentAuth, schema.ReasonAgentBadRequest, schema.ReasonAgentUnavailable, schema.ReasonAgentPushed:
 		return r
 	}
 	return schema.ReasonRunnerError

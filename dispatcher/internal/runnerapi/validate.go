@@ -105,12 +105,8 @@ func ValidatePayload(typ schema.EventType, raw json.RawMessage) (json.RawMessage
 			return bad("payload."+name, "required"+in)
 		}
 	}
-	if typ == schema.EventLog {
-		switch lvl := v.Interface().(schema.LogPayload).Level; lvl {
-		case schema.LogInfo, schema.LogWarn, schema.LogError:
-		default:
-			return bad("payload.level", fmt.Sprintf("must be %s, %s or %s, not %s%s", schema.LogInfo, schema.LogWarn, schema.LogError, quote(lvl), in))
-		}
+	if field, rule := checkValues(v.Interface()); field != "" {
+		return bad("payload."+field, rule+in)
 	}
 	fixed := repairStrings(v)
 	fixed = needsRepair(raw) || fixed
@@ -125,6 +121,35 @@ func ValidatePayload(typ schema.EventType, raw json.RawMessage) (json.RawMessage
 		}
 	}
 	return out, fixed, nil
+}
+
+// checkValues applies the rules of a payload type beyond the shape of its
+// fields, and names the field that breaks one.
+func checkValues(p any) (field, rule string) {
+	switch p := p.(type) {
+	case schema.LogPayload:
+		switch p.Level {
+		case schema.LogInfo, schema.LogWarn, schema.LogError:
+		default:
+			return "level", fmt.Sprintf("must be %s, %s or %s, not %s", schema.LogInfo, schema.LogWarn, schema.LogError, quote(p.Level))
+		}
+	case schema.AgentRetryPayload:
+		switch {
+		case p.Attempt < 1:
+			return "attempt", fmt.Sprintf("must be at least 1, not %d", p.Attempt)
+		case p.MaxRetries < 0:
+			return "max_retries", fmt.Sprintf("must not be negative, not %d", p.MaxRetries)
+		case p.DelayMS < 0:
+			return "delay_ms", fmt.Sprintf("must not be negative, not %d", p.DelayMS)
+		case p.Status != 0 && (p.Status < 100 || p.Status > 599):
+			return "status", fmt.Sprintf("must be an HTTP status (100-599) or 0 for none, not %d", p.Status)
+		}
+	case schema.PermissionDeniedPayload:
+		if strings.TrimSpace(p.Tool) == "" {
+			return "tool", "must name the tool"
+		}
+	}
+	return "", ""
 }
 
 // payloadShape is what ValidatePayload knows of a payload type.
@@ -148,7 +173,7 @@ var (
 
 func init() {
 	for _, p := range []schema.Payload{schema.AgentTextPayload{}, schema.ToolCallPayload{}, schema.ToolResultPayload{},
-		schema.UsagePayload{}, schema.GitPayload{}, schema.LogPayload{}} {
+		schema.UsagePayload{}, schema.GitPayload{}, schema.LogPayload{}, schema.AgentRetryPayload{}, schema.PermissionDeniedPayload{}} {
 		runnerPayloads[p.EventType()] = shapeOf(reflect.TypeOf(p))
 	}
 	var types []string
@@ -302,8 +327,13 @@ func repairResult(raw []byte, res *schema.BuildResult) []string {
 	fix("commit_sha", &res.CommitSHA)
 	fix("reason", &reason)
 	res.Reason = schema.Reason(reason)
+	fix("session_id", &res.SessionID)
 	for i := range res.FilesChanged {
 		fix("files_changed", &res.FilesChanged[i])
+	}
+	for i := range res.PermissionDenials {
+		d := &res.PermissionDenials[i]
+		fix("permission_denials", &d.Tool, &d.Summary)
 	}
 	for i := range res.Artifacts {
 		a := &res.Artifacts[i]

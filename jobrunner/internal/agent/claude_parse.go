@@ -2,35 +2,96 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/kilnbuild/kiln/schema"
 )
 
 // claudeParser reads Claude Code's stream-json output.
 //
 // Only the last `result` line says how a run ended; it is held until End so
-// that the Final event is always the last one, and exactly one.
+// that the Final event is always the last one, and exactly one. What the
+// run's other lines said (retries, denials, a push, the messages' usage)
+// is kept for the Final too, so that a run cut short before its result
+// still says why it failed and what it spent.
 type claudeParser struct {
 	lineNo int
 	result *claudeResult
 	ended  bool
+
+	sessionID string
+	// inputs holds the compact input of recent tool calls by id: a
+	// permission_denied line names the call, not its input.
+	inputs  map[string]string
+	denials []PermissionDenial // from permission_denied lines, in order
+	// retry is the last api_retry not followed by an answer of the model,
+	// and retries counts those since the last answer.
+	retry   *Retry
+	retries int
+	pushed  string // what the CLI reported of the agent's push; empty: none
+	// usage is each assistant message's usage, by message id (the CLI
+	// prints one line per content block, each with the message's usage).
+	usage map[string]claudeUsage
+	turns int
 }
+
+// maxRememberedInputs bounds claudeParser.inputs; a denial names one of the
+// latest calls.
+const maxRememberedInputs = 1024
 
 // claudeLine is the part of every line the parser looks at first.
 type claudeLine struct {
-	Type    string          `json:"type"`
-	Subtype string          `json:"subtype"`
-	Message json.RawMessage `json:"message"`
+	Type              string          `json:"type"`
+	Subtype           string          `json:"subtype"`
+	Message           json.RawMessage `json:"message"`
+	ParentToolUseID   *string         `json:"parent_tool_use_id"`
+	IsAPIErrorMessage bool            `json:"is_api_error_message"`
 }
 
 type claudeInit struct {
-	SessionID string `json:"session_id"`
-	Model     string `json:"model"`
+	SessionID      string   `json:"session_id"`
+	Model          string   `json:"model"`
+	Version        string   `json:"claude_code_version"`
+	PermissionMode string   `json:"permissionMode"`
+	Tools          []string `json:"tools"`
+}
+
+type claudeRetry struct {
+	Attempt     int     `json:"attempt"`
+	MaxRetries  int     `json:"max_retries"`
+	DelayMS     float64 `json:"retry_delay_ms"`
+	ErrorStatus *int    `json:"error_status"`
+	Error       string  `json:"error"`
+}
+
+type claudeDenied struct {
+	ToolName       string `json:"tool_name"`
+	ToolUseID      string `json:"tool_use_id"`
+	Message        string `json:"message"`
+	DecisionReason string `json:"decision_reason"`
+}
+
+type claudeVCS struct {
+	Kind   string `json:"kind"`
+	Branch string `json:"branch"`
+	Cwd    string `json:"cwd"`
+}
+
+type claudeInformational struct {
+	Content string `json:"content"`
+	Level   string `json:"level"`
 }
 
 type claudeMessage struct {
+	ID      string          `json:"id"`
+	Model   string          `json:"model"`
 	Content json.RawMessage `json:"content"`
+	Usage   *claudeUsage    `json:"usage"`
 }
 
 type claudeBlock struct {
@@ -54,6 +115,10 @@ type claudeUsage struct {
 type claudeResult struct {
 	Subtype           string          `json:"subtype"`
 	IsError           bool            `json:"is_error"`
+	TerminalReason    string          `json:"terminal_reason"`
+	APIErrorStatus    *int            `json:"api_error_status"`
+	APIErrorType      string          `json:"api_error_type"`
+	SessionID         string          `json:"session_id"`
 	DurationMS        int64           `json:"duration_ms"`
 	NumTurns          int             `json:"num_turns"`
 	Result            string          `json:"result"`
@@ -69,6 +134,10 @@ type claudeDenial struct {
 	ToolInput json.RawMessage `json:"tool_input"`
 }
 
+// claudeSynthetic is the model Claude Code names on the messages it writes
+// itself, such as the text it puts in place of an answer when the API failed.
+const claudeSynthetic = "<synthetic>"
+
 // NoResultMessage is Final.Error (and Outcome.Error) when the stream ended without a result line.
 const NoResultMessage = "agent stream ended without a result"
 
@@ -83,14 +152,7 @@ func (p *claudeParser) Line(line []byte) []Event {
 	}
 	switch l.Type {
 	case "system":
-		if l.Subtype != "init" {
-			return nil
-		}
-		var in claudeInit
-		if err := json.Unmarshal(line, &in); err != nil {
-			return p.warn("bad system init line", err, line)
-		}
-		return []Event{{Kind: KindInit, Init: &Init{SessionID: in.SessionID, Model: in.Model}}}
+		return p.system(l.Subtype, line)
 	case "assistant", "user":
 		return p.message(l, line)
 	case "result":
@@ -108,6 +170,78 @@ func (p *claudeParser) Line(line []byte) []Event {
 	}
 }
 
+// system reads the system lines Kiln reports; others (hooks, compaction,
+// status, ...) are skipped.
+func (p *claudeParser) system(subtype string, line []byte) []Event {
+	switch subtype {
+	case "init":
+		var in claudeInit
+		if err := json.Unmarshal(line, &in); err != nil {
+			return p.warn("bad system init line", err, line)
+		}
+		p.sessionID = in.SessionID
+		return []Event{{Kind: KindInit, Init: &Init{SessionID: in.SessionID, Model: in.Model,
+			Version: in.Version, PermissionMode: in.PermissionMode, Tools: in.Tools}}}
+	case "api_retry":
+		var r claudeRetry
+		if err := json.Unmarshal(line, &r); err != nil {
+			return p.warn("bad system api_retry line", err, line)
+		}
+		retry := Retry{Attempt: r.Attempt, MaxRetries: r.MaxRetries, DelayMS: int64(r.DelayMS), Error: r.Error}
+		if r.ErrorStatus != nil {
+			retry.Status = *r.ErrorStatus
+		}
+		p.retry = &retry
+		p.retries++
+		return []Event{{Kind: KindRetry, Retry: &retry}}
+	case "permission_denied":
+		var d claudeDenied
+		if err := json.Unmarshal(line, &d); err != nil {
+			return p.warn("bad system permission_denied line", err, line)
+		}
+		denial := PermissionDenial{ToolName: d.ToolName, ToolUseID: d.ToolUseID, Input: p.inputs[d.ToolUseID],
+			Reason: firstLine(cmp.Or(d.Message, d.DecisionReason))}
+		denial.Reason = clipText(denial.Reason, MaxSummaryBytes)
+		p.denials = append(p.denials, denial)
+		return []Event{{Kind: KindDenial, Denial: &denial}}
+	case "vcs_state_changed":
+		var v claudeVCS
+		if err := json.Unmarshal(line, &v); err != nil {
+			return p.warn("bad system vcs_state_changed line", err, line)
+		}
+		if v.Kind != "push" {
+			return nil
+		}
+		text := "the agent pushed to a remote itself"
+		if v.Branch != "" {
+			text = "the agent pushed branch " + strconv.Quote(v.Branch) + " itself"
+		}
+		if v.Cwd != "" {
+			text += " (in " + v.Cwd + ")"
+		}
+		text = clipText(text, MaxSummaryBytes)
+		p.pushed = text
+		return []Event{{Kind: KindPushed, Text: text}}
+	case "informational":
+		var in claudeInformational
+		if err := json.Unmarshal(line, &in); err != nil {
+			return p.warn("bad system informational line", err, line)
+		}
+		if strings.TrimSpace(in.Content) == "" {
+			return nil
+		}
+		level := schema.LogInfo
+		switch in.Level {
+		case "warning", "warn":
+			level = schema.LogWarn
+		case "error":
+			level = schema.LogError
+		}
+		return []Event{{Kind: KindNotice, Notice: &Notice{Level: level, Text: clipText(in.Content, MaxSummaryBytes)}}}
+	}
+	return nil
+}
+
 func (p *claudeParser) message(l claudeLine, line []byte) []Event {
 	if len(l.Message) == 0 || string(l.Message) == "null" {
 		return p.warn(l.Type+" line without a message", nil, line)
@@ -115,6 +249,10 @@ func (p *claudeParser) message(l claudeLine, line []byte) []Event {
 	var m claudeMessage
 	if err := json.Unmarshal(l.Message, &m); err != nil {
 		return p.warn("bad "+l.Type+" message", err, line)
+	}
+	synthetic := l.Type == "assistant" && (m.Model == claudeSynthetic || l.IsAPIErrorMessage)
+	if l.Type == "assistant" && !synthetic {
+		p.answered(m, l.ParentToolUseID == nil)
 	}
 	content := bytes.TrimSpace(m.Content)
 	if len(content) == 0 || content[0] != '[' {
@@ -133,14 +271,22 @@ func (p *claudeParser) message(l claudeLine, line []byte) []Event {
 			continue
 		}
 		switch {
+		case synthetic && b.Type == "text":
+			if b.Text != "" {
+				level := schema.LogInfo
+				if l.IsAPIErrorMessage {
+					level = schema.LogError
+				}
+				events = append(events, Event{Kind: KindNotice, Notice: &Notice{Level: level, Text: clipText(b.Text, MaxSummaryBytes)}})
+			}
 		case l.Type == "assistant" && b.Type == "text":
 			if b.Text != "" {
 				events = append(events, Event{Kind: KindText, Text: b.Text})
 			}
 		case l.Type == "assistant" && b.Type == "tool_use":
-			events = append(events, Event{Kind: KindToolCall, ToolCall: &ToolCall{
-				ID: b.ID, Name: b.Name, Input: compactJSON(b.Input),
-			}})
+			input := compactJSON(b.Input)
+			p.remember(b.ID, input)
+			events = append(events, Event{Kind: KindToolCall, ToolCall: &ToolCall{ID: b.ID, Name: b.Name, Input: input}})
 		case l.Type == "user" && b.Type == "tool_result":
 			text := toolResultText(b.Content)
 			summary, cut := Truncate(text, MaxSummaryBytes)
@@ -154,17 +300,75 @@ func (p *claudeParser) message(l claudeLine, line []byte) []Event {
 	return events
 }
 
+// answered records an assistant message of the model: the API answered
+// (so an earlier retry succeeded), and the message's usage counts.
+func (p *claudeParser) answered(m claudeMessage, mainThread bool) {
+	p.retry, p.retries = nil, 0
+	if p.usage == nil {
+		p.usage = map[string]claudeUsage{}
+	}
+	id := m.ID
+	if id == "" {
+		id = "line " + strconv.Itoa(p.lineNo)
+	}
+	if _, seen := p.usage[id]; !seen && mainThread {
+		p.turns++
+	}
+	var u claudeUsage
+	if m.Usage != nil {
+		u = *m.Usage
+	}
+	p.usage[id] = u
+}
+
+func (p *claudeParser) remember(id, input string) {
+	if id == "" {
+		return
+	}
+	if p.inputs == nil || len(p.inputs) >= maxRememberedInputs {
+		p.inputs = map[string]string{}
+	}
+	p.inputs[id] = input
+}
+
 func (p *claudeParser) End() []Event {
 	if p.ended {
 		// A second End must still honour "exactly one Final, last".
 		return nil
 	}
 	p.ended = true
+	f := p.final()
+	if p.result == nil && f.Usage == (Usage{}) {
+		return []Event{{Kind: KindFinal, Final: f}}
+	}
+	u := f.Usage
+	return []Event{{Kind: KindUsage, Usage: &u}, {Kind: KindFinal, Final: f}}
+}
+
+// final says how the run ended: as its result says, or, without one, as
+// its last lines tell.
+func (p *claudeParser) final() *Final {
+	f := &Final{SessionID: p.sessionID, AgentPushed: p.pushed != ""}
 	r := p.result
 	if r == nil {
-		return []Event{{Kind: KindFinal, Final: &Final{Error: NoResultMessage}}}
+		f.Usage = p.messageUsage()
+		f.NumTurns = f.Usage.Turns
+		f.PermissionDenials = p.denials
+		f.Reason, f.Error = schema.ReasonAgentError, NoResultMessage
+		if p.retry != nil {
+			f.APIStatus = p.retry.Status
+			f.Reason, f.Error = retryFailure(*p.retry, p.retries)
+		}
+		f.Error = alsoPushed(f.Error, p.pushed)
+		return f
 	}
-	u := Usage{
+	f.Subtype, f.TerminalReason, f.Result, f.IsError = r.Subtype, r.TerminalReason, r.Result, r.IsError
+	f.NumTurns, f.TotalCostUSD, f.DurationMS = r.NumTurns, r.TotalCostUSD, r.DurationMS
+	f.SessionID = cmp.Or(r.SessionID, p.sessionID)
+	if r.APIErrorStatus != nil {
+		f.APIStatus = *r.APIErrorStatus
+	}
+	f.Usage = Usage{
 		InputTokens:              r.Usage.InputTokens,
 		OutputTokens:             r.Usage.OutputTokens,
 		CacheCreationInputTokens: r.Usage.CacheCreationInputTokens,
@@ -172,38 +376,79 @@ func (p *claudeParser) End() []Event {
 		Turns:                    r.NumTurns,
 		CostUSD:                  r.TotalCostUSD,
 	}
-	f := &Final{
-		Success:      r.Subtype == "success" && !r.IsError,
-		Subtype:      r.Subtype,
-		Result:       r.Result,
-		IsError:      r.IsError,
-		NumTurns:     r.NumTurns,
-		TotalCostUSD: r.TotalCostUSD,
-		DurationMS:   r.DurationMS,
-		Usage:        u,
-	}
 	for _, d := range r.PermissionDenials {
-		f.PermissionDenials = append(f.PermissionDenials, PermissionDenial{
-			ToolName: d.ToolName, ToolUseID: d.ToolUseID, Input: compactJSON(d.ToolInput),
-		})
+		pd := PermissionDenial{ToolName: d.ToolName, ToolUseID: d.ToolUseID, Input: compactJSON(d.ToolInput)}
+		for _, seen := range p.denials {
+			if seen.ToolUseID == d.ToolUseID {
+				pd.Reason = seen.Reason
+			}
+		}
+		f.PermissionDenials = append(f.PermissionDenials, pd)
 	}
-	if !f.Success {
-		f.Error = claudeError(r)
+	if len(f.PermissionDenials) == 0 {
+		f.PermissionDenials = p.denials
 	}
-	return []Event{{Kind: KindUsage, Usage: &u}, {Kind: KindFinal, Final: f}}
+	switch success := r.Subtype == "success" && !r.IsError; {
+	case success && p.pushed != "":
+		f.Reason, f.Error = schema.ReasonAgentPushed, pushedError(p.pushed)
+	case success:
+		f.Success = true
+	default:
+		f.Reason, f.Error = claudeFailure(r, f.APIStatus, p.retries)
+		f.Error = alsoPushed(f.Error, p.pushed)
+	}
+	return f
 }
 
-// claudeError explains a failed result in one line.
-func claudeError(r *claudeResult) string {
-	detail := strings.Join(stringList(r.Errors), "; ")
+// messageUsage sums the usage of the model's messages: the accounting of a
+// run that ended without a result. Claude Code prints a message's usage as
+// the message started, so output tokens are undercounted (each message's
+// count at its start); its cost is not reported and stays 0.
+func (p *claudeParser) messageUsage() Usage {
+	u := Usage{Turns: p.turns}
+	for _, m := range p.usage {
+		u.InputTokens += m.InputTokens
+		u.OutputTokens += m.OutputTokens
+		u.CacheCreationInputTokens += m.CacheCreationInputTokens
+		u.CacheReadInputTokens += m.CacheReadInputTokens
+	}
+	return u
+}
+
+// maxTurnsError is how Claude Code names the configured limit in errors[].
+var maxTurnsError = regexp.MustCompile(`maximum number of turns \((\d+)\)`)
+
+// claudeFailure says why a result that is no success failed. retries
+// counts the api_retry lines of the failed call.
+func claudeFailure(r *claudeResult, status, retries int) (schema.Reason, string) {
+	errs := stringList(r.Errors)
+	detail := strings.Join(errs, "; ")
 	if detail == "" {
 		detail = firstLine(r.Result)
 	}
+	switch {
+	case r.TerminalReason == "prompt_too_long" && status == 0:
+		return schema.ReasonAgentBadRequest, bounded("agent's prompt is too long: " + detail)
+	case r.TerminalReason == "prompt_too_long":
+		return schema.ReasonAgentBadRequest, apiFailureText(status, r.APIErrorType, detail, retries)
+	case status != 0 || r.TerminalReason == "api_error":
+		return apiReason(status), apiFailureText(status, r.APIErrorType, detail, retries)
+	case r.Subtype == SubtypeMaxTurns || r.TerminalReason == "max_turns":
+		// errors[] says "Reached maximum number of turns (N)" with the
+		// configured N; num_turns is N+1.
+		for _, e := range errs {
+			if m := maxTurnsError.FindStringSubmatch(e); m != nil {
+				return schema.ReasonMaxTurns, "agent stopped: reached the maximum number of turns (" + m[1] + ")"
+			}
+		}
+		msg := "agent stopped: reached its maximum number of turns"
+		if detail != "" {
+			msg += ": " + detail
+		}
+		return schema.ReasonMaxTurns, bounded(msg)
+	}
 	var msg string
 	switch r.Subtype {
-	case SubtypeMaxTurns:
-		// errors[] only repeats this.
-		return fmt.Sprintf("agent stopped: reached the maximum number of turns (%d)", r.NumTurns)
 	case "success", "":
 		msg = "agent reported an error"
 	default:
@@ -212,8 +457,7 @@ func claudeError(r *claudeResult) string {
 	if detail != "" {
 		msg += ": " + detail
 	}
-	msg, _ = Truncate(msg, MaxSummaryBytes)
-	return msg
+	return schema.ReasonAgentError, bounded(msg)
 }
 
 // stringList reads a JSON array of strings (or of anything, compacted);

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -24,6 +25,15 @@ func FuzzParse(f *testing.F) {
 			f.Add(line)
 		}
 	}
+	for _, run := range cliRuns {
+		f.Add([]byte(cliInit + "\n" + run))
+		for _, line := range strings.Split(run, "\n") {
+			f.Add([]byte(line))
+		}
+	}
+	f.Add([]byte(`{"type":"system","subtype":"api_retry","attempt":"x","error_status":"401"}`))
+	f.Add([]byte(`{"type":"system","subtype":"permission_denied","tool_name":"Bash","tool_use_id":"t"}` + "\n" +
+		`{"type":"system","subtype":"vcs_state_changed","kind":"push"}`))
 	f.Add([]byte(`{"type":"user","message":{"content":[{"type":"tool_result","content":[{"type":"text","text":"x"}],"is_error":true}]}}`))
 	f.Add([]byte(`{"type":"result","subtype":"error_during_execution","is_error":true,"errors":["a",{"b":1}]}`))
 	f.Add([]byte("{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"\xff\"}]}}\r\n\n"))
