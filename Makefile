@@ -28,6 +28,10 @@ postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 (installs/starts it) wi
 claude-code: ## install the pinned Claude Code CLI (tests/tools/claude-code.version) into .tools/ (reused when present)
 	@bash tests/tools/install-claude-code.sh >/dev/null
 
+.PHONY: record-fixtures
+record-fixtures: claude-code ## record the pinned CLI's transcripts (against the stand-in Messages API) into jobrunner/internal/agent/testdata/claude-code
+	$(GO) run ./tests/messagesapi/cmd/record
+
 .PHONY: lint
 lint: ## go vet and gofmt
 	$(GO) vet ./...

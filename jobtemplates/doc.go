@@ -10,7 +10,9 @@
 // operator adds or overrides them with a directory, typically a mounted
 // ConfigMap (LoadDir, then Catalog.Merge). Every template is validated on load
 // (Validate): a Catalog never holds one that would let the agent bypass
-// permission checks, run unrestricted Bash, or commit or push itself.
+// permission checks, run unrestricted Bash, or commit or push itself, nor one
+// naming a tool the pinned Claude Code (ClaudeCodeVersion) does not have, nor
+// acceptEdits unacknowledged. docs/templates.md is the operator's guide.
 //
 // Render is pure: same input, same Job and Secret, no I/O. JobName, SecretName,
 // the label constants, Selector and BuildIDOf are the naming contract the

@@ -2,6 +2,7 @@ package jobtemplates
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,6 +24,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimalYAML))
 	f.Add([]byte("agent: {allowedTools: [Bash]}"))
 	f.Add([]byte("agent: {allowedTools: ['Bash(git  push:*)'], permissionMode: bypassPermissions}"))
+	f.Add([]byte("agent: {allowedTools: [LS, 'read(x)'], permissionMode: acceptEdits, acceptEditsFilesystemCommands: true}"))
 	f.Add([]byte("tolerations: [{operator: Exists}]\nresources: {limits: {cpu: 1e3}}\nagent: {allowedTools: [Read]}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tmpl, err := Parse("f.yaml", data)
@@ -35,9 +37,18 @@ func FuzzParse(f *testing.F) {
 		if tmpl.Agent.PermissionMode == "bypassPermissions" {
 			t.Fatal("accepted bypassPermissions")
 		}
+		if tmpl.Agent.PermissionMode == PermissionAcceptEdits && !tmpl.Agent.AcceptEditsFilesystemCommands {
+			t.Fatal("accepted acceptEdits without acceptEditsFilesystemCommands")
+		}
 		for _, tool := range tmpl.Agent.AllowedTools {
 			if tool == "Bash" || strings.HasPrefix(tool, "Bash(git commit") || strings.HasPrefix(tool, "Bash(git push") {
 				t.Fatalf("accepted allowed tool %q", tool)
+			}
+		}
+		for _, tool := range slices.Concat(tmpl.Agent.AllowedTools, tmpl.Agent.DisallowedTools) {
+			name, _, _ := strings.Cut(tool, "(")
+			if !slices.Contains(ClaudeCode2_1_328Tools, name) && !strings.HasPrefix(name, "mcp__") {
+				t.Fatalf("accepted unknown tool %q", tool)
 			}
 		}
 		job, _, err := Render(RenderInput{

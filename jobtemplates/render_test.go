@@ -58,7 +58,7 @@ func wantJob(t *testing.T) *batchv1.Job {
 		Agent: Agent{
 			Adapter:  "claude-code",
 			MaxTurns: 50,
-			AllowedTools: []string{"Read", "Edit", "MultiEdit", "Write", "Glob", "Grep", "LS", "TodoWrite",
+			AllowedTools: []string{"Read", "Edit", "Write", "Glob", "Grep",
 				"Bash(go build:*)", "Bash(go test:*)", "Bash(go vet:*)", "Bash(go mod tidy:*)", "Bash(gofmt:*)",
 				"Bash(git status:*)", "Bash(git diff:*)", "Bash(git log:*)", "Bash(ls:*)"},
 			DisallowedTools: []string{"Bash(git commit:*)", "Bash(git push:*)"},

@@ -105,6 +105,12 @@ type Agent struct {
 	DisallowedTools []string `json:"disallowedTools,omitempty"`
 	// PermissionMode is one of PermissionModes (default "default").
 	PermissionMode string `json:"permissionMode,omitempty"`
+	// AcceptEditsFilesystemCommands must be true with permission mode
+	// acceptEdits and is refused with any other: it says the template's
+	// author knows that acceptEdits lets the agent run AcceptEditsCommands
+	// (rm -rf, mkdir, mv...) in the workdir without a Bash rule. It grants
+	// nothing itself.
+	AcceptEditsFilesystemCommands bool `json:"acceptEditsFilesystemCommands,omitempty"`
 }
 
 // Artifacts selects files in the project's workdir that the runner uploads.

@@ -73,8 +73,13 @@ var (
 // Besides ranges and Kubernetes syntax it enforces the agent's safety rules:
 //   - agent.permissionMode is default, acceptEdits or plan; bypassPermissions
 //     (what --dangerously-skip-permissions turns on) is always refused;
-//   - agent.allowedTools is not empty and every entry is a tool name or
-//     Tool(pattern) with a non-empty pattern;
+//   - acceptEdits needs agent.acceptEditsFilesystemCommands: true, because
+//     that mode also lets the agent run AcceptEditsCommands (rm -rf, mkdir,
+//     mv...) in the workdir without any Bash rule;
+//   - agent.allowedTools is not empty and every entry, there and in
+//     agent.disallowedTools, is a tool name or Tool(pattern) with a non-empty
+//     pattern, naming a tool of ClaudeCode2_1_328Tools or an MCP tool
+//     (mcp__server__tool);
 //   - Bash is only allowed with a command pattern: bare "Bash", "Bash(*)",
 //     "Bash(:*)" and the like are refused, and so are patterns that would let
 //     the agent commit or push ("Bash(git:*)", "Bash(git commit:*)",
@@ -221,6 +226,14 @@ func checkAgent(v *ValidationError, a Agent) {
 	default:
 		v.add("agent.permissionMode", "must be one of %s (got %q)", strings.Join(PermissionModes, ", "), mode)
 	}
+	switch acceptEdits := a.PermissionMode == PermissionAcceptEdits; {
+	case acceptEdits && !a.AcceptEditsFilesystemCommands:
+		v.add("agent.permissionMode", "acceptEdits also lets the agent run %s in the workdir without a Bash rule; "+
+			"set agent.acceptEditsFilesystemCommands: true to accept that, or use default with Edit and Write allowed",
+			strings.Join(AcceptEditsCommands, ", "))
+	case !acceptEdits && a.AcceptEditsFilesystemCommands:
+		v.add("agent.acceptEditsFilesystemCommands", "only with permissionMode acceptEdits (got %q)", a.PermissionMode)
+	}
 	if len(a.AllowedTools) == 0 {
 		v.add("agent.allowedTools", "must not be empty")
 	}
@@ -230,7 +243,7 @@ func checkAgent(v *ValidationError, a Agent) {
 		}
 	}
 	for i, tool := range a.DisallowedTools {
-		if _, _, err := parseTool(tool); err != nil {
+		if _, _, err := parseKnownTool(tool); err != nil {
 			v.add(fmt.Sprintf("agent.disallowedTools[%d]", i), "%v", err)
 		}
 	}
@@ -257,11 +270,26 @@ func parseTool(s string) (name, pattern string, err error) {
 	return name, pattern, nil
 }
 
+// parseKnownTool is parseTool for a tool that Claude Code ClaudeCodeVersion
+// has, or an MCP tool: the CLI silently ignores a rule naming any other.
+func parseKnownTool(s string) (name, pattern string, err error) {
+	name, pattern, err = parseTool(s)
+	if err != nil || strings.HasPrefix(name, mcpToolPrefix) || slices.Contains(ClaudeCode2_1_328Tools, name) {
+		return name, pattern, err
+	}
+	hint := ""
+	if i := slices.IndexFunc(ClaudeCode2_1_328Tools, func(k string) bool { return strings.EqualFold(k, name) }); i >= 0 {
+		hint = fmt.Sprintf(", did you mean %q?", ClaudeCode2_1_328Tools[i])
+	}
+	return "", "", fmt.Errorf("unknown tool %q%s (Claude Code %s has: %s; MCP tools are mcp__server__tool)",
+		name, hint, ClaudeCodeVersion, strings.Join(ClaudeCode2_1_328Tools, ", "))
+}
+
 // errBash is the reason a Bash entry is refused.
 var errBash = errors.New(`Bash must name a command, e.g. Bash(go test:*)`)
 
 func checkAllowedTool(s string) error {
-	name, pattern, err := parseTool(s)
+	name, pattern, err := parseKnownTool(s)
 	if err != nil {
 		return err
 	}

@@ -52,8 +52,16 @@ agent:
   allowedTools: ["Bash(go test:*)", "Bash(npm run test *)", "Bash(git diff:*)", "Bash(make check)", "mcp__github__get_issue", "WebFetch(domain:go.dev)"]
   disallowedTools: ["Bash(git commit:*)", "Bash(git push:*)", "Bash(rm -rf:*)"]
 `},
-		{"plan and acceptEdits", `
+		{"plan", `
 agent: {allowedTools: [Read], permissionMode: plan}
+`},
+		{"acceptEdits acknowledged", `
+agent: {allowedTools: [Read, Edit, Write], permissionMode: acceptEdits, acceptEditsFilesystemCommands: true}
+`},
+		{"every tool of the pinned CLI, MCP tools", `
+agent:
+  allowedTools: [Bash(make:*), CronCreate, CronDelete, CronList, Edit, EnterWorktree, ExitWorktree, Glob, Grep, ListAgents, Monitor, NotebookEdit, "Read(./src/**)", ReportFindings, ScheduleWakeup, SendMessage, Skill, Task, TaskCreate, TaskGet, TaskList, TaskStop, TaskUpdate, ToolSearch, WebFetch, WebSearch, Workflow, Write, mcp__github]
+  disallowedTools: [WebSearch, mcp__github__create_pull_request, "Edit(./.github/**)"]
 `},
 		{"full pod settings", `
 name: x
@@ -138,6 +146,15 @@ func TestParseRejects(t *testing.T) {
 		{"Bash git commit", "agent: {allowedTools: ['Bash(git commit:*)']}", `"Bash(git commit:*)": commit and push are the runner's job, never the agent's`},
 		{"Bash git push", "agent: {allowedTools: ['Bash(git push origin main)']}", "commit and push are the runner's job"},
 		{"malformed disallowed", "agent: {allowedTools: [Read], disallowedTools: ['not a tool']}", "agent.disallowedTools[0]: must be a tool name or Tool(pattern)"},
+		{"unknown allowed tool", "agent: {allowedTools: [Read, LS]}", `agent.allowedTools[1]: unknown tool "LS" (Claude Code 2.1.328 has: Bash, CronCreate, CronDelete, CronList, Edit, `},
+		{"unknown allowed tool with pattern", "agent: {allowedTools: ['MultiEdit(./src/**)']}", `agent.allowedTools[0]: unknown tool "MultiEdit" (Claude Code 2.1.328 has: `},
+		{"unknown disallowed tool", "agent: {allowedTools: [Read], disallowedTools: [TodoWrite]}", `agent.disallowedTools[0]: unknown tool "TodoWrite" (Claude Code 2.1.328 has: `},
+		{"tool in the wrong case", "agent: {allowedTools: [read]}", `agent.allowedTools[0]: unknown tool "read", did you mean "Read"? (Claude Code 2.1.328 has: `},
+		{"Bash rule in the wrong case", "agent: {allowedTools: ['bash(go test:*)']}", `unknown tool "bash", did you mean "Bash"?`},
+		{"acceptEdits not acknowledged", "agent: {allowedTools: [Read, Edit], permissionMode: acceptEdits}",
+			"agent.permissionMode: acceptEdits also lets the agent run mkdir, touch, rm, rmdir, mv, cp, sed in the workdir without a Bash rule; set agent.acceptEditsFilesystemCommands: true to accept that"},
+		{"acknowledgement without acceptEdits", "agent: {allowedTools: [Read], acceptEditsFilesystemCommands: true}",
+			`agent.acceptEditsFilesystemCommands: only with permissionMode acceptEdits (got "default")`},
 		{"glob absolute", "artifacts: {globs: [/etc/passwd]}" + minimalYAML, `artifacts.globs[0]: must be a clean path relative to the workdir, without .. (got "/etc/passwd")`},
 		{"glob escapes", "artifacts: {globs: ['../secrets/*']}" + minimalYAML, "artifacts.globs[0]: must be a clean path relative to the workdir"},
 		{"glob empty", "artifacts: {globs: ['']}" + minimalYAML, "artifacts.globs[0]: must not be empty"},
@@ -181,6 +198,7 @@ func TestValidateEmbeddedTemplatesStayValid(t *testing.T) {
 		tmpl, _ := c.Get(name)
 		require.NoError(t, Validate(tmpl), name)
 		require.NotContains(t, tmpl.Agent.AllowedTools, "Bash", name)
+		require.NotEqual(t, PermissionAcceptEdits, tmpl.Agent.PermissionMode, "%s: built-in templates keep default or plan", name)
 		require.Subset(t, tmpl.Agent.DisallowedTools, RequiredDisallowedTools, name)
 		lim := tmpl.Resources.Limits[corev1.ResourceMemory]
 		require.True(t, lim.Cmp(resource.MustParse("1Mi")) > 0, "%s: memory limit, for OOM reporting", name)

@@ -38,6 +38,16 @@ func TestPayloadWireFormat(t *testing.T) {
 			`{"level":"error","message":"agent failed","success":false,"subtype":"error_max_turns","error":"too many","num_turns":2,"permission_denials":["Bash"]}`},
 		{schema.LogPayload{Level: schema.LogInfo, Message: "build succeeded", Success: &yes}, `{"level":"info","message":"build succeeded","success":true}`},
 		{schema.InfoPayload{Message: "waiting for capacity"}, `{"message":"waiting for capacity"}`},
+		{schema.LogPayload{Level: schema.LogInfo, Message: "agent session started", SessionID: "s", Model: "m", AgentVersion: "2.1.328",
+			PermissionMode: "default", Tools: []string{"Bash", "Read"}},
+			`{"level":"info","message":"agent session started","session_id":"s","model":"m","agent_version":"2.1.328","permission_mode":"default","tools":["Bash","Read"]}`},
+		{schema.AgentRetryPayload{Attempt: 1, MaxRetries: 10, DelayMS: 503, Status: 401, Error: "authentication_failed"},
+			`{"attempt":1,"max_retries":10,"delay_ms":503,"status":401,"error":"authentication_failed"}`},
+		{schema.AgentRetryPayload{Attempt: 2, MaxRetries: 10, DelayMS: 1100, Error: "unknown"},
+			`{"attempt":2,"max_retries":10,"delay_ms":1100,"status":0,"error":"unknown"}`},
+		{schema.PermissionDeniedPayload{ToolUseID: "toolu_1", Tool: "Bash", Summary: "git push origin HEAD", Reason: "denied"},
+			`{"tool_use_id":"toolu_1","tool":"Bash","summary":"git push origin HEAD","reason":"denied"}`},
+		{schema.PermissionDeniedPayload{Tool: "Write", Summary: "/etc/x"}, `{"tool":"Write","summary":"/etc/x","reason":""}`},
 	} {
 		at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 		in, err := schema.NewEventInput(at, c.p)
@@ -100,5 +110,41 @@ func TestPayloadAs(t *testing.T) {
 	text := schema.Event{Type: schema.EventAgentText, Payload: json.RawMessage(`not json`)}
 	if _, ok := schema.PayloadAs[schema.AgentTextPayload](text); ok {
 		t.Error("an unreadable payload is not ok")
+	}
+}
+
+// A BuildResult's optional agent fields stay off the wire when empty.
+func TestBuildResultWireFormat(t *testing.T) {
+	t.Parallel()
+	b, _ := json.Marshal(schema.BuildResult{Success: true})
+	want := `{"success":true,"output":"","error":"","commit_sha":"","files_changed":null,"duration_ms":0,"artifacts":null}`
+	if string(b) != want {
+		t.Errorf("got %s, want %s", b, want)
+	}
+	b, _ = json.Marshal(schema.BuildResult{Reason: schema.ReasonAgentAuth, SessionID: "s",
+		PermissionDenials: []schema.PermissionDenial{{Tool: "Bash", Summary: "git push"}}})
+	want = `{"success":false,"output":"","error":"","commit_sha":"","files_changed":null,"duration_ms":0,"artifacts":null,` +
+		`"reason":"agent_auth","permission_denials":[{"tool":"Bash","summary":"git push"}],"session_id":"s"}`
+	if string(b) != want {
+		t.Errorf("got %s, want %s", b, want)
+	}
+}
+
+func TestReasons(t *testing.T) {
+	t.Parallel()
+	seen := map[schema.Reason]bool{}
+	for _, r := range schema.Reasons {
+		if !r.Valid() || r == schema.ReasonNone || seen[r] {
+			t.Errorf("reason %q: valid %v, seen %v", r, r.Valid(), seen[r])
+		}
+		seen[r] = true
+	}
+	for _, r := range []schema.Reason{schema.ReasonAgentAuth, schema.ReasonAgentBadRequest, schema.ReasonAgentUnavailable, schema.ReasonAgentPushed} {
+		if !seen[r] {
+			t.Errorf("%s is not in schema.Reasons", r)
+		}
+	}
+	if schema.Reason("agent_unknown").Valid() {
+		t.Error("an unknown reason is valid")
 	}
 }

@@ -20,7 +20,9 @@ import (
 //     the dispatcher writes those). Each payload is a JSON object with the
 //     fields of its payload type (AgentTextPayload, ...; keys match exactly,
 //     every field without omitempty is required, no other key, a log level
-//     is info, warn or error). A batch with one bad event is refused whole
+//     is info, warn or error; an agent_retry's attempt is at least 1, its
+//     max_retries and delay_ms are not negative and its status is an HTTP
+//     status or 0; a permission_denied names its tool). A batch with one bad event is refused whole
 //     (422, naming events[i], the type and the field) and nothing of it is
 //     stored; its number is free to be used again.
 //   - Text Postgres cannot store (NUL, invalid UTF-8, an unpaired UTF-16

@@ -65,9 +65,7 @@ func gitRepo(t *testing.T) string {
 func runCLI(t *testing.T, srv *messagesapi.Server, dir, prompt string, env []string, args ...string) run {
 	t.Helper()
 	bin, err := messagesapi.ClaudeBinary()
-	if err != nil {
-		t.Skip(err)
-	}
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	base := []string{"-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "default"}
@@ -216,4 +214,26 @@ func TestDroppedConnection(t *testing.T) {
 	}
 	assert.Contains(t, res["result"], "Connection dropped")
 	assert.Len(t, r.system("api_retry"), 1)
+}
+
+func TestRateLimitedThenServed(t *testing.T) {
+	t.Parallel()
+	srv := messagesapi.Start(t)
+	srv.Enqueue(messagesapi.Script{Name: "429", Turns: []messagesapi.Turn{
+		{Text: "Served after the rate limit.", Error: &messagesapi.APIError{Status: 429, RetryAfter: 2, Times: 1}},
+	}})
+	r := runCLI(t, srv, gitRepo(t), "Say something.\n", []string{"CLAUDE_CODE_MAX_RETRIES=2"}, "--allowedTools", "Read")
+
+	res := r.result(t)
+	assert.Equal(t, false, res["is_error"])
+	assert.Equal(t, "Served after the rate limit.", res["result"])
+	retries := r.system("api_retry")
+	require.Len(t, retries, 1)
+	assert.EqualValues(t, 429, retries[0]["error_status"])
+	t.Logf("api_retry after a 429 with retry-after 2: %v", retries[0])
+	reqs := srv.Requests()
+	require.Len(t, reqs, 2)
+	assert.Equal(t, 429, reqs[0].Status)
+	assert.Equal(t, 200, reqs[1].Status)
+	assert.GreaterOrEqual(t, reqs[1].Time.Sub(reqs[0].Time), 2*time.Second, "the CLI waited as retry-after said")
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Request is one request the server answered, as Requests reports it.
+// Request is one request the server got, as Requests reports it.
 type Request struct {
 	Time   time.Time
 	Method string
@@ -50,6 +50,9 @@ type Request struct {
 	// Stalled that the answer was held back (Turn.Stall).
 	Dropped bool
 	Stalled bool
+	// InFlight says the request is still being answered (or stalled): its
+	// Status and Dropped are not final yet.
+	InFlight bool
 }
 
 // ToolResult is a tool_result block the CLI sent back.
@@ -171,7 +174,8 @@ func (s *Server) Enqueue(scripts ...Script) {
 	s.queue = append(s.queue, scripts...)
 }
 
-// Requests returns what the server has answered so far, in arrival order.
+// Requests returns the requests so far, in arrival order, including those
+// still being answered (InFlight: a stalled one shows Stalled at once).
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,12 +186,19 @@ func (s *Server) Requests() []Request {
 
 // ServeHTTP answers one request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := Request{Time: time.Now(), Method: r.Method, Path: r.URL.Path}
-	defer func() { s.record(rec) }()
+	rec := Request{Time: time.Now(), Method: r.Method, Path: r.URL.Path, InFlight: true}
+	idx := s.publish(-1, rec)
+	defer func() {
+		rec.InFlight = false
+		s.publish(idx, rec)
+		if s.log != nil {
+			s.log(rec)
+		}
+	}()
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
 	case r.Method == http.MethodPost && path == "/v1/messages":
-		s.messages(w, r, &rec)
+		s.messages(w, r, idx, &rec)
 	case r.Method == http.MethodPost && path == "/v1/messages/count_tokens":
 		rec.Kind = "count_tokens"
 		b, _ := io.ReadAll(r.Body)
@@ -200,13 +211,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) record(rec Request) {
+// publish stores rec as request idx (a new one when idx < 0) and returns its index.
+func (s *Server) publish(idx int, rec Request) int {
 	s.mu.Lock()
-	s.requests = append(s.requests, rec)
-	s.mu.Unlock()
-	if s.log != nil {
-		s.log(rec)
+	defer s.mu.Unlock()
+	if idx < 0 {
+		s.requests = append(s.requests, rec)
+		return len(s.requests) - 1
 	}
+	s.requests[idx] = rec
+	return idx
 }
 
 // messagesRequest is the part of a Messages API request the server reads.
@@ -223,7 +237,7 @@ type messagesRequest struct {
 	} `json:"metadata"`
 }
 
-func (s *Server) messages(w http.ResponseWriter, r *http.Request, rec *Request) {
+func (s *Server) messages(w http.ResponseWriter, r *http.Request, idx int, rec *Request) {
 	var req messagesRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		rec.Kind, rec.Status = "unknown", http.StatusBadRequest
@@ -256,6 +270,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, rec *Request) 
 	faulty := turn.Times == 0 || rec.Attempt < turn.Times
 	if turn.Stall > 0 && faulty {
 		rec.Stalled = true
+		s.publish(idx, *rec)
 		t := time.NewTimer(turn.Stall)
 		defer t.Stop()
 		select {

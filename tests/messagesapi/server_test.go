@@ -2,6 +2,7 @@ package messagesapi_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -253,14 +254,29 @@ func TestStallEndsWhenTheClientGoes(t *testing.T) {
 	t.Parallel()
 	srv := messagesapi.Start(t)
 	srv.Enqueue(messagesapi.Script{Name: "stall", Turns: []messagesapi.Turn{{Stall: time.Hour}}})
-	client := &http.Client{Timeout: 300 * time.Millisecond}
-	_, err := client.Post(srv.URL()+"/v1/messages", "application/json",
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL()+"/v1/messages",
 		strings.NewReader(`{"stream":true,"tools":[{"name":"Read"}],"messages":[{"role":"user","content":"x"}]}`))
-	require.Error(t, err)
-	require.Eventually(t, func() bool { return len(srv.Requests()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+
+	require.Eventually(t, func() bool {
+		q := srv.Requests()
+		return len(q) == 1 && q[0].Stalled && q[0].InFlight
+	}, 5*time.Second, 10*time.Millisecond, "a stalled request shows while it stalls")
+	cancel()
+	require.Error(t, <-errc)
+	require.Eventually(t, func() bool { return !srv.Requests()[0].InFlight }, 5*time.Second, 10*time.Millisecond)
 	q := srv.Requests()[0]
 	assert.True(t, q.Stalled)
-	assert.Equal(t, 0, q.Status)
+	assert.Equal(t, 0, q.Status, "no answer: the client went away")
 }
 
 func TestScriptFiles(t *testing.T) {

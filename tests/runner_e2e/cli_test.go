@@ -24,7 +24,6 @@ func testCLI(t *testing.T, env *harness.Env) {
 		{"denied bash and git push", testDenied},
 		{"401 fails fast", testUnauthorized},
 		{"400 KB tool result", testBigToolResult},
-		{"leftovers of an earlier build", testLeftovers},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -186,45 +185,4 @@ func testBigToolResult(t *testing.T, env *harness.Env) {
 	require.Contains(t, results[0].Summary, "all systems nominal")
 	t.Logf("400 KB command output: the CLI sent the model %d bytes; the event says size %d, truncated %v",
 		len(reqs[1].ToolResults[0].Content), results[0].Size, results[0].Truncated)
-}
-
-func testLeftovers(t *testing.T, env *harness.Env) {
-	p := env.NewProject(t, "leftover", harness.ProjectOptions{})
-	// The first build writes a scratch file and does not commit.
-	first := "b-leftover-1"
-	p.API.Enqueue(harness.WriteScript(p, "scratch.txt", "notes of the first build\n", "Wrote my notes."))
-	job := env.StartBuild(t, p, first, schema.BuildSpec{Prompt: "Take notes in scratch.txt."}, harness.BuildOptions{})
-	pod := env.WaitJobPod(t, job, 2*time.Minute)
-	b1 := env.Dispatcher.Get(first)
-	require.Len(t, b1.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
-	require.True(t, b1.ResultPosts[0].Success, b1.ResultPosts[0].Error)
-	require.Equal(t, []string{"scratch.txt"}, b1.ResultPosts[0].FilesChanged)
-
-	// The second changes the heading and commits: its commit holds that alone.
-	second := "b-leftover-2"
-	p.API.Enqueue(harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome</h1>", "Changed the heading."))
-	job = env.StartBuild(t, p, second, schema.BuildSpec{
-		Prompt: "Change the heading to Welcome.", AutoCommit: true, AutoPush: true,
-	}, harness.BuildOptions{})
-	pod = env.WaitJobPod(t, job, 2*time.Minute)
-	b2 := env.Dispatcher.Get(second)
-	require.Len(t, b2.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
-	res := b2.ResultPosts[0]
-	require.True(t, res.Success, res.Error)
-	require.Equal(t, []string{"index.html"}, res.FilesChanged)
-	require.Equal(t, res.CommitSHA, p.Git(t, p.Remote, "rev-parse", "main"))
-	require.Equal(t, "index.html", p.Git(t, p.Remote, "show", "--format=", "--name-only", "main"))
-	require.NotContains(t, p.Git(t, p.Remote, "ls-tree", "-r", "--name-only", "main"), "scratch.txt")
-
-	// The first build's file is kept on its leftovers ref, and an event says so.
-	ref := "refs/kiln/leftovers/" + first
-	require.Equal(t, "notes of the first build", p.Git(t, p.Workdir, "show", ref+":scratch.txt"))
-	var told bool
-	for _, e := range b2.Events() {
-		if strings.Contains(string(e.Payload), ref) {
-			told = true
-		}
-	}
-	require.True(t, told, "an event of the second build names %s", ref)
-	require.Empty(t, p.Git(t, p.Workdir, "status", "--porcelain"), "the workspace is clean")
 }

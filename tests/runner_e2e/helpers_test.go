@@ -28,6 +28,15 @@ echo $$ > "$1"
 while :; do sleep 1; done
 `
 
+// loopBashScript is a model that runs tools/loop.sh (see loopScript) with
+// the Bash tool, writing its pid to pidFile.
+func loopBashScript(pidFile string) messagesapi.Script {
+	return messagesapi.Script{Name: "loop", Turns: []messagesapi.Turn{
+		{Text: "Running the soak test.", Tools: []messagesapi.ToolUse{{Name: "Bash",
+			Input: map[string]any{"command": "sh tools/loop.sh " + pidFile, "description": "Run the soak test"}}}},
+		{Text: "done"}}}
+}
+
 // scriptTokens sums a script's input (or output) tokens as the stand-in reports them.
 func scriptTokens(s messagesapi.Script, input bool) int {
 	n := 0
@@ -163,28 +172,32 @@ func requireGone(t *testing.T, p *harness.Project, before, running []int) {
 	require.Empty(t, left, "processes of the build still running:\n%s", strings.Join(desc, "\n"))
 }
 
-// requireSafeArgv finds the CLI among pids and checks its argv: print mode
-// with stream-json, the runner's own denials, no skip-permissions, no prompt.
-func requireSafeArgv(t *testing.T, pids []int) {
+// claudeProc is the CLI's process among pids.
+func claudeProc(t *testing.T, pids []int) int {
 	t.Helper()
 	bin, err := messagesapi.ClaudeBinary()
 	require.NoError(t, err)
 	bin, err = filepath.EvalSymlinks(bin)
 	require.NoError(t, err)
 	for _, pid := range pids {
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil || exe != bin {
-			continue
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == bin {
+			return pid
 		}
-		argv := harness.Cmdline(pid)
-		require.Contains(t, argv, "-p")
-		require.Contains(t, argv, "--verbose")
-		require.Contains(t, argv, "Bash(git push:*)")
-		for _, a := range argv {
-			require.NotContains(t, a, "dangerously")
-			require.Less(t, len(a), 1000, "no prompt in argv")
-		}
-		return
 	}
 	t.Fatalf("no process of %s among %v", bin, pids)
+	return 0
+}
+
+// requireSafeArgv finds the CLI among pids and checks its argv: print mode
+// with stream-json, the runner's own denials, no skip-permissions, no prompt.
+func requireSafeArgv(t *testing.T, pids []int) {
+	t.Helper()
+	argv := harness.Cmdline(claudeProc(t, pids))
+	require.Contains(t, argv, "-p")
+	require.Contains(t, argv, "--verbose")
+	require.Contains(t, argv, "Bash(git push:*)")
+	for _, a := range argv {
+		require.NotContains(t, a, "dangerously")
+		require.Less(t, len(a), 1000, "no prompt in argv")
+	}
 }

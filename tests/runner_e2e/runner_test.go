@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/kbtest"
 	"github.com/kilnbuild/kiln/tests/messagesapi"
 	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 )
@@ -43,6 +46,8 @@ func TestRunner(t *testing.T) {
 		{"cancel seen from the dispatcher", testCancelFromDispatcher},
 		{"dispatcher unreachable at the end", testDispatcherUnreachable},
 		{"push rejected", testPushRejected},
+		{"runner lost", testRunnerLost},
+		{"two builds in a row", testLeftovers},
 		{"real CLI scenarios", testCLI},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -297,10 +302,7 @@ func testCancelJobDeleted(t *testing.T, env *harness.Env) {
 	// CLI runs it in its own session); it and the CLI must be gone afterwards.
 	pidFile := filepath.Join(p.State, "loop.pid")
 	p.Commit(t, "a slow script", map[string]string{"tools/loop.sh": loopScript})
-	p.API.Enqueue(messagesapi.Script{Name: "loop", Turns: []messagesapi.Turn{
-		{Text: "Running the soak test.", Tools: []messagesapi.ToolUse{{Name: "Bash",
-			Input: map[string]any{"command": "sh tools/loop.sh " + pidFile, "description": "Run the soak test"}}}},
-		{Text: "done"}}})
+	p.API.Enqueue(loopBashScript(pidFile))
 	before := p.AgentProcs(nil)
 	job := env.StartBuild(t, p, id, schema.BuildSpec{Prompt: "Run the soak test.", AutoCommit: true, AutoPush: true},
 		harness.BuildOptions{Template: bashTemplate(t, "Bash(sh tools/loop.sh:*)")})
@@ -399,7 +401,19 @@ func testDispatcherUnreachable(t *testing.T, env *harness.Env) {
 
 func testPushRejected(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "reject", harness.ProjectOptions{})
-	// Someone else pushed first: the workspace is behind.
+	id := "b-reject"
+	// The model reads the page, then takes 5 s before its edit.
+	script := harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done.")
+	script.Turns[1].Stall = 5 * time.Second
+	p.API.Enqueue(script)
+	job := env.StartBuild(t, p, id, schema.BuildSpec{
+		Prompt: "Change the heading to Welcome to Acme.", AutoCommit: true, AutoPush: true,
+	}, harness.BuildOptions{})
+	// Someone else pushes while the agent works (the workspace was brought
+	// to the remote's head before it started): the workspace is behind.
+	kbtest.WaitFor(t, 90*time.Second, "the agent at work", func(context.Context) (bool, error) {
+		return len(turns(p.API.Requests())) > 0, nil
+	})
 	other := filepath.Join(t.TempDir(), "other")
 	p.Git(t, filepath.Dir(other), "clone", "-q", p.Remote, other)
 	require.NoError(t, os.WriteFile(filepath.Join(other, "NEWS"), []byte("news\n"), 0o644))
@@ -408,11 +422,6 @@ func testPushRejected(t *testing.T, env *harness.Env) {
 	p.Git(t, other, "push", "-q", "origin", "HEAD:main")
 	theirs := p.Git(t, p.Remote, "rev-parse", "main")
 
-	id := "b-reject"
-	p.API.Enqueue(harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done."))
-	job := env.StartBuild(t, p, id, schema.BuildSpec{
-		Prompt: "Change the heading to Welcome to Acme.", AutoCommit: true, AutoPush: true,
-	}, harness.BuildOptions{})
 	pod := env.WaitJobPod(t, job, 2*time.Minute)
 	b := env.Dispatcher.Get(id)
 	require.Len(t, b.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
@@ -425,4 +434,133 @@ func testPushRejected(t *testing.T, env *harness.Env) {
 	require.Equal(t, res.CommitSHA, p.Git(t, p.Workdir, "rev-parse", "HEAD"))
 	require.Equal(t, theirs, p.Git(t, p.Remote, "rev-parse", "main"), "no force push")
 	require.Equal(t, []string{"index.html"}, res.FilesChanged)
+}
+
+// runnerPID finds the host process of a build's jobrunner (kubebox runs
+// containers as host processes).
+func runnerPID(t *testing.T, env *harness.Env, id string) int {
+	t.Helper()
+	var found int
+	waitUntil(t, 60*time.Second, func() bool {
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			exe, err := os.Readlink(d + "/exe")
+			if err != nil || exe != env.Bin.JobRunner {
+				continue
+			}
+			b, err := os.ReadFile(d + "/environ")
+			if err == nil && slices.Contains(strings.Split(string(b), "\x00"), jobtemplates.EnvBuildID+"="+id) {
+				found, _ = strconv.Atoi(filepath.Base(d))
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s", timeout)
+		}
+	}
+}
+
+// The runner dies (SIGKILL: no chance to stop anything). Its exec stream
+// goes with it, and the wrapper in the project pod stops the agent and the
+// process the agent started in a session of its own.
+func testRunnerLost(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "lost", harness.ProjectOptions{})
+	id := "b-lost"
+	// The agent runs a looping Bash tool command (in a session of its own).
+	p.Commit(t, "a slow script", map[string]string{"tools/loop.sh": loopScript})
+	p.API.Enqueue(loopBashScript(filepath.Join(p.State, "loop.pid")))
+	before := p.AgentProcs(nil)
+	job := env.StartBuild(t, p, id, schema.BuildSpec{Prompt: "Run the soak test."},
+		harness.BuildOptions{Template: bashTemplate(t, "Bash(sh tools/loop.sh:*)")})
+	tool := waitPID(t, p, "loop.pid")
+	running := p.AgentProcs(before)
+	pid := claudeProc(t, running)
+
+	// The agent carries the run's marker, and none of the runner's secrets.
+	environ, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	require.NoError(t, err)
+	vars := strings.Split(string(environ), "\x00")
+	require.Contains(t, vars, "KILN_AGENT_RUN="+id)
+	require.NotContains(t, string(environ), "runner-token-")
+	require.NotContains(t, string(environ), jobtemplates.EnvRunnerToken)
+
+	runner := runnerPID(t, env, id)
+	lost := time.Now()
+	require.NoError(t, syscall.Kill(runner, syscall.SIGKILL))
+	waitUntil(t, 30*time.Second, func() bool { return !harness.Alive(pid) && !harness.Alive(tool) })
+	t.Logf("runner killed → agent and its tool gone in %s", time.Since(lost).Round(time.Millisecond))
+	requireGone(t, p, before, running)
+	pod := env.WaitJobPod(t, job, time.Minute)
+	require.NotEqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode)
+	require.Empty(t, env.Dispatcher.Get(id).ResultPosts, "the runner died before reporting")
+}
+
+// Build 1 runs without auto-commit and leaves its edit (and a scratch file)
+// in the workspace. Build 2 starts clean: its commit holds only its own
+// change, and what build 1 left is kept on build 1's leftovers ref.
+func testLeftovers(t *testing.T, env *harness.Env) {
+	p := env.NewProject(t, "leftovers", harness.ProjectOptions{})
+	seed := p.Git(t, p.Remote, "rev-parse", "main")
+	// Build 1's agent edits the page and writes a scratch file of its own.
+	one := harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done, notes in scratch.txt.")
+	one.Turns = slices.Insert(one.Turns, 2, messagesapi.Turn{Tools: []messagesapi.ToolUse{{Name: "Write",
+		Input: map[string]any{"file_path": filepath.Join(p.Workdir, "scratch.txt"), "content": "notes of b-left-1\n"}}}})
+	p.API.Enqueue(one)
+	job := env.StartBuild(t, p, "b-left-1", schema.BuildSpec{Prompt: "Change the heading to Welcome to Acme."}, harness.BuildOptions{})
+	pod := env.WaitJobPod(t, job, 2*time.Minute)
+	b1 := env.Dispatcher.Get("b-left-1")
+	require.Len(t, b1.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+	require.True(t, b1.ResultPosts[0].Success, b1.ResultPosts[0].Error)
+	require.Equal(t, []string{"index.html", "scratch.txt"}, b1.ResultPosts[0].FilesChanged)
+	require.Empty(t, b1.ResultPosts[0].CommitSHA)
+
+	// Build 2 makes the same edit: it finds "Hello" only in a reset workspace.
+	p.API.Enqueue(harness.EditScript(p, "index.html", "<h1>Hello</h1>", "<h1>Welcome to Acme</h1>", "Done."))
+	job = env.StartBuild(t, p, "b-left-2", schema.BuildSpec{
+		Prompt: "Change the heading to Welcome to Acme.", AutoCommit: true, AutoPush: true,
+	}, harness.BuildOptions{})
+	pod = env.WaitJobPod(t, job, 2*time.Minute)
+	b2 := env.Dispatcher.Get("b-left-2")
+	require.Len(t, b2.ResultPosts, 1, "runner log:\n%s", env.Logs(pod))
+	res := b2.ResultPosts[0]
+	require.True(t, res.Success, res.Error)
+	require.Equal(t, []string{"index.html"}, res.FilesChanged)
+	require.Equal(t, res.CommitSHA, p.Git(t, p.Remote, "rev-parse", "main"))
+	require.Equal(t, seed, p.Git(t, p.Remote, "rev-parse", "main^"))
+	require.Equal(t, "index.html", p.Git(t, p.Remote, "show", "--format=", "--name-only", "main"), "only its own change")
+	require.Equal(t, ".gitignore\nindex.html", p.Git(t, p.Remote, "ls-tree", "--name-only", "main"))
+
+	ref := "refs/kiln/leftovers/b-left-1"
+	require.Equal(t, "notes of b-left-1", p.Git(t, p.Workdir, "show", ref+":scratch.txt"))
+	require.Contains(t, p.Git(t, p.Workdir, "show", ref+":index.html"), "<h1>Welcome to Acme</h1>")
+	require.Equal(t, seed, p.Git(t, p.Workdir, "rev-parse", ref+"^"))
+	require.Equal(t, "b-left-2", p.Git(t, p.Workdir, "config", "kiln.build"))
+	var told bool
+	var started, clean time.Time
+	for _, e := range b2.Events() {
+		if pl, err := e.Decode(); err == nil {
+			l, ok := pl.(schema.LogPayload)
+			switch {
+			case !ok:
+			case l.Level == schema.LogWarn && strings.HasPrefix(l.Message,
+				"build b-left-1 left 2 uncommitted files (index.html, scratch.txt) in the workspace: kept on "+ref+" (commit "):
+				told = true
+			case strings.HasPrefix(l.Message, "runner started"):
+				started = e.Time
+			case strings.HasPrefix(l.Message, "workspace clean on main at "):
+				clean = e.Time
+			}
+		}
+	}
+	require.True(t, told, "an event says what was kept, and where")
+	require.False(t, clean.IsZero(), "an event says the workspace is clean")
+	t.Logf("workspace prepared (fetch, leftovers kept, reset) in %s after the runner started", clean.Sub(started).Round(time.Millisecond))
 }

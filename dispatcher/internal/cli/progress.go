@@ -70,6 +70,14 @@ func summary(e schema.Event) string {
 		return p.Message
 	case schema.InfoPayload:
 		return p.Message
+	case schema.AgentRetryPayload:
+		status := "no answer"
+		if p.Status != 0 {
+			status = fmt.Sprint(p.Status)
+		}
+		return fmt.Sprintf("API %s (%s): retry %d of %d in %.1fs", status, p.Error, p.Attempt, p.MaxRetries, float64(p.DelayMS)/1000)
+	case schema.PermissionDeniedPayload:
+		return "denied " + strings.TrimSpace(p.Tool+" "+p.Summary)
 	}
 	return string(e.Payload)
 }

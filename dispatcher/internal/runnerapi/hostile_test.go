@@ -244,6 +244,9 @@ func TestBadEventsStoreNothing(t *testing.T) {
 		{[]schema.EventInput{raw(schema.EventLog, `"a line"`)}, `events[0].payload: must be a JSON object (log event)`},
 		{[]schema.EventInput{raw(schema.EventLog, `{"message":"m"}`)}, `events[0].payload.level: required (log event)`},
 		{[]schema.EventInput{raw(schema.EventAgentText, `{"text":"a","sanitized":true}`)}, `events[0].payload.sanitized: not a field (agent_text event)`},
+		{[]schema.EventInput{text("a"), raw(schema.EventAgentRetry, `{"attempt":0,"max_retries":1,"delay_ms":1,"status":401,"error":"e"}`)},
+			`events[1].payload.attempt: must be at least 1, not 0 (agent_retry event)`},
+		{[]schema.EventInput{raw(schema.EventPermissionDenied, `{"tool":"Bash","summary":"s"}`)}, `events[0].payload.reason: required (permission_denied event)`},
 	} {
 		a := r.post(id, tok, "events", batch(1, c.events...))
 		require.Equal(t, 422, a.code, "%s", a.body)
@@ -253,6 +256,54 @@ func TestBadEventsStoreNothing(t *testing.T) {
 	var ack schema.EventBatchAck
 	r.post(id, tok, "events", batch(1, text("ok"))).decode(t, &ack)
 	assert.Equal(t, schema.EventBatchAck{Stored: 1, Status: schema.StatusRunning}, ack, "batch 1 was never taken")
+}
+
+// The agent's retries and denials are stored as the runner sends them, and
+// a result's typed agent reason, denials and session id settle the build.
+func TestAgentEventsAndResult(t *testing.T) {
+	r := newRig(t, nil)
+	id, tok := r.running()
+	retry, _ := schema.NewEventInput(time.Now(), schema.AgentRetryPayload{Attempt: 1, MaxRetries: 10, DelayMS: 503, Status: 401, Error: "authentication_failed"})
+	denial, _ := schema.NewEventInput(time.Now(), schema.PermissionDeniedPayload{ToolUseID: "toolu_1", Tool: "Bash",
+		Summary: "git push origin HEAD", Reason: "Permission to use Bash with command git push origin HEAD has been denied."})
+	start, _ := schema.NewEventInput(time.Now(), schema.LogPayload{Level: schema.LogInfo, Message: "agent session started",
+		SessionID: "s1", Model: "claude-opus-5-5", AgentVersion: "2.1.328", PermissionMode: "default", Tools: []string{"Bash", "Read"}})
+	var ack schema.EventBatchAck
+	r.post(id, tok, "events", batch(1, start, retry, denial)).decode(t, &ack)
+	assert.Equal(t, schema.EventBatchAck{Stored: 3, Status: schema.StatusRunning}, ack)
+	evs := r.stored(id)
+	require.Len(t, evs, 3)
+	for i, want := range []schema.EventInput{start, retry, denial} {
+		assert.Equal(t, want.Type, evs[i].Type)
+		assert.JSONEq(t, string(want.Payload), string(evs[i].Payload))
+	}
+
+	a := r.post(id, tok, "events", batch(2, raw(schema.EventAgentRetry, `{"attempt":1,"max_retries":10,"delay_ms":1,"status":1000,"error":"x"}`)))
+	require.Equal(t, 422, a.code, "%s", a.body)
+	assert.Equal(t, "events[0].payload.status: must be an HTTP status (100-599) or 0 for none, not 1000 (agent_retry event)", a.problem.Detail)
+
+	res := schema.BuildResult{Reason: schema.ReasonAgentAuth, SessionID: "s1",
+		Error:             "agent could not use the API: 401 authentication_failed (after 1 retry)",
+		PermissionDenials: []schema.PermissionDenial{{Tool: "Bash", Summary: "git push origin HEAD"}}}
+	var rack schema.ResultAck
+	r.post(id, tok, "result", res).decode(t, &rack)
+	assert.Equal(t, schema.ResultAck{Status: schema.StatusFailed, Accepted: true}, rack)
+	b := r.Get(id)
+	assert.Equal(t, schema.ReasonAgentAuth, b.Reason)
+	assert.Equal(t, res.Error, b.Error)
+	require.NotNil(t, b.Result)
+	assert.Equal(t, res.PermissionDenials, b.Result.PermissionDenials)
+	assert.Equal(t, "s1", b.Result.SessionID)
+
+	// Each new agent reason is kept; a denial with an unknown key is refused.
+	for _, reason := range []schema.Reason{schema.ReasonAgentBadRequest, schema.ReasonAgentUnavailable, schema.ReasonAgentPushed} {
+		id, tok := r.running()
+		r.post(id, tok, "result", schema.BuildResult{Reason: reason, Error: "e"}).decode(t, &rack)
+		assert.Equal(t, reason, r.Get(id).Reason)
+	}
+	id2, tok2 := r.running()
+	a = r.post(id2, tok2, "result", []byte(`{"success":false,"permission_denials":[{"tool":"Bash","summary":"s","input":"{}"}]}`))
+	require.Equal(t, 422, a.code, "%s", a.body)
 }
 
 // NUL and invalid UTF-8 in what a runner posts are stored as U+FFFD and

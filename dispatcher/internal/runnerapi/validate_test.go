@@ -36,6 +36,19 @@ func TestValidatePayload(t *testing.T) {
 			`{"files_changed":null,"committed":false,"pushed":false,"error":"boom"}`, false, ""},
 		{"log", schema.EventLog, `{"level":"warn","message":"m","success":false,"permission_denials":["Bash"]}`,
 			`{"level":"warn","message":"m","success":false,"permission_denials":["Bash"]}`, false, ""},
+		{"log: the agent session's start", schema.EventLog,
+			`{"level":"info","message":"agent session started","session_id":"s","model":"m","agent_version":"2.1.328","permission_mode":"default","tools":["Bash","Read"]}`,
+			`{"level":"info","message":"agent session started","session_id":"s","model":"m","agent_version":"2.1.328","permission_mode":"default","tools":["Bash","Read"]}`, false, ""},
+		{"agent retry", schema.EventAgentRetry, `{"attempt":1,"max_retries":10,"delay_ms":503,"status":401,"error":"authentication_failed"}`,
+			`{"attempt":1,"max_retries":10,"delay_ms":503,"status":401,"error":"authentication_failed"}`, false, ""},
+		{"agent retry without an answer", schema.EventAgentRetry, `{"attempt":2,"max_retries":2,"delay_ms":0,"status":0,"error":"unknown"}`,
+			`{"attempt":2,"max_retries":2,"delay_ms":0,"status":0,"error":"unknown"}`, false, ""},
+		{"permission denied", schema.EventPermissionDenied, `{"tool_use_id":"toolu_1","tool":"Bash","summary":"git push origin HEAD","reason":"Permission to use Bash with command git push origin HEAD has been denied."}`,
+			`{"tool_use_id":"toolu_1","tool":"Bash","summary":"git push origin HEAD","reason":"Permission to use Bash with command git push origin HEAD has been denied."}`, false, ""},
+		{"permission denied, no id", schema.EventPermissionDenied, `{"tool":"Write","summary":"/etc/x","reason":""}`,
+			`{"tool":"Write","summary":"/etc/x","reason":""}`, false, ""},
+		{"NUL in a denial", schema.EventPermissionDenied, `{"tool":"Bash","summary":"a\u0000","reason":"r"}`,
+			"{\"tool\":\"Bash\",\"summary\":\"a\uFFFD\",\"reason\":\"r\",\"sanitized\":true}", true, ""},
 		{"whitespace and escapes", schema.EventAgentText, " {\"t\\u0065xt\" : \"a\\nb\" } ", `{"text":"a\nb"}`, false, ""},
 		{"a real U+FFFD is no repair", schema.EventAgentText, `{"text":"\ufffd"}`, "{\"text\":\"\uFFFD\"}", false, ""},
 
@@ -53,7 +66,29 @@ func TestValidatePayload(t *testing.T) {
 		// Refused.
 		{"status", schema.EventStatus, `{"status":"completed"}`, "", false, `events[0].type: "status" is written by the dispatcher, not a runner`},
 		{"info", schema.EventInfo, `{"message":"x"}`, "", false, `events[0].type: "info" is written by the dispatcher, not a runner`},
-		{"unknown type", "later", `{}`, "", false, `events[0].type: "later" is not an event type a runner may send (one of agent_text, tool_call, tool_result, usage, git, log)`},
+		{"unknown type", "later", `{}`, "", false, `events[0].type: "later" is not an event type a runner may send (one of agent_text, tool_call, tool_result, usage, git, log, agent_retry, permission_denied)`},
+		{"retry: attempt from 1", schema.EventAgentRetry, `{"attempt":0,"max_retries":10,"delay_ms":5,"status":401,"error":"e"}`, "", false,
+			`events[0].payload.attempt: must be at least 1, not 0 (agent_retry event)`},
+		{"retry: max_retries", schema.EventAgentRetry, `{"attempt":1,"max_retries":-1,"delay_ms":5,"status":401,"error":"e"}`, "", false,
+			`events[0].payload.max_retries: must not be negative, not -1 (agent_retry event)`},
+		{"retry: delay", schema.EventAgentRetry, `{"attempt":1,"max_retries":1,"delay_ms":-5,"status":401,"error":"e"}`, "", false,
+			`events[0].payload.delay_ms: must not be negative, not -5 (agent_retry event)`},
+		{"retry: an HTTP status", schema.EventAgentRetry, `{"attempt":1,"max_retries":1,"delay_ms":5,"status":99,"error":"e"}`, "", false,
+			`events[0].payload.status: must be an HTTP status (100-599) or 0 for none, not 99 (agent_retry event)`},
+		{"retry: status is required", schema.EventAgentRetry, `{"attempt":1,"max_retries":1,"delay_ms":5,"error":"e"}`, "", false,
+			`events[0].payload.status: required (agent_retry event)`},
+		{"retry: status null", schema.EventAgentRetry, `{"attempt":1,"max_retries":1,"delay_ms":5,"status":null,"error":"e"}`, "", false,
+			`events[0].payload.status: must be an integer, not null (agent_retry event)`},
+		{"retry: the CLI's own keys are not the payload's", schema.EventAgentRetry, `{"attempt":1,"max_retries":1,"retry_delay_ms":5,"status":401,"error":"e"}`, "", false,
+			`events[0].payload.retry_delay_ms: not a field (agent_retry event); its fields are attempt, max_retries, delay_ms, status, error`},
+		{"denial: a tool", schema.EventPermissionDenied, `{"tool":" ","summary":"s","reason":"r"}`, "", false,
+			`events[0].payload.tool: must name the tool (permission_denied event)`},
+		{"denial: reason required", schema.EventPermissionDenied, `{"tool":"Bash","summary":"s"}`, "", false,
+			`events[0].payload.reason: required (permission_denied event)`},
+		{"denial: tools are no list", schema.EventPermissionDenied, `{"tool":["Bash"],"summary":"s","reason":"r"}`, "", false,
+			`events[0].payload.tool: must be a string (permission_denied event)`},
+		{"log: tools are strings", schema.EventLog, `{"level":"info","message":"m","tools":[1]}`, "", false,
+			`events[0].payload.tools: must be an array of strings (log event)`},
 		{"empty type", "", `{}`, "", false, `events[0].type: "" is not an event type`},
 		{"no payload", schema.EventAgentText, ``, "", false, `events[0].payload: required: a JSON object (agent_text event)`},
 		{"null payload", schema.EventAgentText, `null`, "", false, `events[0].payload: must be a JSON object (agent_text event)`},
@@ -141,6 +176,20 @@ func TestRepairResult(t *testing.T) {
 	if d := cmp.Diff(want, res); d != "" {
 		t.Errorf("result (-want +got):\n%s", d)
 	}
+	raw = []byte(`{"success":false,"reason":"agent_auth","session_id":"s\u0000","permission_denials":[{"tool":"Ba\u0000sh","summary":"` + "\xff" + `"}]}`)
+	res = schema.BuildResult{}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	fields = repairResult(raw, &res)
+	if d := cmp.Diff([]string{"permission_denials", "session_id"}, fields); d != "" {
+		t.Errorf("fields (-want +got):\n%s", d)
+	}
+	want = schema.BuildResult{Reason: schema.ReasonAgentAuth, SessionID: "s\uFFFD",
+		PermissionDenials: []schema.PermissionDenial{{Tool: "Ba\uFFFDsh", Summary: "\uFFFD"}}}
+	if d := cmp.Diff(want, res); d != "" {
+		t.Errorf("result (-want +got):\n%s", d)
+	}
 	clean := []byte(`{"success":true,"output":"fine \ufffd"}`)
 	res = schema.BuildResult{}
 	_ = json.Unmarshal(clean, &res)
@@ -165,6 +214,11 @@ func FuzzValidatePayload(f *testing.F) {
 		{"log", `{"level":"info","message":"m","success":true,"num_turns":2,"permission_denials":null}`},
 		{"status", `{"status":"completed"}`},
 		{"log", `{"level":"info","message":"m","level":"warn"}`},
+		{"log", `{"level":"info","message":"agent session started","agent_version":"2.1.328","permission_mode":"default","tools":["Bash"]}`},
+		{"agent_retry", `{"attempt":1,"max_retries":10,"delay_ms":503,"status":401,"error":"authentication_failed"}`},
+		{"agent_retry", `{"attempt":1,"max_retries":10,"delay_ms":503,"status":null,"error":"unknown"}`},
+		{"permission_denied", `{"tool_use_id":"t","tool":"Bash","summary":"git push\u0000","reason":"denied"}`},
+		{"permission_denied", `{"tool":"","summary":"","reason":""}`},
 	} {
 		f.Add(s.typ, []byte(s.payload))
 	}

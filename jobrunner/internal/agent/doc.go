@@ -3,13 +3,23 @@
 //
 // An Adapter builds the command line for one run (Command: argv plus the
 // prompt, which always travels on stdin, never in argv) and a Parser that
-// turns the CLI's output lines into normalized Events: Text, ToolCall,
-// ToolResult, Usage, Final, and Warning for lines it could not read. Stream
-// reads an output stream with no line-length limit and feeds a Parser.
-// A Recorder folds events into an Outcome (success, error, bounded final
-// text, cost, turns, tokens) that maps onto schema.BuildResult and
-// schema.Usage, and SchemaPayload maps each event onto a small schema event
-// payload (schema.AgentTextPayload, schema.ToolCallPayload, ...).
+// turns the CLI's output lines into normalized Events: Init (session,
+// model, version, permission mode in effect, tools), Text, ToolCall,
+// ToolResult, Retry (a failed API call the agent will retry; Permanent
+// says retrying cannot help), Denial (a tool call the agent was refused,
+// with a short input summary and the agent's reason), Pushed (the agent
+// pushed itself), Notice (the CLI's own messages), Usage, Final, and
+// Warning for lines it could not read. Stream reads an output stream with
+// no line-length limit and feeds a Parser.
+//
+// A Recorder folds events into an Outcome (success, a typed schema.Reason
+// for every failure, error text with the API's status and message, bounded
+// final text, cost, turns, tokens, denials, session id, whether the agent
+// pushed) that maps onto schema.BuildResult, and SchemaPayload maps each
+// event onto a small schema event payload (schema.AgentTextPayload,
+// schema.AgentRetryPayload, schema.PermissionDeniedPayload, ...). A run cut
+// short before its result still has an outcome: the failure of the retry
+// it was making, if any, and the usage summed from its messages.
 //
 // Claude is the Claude Code adapter (`claude -p --output-format stream-json
 // --verbose`). It never passes --dangerously-skip-permissions, refuses the
@@ -17,6 +27,7 @@
 // committing and pushing is the runner's git step, not the agent's.
 //
 // The package is pure: it starts no processes and does no network I/O.
-// Running the command (in the project pod, over Kubernetes exec) belongs to
-// the runner.
+// Running the command (in the project pod, over Kubernetes exec) and
+// stopping it (at a permanent retry, a cancel, the deadline) belong to the
+// runner.
 package agent

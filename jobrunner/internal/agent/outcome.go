@@ -126,7 +126,9 @@ func (r *Recorder) Observe(e Event) {
 // Outcome returns the run's outcome. Before a Final event was observed it
 // is the failure of a stream that ended without a result: of the last
 // retry's API status when a retry was pending (the runner stops an agent
-// whose retry cannot help), agent_error otherwise.
+// whose retry cannot help), agent_error otherwise; its usage is then
+// unknown (0). A parser's End always ends with a Final, which carries the
+// usage summed from the agent's messages when no result line came.
 func (r *Recorder) Outcome() Outcome {
 	f := r.final
 	if f == nil {

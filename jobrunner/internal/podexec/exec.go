@@ -32,7 +32,10 @@ type Request struct {
 	// Argv is executed directly by the container runtime (no shell). Required.
 	Argv []string
 	// Stdin, when set, is streamed to the command; its EOF closes the
-	// command's stdin.
+	// command's stdin. Exec returns when the command exits, whether or not
+	// Stdin has ended; a Read still blocked then keeps a goroutine until it
+	// returns. The kubelet closes the command's stdin when the connection
+	// goes, and does nothing more: the command runs on.
 	Stdin io.Reader
 	// Stdout and Stderr receive the command's output as it arrives; nil discards it.
 	Stdout, Stderr io.Writer

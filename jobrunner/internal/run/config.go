@@ -39,9 +39,11 @@ type Config struct {
 	EventFlushTimeout time.Duration
 	// PodWait is how long to wait for a running project pod. Default 30s.
 	PodWait time.Duration
-	// KillWait is the time between SIGTERM and SIGKILL to the agent's group. Default 5s.
+	// KillWait is the time between SIGTERM to the agent and SIGKILL to every
+	// process of its run. Default 5s (the CLI ends its tools within ~3.5s).
 	KillWait time.Duration
-	// PIDDir is the directory of the agent's pid file in the project pod. Default /tmp.
+	// PIDDir is the directory of the agent's pid file (and, for a moment, of
+	// its prompt) in the project pod. Default /tmp.
 	PIDDir string
 	// GitTimeout bounds the git step. Default 5m.
 	GitTimeout time.Duration

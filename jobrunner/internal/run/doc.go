@@ -1,9 +1,18 @@
 // Package run is the jobrunner's pipeline for one build: read the Job's
 // environment, fetch the RunnerTask, render the prompt, find the project
-// pod, run the agent there under its own session (so it can be killed as a
-// process group), stream its output as ordered event batches, run the git
-// step in the pod, report the BuildResult, and always leave a
-// TerminationSummary in the pod's termination message.
+// pod, bring its workspace to the branch head (what an earlier build left
+// is kept on a ref), run the agent there, stream its output as ordered
+// event batches, run the git step in the pod, report the BuildResult, and
+// always leave a TerminationSummary in the pod's termination message.
+//
+// No process of an agent run outlives its build: the agent starts with
+// KILN_AGENT_RUN=<build id> in its environment, which every process it
+// starts inherits (Bash tool commands in sessions of their own included).
+// Cancel, the deadline, and an API error no retry mends (the first
+// api_retry of a 401, 403 or 400) stop it with a second exec (KillScript);
+// when the runner itself is lost, the exec's stdin — held open for the
+// whole run — ends, and the wrapper in the pod (AgentScript) stops the run;
+// when the agent exits, whatever it left running is killed too.
 //
 // The parts it joins live in sibling packages: client (dispatcher
 // protocol), events (ordered batches), podexec (Kubernetes exec), agent

@@ -25,11 +25,25 @@ import (
 )
 
 // localExec runs requests as local processes: the pipeline without a cluster.
+// Like the kubelet, it returns when the command exits, whether or not its
+// stdin has ended, and closes the command's stdin when the caller's ends.
 type localExec struct{}
 
 func (localExec) Exec(ctx context.Context, _ podexec.Container, req podexec.Request) (int, error) {
 	cmd := exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = req.Stdin, req.Stdout, req.Stderr
+	cmd.Stdout, cmd.Stderr = req.Stdout, req.Stderr
+	if req.Stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return -1, err
+		}
+		defer r.Close()
+		cmd.Stdin = r
+		go func() {
+			_, _ = io.Copy(w, req.Stdin)
+			w.Close()
+		}()
+	}
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ctx.Err() == nil {
@@ -113,13 +127,14 @@ func setupLocal(t *testing.T, rc jobtemplates.RunnerConfig, sleep string) (*Runn
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}}},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
 	})
-	d := &memDispatcher{task: schema.RunnerTask{BuildID: "b1", Status: schema.StatusRunning,
+	id := testBuildID(t)
+	d := &memDispatcher{task: schema.RunnerTask{BuildID: id, Status: schema.StatusRunning,
 		Spec:   schema.BuildSpec{Prompt: "do it"},
 		Target: schema.Target{Namespace: "proj", PodName: "ws", Workdir: work}}}
 	if rc.Agent.AllowedTools == nil {
 		rc.Agent.AllowedTools = []string{"Read"}
 	}
-	cfg := Config{BuildID: "b1", Runner: rc, PIDDir: dir, AgentBinary: agentBin, KillWait: time.Second,
+	cfg := Config{BuildID: id, Runner: rc, PIDDir: dir, AgentBinary: agentBin, KillWait: time.Second,
 		StatusPoll: 100 * time.Millisecond, TerminationLog: filepath.Join(dir, "termination-log")}
 	return New(cfg, d, kube, localExec{}, slog.New(slog.NewTextHandler(io.Discard, nil))), d, dir
 }
@@ -148,7 +163,7 @@ func TestLocalAgentTimeout(t *testing.T) {
 	require.False(t, out.Result.Cancelled)
 	require.Contains(t, out.Result.Error, "agent timed out after 1s (the build's deadline is 12s)")
 	require.Empty(t, out.Result.CommitSHA)
-	_, err := os.Stat(PIDFile(dir, "b1"))
+	_, err := os.Stat(PIDFile(dir, r.cfg.BuildID))
 	require.ErrorIs(t, err, os.ErrNotExist, "the agent was killed and its pid file removed")
 	require.Len(t, d.results, 1)
 }
@@ -177,7 +192,7 @@ func TestLocalAlreadyTerminal(t *testing.T) {
 	out := r.Run(context.Background())
 	require.True(t, out.Result.Cancelled)
 	require.Equal(t, "build is already cancelled; nothing run", out.Result.Error)
-	_, err := os.Stat(PIDFile(dir, "b1"))
+	_, err := os.Stat(PIDFile(dir, r.cfg.BuildID))
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
@@ -237,6 +252,8 @@ func TestLocalArtifactsStopAtAFinalAnswer(t *testing.T) {
 			r, d, _ := setupLocal(t, jobtemplates.RunnerConfig{Artifacts: jobtemplates.Artifacts{Globs: []string{"out/*.txt"}, MaxBytes: 1000}}, "0")
 			work := d.task.Target.Workdir
 			require.NoError(t, os.WriteFile(filepath.Join(work, ".gitignore"), []byte("out/\n"), 0o644))
+			gitIn(t, work, "add", ".gitignore")
+			gitIn(t, work, "commit", "-q", "-m", "ignore out/")
 			require.NoError(t, os.MkdirAll(filepath.Join(work, "out"), 0o755))
 			for _, f := range []string{"a.txt", "b.txt", "c.txt", "d.txt"} {
 				require.NoError(t, os.WriteFile(filepath.Join(work, "out", f), []byte(f), 0o644))
@@ -277,4 +294,14 @@ func decodeLog(e schema.EventInput) (schema.LogPayload, bool) {
 	}
 	l, ok := p.(schema.LogPayload)
 	return l, ok
+}
+
+// gitIn runs git in dir, as a seed user.
+func gitIn(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-c", "user.name=Seed", "-c", "user.email=seed@example.com"}, args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "git %q: %s", args, out)
+	return strings.TrimSpace(string(out))
 }

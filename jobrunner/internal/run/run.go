@@ -1,7 +1,6 @@
 package run
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -36,6 +35,8 @@ var (
 	errSignalled        = errors.New("the runner was asked to stop (SIGTERM: the Job was deleted)")
 	errDispatcherCancel = errors.New("the dispatcher reports the build as terminal")
 	errAgentTimeout     = errors.New("agent timed out")
+	// errAPIRefused is not a cancel: the build fails with the agent's outcome.
+	errAPIRefused = errors.New("the API refused the agent's request")
 )
 
 // Outcome is what a run did and whether the dispatcher heard about it.
@@ -234,17 +235,41 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	if err != nil {
 		return failed(schema.ReasonWorkspace, "finding the project pod: %v", err)
 	}
+	buildID := cmp.Or(task.BuildID, r.cfg.BuildID)
+	pod := podexec.Runner{Exec: r.exec, Container: ctr}
+	if err := r.prepareWorkspace(ctx, pod, buildID, t); err != nil {
+		if ctx.Err() != nil {
+			return cancelled(errSignalled, agent.Outcome{})
+		}
+		return failed(schema.ReasonWorkspace, "preparing the workspace: %v", err)
+	}
 	r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
 
 	run := r.runAgent(ctx, start, ctr, t.Workdir, adapter, cmd)
+	pushedNote := ""
+	if run.outcome.AgentPushed {
+		pushedNote = "the agent pushed to the remote itself (only the runner's git step may push), so the runner neither committed nor pushed"
+		r.event(schema.LogPayload{Level: schema.LogError, Message: pushedNote})
+	}
 	if run.stopped != nil {
-		if errors.Is(run.stopped, errAgentTimeout) {
-			res := schema.BuildResult{Error: run.stopped.Error()}
-			run.outcome.Apply(&res)
+		res := schema.BuildResult{}
+		run.outcome.Apply(&res)
+		switch {
+		case errors.Is(run.stopped, errAgentTimeout):
 			res.Success, res.Error, res.Reason = false, run.stopped.Error(), schema.ReasonDeadline
-			return res
+		case errors.Is(run.stopped, errAPIRefused):
+			// The outcome says why (the recorder reads the last api_retry when no result came).
+			res.Success, res.Reason = false, cmp.Or(res.Reason, schema.ReasonAgentError)
+			if res.Error == "" || res.Error == agent.NoResultMessage {
+				res.Error = run.stopped.Error()
+			} else {
+				res.Error = joinMsg(res.Error, "the agent was stopped at the CLI's first retry: no retry can mend it")
+			}
+		default:
+			res = cancelled(run.stopped, run.outcome)
 		}
-		return cancelled(run.stopped, run.outcome)
+		res.Error = joinMsg(res.Error, pushedNote)
+		return res
 	}
 	var res schema.BuildResult
 	run.outcome.Apply(&res)
@@ -266,19 +291,24 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		}
 		res.Success = false
 	}
+	if run.outcome.AgentPushed {
+		res.Success, res.Reason = false, schema.ReasonAgentPushed
+		res.Error = joinMsg(pushedNote, res.Error)
+	}
+	if s := run.notes(); s != "" {
+		r.event(schema.LogPayload{Level: schema.LogWarn, Message: s})
+	}
 
-	// The git step. A failed agent's changes are listed, not committed.
+	// The git step. A failed agent's changes (and any change of an agent
+	// that pushed) are listed, not committed.
 	gitCtx, cancel := context.WithTimeout(ctx, r.cfg.GitTimeout)
 	defer cancel()
 	opts := gitstep.Options{
-		Dir: t.Workdir, BuildID: task.BuildID, AutoCommit: task.Spec.AutoCommit && res.Success,
+		Dir: t.Workdir, BuildID: buildID, AutoCommit: task.Spec.AutoCommit && res.Success,
 		AutoPush: task.Spec.AutoPush && res.Success, AuthorName: t.AuthorName, AuthorEmail: t.AuthorEmail,
 		Remote: t.GitRemote, Branch: t.GitBranch, Body: commitBody(task.Spec.Prompt),
 	}
-	if opts.BuildID == "" {
-		opts.BuildID = r.cfg.BuildID
-	}
-	g, gerr := gitstep.Step{}.Run(gitCtx, podexec.Runner{Exec: r.exec, Container: ctr}, opts)
+	g, gerr := gitstep.Step{}.Run(gitCtx, pod, opts)
 	res.FilesChanged, res.CommitSHA = g.FilesChanged, g.CommitSHA
 	r.event(schema.GitPayload{FilesChanged: g.FilesChanged, CommitSHA: g.CommitSHA, Pushed: g.Pushed,
 		Committed: g.CommitSHA != "", Error: errString(gerr)})
@@ -314,13 +344,28 @@ type agentRun struct {
 	exitCode int
 	err      error  // the exec itself failed
 	stderr   string // the tail of its stderr
-	stopped  error  // non-nil: stopped early for this reason (signal, dispatcher, timeout)
+	stopped  error  // non-nil: stopped early for this reason (signal, dispatcher, timeout, errAPIRefused)
 }
 
-// runAgent runs the agent in ctr and streams its events. It returns when
-// the agent exits, or stops it (a second exec killing its process group)
-// when ctx ends, the dispatcher says the build is terminal, or the
-// deadline comes.
+// notes are the wrapper's own lines ("kiln: ...") in the agent's stderr,
+// such as the processes it killed after the agent exited.
+func (a agentRun) notes() string {
+	var notes []string
+	for _, l := range strings.Split(a.stderr, "\n") {
+		if m, ok := strings.CutPrefix(l, "kiln: "); ok {
+			notes = append(notes, m)
+		}
+	}
+	return strings.Join(notes, "; ")
+}
+
+// tenths is d in tenths of a second, at least 1.
+func tenths(d time.Duration) int { return max(int(d/(100*time.Millisecond)), 1) }
+
+// runAgent runs the agent in ctr (AgentScript) and streams its events. It
+// returns when the agent exits, or stops it (a second exec, KillScript)
+// when ctx ends, the dispatcher says the build is terminal, the deadline
+// comes, or the CLI retries an API error no retry mends (errAPIRefused).
 func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Container, workdir string, adapter agent.Adapter, cmd agent.Command) agentRun {
 	stopCtx, stopRun := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopRun(nil)
@@ -360,8 +405,11 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 		}
 	}
 
-	pidFile := PIDFile(r.cfg.PIDDir, r.cfg.BuildID)
-	script := AgentScript(workdir, pidFile, cmd.Argv)
+	// The agent's stdin stays open after the prompt until the exec is over:
+	// its end in the pod means this runner is gone, and the wrapper stops the agent.
+	script := AgentScript(workdir, r.cfg.PIDDir, r.cfg.BuildID, cmd.Argv, tenths(r.cfg.KillWait))
+	held := make(chan struct{})
+	defer close(held)
 	pr, pw := io.Pipe()
 	stderr := &tailBuffer{max: 8 << 10}
 	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
@@ -373,7 +421,7 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 	execCh := make(chan execDone, 1)
 	go func() {
 		code, err := r.exec.Exec(execCtx, ctr, podexec.Request{
-			Argv: []string{"sh", "-c", script}, Stdin: bytes.NewReader(cmd.Stdin), Stdout: pw, Stderr: stderr,
+			Argv: []string{"sh", "-c", script}, Stdin: AgentStdin(cmd.Stdin, held), Stdout: pw, Stderr: stderr,
 		})
 		pw.Close()
 		execCh <- execDone{code, err}
@@ -385,6 +433,10 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 			rec.Observe(e)
 			if p, err := agent.SchemaPayload(e); err == nil {
 				r.event(p)
+			}
+			if e.Kind == agent.KindRetry && e.Retry != nil && e.Retry.Permanent() {
+				// The CLI would retry for minutes an error no retry mends.
+				stopRun(fmt.Errorf("%w: HTTP %d: %s", errAPIRefused, e.Retry.Status, cmp.Or(e.Retry.Error, "no message")))
 			}
 			return nil
 		})
@@ -408,7 +460,7 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 		case <-stopCtx.Done():
 			out.stopped = context.Cause(stopCtx)
 			r.log.Info("stopping the agent", "reason", out.stopped)
-			r.killAgent(ctx, ctr, pidFile)
+			r.killAgent(ctx, ctr)
 			// The killed agent's stream ends by itself; give it a moment, then cut it.
 			grace := time.NewTimer(3 * time.Second)
 			for !streamDone || !execFinished {
@@ -424,6 +476,7 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 			}
 			grace.Stop()
 			out.outcome = rec.Outcome()
+			out.stderr = stderr.String()
 			return out
 		}
 	}
@@ -434,9 +487,9 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 	return out
 }
 
-// killAgent runs the second exec that kills the agent's process group,
-// within what the grace period allows.
-func (r *Runner) killAgent(ctx context.Context, ctr podexec.Container, pidFile string) {
+// killAgent runs the second exec that stops the agent and every process of
+// its run (KillScript), within what the grace period allows.
+func (r *Runner) killAgent(ctx context.Context, ctr podexec.Container) {
 	if ctx.Err() != nil {
 		r.markStopped()
 	}
@@ -453,7 +506,7 @@ func (r *Runner) killAgent(ctx context.Context, ctr podexec.Container, pidFile s
 	// One writer for both streams: it must be safe for concurrent writes.
 	out := &tailBuffer{max: 4 << 10}
 	code, err := r.exec.Exec(kctx, ctr, podexec.Request{
-		Argv:   []string{"sh", "-c", KillScript(pidFile, int(wait/(100*time.Millisecond)))},
+		Argv:   []string{"sh", "-c", KillScript(r.cfg.PIDDir, r.cfg.BuildID, tenths(wait))},
 		Stdout: out, Stderr: out,
 	})
 	msg := strings.TrimSpace(out.String())

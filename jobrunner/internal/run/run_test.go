@@ -46,40 +46,6 @@ func TestConfigFromEnv(t *testing.T) {
 	require.Equal(t, DefaultTerminationLog, c.TerminationLog, "the summary can still be written")
 }
 
-// The agent script, run by a local sh: cd, pid file, stdin passed on,
-// arguments quoted (none is interpreted by the shell), exit status kept.
-func TestAgentScriptLocally(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	pidFile := PIDFile(dir, "b/../x y")
-	require.Equal(t, filepath.Join(dir, "kiln-b_.._x_y.pid"), pidFile)
-	argv := []string{"sh", "-c", `printf '%s|' "$@"; cat; ls "$PWD" >/dev/null; pwd; test -s "$1" && echo pid-ok; exit 4`, "sh",
-		pidFile, "$(touch pwned)", "it's", "a b", "two\nlines", "`touch pwned`", `back\slash "q"`}
-	cmd := exec.Command("sh", "-c", AgentScript(dir, pidFile, argv))
-	cmd.Stdin = strings.NewReader("PROMPT")
-	out, err := cmd.Output()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee)
-	require.Equal(t, 4, ee.ExitCode())
-	require.Equal(t, pidFile+"|$(touch pwned)|it's|a b|two\nlines|`touch pwned`|back\\slash \"q\"|PROMPT"+dir+"\npid-ok\n", string(out))
-	_, err = os.Stat(filepath.Join(dir, "pwned"))
-	require.ErrorIs(t, err, os.ErrNotExist)
-	_, err = os.Stat(pidFile)
-	require.ErrorIs(t, err, os.ErrNotExist, "removed when the agent exits")
-}
-
-func TestKillScriptWithoutAgent(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	f := filepath.Join(dir, "kiln-x.pid")
-	require.NoError(t, os.WriteFile(f, []byte("999999999\n"), 0o644))
-	out, err := exec.Command("sh", "-c", KillScript(f, 1)).CombinedOutput()
-	require.NoError(t, err, string(out))
-	require.Equal(t, "agent already gone\n", string(out))
-	_, err = os.Stat(f)
-	require.ErrorIs(t, err, os.ErrNotExist)
-}
-
 func TestSummaryBounded(t *testing.T) {
 	t.Parallel()
 	o := Outcome{Result: schema.BuildResult{Error: strings.Repeat("é", 10000), FilesChanged: make([]string, 5000)},

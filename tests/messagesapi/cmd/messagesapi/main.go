@@ -11,11 +11,14 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,20 +31,27 @@ func (s *scriptFlags) String() string     { return fmt.Sprint(*s) }
 func (s *scriptFlags) Set(v string) error { *s = append(*s, v); return nil }
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "messagesapi:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (port 0: a free one)")
-	addrFile := flag.String("addr-file", "", "write the server's URL to this file once listening")
+// run serves until ctx ends, logging to stderr.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("messagesapi", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (port 0: a free one)")
+	addrFile := fs.String("addr-file", "", "write the server's URL to this file once listening")
 	var scripts scriptFlags
-	flag.Var(&scripts, "script", "a script file (JSON); repeat to enqueue several, in order")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (scripts go in -script)", flag.Args())
+	fs.Var(&scripts, "script", "a script file (JSON); repeat to enqueue several, in order")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (scripts go in -script)", fs.Args())
 	}
 
 	var loaded []messagesapi.Script
@@ -55,7 +65,12 @@ func run() error {
 		}
 		loaded = append(loaded, s)
 	}
-	srv := messagesapi.New(messagesapi.OnRequest(logRequest))
+	var logMu sync.Mutex
+	srv := messagesapi.New(messagesapi.OnRequest(func(q messagesapi.Request) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		fmt.Fprintln(stderr, logLine(q))
+	}))
 	srv.Enqueue(loaded...)
 	if err := srv.Listen(*listen); err != nil {
 		return err
@@ -70,15 +85,13 @@ func run() error {
 			return fmt.Errorf("writing -addr-file: %w", err)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "messagesapi: listening on %s with %d script(s)\n", srv.URL(), len(loaded))
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	fmt.Fprintf(stderr, "messagesapi: listening on %s with %d script(s)\n", srv.URL(), len(loaded))
+	<-ctx.Done()
 	return nil
 }
 
-func logRequest(q messagesapi.Request) {
+// logLine is a request's line in the log.
+func logLine(q messagesapi.Request) string {
 	line := fmt.Sprintf("%s %s %s %s status=%d", q.Time.Format(time.RFC3339Nano), q.Method, q.Path, q.Kind, q.Status)
 	if q.Kind == "turn" {
 		line += fmt.Sprintf(" conversation=%d script=%q turn=%d attempt=%d stream=%t model=%s", q.Conversation, q.Script, q.Turn, q.Attempt, q.Stream, q.Model)
@@ -92,5 +105,5 @@ func logRequest(q messagesapi.Request) {
 	if q.Dropped {
 		line += " dropped"
 	}
-	fmt.Fprintln(os.Stderr, line)
+	return line
 }

@@ -1,0 +1,369 @@
+package gitstep
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// LeftoversRefPrefix is where Prepare keeps what a build left in the
+// workspace: refs/kiln/leftovers/<build id>.
+const LeftoversRefPrefix = "refs/kiln/leftovers/"
+
+// BuildConfigKey is the repository's git config key (in .git/config) naming
+// the build that last started in the workspace.
+const BuildConfigKey = "kiln.build"
+
+// PrepareOptions configure Prepare. The remote, branch and author come from
+// the project record.
+type PrepareOptions struct {
+	// Dir is the repository's working tree, passed to git as -C; empty means
+	// the Runner's working directory.
+	Dir string
+	// BuildID is the build about to start. Required.
+	BuildID string
+	// Remote is a remote name or URL to fetch Branch from; empty means no
+	// fetch: the local branch is the project's head.
+	Remote string
+	// Branch is the project's branch. Required with Remote. Empty (and no
+	// Remote) keeps the commit checked out and only cleans the working tree.
+	Branch string
+	// AuthorName and AuthorEmail sign the leftovers commit. Default
+	// "Kiln" <kiln@localhost>.
+	AuthorName  string
+	AuthorEmail string
+}
+
+// Workspace is the state Prepare left the workspace in.
+type Workspace struct {
+	// Head is the commit checked out; empty in a repository without commits.
+	Head string
+	// Branch is the branch checked out; empty when Prepare kept a detached HEAD.
+	Branch string
+	// Fetched reports that Head came from Remote.
+	Fetched bool
+	// Leftovers is what an earlier build left, now kept on a ref; nil when
+	// the workspace was already clean.
+	Leftovers *Leftovers
+}
+
+// Leftovers describes what Prepare kept.
+type Leftovers struct {
+	// Build is the build that left them: the one that last started in the
+	// workspace. Empty when the workspace names none.
+	Build string
+	// Ref is where they are kept: LeftoversRefPrefix + Build, or
+	// LeftoversRefPrefix + "unknown-before-" + the new build's id.
+	Ref string
+	// Commit is the commit Ref points to. Its tree is the working tree as it
+	// was (ignored files aside); its parents are the commits it started from
+	// and any commits that were not on the project's branch.
+	Commit string
+	// Files are the uncommitted paths, as FilesChanged lists them.
+	Files []string
+	// Commits are the local commits that were not on the project's branch
+	// (a push that was refused, say), kept as the commit's parents.
+	Commits []string
+}
+
+// ErrNotClean: the working tree still has changes after Prepare reset it.
+var ErrNotClean = errors.New("the workspace is not clean after the reset")
+
+// Prepare brings the workspace to the project's branch head with a clean
+// working tree before a build starts, and records the build's id in it:
+//
+//  1. read the id of the build that last started here (git config kiln.build);
+//  2. fetch Branch from Remote when a Remote is set (a branch the remote
+//     does not have yet falls back to the local branch, then to HEAD);
+//  3. if the working tree has uncommitted or untracked files, or the local
+//     HEAD or branch has commits that are not on the branch's head, commit
+//     the working tree as it is — through a temporary index, so neither the
+//     working tree nor the index nor any branch changes — and point
+//     refs/kiln/leftovers/<that build> at it (an older commit on that ref
+//     becomes a parent, so nothing is lost twice);
+//  4. check out Branch at the head (`checkout --force -B`), or reset HEAD
+//     there, and remove untracked files (`clean -d --force`);
+//  5. check that the status is empty, and record BuildID.
+//
+// Ignored files (dependency folders, caches, build outputs) are neither
+// saved nor removed. Untracked nested repositories are left alone too, and
+// then make the status check fail with ErrNotClean.
+func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace, error) {
+	if err := o.validate(); err != nil {
+		return Workspace{}, err
+	}
+	g := func(args ...string) []string { return Options{Dir: o.Dir}.git(args...) }
+	run := func(what string, argv []string, stdin []byte, ok ...int) ([]byte, int, error) {
+		stdout, stderr, code, err := r.Run(ctx, argv, stdin)
+		if err != nil {
+			return stdout, code, fmt.Errorf("%s: %w", what, err)
+		}
+		if code != 0 && !slices.Contains(ok, code) {
+			return stdout, code, fmt.Errorf("%s: %w", what, &CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
+		}
+		return stdout, code, nil
+	}
+	// rev resolves a revision to a commit id; "" when there is none.
+	rev := func(what, name string) (string, error) {
+		out, code, err := run(what, g("rev-parse", "--verify", "--quiet", name+"^{commit}"), nil, 1)
+		if err != nil || code != 0 {
+			return "", err
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+
+	out, _, err := run("reading the last build's id", g("config", "--local", "--get", BuildConfigKey), nil, 1)
+	if err != nil {
+		return Workspace{}, err
+	}
+	prev := strings.TrimSpace(string(out))
+	head, err := rev("reading HEAD", "HEAD")
+	if err != nil {
+		return Workspace{}, err
+	}
+
+	var ws Workspace
+	if o.Remote != "" {
+		argv := g("fetch", "--quiet", "--no-tags", o.Remote, "refs/heads/"+o.Branch)
+		_, stderr, code, err := r.Run(ctx, argv, nil)
+		switch {
+		case err != nil:
+			return Workspace{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote), err)
+		case code == 0:
+			if ws.Head, err = rev("reading the fetched head", "FETCH_HEAD"); err != nil {
+				return Workspace{}, err
+			}
+			ws.Fetched = ws.Head != ""
+		case !strings.Contains(string(stderr), "couldn't find remote ref"):
+			return Workspace{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote),
+				&CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
+		}
+	}
+	var local string
+	if o.Branch != "" {
+		if local, err = rev("reading the local branch", "refs/heads/"+o.Branch); err != nil {
+			return Workspace{}, err
+		}
+	}
+	ws.Head = cmp.Or(ws.Head, local, head)
+
+	out, _, err = run("listing changes", g(StatusArgs...), nil)
+	if err != nil {
+		return Workspace{}, err
+	}
+	changes, err := ParseStatus(out)
+	if err != nil {
+		return Workspace{}, fmt.Errorf("listing changes: %w", err)
+	}
+	// Local commits the reset would take off every branch.
+	var ahead []string
+	for _, c := range []string{head, local} {
+		if c == "" || c == ws.Head || slices.Contains(ahead, c) {
+			continue
+		}
+		if ws.Head != "" {
+			_, code, err := run("comparing with the branch head", g("merge-base", "--is-ancestor", c, ws.Head), nil, 1)
+			if err != nil {
+				return Workspace{}, err
+			}
+			if code == 0 {
+				continue
+			}
+		}
+		ahead = append(ahead, c)
+	}
+
+	if len(changes) > 0 || len(ahead) > 0 {
+		lo, err := o.keep(run, g, rev, prev, head, changes, ahead)
+		if err != nil {
+			return Workspace{}, err
+		}
+		ws.Leftovers = lo
+	}
+
+	if ws.Leftovers == nil && head == ws.Head {
+		// Already clean and at the head: only the branch may need checking out.
+		out, _, err := run("reading the branch", g("symbolic-ref", "--quiet", "HEAD"), nil, 1)
+		if err != nil {
+			return Workspace{}, err
+		}
+		if o.Branch == "" || strings.TrimSpace(string(out)) == "refs/heads/"+o.Branch {
+			ws.Branch = o.Branch
+			return ws, o.record(run, g)
+		}
+	}
+	switch {
+	case ws.Head != "" && o.Branch != "":
+		_, _, err = run("checking out "+o.Branch, g("checkout", "--quiet", "--force", "-B", o.Branch, ws.Head, "--"), nil)
+		ws.Branch = o.Branch
+	case ws.Head != "":
+		_, _, err = run("resetting the working tree", g("reset", "--quiet", "--hard", ws.Head), nil)
+	default: // no commit at all: empty the index, and stand on the branch to be
+		_, _, err = run("emptying the index", g("read-tree", "--empty"), nil)
+		if err == nil && o.Branch != "" {
+			_, _, err = run("checking out "+o.Branch, g("symbolic-ref", "HEAD", "refs/heads/"+o.Branch), nil)
+			ws.Branch = o.Branch
+		}
+	}
+	if err != nil {
+		return Workspace{}, err
+	}
+	if _, _, err := run("removing untracked files", g("clean", "--quiet", "-d", "--force"), nil); err != nil {
+		return Workspace{}, err
+	}
+	out, _, err = run("listing changes", g(StatusArgs...), nil)
+	if err != nil {
+		return Workspace{}, err
+	}
+	if left, err := ParseStatus(out); err != nil || len(left) > 0 {
+		if err != nil {
+			return Workspace{}, fmt.Errorf("listing changes: %w", err)
+		}
+		return Workspace{}, fmt.Errorf("%w: %s", ErrNotClean, strings.Join(FilesChanged(left), ", "))
+	}
+	return ws, o.record(run, g)
+}
+
+// record writes BuildID to the repository's configuration.
+func (o PrepareOptions) record(run func(string, []string, []byte, ...int) ([]byte, int, error), g func(...string) []string) error {
+	_, _, err := run("recording the build", g("config", "--local", BuildConfigKey, o.BuildID), nil)
+	return err
+}
+
+// keep commits the working tree as it is (and the local commits in ahead)
+// to the leftovers ref of build prev, without touching the working tree, the
+// index or any branch.
+func (o PrepareOptions) keep(
+	run func(string, []string, []byte, ...int) ([]byte, int, error),
+	g func(...string) []string,
+	rev func(string, string) (string, error),
+	prev, head string, changes []Change, ahead []string,
+) (*Leftovers, error) {
+	lo := &Leftovers{Build: prev, Files: FilesChanged(changes), Commits: ahead}
+	if prev == "" || checkRefComponent(prev) != nil {
+		lo.Build = ""
+		lo.Ref = LeftoversRefPrefix + "unknown-before-" + o.BuildID
+	} else {
+		lo.Ref = LeftoversRefPrefix + prev
+	}
+	out, _, err := run("finding the git directory", g("rev-parse", "--absolute-git-dir"), nil)
+	if err != nil {
+		return nil, err
+	}
+	index := strings.TrimSpace(string(out)) + "/kiln-leftovers.index"
+	withIndex := func(args ...string) []string {
+		return append([]string{"env", "GIT_INDEX_FILE=" + index}, g(args...)...)
+	}
+	// A stale index of an interrupted run must not leak into this one.
+	if _, _, err := run("removing a stale index", []string{"rm", "-f", index}, nil); err != nil {
+		return nil, err
+	}
+	start := []string{"read-tree", "--empty"}
+	if head != "" {
+		start = []string{"read-tree", head}
+	}
+	steps := [][]string{start, {"add", "--all"}}
+	for _, s := range steps {
+		if _, _, err := run("saving the leftovers ("+s[0]+")", withIndex(s...), nil); err != nil {
+			return nil, err
+		}
+	}
+	out, _, err = run("saving the leftovers (write-tree)", withIndex("write-tree"), nil)
+	if err != nil {
+		return nil, err
+	}
+	tree := strings.TrimSpace(string(out))
+	if _, _, err := run("removing the temporary index", []string{"rm", "-f", index}, nil); err != nil {
+		return nil, err
+	}
+
+	old, err := rev("reading "+lo.Ref, lo.Ref)
+	if err != nil {
+		return nil, err
+	}
+	var parents []string
+	for _, p := range append([]string{head}, append(ahead, old)...) {
+		if p != "" && !slices.Contains(parents, p) {
+			parents = append(parents, p)
+		}
+	}
+	name, email := cmp.Or(o.AuthorName, "Kiln"), cmp.Or(o.AuthorEmail, "kiln@localhost")
+	argv := g("-c", "user.name="+name, "-c", "user.email="+email, "commit-tree", tree)
+	for _, p := range parents {
+		argv = append(argv, "-p", p)
+	}
+	argv = append(argv, "-F", "-")
+	out, _, err = run("saving the leftovers (commit-tree)", argv, []byte(leftoversMessage(lo, o.BuildID)))
+	if err != nil {
+		return nil, err
+	}
+	lo.Commit = strings.TrimSpace(string(out))
+	msg := "kiln: leftovers kept by build " + o.BuildID
+	if _, _, err := run("saving the leftovers (update-ref)", g("update-ref", "-m", msg, lo.Ref, lo.Commit), nil); err != nil {
+		return nil, err
+	}
+	return lo, nil
+}
+
+func leftoversMessage(lo *Leftovers, buildID string) string {
+	var b strings.Builder
+	who := "an unknown build"
+	if lo.Build != "" {
+		who = "build " + lo.Build
+	}
+	fmt.Fprintf(&b, "Kiln: what %s left in the workspace\n\n", who)
+	fmt.Fprintf(&b, "Kept by build %s before it started from a clean workspace:\n", buildID)
+	fmt.Fprintf(&b, "%d uncommitted file(s), %d local commit(s) not on the branch.\n\n", len(lo.Files), len(lo.Commits))
+	if lo.Build != "" {
+		fmt.Fprintf(&b, "Kiln-Leftovers-Of: %s\n", lo.Build)
+	}
+	fmt.Fprintf(&b, "Kiln-Kept-By: %s\n", buildID)
+	return b.String()
+}
+
+func (o PrepareOptions) validate() error {
+	var errs []error
+	if err := checkRefComponent(o.BuildID); err != nil {
+		errs = append(errs, fmt.Errorf("build id: %w", err))
+	}
+	if o.Remote != "" {
+		if err := checkRemote(o.Remote); err != nil {
+			errs = append(errs, err)
+		}
+		if o.Branch == "" {
+			errs = append(errs, errors.New("branch: required to fetch from a remote"))
+		}
+	}
+	if o.Branch != "" {
+		if err := checkBranch(o.Branch); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for field, v := range map[string]string{"author name": o.AuthorName, "author email": o.AuthorEmail} {
+		if hasControl(v) || strings.ContainsAny(v, "<>") {
+			errs = append(errs, fmt.Errorf("%s: must not contain control characters or '<' '>'", field))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, errors.Join(errs...))
+	}
+	return nil
+}
+
+// checkRefComponent holds a build id to what one component of a ref name
+// may be (it names refs/kiln/leftovers/<id>).
+func checkRefComponent(id string) error {
+	switch {
+	case id == "":
+		return errors.New("required")
+	case strings.Contains(id, "/"):
+		return fmt.Errorf("%q: must not contain '/'", id)
+	}
+	if err := checkBranch(id); err != nil {
+		return fmt.Errorf("%q: must be usable in a git ref name", id)
+	}
+	return nil
+}
