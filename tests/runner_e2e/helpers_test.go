@@ -145,17 +145,18 @@ func requireStalledCut(t *testing.T, p *harness.Project) {
 	}
 }
 
-// requireGone checks that no process of the build is left in the project
+// requireGone checks that no process of build id is left in the project
 // pod: neither those seen running (the CLI, its shell, its tools) nor any
 // other whose environment points at the project's stand-in (before are the
-// pod's own). It allows a few seconds for the kill to land.
-func requireGone(t *testing.T, p *harness.Project, before, running []int) {
+// pod's own) or carries the runner's marker of the build (KILN_AGENT_RUN).
+// It allows a few seconds for the kill to land.
+func requireGone(t *testing.T, p *harness.Project, id string, before, running []int) {
 	t.Helper()
 	var left []int
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		left = slices.DeleteFunc(slices.Clone(running), func(pid int) bool { return !harness.Alive(pid) })
-		for _, pid := range p.AgentProcs(before) {
+		for _, pid := range append(p.AgentProcs(before), harness.Procs("KILN_AGENT_RUN="+id)...) {
 			if !slices.Contains(left, pid) {
 				left = append(left, pid)
 			}

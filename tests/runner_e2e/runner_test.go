@@ -328,7 +328,7 @@ func testCancelJobDeleted(t *testing.T, env *harness.Env) {
 	require.Empty(t, res.CommitSHA, "git skipped")
 	require.Equal(t, schema.StatusCancelled, b.Status)
 	require.False(t, harness.Alive(loop), "the Bash tool's loop %d still running", loop)
-	requireGone(t, p, before, running)
+	requireGone(t, p, id, before, running)
 	_, err := os.Stat("/tmp/kiln-" + id + ".pid")
 	require.ErrorIs(t, err, os.ErrNotExist, "pid file removed")
 	require.Equal(t, p.Git(t, p.Remote, "rev-parse", "main"), p.Git(t, p.Workdir, "rev-parse", "HEAD"))
@@ -371,7 +371,7 @@ func testCancelFromDispatcher(t *testing.T, env *harness.Env) {
 	var sum schema.TerminationSummary
 	require.NoError(t, json.Unmarshal([]byte(pod.Status.ContainerStatuses[0].State.Terminated.Message), &sum))
 	require.True(t, sum.Reported, "a 409 to the result is an answer, not a failure to report")
-	requireGone(t, p, before, running)
+	requireGone(t, p, id, before, running)
 	requireStalledCut(t, p)
 	require.EqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode)
 }
@@ -497,7 +497,7 @@ func testRunnerLost(t *testing.T, env *harness.Env) {
 	require.NoError(t, syscall.Kill(runner, syscall.SIGKILL))
 	waitUntil(t, 30*time.Second, func() bool { return !harness.Alive(pid) && !harness.Alive(tool) })
 	t.Logf("runner killed → agent and its tool gone in %s", time.Since(lost).Round(time.Millisecond))
-	requireGone(t, p, before, running)
+	requireGone(t, p, id, before, running)
 	pod := env.WaitJobPod(t, job, time.Minute)
 	require.NotEqualValues(t, 0, pod.Status.ContainerStatuses[0].State.Terminated.ExitCode)
 	require.Empty(t, env.Dispatcher.Get(id).ResultPosts, "the runner died before reporting")
