@@ -140,13 +140,12 @@ func TestWholeFlow(t *testing.T) {
 	e.waitStatus(d, slow, 60*time.Second, schema.StatusRunning)
 	kbtest.WaitFor(t, 60*time.Second, "the agent waiting for the model", func(context.Context) (bool, error) {
 		for _, r := range proj.API.Requests() {
-			if r.Kind == "turn" && r.Script == "stall" {
+			if r.Stalled && r.InFlight {
 				return true, nil
 			}
 		}
 		return false, nil
 	})
-	time.Sleep(time.Second) // the Glob, then the stalled request
 	running := proj.AgentProcs(pod)
 	require.NotEmpty(t, running)
 	e.cancel(d, slow, "superseded")

@@ -33,7 +33,7 @@ while :; do sleep 1; done
 func loopBashScript(pidFile string) messagesapi.Script {
 	return messagesapi.Script{Name: "loop", Turns: []messagesapi.Turn{
 		{Text: "Running the soak test.", Tools: []messagesapi.ToolUse{{Name: "Bash",
-			Input: map[string]any{"command": "sh tools/loop.sh " + pidFile, "description": "Run the soak test"}}}},
+			Input: map[string]any{"command": "tools/loop.sh " + pidFile, "description": "Run the soak test"}}}},
 		{Text: "done"}}}
 }
 
@@ -118,14 +118,13 @@ func requireInOrder(t *testing.T, events []schema.EventInput, want ...string) {
 	}
 }
 
-// waitStall waits until the CLI has had its first answer and is waiting
-// on the stalled second one, and returns the agent's processes then.
+// waitStall waits until the CLI waits on a stalled answer, and returns
+// the agent's processes then.
 func waitStall(t *testing.T, p *harness.Project, before []int) []int {
 	t.Helper()
-	kbtest.WaitFor(t, 90*time.Second, "the CLI's first turn", func(context.Context) (bool, error) {
-		return len(turns(p.API.Requests())) > 0, nil
+	kbtest.WaitFor(t, 90*time.Second, "the CLI waiting for a stalled answer", func(context.Context) (bool, error) {
+		return slices.ContainsFunc(p.API.Requests(), func(r messagesapi.Request) bool { return r.Stalled && r.InFlight }), nil
 	})
-	time.Sleep(1500 * time.Millisecond) // the Glob, then the second request, held back
 	running := p.AgentProcs(before)
 	require.NotEmpty(t, running, "the agent's processes")
 	return running
@@ -136,13 +135,16 @@ func waitStall(t *testing.T, p *harness.Project, before []int) []int {
 func requireStalledCut(t *testing.T, p *harness.Project) {
 	t.Helper()
 	kbtest.WaitFor(t, 10*time.Second, "the stalled request to end", func(context.Context) (bool, error) {
-		return slices.ContainsFunc(p.API.Requests(), func(r messagesapi.Request) bool { return r.Stalled }), nil
+		return !slices.ContainsFunc(p.API.Requests(), func(r messagesapi.Request) bool { return r.InFlight }), nil
 	})
+	var stalled int
 	for _, r := range p.API.Requests() {
 		if r.Stalled {
+			stalled++
 			require.Zero(t, r.Status, "the stalled answer was never sent")
 		}
 	}
+	require.Equal(t, 1, stalled)
 }
 
 // requireGone checks that no process of build id is left in the project

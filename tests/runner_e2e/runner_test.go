@@ -305,7 +305,7 @@ func testCancelJobDeleted(t *testing.T, env *harness.Env) {
 	p.API.Enqueue(loopBashScript(pidFile))
 	before := p.AgentProcs(nil)
 	job := env.StartBuild(t, p, id, schema.BuildSpec{Prompt: "Run the soak test.", AutoCommit: true, AutoPush: true},
-		harness.BuildOptions{Template: bashTemplate(t, "Bash(sh tools/loop.sh:*)")})
+		harness.BuildOptions{Template: bashTemplate(t, "Bash(tools/loop.sh:*)")})
 	loop := waitPID(t, p, "loop.pid")
 	require.True(t, harness.Alive(loop))
 	running := p.AgentProcs(before)
@@ -338,8 +338,9 @@ func testCancelJobDeleted(t *testing.T, env *harness.Env) {
 	for _, e := range b.Events() {
 		all = append(all, string(e.Type)+" "+string(e.Payload))
 		if p, err := e.Decode(); err == nil {
-			if l, ok := p.(schema.LogPayload); ok && strings.Contains(l.Message, "agent process group") {
-				stopped = true
+			if l, ok := p.(schema.LogPayload); ok && strings.HasPrefix(l.Message, "agent (pid") {
+				require.NotContains(t, l.Message, "still running")
+				stopped = strings.Contains(l.Message, "stopped with SIGTERM") || strings.Contains(l.Message, "killed with SIGKILL")
 			}
 		}
 	}
@@ -479,7 +480,7 @@ func testRunnerLost(t *testing.T, env *harness.Env) {
 	p.API.Enqueue(loopBashScript(filepath.Join(p.State, "loop.pid")))
 	before := p.AgentProcs(nil)
 	job := env.StartBuild(t, p, id, schema.BuildSpec{Prompt: "Run the soak test."},
-		harness.BuildOptions{Template: bashTemplate(t, "Bash(sh tools/loop.sh:*)")})
+		harness.BuildOptions{Template: bashTemplate(t, "Bash(tools/loop.sh:*)")})
 	tool := waitPID(t, p, "loop.pid")
 	running := p.AgentProcs(before)
 	pid := claudeProc(t, running)
