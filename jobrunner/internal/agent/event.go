@@ -47,8 +47,6 @@ type Event struct {
 	Notice     *Notice
 	Usage      *Usage
 	Final      *Final
-	Retry      *Retry            // TEMPORARY stub field (helper C); helper B's event.go has it
-	Denial     *PermissionDenial // TEMPORARY stub field (helper C); helper B's event.go has it
 }
 
 // Init describes the agent session as the agent reports it when it starts.

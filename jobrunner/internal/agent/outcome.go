@@ -51,7 +51,6 @@ type Outcome struct {
 	InputTokens       int64 // every prompt token: uncached, cache writes and cache reads
 	OutputTokens      int64
 	PermissionDenials []PermissionDenial
-	AgentPushed       bool // TEMPORARY stub field (helper C); helper B's outcome.go has it
 }
 
 // Usage returns the run's accounting for schema.BuildResult.Usage.
