@@ -105,6 +105,8 @@ func testDenied(t *testing.T, env *harness.Env) {
 	}
 }
 
+// The API refuses the key: at its first api_retry line the runner stops the
+// agent (which would retry for minutes) and fails the build as agent_auth.
 func testUnauthorized(t *testing.T, env *harness.Env) {
 	p := env.NewProject(t, "unauth", harness.ProjectOptions{})
 	id := "b-unauth"
@@ -119,11 +121,13 @@ func testUnauthorized(t *testing.T, env *harness.Env) {
 	res := b.ResultPosts[0]
 	require.False(t, res.Success)
 	require.Equal(t, schema.ReasonAgentAuth, res.Reason, res.Error)
-	require.Contains(t, res.Error, "401")
 	// Stopped at the CLI's first retry, before any result line: the CLI's
 	// api_retry line names the status and its kind of error, not the API's message.
-	require.Contains(t, res.Error, "authentication")
+	require.Contains(t, res.Error, "agent could not use the API: 401 authentication_failed")
+	require.Contains(t, res.Error, "stopped at the CLI's first retry")
 	require.Equal(t, schema.StatusFailed, b.Status)
+	require.Empty(t, res.CommitSHA)
+	require.Empty(t, harness.Procs("KILN_AGENT_RUN="+id), "the CLI was stopped")
 
 	var first401 time.Time
 	for _, r := range p.API.Requests() {

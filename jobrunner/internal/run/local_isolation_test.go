@@ -139,15 +139,16 @@ cat `+fixturePath(t))
 func TestLocalPermanentAPIErrorFailsFast(t *testing.T) {
 	t.Parallel()
 	r, _, _ := setupLocal(t, jobtemplates.RunnerConfig{}, "0")
-	transcript, err := filepath.Abs("testdata/api-401-first-retry.jsonl")
-	require.NoError(t, err)
-	writeAgent(t, r, "cat "+transcript+"\nsleep 120")
+	// The init line and the first api_retry of a recorded 401; then the CLI would retry for minutes.
+	writeAgent(t, r, "head -n 2 "+fixture(t, "api-401")+"\nsleep 120")
 	start := time.Now()
 	out := r.Run(context.Background())
-	require.Less(t, time.Since(start), 15*time.Second, "not the CLI's minutes of retries")
+	took := time.Since(start)
+	require.Less(t, took, 15*time.Second, "not the CLI's minutes of retries")
+	t.Logf("failed in %s: %s", took.Round(time.Millisecond), out.Result.Error)
 	require.False(t, out.Result.Success)
 	require.False(t, out.Result.Cancelled)
-	require.Equal(t, schema.Reason("agent_auth"), out.Result.Reason)
+	require.Equal(t, schema.ReasonAgentAuth, out.Result.Reason)
 	require.Contains(t, out.Result.Error, "401")
 	require.Empty(t, out.Result.CommitSHA)
 }
@@ -165,24 +166,27 @@ func TestLocalAgentPushed(t *testing.T) {
 	d.task.Target.GitRemote, d.task.Target.GitBranch = remote, "main"
 	d.task.Target.AuthorName, d.task.Target.AuthorEmail = "Kiln Bot", "bot@kiln.example"
 	d.task.Spec.AutoCommit, d.task.Spec.AutoPush = true, true
-	transcript, err := filepath.Abs("testdata/agent-pushed.jsonl")
-	require.NoError(t, err)
-	writeAgent(t, r, "echo x > pushed.txt\ncat "+transcript)
+	writeAgent(t, r, "echo x > pushed.txt\ncat "+fixture(t, "agent-pushed"))
 
 	out := r.Run(context.Background())
 	require.False(t, out.Result.Success)
 	require.Equal(t, schema.ReasonAgentPushed, out.Result.Reason)
-	require.Contains(t, out.Result.Error, "the agent pushed to the remote itself")
+	require.Contains(t, out.Result.Error, "only Kiln's git step may push")
+	require.Contains(t, out.Result.Error, "the runner commits and pushes nothing")
 	require.Empty(t, out.Result.CommitSHA)
 	require.Equal(t, []string{"pushed.txt"}, out.Result.FilesChanged)
 	require.Equal(t, head, gitIn(t, work, "rev-parse", "HEAD"), "nothing committed")
 	require.Equal(t, head, gitIn(t, remote, "rev-parse", "main"), "nothing pushed by the runner")
-	requireLog(t, d, schema.LogError, `^the agent pushed to the remote itself`)
+	requireLog(t, d, schema.LogError, `^the runner commits and pushes nothing of a build whose agent pushed itself$`)
 }
 
-func fixturePath(t *testing.T) string {
+func fixturePath(t *testing.T) string { return fixture(t, "success-edit") }
+
+// fixture is a transcript recorded from the pinned CLI (agent/testdata/claude-code).
+func fixture(t *testing.T, name string) string {
 	t.Helper()
-	p, err := filepath.Abs("../agent/testdata/claude-code/success-edit.jsonl")
+	p, err := filepath.Abs("../agent/testdata/claude-code/" + name + ".jsonl")
 	require.NoError(t, err)
+	require.FileExists(t, p)
 	return p
 }

@@ -246,11 +246,6 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
 
 	run := r.runAgent(ctx, start, ctr, t.Workdir, adapter, cmd)
-	pushedNote := ""
-	if run.outcome.AgentPushed {
-		pushedNote = "the agent pushed to the remote itself (only the runner's git step may push), so the runner neither committed nor pushed"
-		r.event(schema.LogPayload{Level: schema.LogError, Message: pushedNote})
-	}
 	if run.stopped != nil {
 		res := schema.BuildResult{}
 		run.outcome.Apply(&res)
@@ -267,8 +262,10 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 			}
 		default:
 			res = cancelled(run.stopped, run.outcome)
+			if run.outcome.AgentPushed {
+				res.Error = joinMsg(res.Error, "the agent had pushed to a remote itself")
+			}
 		}
-		res.Error = joinMsg(res.Error, pushedNote)
 		return res
 	}
 	var res schema.BuildResult
@@ -292,8 +289,11 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		res.Success = false
 	}
 	if run.outcome.AgentPushed {
+		// Whatever else the run did: only the git step may push.
+		const msg = "the runner commits and pushes nothing of a build whose agent pushed itself"
 		res.Success, res.Reason = false, schema.ReasonAgentPushed
-		res.Error = joinMsg(pushedNote, res.Error)
+		res.Error = joinMsg(cmp.Or(res.Error, "the agent pushed to a remote itself"), msg)
+		r.event(schema.LogPayload{Level: schema.LogError, Message: msg})
 	}
 	if s := run.notes(); s != "" {
 		r.event(schema.LogPayload{Level: schema.LogWarn, Message: s})
