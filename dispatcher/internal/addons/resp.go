@@ -2,6 +2,7 @@ package addons
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -95,14 +96,15 @@ func readRESP(r *bufio.Reader) (any, error) {
 			return nil, nil
 		}
 		if kind == '$' {
-			buf := make([]byte, n+2)
-			if _, err := io.ReadFull(r, buf); err != nil {
+			var buf bytes.Buffer // grows with what arrives, not with what the length claims
+			if _, err := io.CopyN(&buf, r, int64(n)+2); err != nil {
 				return nil, err
 			}
-			if buf[n] != '\r' || buf[n+1] != '\n' {
+			b := buf.Bytes()
+			if b[n] != '\r' || b[n+1] != '\n' {
 				return nil, fmt.Errorf("%w: bulk string not terminated", errProtocol)
 			}
-			return string(buf[:n]), nil
+			return string(b[:n]), nil
 		}
 		arr := make([]any, 0, min(n, 1024))
 		for range n {
