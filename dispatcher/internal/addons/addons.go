@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"regexp"
@@ -106,7 +105,7 @@ func New(typ string, cfg Config) (Addon, error) {
 
 func logger(l *slog.Logger, typ string) *slog.Logger {
 	if l == nil {
-		l = slog.New(slog.NewTextHandler(io.Discard, nil))
+		l = slog.New(slog.DiscardHandler)
 	}
 	return l.With("component", "addons", "addon", typ)
 }

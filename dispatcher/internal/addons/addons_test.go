@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 
 	"github.com/kilnbuild/kiln/tests/servers"
 )
@@ -28,9 +29,16 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	code := run(m)
+	// childproc's forking thread lives as long as the process, by design.
+	if err := goleak.Find(goleak.IgnoreTopFunction("github.com/kilnbuild/kiln/tests/childproc.Start.func1.1")); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "addons tests: leaked goroutines:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
+// run starts the servers, runs the tests and stops the servers.
 func run(m *testing.M) int {
 	var err error
 	if pgServer, err = servers.StartPostgres(); err != nil {
