@@ -21,8 +21,9 @@ build: ## build bin/dispatcher and bin/jobrunner
 	@if [ -f jobrunner/main.go ]; then $(GO) build -o bin/jobrunner ./jobrunner; fi
 
 .PHONY: postgres
-postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 (installs/starts it) with databases kiln and kiln_test
+postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 (installs/starts it) with databases kiln and kiln_test; installs redis-server for the add-on tests
 	@bash tests/tools/ensure-postgres.sh kiln kiln_test
+	@bash tests/tools/ensure-redis.sh
 
 .PHONY: claude-code
 claude-code: ## install the pinned Claude Code CLI (tests/tools/claude-code.version) into .tools/ (reused when present)
