@@ -81,7 +81,7 @@ func main() {
 	ln.Close()
 	srv := exec.Command(abs, "serve")
 	srv.Env = append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+c.Kubeconfig, "KILN_BUILD_NAMESPACE="+ns,
-		"KILN_MAX_IN_FLIGHT=10000", "KILN_LOG_LEVEL="+benchproc.EnvOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20")
+		"KILN_MAX_IN_FLIGHT=10000", "KILN_RATE_WRITES=0", "KILN_RATE_READS=0", "KILN_LOG_LEVEL="+benchproc.EnvOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20")
 	srv.Stderr = os.Stderr
 	benchproc.Check(childproc.Start(srv))
 	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
