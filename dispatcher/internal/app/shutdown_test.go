@@ -172,7 +172,7 @@ func TestStopWith200RunningBuildsIsQuiet(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return len(pods.Items) >= 100, nil
+		return len(pods.Items) >= 50, nil
 	})
 
 	t.Logf("pods running after %s", time.Since(begin).Round(time.Millisecond))
