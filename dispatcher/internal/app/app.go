@@ -365,7 +365,12 @@ func (a *App) Start(ctx context.Context) error {
 		}
 	}
 	if a.River != nil {
-		if err := start("river", func() error { return a.River.Start(ctx) }, func(ctx context.Context) error {
+		// Its jobs run under ctx's values but not its cancellation, as the
+		// other parts do: a signal that cancels ctx must not cut every
+		// running job short (each would fail, and log, on its own); Stop
+		// lets them finish until its ctx ends.
+		riverCtx := context.WithoutCancel(ctx)
+		if err := start("river", func() error { return a.River.Start(riverCtx) }, func(ctx context.Context) error {
 			if err := a.River.Stop(ctx); err != nil {
 				return a.River.StopAndCancel(context.WithoutCancel(ctx))
 			}
@@ -380,7 +385,9 @@ func (a *App) Start(ctx context.Context) error {
 
 // Stop stops what Start started, in reverse order: River first (letting
 // running jobs finish until ctx ends), the watcher, the UI, the events hub,
-// intake (which commits what was queued).
+// intake (which commits what was queued). It logs a line or so per part,
+// not one per build: what the shutdown interrupts is left for the next
+// replica (or the next start), not reported as a failure.
 // It is safe without Start and more than once.
 func (a *App) Stop(ctx context.Context) error {
 	a.started.Store(false)

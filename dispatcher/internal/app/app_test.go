@@ -8,17 +8,25 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
-	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
 	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { apptest.VerifyNoLeaks(m) }
+// TestMain checks for leaks as apptest.VerifyNoLeaks does; childproc's
+// forking thread (kubebox's, in the shutdown test) lives as long as the
+// process by design.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("github.com/kilnbuild/kiln/tests/childproc.Start.func1.1"))
+}
 
 func TestNewValidates(t *testing.T) {
 	t.Parallel()

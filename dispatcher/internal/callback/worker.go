@@ -220,7 +220,11 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 		log.Warn("callback failed; not retrying", "error", a.Error)
 		return river.JobCancel(errors.New(a.Error))
 	}
-	log.Info("callback attempt failed; will retry", "error", a.Error, "in", next)
+	level := slog.LevelInfo
+	if ctx.Err() != nil {
+		level = slog.LevelDebug // cut short by a shutdown: not news, and River runs it again
+	}
+	log.Log(ctx, level, "callback attempt failed; will retry", "error", a.Error, "in", next)
 	if res.retryAfter > 0 {
 		return river.JobSnooze(next)
 	}

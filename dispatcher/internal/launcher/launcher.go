@@ -152,7 +152,7 @@ func (l *Launcher) waiting(ctx context.Context, id, reason string) {
 	if err == nil && changed {
 		_, err = store.AppendEvent(ctx, l.o.Pool, id, schema.EventInfo, schema.InfoPayload{Message: reason})
 	}
-	if err != nil {
+	if err != nil && ctx.Err() == nil { // a shutdown's cancel is no failure: the job runs again
 		l.logger.WarnContext(ctx, "recording wait", "build_id", id, "error", err)
 	}
 }

@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/pgtest"
+	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 )
 
 // fillRiver inserts n River jobs: per ten, 6 completed, 1 available (an
@@ -119,10 +122,13 @@ func BenchmarkQueueStats(b *testing.B) {
 		count()
 	}
 	baseline := float64(time.Since(start).Nanoseconds()) / 10
+	var countNs, refreshNs, cachedNs float64 // per operation, the last run of each
 	b.Run("count_baseline", func(b *testing.B) {
+		start := time.Now()
 		for b.Loop() {
 			count()
 		}
+		countNs = float64(time.Since(start).Nanoseconds()) / float64(b.N)
 	})
 	b.Run("refresh", func(b *testing.B) {
 		start := time.Now()
@@ -130,7 +136,8 @@ func BenchmarkQueueStats(b *testing.B) {
 			_, err := c.query(context.Background())
 			require.NoError(b, err)
 		}
-		b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/baseline, "x_count")
+		refreshNs = float64(time.Since(start).Nanoseconds()) / float64(b.N)
+		b.ReportMetric(refreshNs/baseline, "x_count")
 	})
 	c.ttl = time.Hour
 	b.Run("cached_scrape", func(b *testing.B) {
@@ -146,6 +153,13 @@ func BenchmarkQueueStats(b *testing.B) {
 				<-ch
 			}
 		}
-		b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/baseline, "x_count")
+		cachedNs = float64(time.Since(start).Nanoseconds()) / float64(b.N)
+		b.ReportMetric(cachedNs/baseline, "x_count")
 	})
+	// Goals of ours (none is stated): a refresh, three queries in one
+	// transaction, costs at most 5 plain count(*)s (docs/metrics.md: 3–4×);
+	// a cached scrape under 1% of one. Against count_baseline's run.
+	refresh, cached := refreshNs/countNs, cachedNs/countNs
+	benchproc.Target(os.Stdout, "queue figures refresh vs count(*) at 100k River jobs", fmt.Sprintf("%.2f", refresh), "≤ 5", refresh <= 5)
+	benchproc.Target(os.Stdout, "cached scrape vs count(*) at 100k River jobs", fmt.Sprintf("%.4f", cached), "≤ 0.01", cached <= 0.01)
 }

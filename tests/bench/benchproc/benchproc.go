@@ -27,10 +27,25 @@ import (
 )
 
 // Serve runs `dispatcher serve --workers 0` (API only) on a free loopback
-// port, waits for /readyz, and returns its URL and a stop function.
+// port, waits for /readyz, and returns its URL and a stop function. It is
+// for throughput benchmarks: the per-token and per-address rate limits are
+// off (where the binary has them), or they would be what is measured.
 func Serve(bin, dbURL, schema, logLevel string) (string, func()) {
-	p := Start(bin, dbURL, schema, logLevel)
+	p := Start(bin, dbURL, schema, logLevel, NoRateLimits(bin)...)
 	return p.URL, p.Stop
+}
+
+// NoRateLimits returns the `serve` flags that turn bin's rate limits off,
+// those of them it has.
+func NoRateLimits(bin string) []string {
+	has := Flags(bin)
+	var args []string
+	for _, f := range []string{"rate-writes", "rate-reads", "rate-anonymous"} {
+		if has[f] {
+			args = append(args, "--"+f, "0")
+		}
+	}
+	return args
 }
 
 // Proc is a dispatcher serving process started by Start.

@@ -3,7 +3,8 @@
 // in the same run the latency of a plain Job create through client-go of the
 // same Job spec. Both are observed the same way: a watch on the namespace
 // sees the Job's ADDED event. It prints p50/p99 of both and their ratio.
-// Target: Kiln's p99 within 3× the plain create's.
+// Targets: Kiln's p99 within 3× the plain create's at 5 builds/s (issue 4),
+// within 2× at 20 builds/s (issue 13).
 package main
 
 import (
@@ -80,7 +81,7 @@ func main() {
 	ln.Close()
 	srv := exec.Command(abs, "serve")
 	srv.Env = append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+c.Kubeconfig, "KILN_BUILD_NAMESPACE="+ns,
-		"KILN_MAX_IN_FLIGHT=10000", "KILN_LOG_LEVEL="+benchproc.EnvOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20")
+		"KILN_MAX_IN_FLIGHT=10000", "KILN_RATE_WRITES=0", "KILN_RATE_READS=0", "KILN_LOG_LEVEL="+benchproc.EnvOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20")
 	srv.Stderr = os.Stderr
 	benchproc.Check(childproc.Start(srv))
 	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
@@ -145,6 +146,11 @@ func main() {
 	}
 	fmt.Printf("bench-dispatch: kubebox %s, %s per rate\n", kbtest.Version, *dur)
 	fmt.Printf("%-6s %-10s %6s %10s %10s\n", "rate/s", "path", "n", "p50", "p99")
+	type result struct {
+		rate  int
+		ratio float64
+	}
+	var results []result
 	for _, rate := range []int{5, 20} {
 		n := int(dur.Seconds()) * rate
 		// Baseline: the same Job, created directly.
@@ -181,7 +187,18 @@ func main() {
 		p50p, p99p := pct(plain, 50), pct(plain, 99)
 		p50k, p99k := pct(kiln, 50), pct(kiln, 99)
 		fmt.Printf("%-6d %-10s %6d %10s %10s\n", rate, "plain", len(plain), p50p.Round(time.Millisecond), p99p.Round(time.Millisecond))
-		fmt.Printf("%-6d %-10s %6d %10s %10s   p99 ratio %.2f (target ≤ 3)\n", rate, "kiln", len(kiln), p50k.Round(time.Millisecond), p99k.Round(time.Millisecond), float64(p99k)/float64(p99p))
+		fmt.Printf("%-6d %-10s %6d %10s %10s   p99 ratio %.2f\n", rate, "kiln", len(kiln), p50k.Round(time.Millisecond), p99k.Round(time.Millisecond), float64(p99k)/float64(p99p))
+		results = append(results, result{rate, float64(p99k) / float64(max(p99p, time.Microsecond))})
+	}
+	for _, r := range results {
+		// Issue 4 held Kiln's p99 within 3× the plain create's; issue 13
+		// asks for 2× at 20 builds/s.
+		goal := 3.0
+		if r.rate == 20 {
+			goal = 2
+		}
+		benchproc.Target(os.Stdout, fmt.Sprintf("submit → Job created p99 vs plain create at %d builds/s", r.rate),
+			fmt.Sprintf("%.2f", r.ratio), fmt.Sprintf("≤ %g", goal), r.ratio <= goal)
 	}
 }
 
