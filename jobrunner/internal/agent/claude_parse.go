@@ -354,12 +354,7 @@ func (p *claudeParser) final() *Final {
 		f.Usage = p.messageUsage()
 		f.NumTurns = f.Usage.Turns
 		f.PermissionDenials = p.denials
-		f.Reason, f.Error = schema.ReasonAgentError, NoResultMessage
-		if p.retry != nil {
-			f.APIStatus = p.retry.Status
-			f.Reason, f.Error = retryFailure(*p.retry, p.retries)
-		}
-		f.Error = alsoPushed(f.Error, p.pushed)
+		endedWithoutResult(f, p.retry, p.retries, p.pushed)
 		return f
 	}
 	f.Subtype, f.TerminalReason, f.Result, f.IsError = r.Subtype, r.TerminalReason, r.Result, r.IsError

@@ -132,13 +132,8 @@ func (r *Recorder) Observe(e Event) {
 func (r *Recorder) Outcome() Outcome {
 	f := r.final
 	if f == nil {
-		f = &Final{Reason: schema.ReasonAgentError, Error: NoResultMessage, AgentPushed: r.pushed != "",
-			SessionID: r.sessionID, PermissionDenials: r.denials}
-		if r.retry != nil {
-			f.APIStatus = r.retry.Status
-			f.Reason, f.Error = retryFailure(*r.retry, r.retries)
-		}
-		f.Error = alsoPushed(f.Error, r.pushed)
+		f = &Final{AgentPushed: r.pushed != "", SessionID: r.sessionID, PermissionDenials: r.denials}
+		endedWithoutResult(f, r.retry, r.retries, r.pushed)
 	}
 	text := f.Result
 	if text == "" {
@@ -218,6 +213,20 @@ func apiFailureText(status int, errType, detail string, retries int) string {
 		msg += ": " + detail
 	}
 	return bounded(msg + afterRetries(retries))
+}
+
+// endedWithoutResult sets f's reason, error and API status for a run whose
+// result line never came: the failure of the last retry's API status when a
+// retry was pending (retry non-nil), agent_error otherwise; and says what
+// the agent pushed. The parser's End and the Recorder (when no Final came)
+// both use it.
+func endedWithoutResult(f *Final, retry *Retry, retries int, pushed string) {
+	f.Reason, f.Error = schema.ReasonAgentError, NoResultMessage
+	if retry != nil {
+		f.APIStatus = retry.Status
+		f.Reason, f.Error = retryFailure(*retry, retries)
+	}
+	f.Error = alsoPushed(f.Error, pushed)
 }
 
 // retryFailure is the reason and text of a run that ended (without a
