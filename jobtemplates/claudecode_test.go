@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kilnbuild/kiln/tests/messagesapi"
 )
 
 // TestToolsMatchPinnedClaudeCode runs the pinned Claude Code once and checks
@@ -28,14 +30,15 @@ import (
 // here and the list is brought up to date with the pinned version.
 func TestToolsMatchPinnedClaudeCode(t *testing.T) {
 	t.Parallel()
-	root := repoRoot(t)
+	root, err := messagesapi.RepoRoot()
+	require.NoError(t, err)
 	b, err := os.ReadFile(filepath.Join(root, "tests/tools/claude-code.version"))
 	require.NoError(t, err)
 	version := strings.TrimSpace(string(b))
 	require.Equal(t, version, ClaudeCodeVersion, "tests/tools/claude-code.version and jobtemplates.ClaudeCodeVersion must name the same release")
-	bin := filepath.Join(root, ".tools/claude-code", version, "node_modules/@anthropic-ai/claude-code/bin/claude.exe")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("the pinned Claude Code %s is not installed (%v): run `make claude-code`", version, err)
+	bin, err := messagesapi.ClaudeBinary()
+	if err != nil {
+		t.Fatalf("the pinned Claude Code %s: %v", version, err)
 	}
 
 	// Every name the templates use, by template and field, for the messages.
@@ -102,15 +105,8 @@ func claudeInit(t *testing.T, bin string, allowed []string) claudeInfo {
 	args := append([]string{"-p", "--output-format", "stream-json", "--verbose", "--allowedTools"}, allowed...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"ANTHROPIC_BASE_URL=" + api.URL,
-		"ANTHROPIC_API_KEY=kiln-test-key",
-		"CLAUDE_CODE_MAX_RETRIES=0",
-		"DISABLE_TELEMETRY=1",
-		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
-	}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "CLAUDE_CODE_MAX_RETRIES=0"},
+		messagesapi.CLIEnv(api.URL, t.TempDir())...)
 	cmd.Stdin = strings.NewReader("Say hello.")
 	cmd.WaitDelay = 5 * time.Second
 	var stderr strings.Builder
@@ -137,19 +133,4 @@ func claudeInit(t *testing.T, bin string, allowed []string) claudeInfo {
 	}
 	require.NotEmpty(t, info.Tools, "init line without tools")
 	return info
-}
-
-// repoRoot is the module root, the nearest parent holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, dir, parent, "go.mod not found above the test's directory")
-		dir = parent
-	}
 }
