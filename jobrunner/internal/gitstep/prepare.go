@@ -95,25 +95,8 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 	if err := o.validate(); err != nil {
 		return Workspace{}, err
 	}
-	g := func(args ...string) []string { return Options{Dir: o.Dir}.git(args...) }
-	run := func(what string, argv []string, stdin []byte, ok ...int) ([]byte, int, error) {
-		stdout, stderr, code, err := r.Run(ctx, argv, stdin)
-		if err != nil {
-			return stdout, code, fmt.Errorf("%s: %w", what, err)
-		}
-		if code != 0 && !slices.Contains(ok, code) {
-			return stdout, code, fmt.Errorf("%s: %w", what, &CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
-		}
-		return stdout, code, nil
-	}
-	// rev resolves a revision to a commit id; "" when there is none.
-	rev := func(what, name string) (string, error) {
-		out, code, err := run(what, g("rev-parse", "--verify", "--quiet", name+"^{commit}"), nil, 1)
-		if err != nil || code != 0 {
-			return "", err
-		}
-		return strings.TrimSpace(string(out)), nil
-	}
+	c := commands{ctx: ctx, r: r, dir: o.Dir}
+	g, run, rev := c.git, c.run, c.rev
 
 	out, _, err := run("reading the last build's id", g("config", "--local", "--get", BuildConfigKey), nil, 1)
 	if err != nil {
@@ -177,7 +160,7 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 	}
 
 	if len(changes) > 0 || len(ahead) > 0 {
-		lo, err := o.keep(run, g, rev, prev, head, changes, ahead)
+		lo, err := o.keep(c, prev, head, changes, ahead)
 		if err != nil {
 			return Workspace{}, err
 		}
@@ -192,7 +175,7 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		}
 		if o.Branch == "" || strings.TrimSpace(string(out)) == "refs/heads/"+o.Branch {
 			ws.Branch = o.Branch
-			return ws, o.record(run, g)
+			return ws, o.record(c)
 		}
 	}
 	switch {
@@ -224,24 +207,20 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		}
 		return Workspace{}, fmt.Errorf("%w: %s", ErrNotClean, strings.Join(FilesChanged(left), ", "))
 	}
-	return ws, o.record(run, g)
+	return ws, o.record(c)
 }
 
 // record writes BuildID to the repository's configuration.
-func (o PrepareOptions) record(run func(string, []string, []byte, ...int) ([]byte, int, error), g func(...string) []string) error {
-	_, _, err := run("recording the build", g("config", "--local", BuildConfigKey, o.BuildID), nil)
+func (o PrepareOptions) record(c commands) error {
+	_, _, err := c.run("recording the build", c.git("config", "--local", BuildConfigKey, o.BuildID), nil)
 	return err
 }
 
 // keep commits the working tree as it is (and the local commits in ahead)
 // to the leftovers ref of build prev, without touching the working tree, the
 // index or any branch.
-func (o PrepareOptions) keep(
-	run func(string, []string, []byte, ...int) ([]byte, int, error),
-	g func(...string) []string,
-	rev func(string, string) (string, error),
-	prev, head string, changes []Change, ahead []string,
-) (*Leftovers, error) {
+func (o PrepareOptions) keep(c commands, prev, head string, changes []Change, ahead []string) (*Leftovers, error) {
+	g, run, rev := c.git, c.run, c.rev
 	lo := &Leftovers{Build: prev, Files: FilesChanged(changes), Commits: ahead}
 	if prev == "" || checkRefComponent(prev) != nil {
 		lo.Build = ""

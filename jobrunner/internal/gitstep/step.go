@@ -3,6 +3,7 @@ package gitstep
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -61,16 +62,7 @@ func (Step) Run(ctx context.Context, r Runner, opts Options) (Result, error) {
 	if err := opts.validate(); err != nil {
 		return Result{}, err
 	}
-	run := func(what string, argv []string, stdin []byte) ([]byte, []byte, error) {
-		stdout, stderr, code, err := r.Run(ctx, argv, stdin)
-		if err != nil {
-			return stdout, stderr, fmt.Errorf("%s: %w", what, err)
-		}
-		if code != 0 {
-			return stdout, stderr, fmt.Errorf("%s: %w", what, &CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
-		}
-		return stdout, stderr, nil
-	}
+	run := commands{ctx: ctx, r: r, dir: opts.Dir}.run
 
 	if opts.AutoCommit {
 		if _, _, err := run("staging changes", opts.git("add", "-A"), nil); err != nil {
@@ -119,4 +111,36 @@ func (Step) Run(ctx context.Context, r Runner, opts Options) (Result, error) {
 	}
 	res.Pushed = true
 	return res, nil
+}
+
+// commands runs the steps' commands through a Runner in one repository.
+type commands struct {
+	ctx context.Context
+	r   Runner
+	dir string
+}
+
+// git returns argv for git in the repository.
+func (c commands) git(args ...string) []string { return Options{Dir: c.dir}.git(args...) }
+
+// run runs argv. A failure to run it is "what: err"; an exit code other
+// than 0 and those in ok is "what: *CommandError".
+func (c commands) run(what string, argv []string, stdin []byte, ok ...int) ([]byte, int, error) {
+	stdout, stderr, code, err := c.r.Run(c.ctx, argv, stdin)
+	if err != nil {
+		return stdout, code, fmt.Errorf("%s: %w", what, err)
+	}
+	if code != 0 && !slices.Contains(ok, code) {
+		return stdout, code, fmt.Errorf("%s: %w", what, &CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
+	}
+	return stdout, code, nil
+}
+
+// rev resolves a revision to a commit id; "" when there is none.
+func (c commands) rev(what, name string) (string, error) {
+	out, code, err := c.run(what, c.git("rev-parse", "--verify", "--quiet", name+"^{commit}"), nil, 1)
+	if err != nil || code != 0 {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
 }
