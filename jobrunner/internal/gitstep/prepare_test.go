@@ -112,13 +112,7 @@ func TestPrepareFetchesAndKeepsUnpushedCommits(t *testing.T) {
 	s.git(t, "commit", "--quiet", "-m", "ours, never pushed")
 	ours := s.head(t, s.work, "HEAD")
 
-	other := filepath.Join(t.TempDir(), "other")
-	s.run(t, s.work, "git", "clone", "--quiet", s.remote, other)
-	require.NoError(t, os.WriteFile(filepath.Join(other, "theirs.txt"), []byte("theirs\n"), 0o644))
-	s.gitIn(t, other, "add", "-A")
-	s.gitIn(t, other, "commit", "--quiet", "-m", "theirs")
-	s.gitIn(t, other, "push", "--quiet", "origin", "HEAD:main")
-	theirs := s.head(t, s.remote, "main")
+	theirs := s.pushFromElsewhere(t)
 
 	ws := s.prepare(t, "b-2")
 	require.Equal(t, theirs, ws.Head)

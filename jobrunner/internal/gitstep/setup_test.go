@@ -82,3 +82,17 @@ func (s *fixture) write(t *testing.T, name, content string) {
 	require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
 	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
 }
+
+// pushFromElsewhere pushes a commit adding theirs.txt to the remote's main
+// from another clone, as someone else would, and returns that commit.
+func (s *fixture) pushFromElsewhere(t *testing.T) string {
+	t.Helper()
+	other := filepath.Join(t.TempDir(), "other")
+	s.run(t, s.work, "git", "clone", "--quiet", s.remote, other)
+	require.NoError(t, os.WriteFile(filepath.Join(other, "theirs.txt"), []byte("theirs\n"), 0o644))
+	s.gitIn(t, other, "add", "-A")
+	s.gitIn(t, other, "commit", "--quiet", "-m", "theirs")
+	s.gitIn(t, other, "push", "--quiet", "origin", "HEAD:main")
+	theirs := s.head(t, s.remote, "main")
+	return theirs
+}

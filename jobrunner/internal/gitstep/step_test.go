@@ -152,13 +152,7 @@ func TestStepPushRejected(t *testing.T) {
 	s := setup(t)
 
 	// Someone else pushes first.
-	other := filepath.Join(t.TempDir(), "other")
-	s.run(t, s.work, "git", "clone", "--quiet", s.remote, other)
-	require.NoError(t, os.WriteFile(filepath.Join(other, "theirs.txt"), []byte("theirs\n"), 0o644))
-	s.gitIn(t, other, "add", "-A")
-	s.gitIn(t, other, "commit", "--quiet", "-m", "theirs")
-	s.gitIn(t, other, "push", "--quiet", "origin", "HEAD:main")
-	theirs := s.head(t, s.remote, "main")
+	theirs := s.pushFromElsewhere(t)
 
 	s.write(t, "ours.txt", "ours\n")
 	res, err := Step{}.Run(context.Background(), s.runner, s.opts())
