@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
 	"github.com/kilnbuild/kiln/tests/kbtest"
+	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 )
 
 // TestAgentScriptsOnKubebox runs AgentScript in a kubebox pod through the
@@ -76,22 +76,10 @@ func TestAgentScriptsOnKubebox(t *testing.T) {
 		id := testBuildID(t)
 		dir, agentPID, tool, cancel, done := start(t, id)
 		time.Sleep(300 * time.Millisecond)
-		require.True(t, alive(agentPID) && alive(tool))
+		require.True(t, harness.Alive(agentPID) && harness.Alive(tool))
 		cancel() // the connection goes: the kubelet closes the command's stdin, nothing more
 		<-done
 		requireGone(t, 15*time.Second, agentPID, tool)
 		require.Eventually(t, func() bool { _, err := os.Stat(PIDFile(dir, id)); return os.IsNotExist(err) }, 5*time.Second, 10*time.Millisecond)
 	})
-}
-
-// alive reports whether pid is a live process; a zombie (killed, not yet
-// reaped by whoever inherited it) counts as gone.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
+	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 )
 
 // writeAgent replaces the stand-in agent of setupLocal with a shell script.
@@ -115,7 +116,7 @@ sleep 60`)
 	out := r.Run(context.Background())
 	require.True(t, out.Result.Cancelled, out.Result.Error)
 	tool := waitPID(t, filepath.Join(dir, "tool.pid"))
-	require.False(t, alive(tool), "the tool process %d outlived its build", tool)
+	require.False(t, harness.Alive(tool), "the tool process %d outlived its build", tool)
 	requireLog(t, d, schema.LogInfo, `^agent \(pid \d+\) stopped with SIGTERM(; \d+ process(es)? of the run killed with SIGKILL)?$`)
 }
 
@@ -130,7 +131,7 @@ cat `+fixturePath(t))
 	out := r.Run(context.Background())
 	require.True(t, out.Result.Success, out.Result.Error)
 	server := waitPID(t, filepath.Join(dir, "server.pid"))
-	require.False(t, alive(server))
+	require.False(t, harness.Alive(server))
 	requireLog(t, d, schema.LogWarn, `^\d+ process\(es\) the agent left running killed$`)
 }
 

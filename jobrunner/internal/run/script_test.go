@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 	"github.com/stretchr/testify/require"
 )
 
@@ -91,7 +92,7 @@ func requireGone(t *testing.T, within time.Duration, pids ...int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, p := range pids {
-			if alive(p) {
+			if harness.Alive(p) {
 				return false
 			}
 		}
@@ -215,7 +216,7 @@ func TestAgentWatchdogStopsTheRunWhenStdinEnds(t *testing.T) {
 			agentPID, tool := waitPID(t, filepath.Join(dir, "agent.pid")), waitPID(t, filepath.Join(dir, "tool.pid"))
 			require.Eventually(t, func() bool { _, err := os.Stat(PIDFile(dir, id)); return err == nil }, 5*time.Second, 10*time.Millisecond)
 			time.Sleep(200 * time.Millisecond)
-			require.True(t, alive(agentPID) && alive(tool), "the open stdin keeps the run going")
+			require.True(t, harness.Alive(agentPID) && harness.Alive(tool), "the open stdin keeps the run going")
 			if killWrapper {
 				require.NoError(t, x.cmd.Process.Kill())
 			}
@@ -275,7 +276,7 @@ func TestKillScriptSparesUnmarkedProcesses(t *testing.T) {
 	out, err := exec.Command("sh", "-c", KillScript(dir, id, 1)).CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Equal(t, fmt.Sprintf("agent (pid %d) already gone\n", other.Process.Pid), string(out))
-	require.True(t, alive(other.Process.Pid))
+	require.True(t, harness.Alive(other.Process.Pid))
 }
 
 func TestAgentStdin(t *testing.T) {
