@@ -136,3 +136,29 @@ func sanitize(s string, max int, dns bool) string {
 	}
 	return body + "-" + hash
 }
+
+// A managed project's repository credentials, kept in the builds namespace
+// in the Secret ProjectSecretName(project id) (the dispatcher writes it when
+// the project is created). A build Job of a project with credentials mounts
+// the keys of its kind (git-username and git-token, or ssh-private-key and
+// known-hosts) read-only at GitCredentialsDir, so the runner can fetch and
+// push; the workspace pod never holds them outside its clone init container.
+const (
+	SecretKeyGitUsername = "git-username"
+	SecretKeyGitToken    = "git-token"
+	SecretKeySSHKey      = "ssh-private-key"
+	SecretKeyKnownHosts  = "known-hosts"
+	// SecretKeyEnvPrefix prefixes each secret_env variable's key in that Secret.
+	SecretKeyEnvPrefix = "env."
+	// GitCredentialsDir is where a build's pod has the credential files,
+	// named by their keys; EnvGitCredentials names it for the runner.
+	GitCredentialsDir = "/var/run/kiln/git"
+	EnvGitCredentials = "KILN_GIT_CREDENTIALS"
+)
+
+// ProjectSecretName is the name of the builds-namespace Secret holding a
+// managed project's repository credentials and secret_env:
+// "kiln-project-<id>".
+func ProjectSecretName(projectID string) string {
+	return "kiln-project-" + sanitize(projectID, maxLabel-len("kiln-project-"), true)
+}
