@@ -318,3 +318,13 @@ func ListProjects(ctx context.Context, db DB, ids []string) ([]*schema.Project, 
 	}
 	return out, nil
 }
+
+// RecordProvisionFailure records the step a provisioning project failed at
+// and why, while its rollback runs (its status stays provisioning until then).
+func RecordProvisionFailure(ctx context.Context, db DB, id, step, msg string) error {
+	_, err := db.Exec(ctx, `UPDATE projects SET failed_step = $2, provision_error = $3 WHERE id = $1 AND status = 'provisioning'`, id, step, msg)
+	if err != nil {
+		return fmt.Errorf("recording the failure of project %s: %w", id, err)
+	}
+	return nil
+}
