@@ -98,6 +98,13 @@ var ErrInvalidInput = errors.New("invalid render input")
 // It is pure: same input, same output, no I/O. Create the Job first, then the
 // Secret with OwnedBy(secret, createdJob) so the Secret goes with the Job; the
 // kubelet retries the pod's secretKeyRef until the Secret exists.
+//
+// For a project whose Repository has Credentials, the pod also mounts the
+// keys of that kind (and no other key) of the project's Secret,
+// ProjectSecretName(project id), read-only with mode 0400 at
+// GitCredentialsDir, and the runner gets EnvGitCredentials and EnvGitURL.
+// That Secret is the dispatcher's, kept for the project's lifetime; Render
+// neither returns nor owns it.
 func Render(in RenderInput) (*batchv1.Job, *corev1.Secret, error) {
 	if err := in.validate(); err != nil {
 		return nil, nil, err
