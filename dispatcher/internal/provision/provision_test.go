@@ -86,6 +86,7 @@ type env struct {
 	river  *river.Client[pgx.Tx]
 	git    *gitserver.Server
 	token  string
+	repos  int
 }
 
 type opt func(*Options)
@@ -142,7 +143,8 @@ var admin = &auth.Principal{Admin: true, Name: "test-admin"}
 // repository of the gitserver (token: the right one unless given).
 func (e *env) create(name string, token ...string) *schema.Project {
 	e.t.Helper()
-	url := e.git.NewRepo(e.t, name, "main", map[string]string{"README.md": "# " + name + "\n"})
+	e.repos++
+	url := e.git.NewRepo(e.t, fmt.Sprintf("%s-%d", name, e.repos), "main", map[string]string{"README.md": "# " + name + "\n"})
 	tok := e.token
 	if len(token) > 0 {
 		tok = token[0]
@@ -231,7 +233,7 @@ func TestProvisionReadyWithAddonsOnAPrivateRepository(t *testing.T) {
 	assert.Equal(t, "alpha-0", r.PodName)
 	assert.Equal(t, []string{"API_KEY"}, r.Workspace.SecretEnvKeys)
 
-	head := e.git.Head(t, "alpha", "main")
+	head := e.git.Head(t, "alpha-1", "main")
 	out, err := e.podExec(r, `cd `+workspace.Workdir+` && git rev-parse HEAD && cat .git/config && echo "key=$API_KEY greet=$GREETING" &&
 		psql "$DATABASE_URL" -qAtc 'CREATE TABLE t (x int); INSERT INTO t VALUES (7); SELECT x FROM t' &&
 		redis-cli -u "$REDIS_URL" --no-auth-warning SET alpha:k v && redis-cli -u "$REDIS_URL" --no-auth-warning SET other:k v`)
@@ -260,7 +262,7 @@ func TestFaultAtEachStepLeavesNothing(t *testing.T) {
 			var mu sync.Mutex
 			tries := 0
 			e := setup(t, func(o *Options) {
-				o.testHookBeforeStep = func(s string) error {
+				o.testHookBeforeStep = func(_ context.Context, s string) error {
 					if s != step {
 						return nil
 					}
@@ -312,10 +314,14 @@ func TestResumesAfterTheDispatcherStops(t *testing.T) {
 	block := make(chan struct{})
 	var once sync.Once
 	e := setup(t, func(o *Options) {
-		o.testHookBeforeStep = func(s string) error {
+		o.testHookBeforeStep = func(ctx context.Context, s string) error {
 			if s == "addon:redis" {
-				once.Do(func() { close(block) })
-				time.Sleep(time.Hour) // until the job's context ends with the client
+				first := false
+				once.Do(func() { close(block); first = true })
+				if first {
+					<-ctx.Done() // until the client stops and cancels its jobs
+					return ctx.Err()
+				}
 			}
 			return nil
 		}
