@@ -2,6 +2,7 @@ package workspace_test
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -271,4 +272,17 @@ func TestCloneScript(t *testing.T) {
 		assert.Contains(t, sc, want)
 	}
 	assert.NotContains(t, sc, "clone -c", "git clone -c would write into .git/config")
+}
+
+// The kustomize base configures DefaultImage, which Dockerfile.workspace builds.
+func TestDefaultImageIsDeployed(t *testing.T) {
+	t.Parallel()
+	k, err := os.ReadFile("../../../deploy/base/kustomization.yaml")
+	require.NoError(t, err)
+	assert.Contains(t, string(k), "- KILN_WORKSPACE_IMAGE="+workspace.DefaultImage+"\n")
+	d, err := os.ReadFile("../../../deploy/docker/Dockerfile.workspace")
+	require.NoError(t, err)
+	assert.Contains(t, string(d), "-t "+workspace.DefaultImage)
+	assert.Contains(t, string(d), "WORKDIR "+workspace.WorkspaceDir+"\n")
+	assert.Contains(t, string(d), "HOME="+workspace.Home)
 }
