@@ -224,9 +224,11 @@ func (f *fixture) teardown(s workspace.Spec) {
 		{"service account", f.m.DeleteServiceAccount},
 		{"namespace", f.m.DeleteNamespace},
 	} {
+		t0 := time.Now()
 		kbtest.WaitFor(f.t, 2*time.Minute, "deleting "+step.name, func(ctx context.Context) (bool, error) {
 			return step.del(ctx, s)
 		})
+		f.t.Logf("%s gone in %s", step.name, time.Since(t0).Round(time.Millisecond))
 		gone, err := step.del(f.ctx, s) // idempotent once gone
 		require.NoError(f.t, err)
 		require.True(f.t, gone, step.name)
