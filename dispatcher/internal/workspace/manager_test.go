@@ -586,3 +586,38 @@ func TestWorkspaceOverSSH(t *testing.T) {
 	assert.NotContains(t, env, "fake-")
 	f.teardown(s)
 }
+
+// EnsureSecrets converges on a retry: new credentials replace the git
+// Secret's, and secret_env is merged into the env Secret without dropping
+// what SetEnv wrote.
+func TestEnsureSecretsConverges(t *testing.T) {
+	f := setup(t)
+	s := spec("http://127.0.0.1:1/none.git", &schema.Credentials{Username: "bot", Token: "old"})
+	require.NoError(t, f.m.EnsureNamespace(f.ctx, s))
+	require.NoError(t, f.m.EnsureSecrets(f.ctx, s, map[string]string{"A": "1"}))
+	require.NoError(t, f.m.SetEnv(f.ctx, s, map[string]string{"REDIS_URL": "redis://x"}))
+	s.Credentials.Token = "new"
+	require.NoError(t, f.m.EnsureSecrets(f.ctx, s, map[string]string{"A": "2", "B": "3"}))
+
+	git, err := cluster.Client.CoreV1().Secrets(s.Namespace).Get(f.ctx, workspace.GitSecretName(s), metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "new", string(git.Data["git-token"]))
+	env, err := cluster.Client.CoreV1().Secrets(s.Namespace).Get(f.ctx, workspace.EnvSecretName(s), metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"A": []byte("2"), "B": []byte("3"), "REDIS_URL": []byte("redis://x")}, env.Data)
+	f.teardown(s)
+}
+
+// An image the node cannot pull is a *PodError, not a wait until a deadline.
+func TestImagePullFailureIsAPodError(t *testing.T) {
+	f := setup(t)
+	s := spec("http://127.0.0.1:1/none.git", nil)
+	s.Image = "kilnbuild/no-such-image:1"
+	f.provision(s, nil, nil)
+	err := f.waitReady(s)
+	var pe *workspace.PodError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, workspace.CloneContainerName, pe.Container)
+	assert.Contains(t, []string{"ErrImagePull", "ImagePullBackOff"}, pe.Reason)
+	f.teardown(s)
+}
