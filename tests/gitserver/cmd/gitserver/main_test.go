@@ -59,7 +59,9 @@ func TestServesABareRepositoryToTheAccount(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-root", root, "-user", "kiln", "-token-file", tokenFile, "-addr-file", addrFile}, &stderr) }()
+	go func() {
+		done <- run(ctx, []string{"-root", root, "-user", "kiln", "-token-file", tokenFile, "-addr-file", addrFile}, &stderr)
+	}()
 	defer func() {
 		cancel()
 		require.NoError(t, <-done)
