@@ -16,6 +16,9 @@
 #
 #   dev-up.sh           start the stack (or say it is already up, and print .dev/env)
 #   dev-up.sh --status  exit 0 when up, 1 when down, 2 when partly up
+#
+# KILN_DEV_KUBE_IDENTITY=admin runs the dispatcher with the admin kubeconfig
+# instead of its ServiceAccount (to tell an RBAC gap from a bug).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -77,7 +80,7 @@ cleanup() {
 trap cleanup EXIT
 
 rm -rf "$dev/pids" "$dev/kubebox" "$dev/env" "$dev/run"
-mkdir -p "$dev/pids" "$dev/logs" "$dev/bin" "$dev/agent" "$dev/home" "$dev/git" "$dev/run"
+mkdir -p "$dev/pids" "$dev/logs" "$dev/bin" "$dev/agent" "$dev/git" "$dev/run"
 chmod 700 "$dev" "$dev/run"
 
 # start NAME PROGRAM ARGS...: in its own session (a ^C in this terminal does
@@ -152,15 +155,20 @@ KUBECONFIG=$disp_kc kubectl config set-credentials kiln-dispatcher --token "$sa_
 KUBECONFIG=$disp_kc kubectl config set-context kiln --cluster kubebox --user kiln-dispatcher >/dev/null
 KUBECONFIG=$disp_kc kubectl config use-context kiln >/dev/null
 chmod 600 "$disp_kc"
+if [ "${KILN_DEV_KUBE_IDENTITY:-}" = admin ]; then
+  # Debugging RBAC only: the dispatcher as cluster admin instead of its ServiceAccount.
+  log "KILN_DEV_KUBE_IDENTITY=admin: the dispatcher uses the admin kubeconfig, not its ServiceAccount"
+  disp_kc=$KUBECONFIG
+fi
 
 log "the dispatcher (add-ons: postgres, redis; workspace image kilnbuild/kiln-workspace:latest)"
 port=$(free_port)
 url=http://127.0.0.1:$port
-workspace_env=$(AGENT="$dev/agent" HOME_DIR="$dev/home" API="$api_url" python3 -c '
+# (HOME is the workspace's own: an emptyDir at /home/kiln.)
+workspace_env=$(AGENT="$dev/agent" API="$api_url" python3 -c '
 import json, os
 print(json.dumps({
     "PATH": os.environ["AGENT"] + ":/usr/local/bin:/usr/bin:/bin",
-    "HOME": os.environ["HOME_DIR"],
     "ANTHROPIC_BASE_URL": os.environ["API"],
     "DISABLE_TELEMETRY": "1",
     "DISABLE_ERROR_REPORTING": "1",
