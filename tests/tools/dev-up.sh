@@ -57,8 +57,7 @@ if [ "${1:-}" = --status ]; then
   set +e; status 2>/dev/null; exit $?
 fi
 
-set +e; status 2>"$dev.status.err"; st=$?; set -e
-why=$(cat "$dev.status.err" 2>/dev/null || true); rm -f "$dev.status.err"
+set +e; why=$(status 2>&1); st=$?; set -e
 case $st in
   0) log "already up (pids in .dev/pids); reusing it"; cat "$dev/env"; exit 0 ;;
   2) log "the stack is partly up ($why): run make dev-down first"; exit 1 ;;
