@@ -222,6 +222,15 @@ say "The callback the bot received"
 for _ in $(seq 1 50); do [ -s "$state/callback.json" ] && break; sleep 0.2; done
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("signature valid:", d["signature_valid"], "| delivery", d["delivery_id"], "| status", d["body"]["status"])' "$state/callback.json" 2>/dev/null || echo "(no callback yet)"
 
+say "Secrets in the dispatcher's log, the build's events and the cluster's events"
+curl -fsS "$KILN_URL/builds/$task_id/events" -H "Authorization: Bearer $bot" -H 'Accept: text/event-stream' \
+  --max-time 2 >"$state/events.txt" 2>/dev/null || true
+kubectl get events -A -o json >"$state/kube-events.json"
+for what in "git token:$git_token" "ANTHROPIC_API_KEY:sk-ant-demo-stand-in"; do
+  n=$(cat .dev/logs/dispatcher.log "$state/events.txt" "$state/kube-events.json" | grep -cF -- "${what#*:}" || true)
+  echo "  the ${what%%:*} appears $n times"
+done
+
 echo
 echo "build $task_id: $status"
 test "$status" = completed
