@@ -98,8 +98,12 @@ func TestManagedProjectRefusals(t *testing.T) {
 		{"unknown addon", func(in *schema.ProjectInput) { in.Addons = []schema.AddonInput{{Type: "mongo"}} }, "addons[0].type", `unknown add-on type "mongo" (known: postgres, redis)`},
 		{"unconfigured addon", func(in *schema.ProjectInput) { in.Addons = []schema.AddonInput{{Type: "redis"}} }, "addons[0].type", "not configured on this dispatcher (configured: postgres)"},
 		{"addon twice", func(in *schema.ProjectInput) { in.Addons = []schema.AddonInput{{Type: "postgres"}, {Type: "postgres"}} }, "addons[1].type", "twice"},
-		{"env name", func(in *schema.ProjectInput) { in.Workspace = &schema.WorkspaceInput{Env: map[string]string{"1BAD": "x"}} }, "workspace.env", "not an environment variable name"},
-		{"reserved env", func(in *schema.ProjectInput) { in.Workspace = &schema.WorkspaceInput{SecretEnv: map[string]string{"KILN_X": "x"}} }, "workspace.secret_env", "set by Kiln"},
+		{"env name", func(in *schema.ProjectInput) {
+			in.Workspace = &schema.WorkspaceInput{Env: map[string]string{"1BAD": "x"}}
+		}, "workspace.env", "not an environment variable name"},
+		{"reserved env", func(in *schema.ProjectInput) {
+			in.Workspace = &schema.WorkspaceInput{SecretEnv: map[string]string{"KILN_X": "x"}}
+		}, "workspace.secret_env", "set by Kiln"},
 		{"addon's variable", func(in *schema.ProjectInput) {
 			in.Addons = []schema.AddonInput{{Type: "postgres"}}
 			in.Workspace = &schema.WorkspaceInput{Env: map[string]string{"DATABASE_URL": "x"}}
