@@ -370,3 +370,44 @@ func TestRefusesAnUnlabelledNamespace(t *testing.T) {
 	_, err = cluster.Client.CoreV1().Namespaces().Get(e.ctx, "kiln-squatted", metav1.GetOptions{})
 	assert.NoError(t, err, "a namespace Kiln did not make is never deleted")
 }
+
+// Two replicas never work one project at once: the second's job finds the
+// project locked (and snoozes) until the first lets go, also when the first
+// dies with its connection.
+func TestOneReplicaAtATime(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	const id = "01a23300-0000-7000-8000-000000000001"
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- withProjectLock(ctx, db.Pool, id, func() error {
+			close(inside)
+			<-release
+			return nil
+		})
+	}()
+	<-inside
+	err := withProjectLock(ctx, db.Pool, id, func() error { return errors.New("must not run") })
+	assert.ErrorIs(t, err, errLocked)
+	assert.NoError(t, withProjectLock(ctx, db.Pool, "01a23300-0000-7000-8000-000000000002", func() error { return nil }),
+		"another project is not held up")
+	close(release)
+	require.NoError(t, <-done)
+	assert.NoError(t, withProjectLock(ctx, db.Pool, id, func() error { return nil }), "free again once the first is done")
+
+	// A dispatcher killed while holding it: its connection goes, and the lock with it.
+	other := pgtest.Pool(t, db.Schema, 2)
+	conn, err := other.Acquire(ctx)
+	require.NoError(t, err)
+	h := fnvKey(id)
+	var ok bool
+	require.NoError(t, conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(lockSpace), h).Scan(&ok))
+	require.True(t, ok)
+	assert.ErrorIs(t, withProjectLock(ctx, db.Pool, id, func() error { return nil }), errLocked)
+	require.NoError(t, conn.Conn().Close(ctx))
+	conn.Release()
+	assert.NoError(t, withProjectLock(ctx, db.Pool, id, func() error { return nil }))
+}

@@ -32,9 +32,7 @@ func withProjectLock(ctx context.Context, pool *pgxpool.Pool, id string, fn func
 		return fmt.Errorf("acquiring a connection for project %s: %w", id, err)
 	}
 	defer conn.Release()
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	key := int32(h.Sum32())
+	key := fnvKey(id)
 	var ok bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(lockSpace), key).Scan(&ok); err != nil {
 		return fmt.Errorf("locking project %s: %w", id, err)
@@ -48,6 +46,13 @@ func withProjectLock(ctx context.Context, pool *pgxpool.Pool, id string, fn func
 		}
 	}()
 	return fn()
+}
+
+// fnvKey is a project's key in lockSpace.
+func fnvKey(id string) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return int32(h.Sum32())
 }
 
 // errPermanent marks a step error no retry mends (a clone refused).
