@@ -33,7 +33,7 @@ const (
 	// sessions live there.
 	Home = "/home/kiln"
 	// RunnerClusterRole is the default ClusterRole the runner's RoleBinding
-	// refers to (deploy/base/rbac/provisioning.yaml): pods get, pods/exec.
+	// refers to (deploy/base/rbac/dispatcher.yaml): pods get, pods/exec.
 	RunnerClusterRole = "kiln-runner-exec"
 	// RunnerBindingName is the name of the runner's RoleBinding in the
 	// project namespace (so one managed project per namespace).
