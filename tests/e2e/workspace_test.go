@@ -40,6 +40,8 @@ const WorkspaceImage = "kilnbuild/kiln-workspace:latest"
 // (workspace.LabelProject).
 const labelProject = "kiln.dev/project"
 
+var tmpOnce sync.Once
+
 // wsEnv is an env whose dispatchers provision managed projects: add-on
 // servers, a token-checking git server with one repository.
 type wsEnv struct {
@@ -61,6 +63,9 @@ func newWorkspaceEnv(t *testing.T, addons bool, extraEnv ...string) *wsEnv {
 	e.git = gitserver.Start(t, gitserver.Options{Username: "kiln-bot", Token: e.token})
 	e.url = e.git.NewRepo(t, e.repo, e.branch, map[string]string{"README.md": "hello\n", "index.html": "<h1>Hello</h1>\n"})
 	if addons {
+		// Postgres runs as the postgres user in a directory under TMPDIR,
+		// which TestMain made 0700.
+		tmpOnce.Do(func() { _ = os.Chmod(os.TempDir(), 0o755) })
 		e.pg = servers.NewPostgres(t)
 		e.rd = servers.NewRedis(t)
 		e.extraEnv = append(e.extraEnv, "KILN_ADDON_POSTGRES_URL="+e.pg.AdminURL, "KILN_ADDON_REDIS_URL="+e.rd.AdminURL)
