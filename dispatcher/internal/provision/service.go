@@ -94,7 +94,7 @@ type Options struct {
 	OnDone func(took time.Duration, ok bool)
 	Logger *slog.Logger
 	// testHookBeforeStep runs before each step try; tests inject faults.
-	testHookBeforeStep func(step string) error
+	testHookBeforeStep func(ctx context.Context, step string) error
 }
 
 // Service provisions and retires managed projects. It implements

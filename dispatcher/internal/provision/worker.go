@@ -286,7 +286,7 @@ func (s *Service) provision(ctx context.Context, id string) error {
 // try runs one step, after the test hook.
 func (s *Service) try(ctx context.Context, r *run, name string) (bool, error) {
 	if h := s.o.testHookBeforeStep; h != nil {
-		if err := h(name); err != nil {
+		if err := h(ctx, name); err != nil {
 			return false, err
 		}
 	}

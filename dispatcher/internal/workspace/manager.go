@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 )
 
 // ErrNotOurs: an object of the name Kiln wants exists without Kiln's labels
@@ -265,7 +266,7 @@ func remove[T metav1.Object](ctx context.Context, s Spec, kind, ns, name string,
 	uid := obj.GetUID()
 	err = del(ctx, name, metav1.DeleteOptions{
 		Preconditions:     &metav1.Preconditions{UID: &uid},
-		PropagationPolicy: ptrTo(metav1.DeletePropagationBackground),
+		PropagationPolicy: ptr.To(metav1.DeletePropagationBackground),
 	})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -280,8 +281,6 @@ func remove[T metav1.Object](ctx context.Context, s Spec, kind, ns, name string,
 	}
 	return false, nil
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // DeleteRunnerAccess deletes the runner's RoleBinding.
 func (m *Manager) DeleteRunnerAccess(ctx context.Context, s Spec) (bool, error) {

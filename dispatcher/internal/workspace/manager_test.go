@@ -34,7 +34,28 @@ import (
 	"github.com/kilnbuild/kiln/tests/kbtest"
 )
 
+// sshShim stands in for ssh (no sshd runs here): it records its arguments,
+// the key's and known_hosts' contents as it read them through the options
+// it was given, and runs the remote command (git-upload-pack '<path>')
+// locally, as sshd would on the server.
+const sshShim = `#!/bin/sh
+log=%s
+key= hosts= strict=
+prev=
+for a in "$@"; do
+  case "$prev" in
+    -i) key=$a ;;
+    -o) case "$a" in UserKnownHostsFile=*) hosts=${a#UserKnownHostsFile=} ;; StrictHostKeyChecking=*) strict=${a#StrictHostKeyChecking=} ;; esac ;;
+  esac
+  prev=$a
+  last=$a
+done
+{ echo "args: $*"; echo "strict: $strict"; echo "key: $(cat "$key")"; echo "hosts: $(cat "$hosts")"; } >> "$log"
+exec sh -c "$last"
+`
+
 var (
+	sshLog  string // what the ssh stand-in recorded
 	cluster *kbtest.Cluster
 	// dispatcher acts as kiln/kiln-dispatcher with exactly
 	// deploy/base/rbac/dispatcher.yaml's rights; runner as
@@ -47,6 +68,18 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
+	// Pods inherit the node's PATH: put a stand-in ssh first (see sshShim).
+	shimDir, err := os.MkdirTemp(kbtest.HostTempDir(), "workspace-ssh-")
+	if err == nil {
+		sshLog = shimDir + "/ssh.log"
+		err = os.WriteFile(shimDir+"/ssh", []byte(fmt.Sprintf(sshShim, sshLog)), 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(shimDir)
+	os.Setenv("PATH", shimDir+":"+os.Getenv("PATH"))
 	c, stop, err := kbtest.Up(map[string]string{workspace.DefaultImage: "/bin/sh"})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -224,9 +257,11 @@ func (f *fixture) teardown(s workspace.Spec) {
 		{"service account", f.m.DeleteServiceAccount},
 		{"namespace", f.m.DeleteNamespace},
 	} {
+		t0 := time.Now()
 		kbtest.WaitFor(f.t, 2*time.Minute, "deleting "+step.name, func(ctx context.Context) (bool, error) {
 			return step.del(ctx, s)
 		})
+		f.t.Logf("%s gone in %s", step.name, time.Since(t0).Round(time.Millisecond))
 		gone, err := step.del(f.ctx, s) // idempotent once gone
 		require.NoError(f.t, err)
 		require.True(f.t, gone, step.name)
@@ -510,3 +545,79 @@ func execCommand(dir string, args ...string) ([]byte, error) {
 }
 
 func resourceMust(q string) resource.Quantity { return resource.MustParse(q) }
+
+// SSH credentials: the clone runs ssh with the mounted key, the mounted
+// known_hosts and strict host key checking; nothing of it stays in the clone.
+func TestWorkspaceOverSSH(t *testing.T) {
+	f := setup(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"git", "init", "--quiet", "--initial-branch=main", "src"},
+		{"git", "-C", "src", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "--quiet", "--allow-empty", "-m", "one"},
+		{"git", "clone", "--quiet", "--bare", "src", "repo.git"},
+	} {
+		out, err := execCommand(dir, args...)
+		require.NoError(t, err, "%v: %s", args, out)
+	}
+	key := "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-" + uuid.NewString() + "\n-----END OPENSSH PRIVATE KEY-----\n"
+	s := spec("git@git.example.invalid:"+dir+"/repo.git", &schema.Credentials{SSHPrivateKey: key, KnownHosts: "git.example.invalid ssh-ed25519 AAAAC3Nza"})
+	f.provision(s, nil, nil)
+	require.NoError(t, f.waitReady(s))
+
+	head, err := execAs(t, runner, s, "git", "-C", workspace.Workdir, "rev-parse", "HEAD")
+	require.NoError(t, err)
+	want, err := execCommand(dir, "git", "-C", "repo.git", "rev-parse", "main")
+	require.NoError(t, err)
+	assert.Equal(t, strings.TrimSpace(string(want)), strings.TrimSpace(head))
+	log, err := os.ReadFile(sshLog)
+	require.NoError(t, err)
+	assert.Contains(t, string(log), "-o IdentitiesOnly=yes")
+	assert.Contains(t, string(log), "strict: yes")
+	assert.Contains(t, string(log), "key: "+strings.TrimSpace(key), "ssh read the mounted key")
+	assert.Contains(t, string(log), "hosts: git.example.invalid ssh-ed25519 AAAAC3Nza", "ssh read the mounted known_hosts")
+	assert.Contains(t, string(log), "git@git.example.invalid")
+	config, err := execAs(t, runner, s, "cat", workspace.Workdir+"/.git/config")
+	require.NoError(t, err)
+	assert.NotContains(t, config, "sshCommand")
+	assert.NotContains(t, config, "ssh-private-key")
+	env, err := execAs(t, runner, s, "env")
+	require.NoError(t, err)
+	assert.NotContains(t, env, "GIT_SSH_COMMAND")
+	assert.NotContains(t, env, "fake-")
+	f.teardown(s)
+}
+
+// EnsureSecrets converges on a retry: new credentials replace the git
+// Secret's, and secret_env is merged into the env Secret without dropping
+// what SetEnv wrote.
+func TestEnsureSecretsConverges(t *testing.T) {
+	f := setup(t)
+	s := spec("http://127.0.0.1:1/none.git", &schema.Credentials{Username: "bot", Token: "old"})
+	require.NoError(t, f.m.EnsureNamespace(f.ctx, s))
+	require.NoError(t, f.m.EnsureSecrets(f.ctx, s, map[string]string{"A": "1"}))
+	require.NoError(t, f.m.SetEnv(f.ctx, s, map[string]string{"REDIS_URL": "redis://x"}))
+	s.Credentials.Token = "new"
+	require.NoError(t, f.m.EnsureSecrets(f.ctx, s, map[string]string{"A": "2", "B": "3"}))
+
+	git, err := cluster.Client.CoreV1().Secrets(s.Namespace).Get(f.ctx, workspace.GitSecretName(s), metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "new", string(git.Data["git-token"]))
+	env, err := cluster.Client.CoreV1().Secrets(s.Namespace).Get(f.ctx, workspace.EnvSecretName(s), metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"A": []byte("2"), "B": []byte("3"), "REDIS_URL": []byte("redis://x")}, env.Data)
+	f.teardown(s)
+}
+
+// An image the node cannot pull is a *PodError, not a wait until a deadline.
+func TestImagePullFailureIsAPodError(t *testing.T) {
+	f := setup(t)
+	s := spec("http://127.0.0.1:1/none.git", nil)
+	s.Image = "kilnbuild/no-such-image:1"
+	f.provision(s, nil, nil)
+	err := f.waitReady(s)
+	var pe *workspace.PodError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, workspace.CloneContainerName, pe.Container)
+	assert.Contains(t, []string{"ErrImagePull", "ImagePullBackOff"}, pe.Reason)
+	f.teardown(s)
+}
