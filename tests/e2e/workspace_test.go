@@ -28,6 +28,7 @@ import (
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/gitserver"
 	"github.com/kilnbuild/kiln/tests/kbtest"
+	"github.com/kilnbuild/kiln/tests/messagesapi"
 	"github.com/kilnbuild/kiln/tests/runner_e2e/harness"
 	"github.com/kilnbuild/kiln/tests/servers"
 )
@@ -711,4 +712,51 @@ func TestManagedProvisionMeasure(t *testing.T) {
 	g50, gmax := p50(gone)
 	t.Logf("%d projects: POST→ready p50 %s max %s; DELETE→404 p50 %s max %s", n,
 		r50.Round(time.Millisecond), rmax.Round(time.Millisecond), g50.Round(time.Millisecond), gmax.Round(time.Millisecond))
+}
+
+// A build on a managed project with the real jobrunner: the agent (the
+// pinned CLI against a stand-in model) edits the clone in the workspace pod,
+// and the runner pushes with the project's credentials: the git server's
+// branch moves to the build's commit, and the token shows nowhere.
+func TestManagedWorkspaceRealRunnerPush(t *testing.T) {
+	e := newWorkspaceEnv(t, false, "KILN_RUNNER_IMAGE="+harness.ImageRunner)
+	d := e.start()
+	model := messagesapi.Start(t)
+	in := e.managedInput(projectName("wspush"), e.token)
+	in.AuthorName, in.AuthorEmail = "Kiln Bot", "bot@kiln.example"
+	in.Workspace.Env["PATH"] = runnerBins.AgentDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	in.Workspace.Env["GIT_CONFIG_NOSYSTEM"] = "1"
+	for _, kv := range messagesapi.CLIEnv(model.URL(), "") {
+		if k, v, _ := strings.Cut(kv, "="); k != "HOME" {
+			in.Workspace.Env[k] = v
+		}
+	}
+	p0, _ := e.postManaged(d, in)
+	p, _ := e.waitProject(d, p0.ID, 3*time.Minute, schema.ProjectReady)
+	before := e.git.Head(t, e.repo, e.branch)
+
+	model.Enqueue(messagesapi.Script{Name: "write index.html", Turns: []messagesapi.Turn{
+		{Tools: []messagesapi.ToolUse{{Name: "Write", Input: map[string]any{
+			"file_path": p.Workdir + "/index.html", "content": "<h1>Welcome to Acme</h1>\n"}}}},
+		{Text: "index.html now welcomes visitors to Acme."},
+	}})
+	id := e.submit(d, p.ID, schema.BuildSpec{Prompt: "Welcome visitors to Acme.", AutoCommit: true, AutoPush: true})
+	b := e.waitStatus(d, id, 3*time.Minute, schema.StatusCompleted, schema.StatusFailed)
+	require.Equal(t, schema.StatusCompleted, b.Status, b.Error)
+	require.NotNil(t, b.Result)
+	assert.Equal(t, []string{"index.html"}, b.Result.FilesChanged)
+	require.Len(t, b.Result.CommitSHA, 40)
+	after := e.git.Head(t, e.repo, e.branch)
+	assert.NotEqual(t, before, after, "the branch did not move")
+	assert.Equal(t, b.Result.CommitSHA, after, "the branch is at the build's commit")
+	pushed := false
+	for _, r := range e.git.Requests() {
+		pushed = pushed || (r.Service == "git-receive-pack" && r.Authenticated && r.Method == http.MethodPost)
+	}
+	assert.True(t, pushed, "no authenticated push reached the git server")
+	assert.NotContains(t, mustExec(t, p.Namespace, p.PodName, "cat /workspace/repo/.git/config"), e.token)
+	evs, _ := json.Marshal(e.events(d, id))
+	assertNoSecrets(t, "the build's events", string(evs), e.token)
+	assertNoSecrets(t, "the dispatcher log", readFile(t, d.log), e.token)
+	assertNoSecrets(t, "the database", e.dbText(), e.token)
 }
