@@ -699,8 +699,24 @@ func TestManagedProvisionMeasure(t *testing.T) {
 		t1 := time.Now()
 		code, body := e.call(d, http.MethodDelete, "/projects/"+p0.ID, nil)
 		require.Equal(t, http.StatusAccepted, code, "%s", body)
-		e.waitGone(d, p0.ID, 3*time.Minute)
+		// Where DELETE's time goes: each change of the steps, as GET shows them.
+		var trace []string
+		last := ""
+		kbtest.WaitFor(t, 3*time.Minute, "project "+p0.ID+" to answer 404", func(context.Context) (bool, error) {
+			code, p, _ := e.getProject(d, p0.ID)
+			if code == http.StatusNotFound {
+				return true, nil
+			}
+			if s := stepSummary(p); s != last {
+				last = s
+				trace = append(trace, fmt.Sprintf("+%s %s", time.Since(t1).Round(10*time.Millisecond), s))
+			}
+			return false, fmt.Errorf("GET: %d", code)
+		})
 		gone = append(gone, time.Since(t1))
+		if i == 0 {
+			t.Logf("DELETE trace:\n%s", strings.Join(trace, "\n"))
+		}
 		require.Empty(t, e.leftovers(p0.ID, name))
 	}
 	p50 := func(ds []time.Duration) (time.Duration, time.Duration) {
