@@ -92,6 +92,7 @@ func TestMain(m *testing.M) {
 		RunnerImage:          filepath.Join(binDir, "standin-runner"),
 		harness.ImageRunner:  runnerBins.JobRunner,
 		harness.ImageProject: "/bin/sleep",
+		WorkspaceImage:       "/bin/sh", // the workspace pod runs explicit commands (sh -c, sleep)
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
