@@ -240,7 +240,13 @@ func (s *Service) provision(ctx context.Context, id string) error {
 		if cur, err := store.ProjectStatusOf(ctx, s.o.Pool, id); err != nil || cur != schema.ProjectProvisioning {
 			return err // deleted meanwhile: the retire job takes over
 		}
-		fresh := st.Status == schema.StepPending || st.Error != ""
+		// A try counts when the step starts, after a failed try, and when a
+		// run died inside it (a step other than the workspace's is never
+		// left running otherwise: a step that kills its dispatcher every
+		// time still reaches StepAttempts). The workspace step stays
+		// running while it waits for the pod, bounded by WorkspaceTimeout.
+		fresh := st.Status == schema.StepPending || st.Error != "" ||
+			(st.Status == schema.StepRunning && st.Name != StepWorkspace)
 		if fresh {
 			st.Attempts++
 		}
