@@ -76,8 +76,16 @@ bench-abuse: postgres build ## normal client p50/p99 under slow bodies, held con
 bench-metrics: postgres ## /metrics queue figures with 100k River jobs: refresh and cached scrape vs a plain count(*)
 	$(GO) test -run '^$$' -bench QueueStats -benchtime 20x ./dispatcher/internal/metrics
 
+.PHONY: dev-up
+dev-up: postgres build kubebox-build claude-code ## start the local stack (Postgres, kubebox, add-on servers, git server, stand-in Messages API, dispatcher); writes .dev/env
+	@bash tests/tools/dev-up.sh
+
+.PHONY: dev-down
+dev-down: ## stop exactly what make dev-up started (by the pids in .dev/pids)
+	@bash tests/tools/dev-down.sh
+
 .PHONY: demo
-demo: postgres build kubebox-build claude-code ## run the whole flow on this machine: Postgres, kubebox, dispatcher, a project pod, a build with curl
+demo: postgres build kubebox-build claude-code ## run the whole flow on the local stack (dev-up unless up): a managed project with add-ons via the API, a build with curl
 	@bash tests/tools/demo.sh
 
 .PHONY: clean

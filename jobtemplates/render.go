@@ -29,7 +29,14 @@ const (
 	EnvRunnerToken = "KILN_RUNNER_TOKEN"
 	// EnvRunnerConfig holds the RunnerConfig as JSON; ParseRunnerConfig reads it.
 	EnvRunnerConfig = "KILN_RUNNER_CONFIG"
+	// EnvGitURL is the managed project's repository URL, set beside
+	// EnvGitCredentials: the runner offers an HTTPS token only to that
+	// URL's host, whatever the workspace's .git/config says.
+	EnvGitURL = "KILN_GIT_URL"
 )
+
+// gitCredentialsVolume is the volume of the project's credentials Secret.
+const gitCredentialsVolume = "git-credentials"
 
 // The runner's identity: the container runs as this non-root user and group.
 const (
@@ -91,6 +98,13 @@ var ErrInvalidInput = errors.New("invalid render input")
 // It is pure: same input, same output, no I/O. Create the Job first, then the
 // Secret with OwnedBy(secret, createdJob) so the Secret goes with the Job; the
 // kubelet retries the pod's secretKeyRef until the Secret exists.
+//
+// For a project whose Repository has Credentials, the pod also mounts the
+// keys of that kind (and no other key) of the project's Secret,
+// ProjectSecretName(project id), read-only with mode 0400 at
+// GitCredentialsDir, and the runner gets EnvGitCredentials and EnvGitURL.
+// That Secret is the dispatcher's, kept for the project's lifetime; Render
+// neither returns nor owns it.
 func Render(in RenderInput) (*batchv1.Job, *corev1.Secret, error) {
 	if err := in.validate(); err != nil {
 		return nil, nil, err
@@ -153,6 +167,28 @@ func Render(in RenderInput) (*batchv1.Job, *corev1.Secret, error) {
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}
+	volumes := []corev1.Volume{{
+		Name:         "tmp",
+		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+	}}
+	if keys := gitCredentialKeys(in.Project.Repository); keys != nil {
+		items := make([]corev1.KeyToPath, len(keys))
+		for i, k := range keys {
+			items[i] = corev1.KeyToPath{Key: k, Path: k}
+		}
+		// Only the keys of the repository's kind: never the project's secret_env.
+		volumes = append(volumes, corev1.Volume{Name: gitCredentialsVolume, VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{
+				SecretName:  ProjectSecretName(in.Project.ID),
+				Items:       items,
+				DefaultMode: ptr.To[int32](0o400),
+			}}})
+		container.VolumeMounts = append(container.VolumeMounts,
+			corev1.VolumeMount{Name: gitCredentialsVolume, MountPath: GitCredentialsDir, ReadOnly: true})
+		container.Env = append(container.Env,
+			corev1.EnvVar{Name: EnvGitCredentials, Value: GitCredentialsDir},
+			corev1.EnvVar{Name: EnvGitURL, Value: in.Project.Repository.URL})
+	}
 	var tolerations []corev1.Toleration
 	if t.Tolerations != nil {
 		tolerations = make([]corev1.Toleration, len(t.Tolerations))
@@ -194,10 +230,7 @@ func Render(in RenderInput) (*batchv1.Job, *corev1.Secret, error) {
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					Containers: []corev1.Container{container},
-					Volumes: []corev1.Volume{{
-						Name:         "tmp",
-						VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
-					}},
+					Volumes:    volumes,
 				},
 			},
 		},
@@ -215,6 +248,21 @@ func Render(in RenderInput) (*batchv1.Job, *corev1.Secret, error) {
 		Data:      map[string][]byte{SecretKeyRunnerToken: []byte(in.RunnerToken)},
 	}
 	return job, secret, nil
+}
+
+// gitCredentialKeys are the keys of the project's credentials Secret the
+// Job mounts: those of the repository's credential kind; nil for none.
+func gitCredentialKeys(r *schema.Repository) []string {
+	if r == nil {
+		return nil
+	}
+	switch r.Credentials {
+	case schema.CredentialsHTTPS:
+		return []string{SecretKeyGitUsername, SecretKeyGitToken}
+	case schema.CredentialsSSH:
+		return []string{SecretKeySSHKey, SecretKeyKnownHosts}
+	}
+	return nil
 }
 
 func (in RenderInput) validate() error {
@@ -243,6 +291,16 @@ func (in RenderInput) validate() error {
 	}
 	if in.RunnerToken == "" {
 		add("runnerToken: required")
+	}
+	if r := in.Project.Repository; r != nil {
+		switch r.Credentials {
+		case "", schema.CredentialsHTTPS, schema.CredentialsSSH:
+		default:
+			add("project.repository.credentials: must be %q, %q or empty (got %q)", schema.CredentialsHTTPS, schema.CredentialsSSH, r.Credentials)
+		}
+		if r.Credentials != "" && in.Project.ID == "" {
+			add("project.id: required with repository credentials")
+		}
 	}
 	if in.Image != "" && (!imageRef.MatchString(in.Image) || len(in.Image) > 512) {
 		add("image: must be an image reference like repo/name:tag (got %q)", in.Image)

@@ -274,6 +274,36 @@ func TestRenderOverrides(t *testing.T) {
 			},
 		},
 		{
+			name: "managed project without credentials",
+			edit: func(in *RenderInput) {
+				in.Project.Managed = true
+				in.Project.Repository = &schema.Repository{URL: "https://git.example/acme/site.git", Branch: "main"}
+			},
+			want: func(j *batchv1.Job) {},
+		},
+		{
+			name: "https credentials",
+			edit: func(in *RenderInput) {
+				in.Project.Managed = true
+				in.Project.Repository = &schema.Repository{URL: "https://git.example/acme/site.git", Branch: "main",
+					Credentials: schema.CredentialsHTTPS, Username: "kiln"}
+			},
+			want: func(j *batchv1.Job) {
+				withGitCredentials(j, "https://git.example/acme/site.git", SecretKeyGitUsername, SecretKeyGitToken)
+			},
+		},
+		{
+			name: "ssh credentials",
+			edit: func(in *RenderInput) {
+				in.Project.Managed = true
+				in.Project.Repository = &schema.Repository{URL: "git@git.example:acme/site.git", Branch: "main",
+					Credentials: schema.CredentialsSSH}
+			},
+			want: func(j *batchv1.Job) {
+				withGitCredentials(j, "git@git.example:acme/site.git", SecretKeySSHKey, SecretKeyKnownHosts)
+			},
+		},
+		{
 			name: "build id that is not a DNS label",
 			edit: func(in *RenderInput) { in.Build.ID = "Build_42" },
 			want: func(j *batchv1.Job) {
@@ -304,6 +334,24 @@ func TestRenderOverrides(t *testing.T) {
 	}
 }
 
+// withGitCredentials is what a project's repository credentials add to the
+// Job: the keys of their kind from the project's Secret, mounted read-only,
+// and the runner told where they are and for which repository.
+func withGitCredentials(j *batchv1.Job, url string, keys ...string) {
+	spec := podSpec(j)
+	var items []corev1.KeyToPath
+	for _, k := range keys {
+		items = append(items, corev1.KeyToPath{Key: k, Path: k})
+	}
+	spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "git-credentials", VolumeSource: corev1.VolumeSource{
+		Secret: &corev1.SecretVolumeSource{SecretName: "kiln-project-" + testProjectID, Items: items, DefaultMode: ptr.To[int32](0o400)},
+	}})
+	c := &spec.Containers[0]
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "git-credentials", MountPath: "/var/run/kiln/git", ReadOnly: true})
+	c.Env = append(c.Env, corev1.EnvVar{Name: "KILN_GIT_CREDENTIALS", Value: "/var/run/kiln/git"},
+		corev1.EnvVar{Name: "KILN_GIT_URL", Value: url})
+}
+
 // hashOf is the suffix names and labels get when they had to be changed.
 func hashOf(s string) string {
 	sum := sha256.Sum256([]byte(s))
@@ -327,6 +375,13 @@ func TestRenderInvalidInput(t *testing.T) {
 		{"no dispatcher url", func(in *RenderInput) { in.DispatcherURL = "" }, "dispatcherURL: "},
 		{"no token", func(in *RenderInput) { in.RunnerToken = "" }, "runnerToken: required"},
 		{"bad image override", func(in *RenderInput) { in.Image = "has space:1" }, "image: must be an image reference"},
+		{"unknown credential kind", func(in *RenderInput) {
+			in.Project.Repository = &schema.Repository{URL: "https://git.example/a.git", Credentials: "netrc"}
+		}, `project.repository.credentials: must be "https", "ssh" or empty (got "netrc")`},
+		{"credentials without a project id", func(in *RenderInput) {
+			in.Project.ID = ""
+			in.Project.Repository = &schema.Repository{URL: "https://git.example/a.git", Credentials: "https"}
+		}, "project.id: required with repository credentials"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -50,6 +50,10 @@ const (
 	// ends while waiting for quota.
 	ReasonQuota Reason = "quota"
 
+	// ReasonProvisioning: the build's project failed to provision (its
+	// workspace was rolled back); the error names the failed step.
+	ReasonProvisioning Reason = "provisioning"
+
 	// Reasons the runner gives (in BuildResult.Reason).
 
 	// ReasonAgentError: the agent reported an error that no other reason
@@ -96,7 +100,7 @@ const (
 // FailureReasons lists every reason a failed build can carry.
 var FailureReasons = []Reason{
 	ReasonDeadline, ReasonOOM, ReasonImagePull, ReasonUnschedulable, ReasonPodCreate, ReasonJobDeleted,
-	ReasonPodFailed, ReasonRunnerLost, ReasonInvalidJob, ReasonQuota, ReasonAgentError, ReasonMaxTurns,
+	ReasonPodFailed, ReasonRunnerLost, ReasonInvalidJob, ReasonQuota, ReasonProvisioning, ReasonAgentError, ReasonMaxTurns,
 	ReasonAgentAuth, ReasonAgentBadRequest, ReasonAgentUnavailable, ReasonAgentPushed,
 	ReasonWorkspace, ReasonGit, ReasonPushRejected, ReasonRunnerError, ReasonProvisioning, ReasonOther,
 }

@@ -8,12 +8,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -36,6 +38,23 @@ var (
 	runnerRules = map[string][]string{
 		"/pods":      {"get"},
 		"/pods/exec": {"create", "get"},
+	}
+	// Managed projects (docs/workspaces.md): the dispatcher provisions
+	// namespaces and workspaces, and grants the runner exec there with bind
+	// on kiln-runner-exec only.
+	provisioningRules = map[string][]string{
+		"/namespaces":                            {"create", "delete", "get"},
+		"/serviceaccounts":                       {"create", "delete", "get", "list"},
+		"/secrets":                               {"create", "delete", "get", "list", "update"},
+		"apps/statefulsets":                      {"create", "delete", "get", "list"},
+		"rbac.authorization.k8s.io/rolebindings": {"create", "delete", "get", "list"},
+		"/pods":                                  {"get", "list", "watch"},
+		"rbac.authorization.k8s.io/clusterroles": {"bind"},
+	}
+	wantClusterScoped = []string{
+		"ClusterRole/kiln-dispatcher-provisioning", "ClusterRoleBinding/kiln-dispatcher-provisioning",
+		"ClusterRole/kiln-runner-exec",
+		"ValidatingAdmissionPolicy/kiln-dispatcher-namespaces", "ValidatingAdmissionPolicyBinding/kiln-dispatcher-namespaces",
 	}
 )
 
@@ -68,14 +87,15 @@ func TestManifestsStructure(t *testing.T) {
 func checkStructure(t *testing.T, name string, objs []*unstructured.Unstructured) {
 	wantReplicas := map[string]int32{"base": 2, "example": 3}[name]
 
-	// Nothing cluster-wide but the namespaces.
+	// Nothing cluster-wide but the namespaces and what managed projects need.
+	var clusterScoped []string
 	for _, o := range objs {
-		if o.GetKind() != "Namespace" {
-			assert.NotEmpty(t, o.GetNamespace(), "%s %s must be namespaced", o.GetKind(), o.GetName())
+		if o.GetNamespace() == "" && o.GetKind() != "Namespace" {
+			clusterScoped = append(clusterScoped, o.GetKind()+"/"+o.GetName())
 		}
-		assert.NotContains(t, []string{"ClusterRole", "ClusterRoleBinding"}, o.GetKind(), "least privilege: no cluster-wide RBAC")
 		assert.Equal(t, "kiln", o.GetLabels()["app.kubernetes.io/part-of"], "%s %s: part-of label", o.GetKind(), o.GetName())
 	}
+	assert.ElementsMatch(t, wantClusterScoped, clusterScoped, "least privilege: only these cluster-scoped objects")
 	for _, ns := range []string{"kiln", "kiln-builds"} {
 		find(t, objs, "Namespace", "", ns)
 	}
@@ -195,6 +215,11 @@ func checkStructure(t *testing.T, name string, objs []*unstructured.Unstructured
 	for _, o := range all(objs, "Role") {
 		assert.Contains(t, []string{"kiln-dispatcher", "kiln-runner"}, o.GetName(), "unexpected Role")
 	}
+	checkProvisioningRBAC(t, objs, buildNS)
+	// The workspace image (deploy/docker/Dockerfile.workspace; the
+	// workspace package's DefaultImage, which its own test keeps equal).
+	assert.Equal(t, map[string]string{"base": "kilnbuild/kiln-workspace:latest", "example": "registry.example.com/kiln/workspace:v0.1.0"}[name],
+		env["KILN_WORKSPACE_IMAGE"], "KILN_WORKSPACE_IMAGE")
 
 	// NetworkPolicies.
 	np := as[networkingv1.NetworkPolicy](t, find(t, objs, "NetworkPolicy", "kiln", "kiln-dispatcher"))
@@ -257,4 +282,59 @@ func egressPorts(np *networkingv1.NetworkPolicy) []int {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// checkProvisioningRBAC: the provisioning ClusterRole has exactly its
+// verbs (bind only on kiln-runner-exec), is bound to the dispatcher only,
+// kiln-runner-exec is the runner Role's rules, and the admission policy
+// matches the dispatcher and spares its builds namespace.
+func checkProvisioningRBAC(t *testing.T, objs []*unstructured.Unstructured, buildNS string) {
+	t.Helper()
+	cr := as[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "", "kiln-dispatcher-provisioning"))
+	assert.Equal(t, provisioningRules, rules(cr.Rules), "provisioning ClusterRole")
+	for _, r := range cr.Rules {
+		if slices.Contains(r.Verbs, "bind") {
+			assert.Equal(t, []string{"kiln-runner-exec"}, r.ResourceNames, "bind only kiln-runner-exec")
+			assert.Equal(t, []string{"bind"}, r.Verbs)
+		} else {
+			assert.Empty(t, r.ResourceNames)
+		}
+		assert.NotContains(t, r.Verbs, "escalate")
+		assert.NotContains(t, r.Verbs, "*")
+		assert.NotContains(t, r.Resources, "*")
+	}
+	crb := as[rbacv1.ClusterRoleBinding](t, find(t, objs, "ClusterRoleBinding", "", "kiln-dispatcher-provisioning"))
+	assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}, crb.RoleRef)
+	assert.Equal(t, []rbacv1.Subject{{Kind: "ServiceAccount", Name: "kiln-dispatcher", Namespace: "kiln"}}, crb.Subjects)
+	exec := as[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "", "kiln-runner-exec"))
+	assert.Equal(t, runnerRules, rules(exec.Rules), "kiln-runner-exec")
+	for _, o := range all(objs, "ClusterRoleBinding") {
+		assert.NotEqual(t, "kiln-runner-exec", as[rbacv1.ClusterRoleBinding](t, o).RoleRef.Name, "exec is never granted cluster-wide")
+	}
+
+	vap := as[admissionv1.ValidatingAdmissionPolicy](t, find(t, objs, "ValidatingAdmissionPolicy", "", "kiln-dispatcher-namespaces"))
+	require.Len(t, vap.Spec.MatchConditions, 1)
+	assert.Contains(t, vap.Spec.MatchConditions[0].Expression, "'system:serviceaccount:kiln:kiln-dispatcher'")
+	require.NotNil(t, vap.Spec.FailurePolicy)
+	assert.Equal(t, admissionv1.Fail, *vap.Spec.FailurePolicy)
+	var covered []string
+	for _, r := range vap.Spec.MatchConstraints.ResourceRules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				covered = append(covered, g+"/"+res)
+			}
+		}
+	}
+	for k := range provisioningRules {
+		if k != "/pods" && k != "rbac.authorization.k8s.io/clusterroles" { // never written
+			assert.Contains(t, covered, k, "the policy covers every kind the dispatcher writes")
+		}
+	}
+	vb := as[admissionv1.ValidatingAdmissionPolicyBinding](t, find(t, objs, "ValidatingAdmissionPolicyBinding", "", "kiln-dispatcher-namespaces"))
+	assert.Equal(t, vap.Name, vb.Spec.PolicyName)
+	assert.Equal(t, []admissionv1.ValidationAction{admissionv1.Deny}, vb.Spec.ValidationActions)
+	require.NotNil(t, vb.Spec.MatchResources)
+	require.NotNil(t, vb.Spec.MatchResources.NamespaceSelector)
+	assert.Equal(t, []metav1.LabelSelectorRequirement{{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
+		Values: []string{buildNS}}}, vb.Spec.MatchResources.NamespaceSelector.MatchExpressions, "only the builds namespace is spared")
 }

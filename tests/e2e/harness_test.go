@@ -24,8 +24,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/kilnbuild/kiln/tests/childproc"
 	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -191,10 +193,20 @@ func newEnvIn(t *testing.T, ns string, extraEnv ...string) *env {
 }
 
 // applyDispatcherRBAC applies deploy/base/rbac/dispatcher.yaml with its
-// namespaces pointed at this test's namespace.
+// namespaces pointed at this test's namespace (the dispatcher's and the
+// builds namespace are both e.ns). Its cluster-scoped objects are made this
+// env's own (names suffixed with e.ns, subjects and the admission policy's
+// user and exempt namespace pointed at e.ns) and removed when the test
+// ends; the ClusterRole kiln-runner-exec, which the provisioning ClusterRole
+// names in its bind rule, is shared by every env and kept.
 func (e *env) applyDispatcherRBAC() {
 	ctx := context.Background()
 	dec := scheme.Codecs.UniversalDeserializer()
+	own := func(name string) string { return name + "-" + e.ns }
+	cleanup := func(del func(context.Context, string, metav1.DeleteOptions) error, name string) {
+		e.t.Cleanup(func() { _ = del(context.Background(), name, metav1.DeleteOptions{}) })
+	}
+	rbacAPI, admission := cluster.Client.RbacV1(), cluster.Client.AdmissionregistrationV1()
 	for _, doc := range strings.Split(string(rbac.Dispatcher), "\n---\n") {
 		obj, _, err := dec.Decode([]byte(doc), nil, nil)
 		require.NoError(e.t, err)
@@ -204,13 +216,58 @@ func (e *env) applyDispatcherRBAC() {
 			_, err = cluster.Client.CoreV1().ServiceAccounts(e.ns).Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.Role:
 			o.Namespace = e.ns
-			_, err = cluster.Client.RbacV1().Roles(e.ns).Create(ctx, o, metav1.CreateOptions{})
+			_, err = rbacAPI.Roles(e.ns).Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.RoleBinding:
 			o.Namespace = e.ns
 			for i := range o.Subjects {
 				o.Subjects[i].Namespace = e.ns
 			}
-			_, err = cluster.Client.RbacV1().RoleBindings(e.ns).Create(ctx, o, metav1.CreateOptions{})
+			_, err = rbacAPI.RoleBindings(e.ns).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			if o.Name == "kiln-runner-exec" { // shared: bind rules name it
+				if _, err = rbacAPI.ClusterRoles().Create(ctx, o, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+					err = nil
+				}
+				break
+			}
+			o.Name = own(o.Name)
+			if _, err = rbacAPI.ClusterRoles().Create(ctx, o, metav1.CreateOptions{}); err == nil {
+				cleanup(rbacAPI.ClusterRoles().Delete, o.Name)
+			}
+		case *rbacv1.ClusterRoleBinding:
+			o.Name = own(o.Name)
+			if o.RoleRef.Name != "kiln-runner-exec" {
+				o.RoleRef.Name = own(o.RoleRef.Name)
+			}
+			for i := range o.Subjects {
+				o.Subjects[i].Namespace = e.ns
+			}
+			if _, err = rbacAPI.ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{}); err == nil {
+				cleanup(rbacAPI.ClusterRoleBindings().Delete, o.Name)
+			}
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			o.Name = own(o.Name)
+			for i := range o.Spec.MatchConditions {
+				o.Spec.MatchConditions[i].Expression = strings.ReplaceAll(o.Spec.MatchConditions[i].Expression,
+					"system:serviceaccount:kiln:", "system:serviceaccount:"+e.ns+":")
+			}
+			if _, err = admission.ValidatingAdmissionPolicies().Create(ctx, o, metav1.CreateOptions{}); err == nil {
+				cleanup(admission.ValidatingAdmissionPolicies().Delete, o.Name)
+			}
+		case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+			o.Name, o.Spec.PolicyName = own(o.Name), own(o.Spec.PolicyName)
+			if mr := o.Spec.MatchResources; mr != nil && mr.NamespaceSelector != nil {
+				for i, r := range mr.NamespaceSelector.MatchExpressions {
+					for j, v := range r.Values {
+						if v == "kiln-builds" {
+							mr.NamespaceSelector.MatchExpressions[i].Values[j] = e.ns
+						}
+					}
+				}
+			}
+			if _, err = admission.ValidatingAdmissionPolicyBindings().Create(ctx, o, metav1.CreateOptions{}); err == nil {
+				cleanup(admission.ValidatingAdmissionPolicyBindings().Delete, o.Name)
+			}
 		default:
 			err = fmt.Errorf("unexpected object %T in dispatcher.yaml", obj)
 		}

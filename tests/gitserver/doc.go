@@ -12,7 +12,9 @@
 //	reqs := srv.Requests() // who was let in and who was refused
 //
 // Push is enabled (http.receivepack) in every repository NewRepo makes.
-// The server listens on 127.0.0.1 and stops at the test's cleanup. It is a
+// The server listens on 127.0.0.1 and stops at the test's cleanup. Outside
+// tests, NewHandler serves an existing directory of bare repositories with
+// the same checks, and cmd/gitserver runs it on its own (make dev-up). It is a
 // test tool: it does not do SSH, TLS, per-repository permissions or more
 // than one account, and nothing in Kiln's product code refers to it.
 //

@@ -2,10 +2,6 @@ package gitserver
 
 import (
 	"bytes"
-	"crypto/subtle"
-	"log"
-	"net/http"
-	"net/http/cgi"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -47,14 +43,10 @@ type Request struct {
 
 // Server is a git smart-HTTP server on 127.0.0.1 that requires Basic auth.
 type Server struct {
-	opts    Options
-	root    string // GIT_PROJECT_ROOT: the bare repositories
-	home    string // HOME for the git processes the server runs
-	git     string
-	backend string
-	srv     *httptest.Server
-	stderr  testWriter  // git-http-backend's stderr
-	logger  *log.Logger // the CGI handler's errors
+	root string // GIT_PROJECT_ROOT: the bare repositories
+	home string // HOME for the git processes the server runs
+	h    *Handler
+	srv  *httptest.Server
 
 	mu   sync.Mutex
 	reqs []Request
@@ -65,41 +57,27 @@ type Server struct {
 // opts lacks a field.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	if opts.Username == "" || strings.Contains(opts.Username, ":") {
-		t.Fatalf("gitserver: Options.Username: required, without ':' (got %q)", opts.Username)
-	}
-	if opts.Token == "" {
-		t.Fatalf("gitserver: Options.Token: required")
-	}
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatalf("gitserver: finding git: %v", err)
-	}
-	out, err := exec.Command(gitPath, "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("gitserver: git --exec-path: %v", err)
-	}
-	backend := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
-	if _, err := os.Stat(backend); err != nil {
-		t.Fatalf("gitserver: finding git-http-backend: %v", err)
-	}
-
 	dir := t.TempDir() // removed after the server closes (cleanups run last-in first-out)
-	s := &Server{
-		opts:    opts,
-		root:    filepath.Join(dir, "repos"),
-		home:    filepath.Join(dir, "home"),
-		git:     gitPath,
-		backend: backend,
-		stderr:  testWriter{t},
-		logger:  log.New(testWriter{t}, "gitserver: ", 0),
-	}
+	s := &Server{root: filepath.Join(dir, "repos"), home: filepath.Join(dir, "home")}
 	for _, d := range []string{s.root, s.home} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatalf("gitserver: %v", err)
 		}
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
+	h, err := NewHandler(HandlerOptions{
+		Root: s.root, Home: s.home, Username: opts.Username, Token: opts.Token,
+		Log: testWriter{t},
+		OnRequest: func(r Request) {
+			s.mu.Lock()
+			s.reqs = append(s.reqs, r)
+			s.mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	s.h = h
+	s.srv = httptest.NewServer(h)
 	t.Cleanup(s.srv.Close) // waits for requests in flight
 	return s
 }
@@ -131,7 +109,7 @@ func (s *Server) NewRepo(t testing.TB, name, branch string, files map[string]str
 	if strings.HasSuffix(name, ".git") {
 		t.Fatalf("gitserver: repository name %q: leave out the .git suffix", name)
 	}
-	if out, err := exec.Command(s.git, "check-ref-format", "--branch", branch).CombinedOutput(); err != nil || branch == "" {
+	if out, err := exec.Command(s.h.git, "check-ref-format", "--branch", branch).CombinedOutput(); err != nil || branch == "" {
 		t.Fatalf("gitserver: branch %q: not a valid branch name: %s", branch, bytes.TrimSpace(out))
 	}
 	bare := filepath.Join(s.root, filepath.FromSlash(name)+".git")
@@ -172,55 +150,6 @@ func (s *Server) Head(t testing.TB, name, branch string) string {
 	return strings.TrimSpace(s.run(t, bare, "rev-parse", "--verify", "--quiet", "refs/heads/"+branch+"^{commit}"))
 }
 
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	req := Request{Method: r.Method, Path: r.URL.Path, Service: service(r)}
-	user, token, ok := r.BasicAuth()
-	if ok {
-		req.User = user
-	}
-	// Both comparisons run every time, so timing says nothing about which failed.
-	userOK := subtle.ConstantTimeCompare([]byte(user), []byte(s.opts.Username))
-	tokenOK := subtle.ConstantTimeCompare([]byte(token), []byte(s.opts.Token))
-	req.Authenticated = ok && userOK&tokenOK == 1
-
-	s.mu.Lock()
-	s.reqs = append(s.reqs, req)
-	s.mu.Unlock()
-
-	if !req.Authenticated {
-		w.Header().Set("WWW-Authenticate", `Basic realm="`+Realm+`"`)
-		http.Error(w, "authentication required", http.StatusUnauthorized)
-		return
-	}
-	h := &cgi.Handler{
-		Path:       s.backend,
-		Root:       "/",
-		InheritEnv: []string{"PATH"},
-		Env: []string{
-			"GIT_PROJECT_ROOT=" + s.root,
-			"GIT_HTTP_EXPORT_ALL=1",
-			"GIT_CONFIG_NOSYSTEM=1",
-			"HOME=" + s.home,
-			"REMOTE_USER=" + user,
-		},
-		Logger: s.logger,
-		Stderr: s.stderr,
-	}
-	h.ServeHTTP(w, r)
-}
-
-// service names the git service a request is for.
-func service(r *http.Request) string {
-	if sv := r.URL.Query().Get("service"); sv != "" {
-		return sv
-	}
-	switch base := path.Base(r.URL.Path); base {
-	case "git-upload-pack", "git-receive-pack":
-		return base
-	}
-	return ""
-}
-
 // run runs git in gitDir (a bare repository; none when empty) with an
 // environment that ignores the user's and the system's git configuration.
 func (s *Server) run(t testing.TB, gitDir string, args ...string) string {
@@ -230,7 +159,7 @@ func (s *Server) run(t testing.TB, gitDir string, args ...string) string {
 
 func (s *Server) runWork(t testing.TB, gitDir, workTree string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(s.git, args...)
+	cmd := exec.Command(s.h.git, args...)
 	cmd.Env = append(os.Environ(),
 		"HOME="+s.home,
 		"GIT_CONFIG_NOSYSTEM=1",

@@ -49,6 +49,8 @@ func TestRunner(t *testing.T) {
 		{"runner lost", testRunnerLost},
 		{"two builds in a row", testLeftovers},
 		{"real CLI scenarios", testCLI},
+		{"private repository with a token", testPrivateRepo},
+		{"private repository with a wrong token", testPrivateRepoWrongToken},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()

@@ -374,3 +374,9 @@ func NewRedis(t testing.TB) *Redis {
 	})
 	return r
 }
+
+// Pid is the postgres server process's id.
+func (p *Postgres) Pid() int { return p.srv.cmd.Process.Pid }
+
+// Pid is the redis-server process's id.
+func (r *Redis) Pid() int { return r.srv.cmd.Process.Pid }

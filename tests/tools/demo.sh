@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# make demo: Kiln's whole flow on this machine, end to end.
+# make demo: Kiln's whole flow on this machine, end to end, on the local stack.
 #
-#   PostgreSQL → kubebox (a real Kubernetes control plane with a process node)
-#   → the dispatcher, running with its least-privilege RBAC role
-#   → a project pod holding a sample git repository (and its bare remote)
+#   make dev-up's stack (started here unless it is up; stopped at the end if started here)
+#   → an admin creates a managed project through the API: a private repository
+#     on the stack's git server, a secret for the agent, postgres and redis add-ons
+#   → Kiln provisions it step by step (namespace, ServiceAccount, Secret,
+#     add-ons, a workspace StatefulSet whose pod clones the repository, the runner's RBAC)
+#   → DATABASE_URL and REDIS_URL work inside the workspace pod
 #   → a bot submits a build with curl → progress followed live
-#   → the Job's jobrunner execs the agent in the project pod, commits, pushes
-#   → the BuildResult, the commit in the remote, and the signed callback.
+#   → the Job's jobrunner execs the agent in the workspace pod, commits, pushes
+#     with the project's credentials
+#   → the BuildResult, the commit on the git server, and the signed callback.
 #
 # The agent is the real Claude Code CLI, the version tests/tools/claude-code.version
 # pins (make claude-code installs it under .tools). No model is reachable
 # here, so the CLI talks to a stand-in Messages API (tests/messagesapi) that
 # answers with the scripted turns of tests/messagesapi/scripts/demo.json:
-# read index.html, edit its heading, say what it did.
+# read index.html, edit its heading, say what it did. The demo runs its own
+# stand-in with that script and points the project's workspace.env at it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -22,117 +27,64 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 pretty() { python3 -m json.tool 2>/dev/null || cat; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
-# Pods must see these files, and build pods mount an emptyDir over /tmp.
-state=$(mktemp -d /var/tmp/kiln-demo-XXXXXX)
-db_url=${KILN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kiln?sslmode=disable}
-schema=demo_$(date +%s)
-kb_pid="" disp_pid="" cb_pid="" api_pid=""
+started_stack="" api_pid="" cb_pid=""
+# Pods must see the files they read, and build pods mount an emptyDir over /tmp.
+state=$repo/.dev/demo
 cleanup() {
   status=$?
   [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null || true
-  [ -n "$disp_pid" ] && kill "$disp_pid" 2>/dev/null && wait "$disp_pid" 2>/dev/null || true
   [ -n "$cb_pid" ] && kill "$cb_pid" 2>/dev/null || true
-  [ -n "$kb_pid" ] && "$repo/.kubebox/bin/v1.37.2/kubebox" down --dir "$state/kubebox" >/dev/null 2>&1 || true
-  psql "$db_url" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-  if [ $status -eq 0 ]; then rm -rf "$state"; else echo "demo failed; state kept in $state (dispatcher.log, messagesapi.log, kubebox/logs)"; fi
+  if [ $status -ne 0 ]; then
+    echo "demo failed; its files are in $state, the stack's logs in .dev/logs (dispatcher.log) and .dev/kubebox/logs"
+  fi
+  if [ -n "$started_stack" ]; then
+    say "Stopping the stack this demo started (make dev-down)"
+    bash tests/tools/dev-down.sh 2>&1 | sed 's/^/  /'
+  fi
 }
 trap cleanup EXIT
 
-say "Building the binaries; the agent is Claude Code"
-mkdir -p "$state/bin" "$state/agent"
-go build -o "$state/bin/jobrunner" ./jobrunner
-go build -o "$state/bin/messagesapi" ./tests/messagesapi/cmd/messagesapi
-cp bin/dispatcher "$state/bin/dispatcher"
+say "The local stack (make dev-up)"
+set +e; bash tests/tools/dev-up.sh --status; st=$?; set -e
+if [ $st -eq 0 ]; then
+  echo "  already up: reusing it (and leaving it up)"
+else
+  started_stack=1
+  bash tests/tools/dev-up.sh 2>&1 | grep -v '^export\|^#' | sed 's/^/  /'
+  [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+fi
+# shellcheck disable=SC1091
+. .dev/env
+echo "  KILN_URL=$KILN_URL  KUBECONFIG=$KUBECONFIG"
+echo "  git server $KILN_DEV_GIT_URL (user $KILN_DEV_GIT_USERNAME, token in $KILN_DEV_GIT_TOKEN_FILE)"
+rm -rf "$state"
+mkdir -p "$state"
+
 claude_version=$(tr -d '[:space:]' <tests/tools/claude-code.version)
-claude="$repo/.tools/claude-code/$claude_version/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
-[ -x "$claude" ] || { echo "Claude Code $claude_version is not installed at $claude: run make claude-code" >&2; exit 1; }
-ln -s "$claude" "$state/agent/claude"
-echo "  claude --version: $("$state/agent/claude" --version)"
+echo "  the agent: $(.dev/agent/claude --version)"
 
 say "The stand-in Messages API the CLI talks to (scripted: tests/messagesapi/scripts/demo.json)"
-"$state/bin/messagesapi" -listen 127.0.0.1:0 -script tests/messagesapi/scripts/demo.json \
+.dev/bin/messagesapi -listen 127.0.0.1:0 -script tests/messagesapi/scripts/demo.json \
   -addr-file "$state/messagesapi.addr" 2>"$state/messagesapi.log" &
 api_pid=$!
 for _ in $(seq 1 100); do [ -s "$state/messagesapi.addr" ] && break; kill -0 $api_pid || { cat "$state/messagesapi.log"; exit 1; }; sleep 0.1; done
 api_url=$(cat "$state/messagesapi.addr")
 echo "  listening on $api_url"
 
-say "Starting kubebox (etcd, kube-apiserver, controller-manager, scheduler v1.37.2 and a process node)"
-"$repo/.kubebox/bin/v1.37.2/kubebox" up --dir "$state/kubebox" \
-  --image kilnbuild/kiln-jobrunner:latest="$state/bin/jobrunner" --image kiln-project=/bin/sleep \
-  >"$state/kubebox.log" 2>&1 &
-kb_pid=$!
-for _ in $(seq 1 600); do [ -f "$state/kubebox/ready" ] && break; kill -0 $kb_pid || { cat "$state/kubebox.log"; exit 1; }; sleep 0.2; done
-export KUBECONFIG="$state/kubebox/kubeconfig"
-kubectl version 2>/dev/null | sed 's/^/  /'
-
-say "Namespaces, service accounts and RBAC (deploy/base/rbac, as deployed)"
-kubectl create namespace kiln >/dev/null
-kubectl create namespace kiln-builds >/dev/null
-kubectl create namespace demo >/dev/null
-sed 's/namespace: kiln-projects/namespace: demo/' deploy/base/rbac/runner.yaml | kubectl apply -f - | sed 's/^/  /'
-kubectl apply -f deploy/base/rbac/dispatcher.yaml | sed 's/^/  /'
-# The dispatcher authenticates as its ServiceAccount, with exactly that Role.
-token=$(kubectl -n kiln create token kiln-dispatcher --duration 2h)
-server=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.server}')
-kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$state/ca.crt"
-disp_kc="$state/dispatcher.kubeconfig"
-KUBECONFIG=$disp_kc kubectl config set-cluster kubebox --server "$server" --certificate-authority "$state/ca.crt" --embed-certs >/dev/null
-KUBECONFIG=$disp_kc kubectl config set-credentials kiln-dispatcher --token "$token" >/dev/null
-KUBECONFIG=$disp_kc kubectl config set-context kiln --cluster kubebox --user kiln-dispatcher >/dev/null
-KUBECONFIG=$disp_kc kubectl config use-context kiln >/dev/null
-echo "  dispatcher can create jobs in kiln-builds: $(KUBECONFIG=$disp_kc kubectl auth can-i create jobs -n kiln-builds)"
-echo "  dispatcher can create jobs in demo:        $(KUBECONFIG=$disp_kc kubectl auth can-i create jobs -n demo || true)"
-
-say "A sample repository, its bare remote, and the project's long-lived pod"
-export GIT_CONFIG_NOSYSTEM=1 HOME="$state/home"
+say "A private repository on the git server: acme-web.git, branch main"
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null HOME="$state/home"
 mkdir -p "$HOME"
-git init -q --bare -b main "$state/remote.git"
-git clone -q "$state/remote.git" "$state/work" 2>/dev/null
-printf '<!doctype html>\n<title>Acme</title>\n<h1>Hello</h1>\n' >"$state/work/index.html"
-git -C "$state/work" add -A
-git -C "$state/work" -c user.name=Seed -c user.email=seed@example.com commit -qm "Initial page"
-git -C "$state/work" push -q origin HEAD:refs/heads/main
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Pod
-metadata: {name: acme-web-0, namespace: demo, labels: {app: acme-web}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: kiln-project
-    args: ["infinity"]
-    workingDir: $state/work
-    env:
-    - {name: PATH, value: "$state/agent:/usr/local/bin:/usr/bin:/bin"}
-    - {name: HOME, value: "$state/home"}
-    - {name: GIT_CONFIG_NOSYSTEM, value: "1"}
-    # Claude Code, offline: its API is the stand-in; no telemetry, no updates.
-    - {name: ANTHROPIC_BASE_URL, value: "$api_url"}
-    - {name: ANTHROPIC_API_KEY, value: "sk-ant-demo-stand-in"}
-    - {name: DISABLE_TELEMETRY, value: "1"}
-    - {name: DISABLE_ERROR_REPORTING, value: "1"}
-    - {name: DISABLE_AUTOUPDATER, value: "1"}
-    - {name: CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC, value: "1"}
-    volumeMounts: [{name: work, mountPath: $state/work}]
-  volumes:
-  - {name: work, hostPath: {path: $state/work, type: Directory}}
-YAML
-kubectl -n demo wait --for=condition=Ready pod/acme-web-0 --timeout=60s | sed 's/^/  /'
-
-say "PostgreSQL, migrations (schema $schema) and the dispatcher"
-psql "$db_url" -qc "CREATE SCHEMA $schema"
-export KILN_DATABASE_URL=$db_url KILN_DB_SCHEMA=$schema
-"$state/bin/dispatcher" migrate 2>/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
-KILN_LISTEN_ADDR=127.0.0.1:$port KILN_KUBECONFIG=$disp_kc KILN_BUILD_NAMESPACE=kiln-builds \
-KILN_CALLBACK_ALLOWLIST=127.0.0.1/32 \
-  "$state/bin/dispatcher" serve >"$state/dispatcher.log" 2>&1 &
-disp_pid=$!
-for _ in $(seq 1 100); do curl -fs "$url/readyz" >/dev/null && break; sleep 0.1; done
-curl -fsS "$url/readyz"; echo
+bare=$KILN_DEV_GIT_ROOT/acme-web.git
+rm -rf "$bare"
+git init -q --bare -b main "$bare"
+git init -q -b main "$state/seed"
+printf '<!doctype html>\n<title>Acme</title>\n<h1>Hello</h1>\n' >"$state/seed/index.html"
+git -C "$state/seed" add -A
+git -C "$state/seed" -c user.name=Seed -c user.email=seed@example.com commit -qm "Initial page"
+git -C "$state/seed" push -q "$bare" HEAD:refs/heads/main # on disk: the server's own copy
+git_token=$(cat "$KILN_DEV_GIT_TOKEN_FILE")
+echo "  $KILN_DEV_GIT_URL/acme-web.git at $(git --git-dir "$bare" rev-parse --short main)"
+echo "  without the token: $(curl -s -o /dev/null -w '%{http_code}' "$KILN_DEV_GIT_URL/acme-web.git/info/refs?service=git-upload-pack")"
 
 say "A bot's callback receiver (it checks Kiln-Signature)"
 cb_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -151,22 +103,97 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 PY
 cb_pid=$!
+echo "  http://127.0.0.1:$cb_port/kiln"
 
-say "An admin creates project acme-web; a bot gets a token scoped to it"
-admin=$("$state/bin/dispatcher" token create --name demo-admin --admin 2>/dev/null)
-project=$(curl -fsS -X POST "$url/projects" -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' -d @- <<JSON
-{"name":"acme-web","namespace":"demo","pod_name":"acme-web-0","container":"main","workdir":"$state/work",
- "git_remote":"origin","git_branch":"main","commit_author_name":"Kiln Bot","commit_author_email":"bot@kiln.example"}
-JSON
-)
-echo "$project" | pretty
-project_id=$(echo "$project" | json '["id"]')
-echo "$project" | json '["callback_secret"]' >"$state/callback.json.secret"
-bot=$("$state/bin/dispatcher" token create --name acme-bot --project acme-web 2>/dev/null)
+auth=(-H "Authorization: Bearer $KILN_TOKEN")
+old=$(curl -fsS "${auth[@]}" "$KILN_URL/projects" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+items = d["projects"]
+print(" ".join(p["id"] for p in items if p.get("name") == "acme-web"))')
+for id in $old; do
+  say "Retiring the acme-web left by an earlier demo on this stack (DELETE /projects/$id)"
+  curl -fsS -o /dev/null -w '  %{http_code}\n' -X DELETE "${auth[@]}" "$KILN_URL/projects/$id"
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "${auth[@]}" "$KILN_URL/projects/$id")" = 404 ] && break
+    sleep 0.5
+  done
+  echo "  GET /projects/$id: $(curl -s -o /dev/null -w '%{http_code}' "${auth[@]}" "$KILN_URL/projects/$id")"
+done
 
-say "The bot submits a build"
+say "An admin creates the managed project acme-web: repository, a secret for the agent, postgres and redis"
+body=$(GIT_URL="$KILN_DEV_GIT_URL/acme-web.git" TOKEN="$git_token" API="$api_url" python3 -c '
+import json, os
+print(json.dumps({
+    "name": "acme-web",
+    "repository": {"url": os.environ["GIT_URL"], "branch": "main",
+                   "credentials": {"username": "kiln", "token": os.environ["TOKEN"]}},
+    "workspace": {"env": {"ANTHROPIC_BASE_URL": os.environ["API"]},
+                  "secret_env": {"ANTHROPIC_API_KEY": "sk-ant-demo-stand-in"}},
+    "addons": [{"type": "postgres"}, {"type": "redis"}],
+}))')
+echo "$body" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+d["repository"]["credentials"]["token"] = "<the git token>"
+print("  POST /projects", json.dumps(d))'
+curl -sS -X POST "$KILN_URL/projects" "${auth[@]}" -H 'Content-Type: application/json' -d @- \
+  -D "$state/create.headers" -o "$state/create.json" <<<"$body"
+code=$(head -1 "$state/create.headers" | cut -d' ' -f2)
+location=$(grep -i '^location:' "$state/create.headers" | tr -d '\r' | cut -d' ' -f2)
+echo "  $code, Location: $location"
+pretty <"$state/create.json"
+[ "$code" = 202 ] || exit 1
+if grep -q -e "$git_token" -e sk-ant-demo-stand-in "$state/create.json"; then echo "  the answer echoes a secret!"; exit 1; fi
+project_id=$(json '["id"]' <"$state/create.json")
+json '["callback_secret"]' <"$state/create.json" >"$state/callback.json.secret"
+
+say "Provisioning, step by step (GET /projects/$project_id)"
+start=$(date +%s.%N)
+seen="" status=provisioning
+deadline=$(($(date +%s) + 600))
+while [ "$(date +%s)" -lt $deadline ]; do
+  curl -fsS "${auth[@]}" "$KILN_URL/projects/$project_id" >"$state/project.json"
+  lines=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+for s in (d.get("provisioning") or {}).get("steps", []):
+    print(s["name"] + " " + s["status"] + ((": " + s["error"]) if s.get("error") else ""))
+print("project " + d["status"])' "$state/project.json")
+  while IFS= read -r l; do
+    grep -qxF "$l" <<<"$seen" || { echo "  $(printf '%-16s' "${l%% *}") ${l#* }"; seen+=$'\n'"$l"; }
+  done <<<"$lines"
+  status=$(json '["status"]' <"$state/project.json")
+  [ "$status" = provisioning ] || break
+  sleep 0.2
+done
+echo "  $status after $(python3 -c "import time; print(f'{time.time() - $start:.1f}s')")"
+if [ "$status" != ready ]; then pretty <"$state/project.json"; exit 1; fi
+python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("  namespace:", d["namespace"], "| pod:", d["pod_name"], "| workdir:", d["workdir"])
+for a in d.get("addons", []):
+    print("  add-on", a["type"] + ":", ", ".join(a.get("env", [])))' "$state/project.json"
+ns=$(json '["namespace"]' <"$state/project.json")
+pod=$(json '["pod_name"]' <"$state/project.json")
+echo "  objects Kiln made (label kiln.dev/project=$project_id):"
+kubectl -n "$ns" get statefulsets,pods,serviceaccounts,secrets,rolebindings -l "kiln.dev/project=$project_id" \
+  --no-headers -o custom-columns=KIND:.kind,NAME:.metadata.name 2>&1 | sed 's/^/    /'
+
+say "In the workspace pod: the clone, and the add-ons' URLs at work (kubectl exec)"
+kx() { kubectl -n "$ns" exec "$pod" -c workspace -- sh -c "$1"; }
 set -x
-curl -sS -X POST "$url/projects/$project_id/builds" \
+kx 'git log -1 --format="%h %s" && ls'
+kx 'psql -q "$DATABASE_URL" -c "create table t(x int)" -c "insert into t values (42)" -tAc "select x from t"'
+kx 'redis-cli --no-auth-warning -u "$REDIS_URL" SET acme-web:k v && redis-cli --no-auth-warning -u "$REDIS_URL" GET acme-web:k'
+kx 'redis-cli --no-auth-warning -u "$REDIS_URL" SET other:k v' || true
+{ set +x; } 2>/dev/null
+
+say "A bot gets a token scoped to acme-web and submits a build"
+bot=$(bin/dispatcher token create --name acme-bot --project acme-web 2>/dev/null)
+set -x
+curl -sS -X POST "$KILN_URL/projects/$project_id/builds" \
   -H "Authorization: Bearer $bot" -H 'Content-Type: application/json' -H 'Idempotency-Key: acme-landing-1' \
   -d "{\"prompt\":\"Change the landing page heading to say Welcome to Acme ({{ticket}}).\",
        \"variables\":{\"ticket\":\"ACME-7\"},\"auto_commit\":true,\"auto_push\":true,
@@ -176,22 +203,33 @@ echo
 task_id=$(json '["task_id"]' <"$state/submit.json")
 
 say "Following it live (dispatcher client watch, over SSE)"
-KILN_URL=$url KILN_TOKEN=$bot "$state/bin/dispatcher" client watch "$task_id" || true
+KILN_TOKEN=$bot bin/dispatcher client watch "$task_id" || true
 
 say "The final BuildResult"
-curl -fsS "$url/builds/$task_id" -H "Authorization: Bearer $bot" | pretty | tee "$state/build.json"
+curl -fsS "$KILN_URL/builds/$task_id" -H "Authorization: Bearer $bot" | pretty | tee "$state/build.json"
 status=$(json '["status"]' <"$state/build.json")
 
-say "The commit, as the remote has it"
-git --git-dir "$state/remote.git" log -1 --stat --format='commit %H%nAuthor: %an <%ae>%n%n%B' main
-git --git-dir "$state/remote.git" show main:index.html
+say "The commit, as the git server has it ($bare)"
+git --git-dir "$bare" log -1 --stat --format='commit %H%nAuthor: %an <%ae>%n%n%B' main
+git --git-dir "$bare" show main:index.html
+echo "  git server requests for acme-web.git (from .dev/logs/gitserver.log):"
+grep ' /acme-web.git/' .dev/logs/gitserver.log | awk '{print $4, $5, $6}' | sort | uniq -c | sed 's/^/  /'
 
 say "What the CLI asked the stand-in Messages API (one request per model turn)"
 sed 's/^/  /' "$state/messagesapi.log"
 
 say "The callback the bot received"
 for _ in $(seq 1 50); do [ -s "$state/callback.json" ] && break; sleep 0.2; done
-cat "$state/callback.json" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("signature valid:", d["signature_valid"], "| delivery", d["delivery_id"], "| status", d["body"]["status"])' || echo "(no callback yet)"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("signature valid:", d["signature_valid"], "| delivery", d["delivery_id"], "| status", d["body"]["status"])' "$state/callback.json" 2>/dev/null || echo "(no callback yet)"
+
+say "Secrets in the dispatcher's log, the build's events and the cluster's events"
+curl -fsS "$KILN_URL/builds/$task_id/events" -H "Authorization: Bearer $bot" -H 'Accept: text/event-stream' \
+  --max-time 2 >"$state/events.txt" 2>/dev/null || true
+kubectl get events -A -o json >"$state/kube-events.json"
+for what in "git token:$git_token" "ANTHROPIC_API_KEY:sk-ant-demo-stand-in"; do
+  n=$(cat .dev/logs/dispatcher.log "$state/events.txt" "$state/kube-events.json" | grep -cF -- "${what#*:}" || true)
+  echo "  the ${what%%:*} appears $n times"
+done
 
 echo
 echo "build $task_id: $status"

@@ -4,7 +4,10 @@ package rbac
 
 import _ "embed"
 
-// Dispatcher is dispatcher.yaml: the dispatcher's ServiceAccount, Role and RoleBinding.
+// Dispatcher is dispatcher.yaml: the dispatcher's ServiceAccount, its Role and
+// RoleBinding in the builds namespace, the provisioning ClusterRole and
+// ClusterRoleBinding, the ClusterRole kiln-runner-exec it grants per project
+// namespace, and the ValidatingAdmissionPolicy (and binding) confining its writes.
 //
 //go:embed dispatcher.yaml
 var Dispatcher []byte

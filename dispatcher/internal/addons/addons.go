@@ -68,17 +68,27 @@ type factory func(adminURL string, log *slog.Logger) (Addon, error)
 var (
 	registryMu sync.RWMutex
 	registry   = map[string]factory{}
+	envNames   = map[string][]string{}
 )
 
 // register makes an add-on type available to New; each add-on's file calls
-// it from init.
-func register(typ string, f factory) {
+// it from init, with the environment variables its Credentials set.
+func register(typ string, env []string, f factory) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	if _, dup := registry[typ]; dup {
 		panic("addons: type registered twice: " + typ)
 	}
 	registry[typ] = f
+	envNames[typ] = env
+}
+
+// EnvNames returns the environment variables an add-on of type typ sets
+// (postgres: DATABASE_URL); nil for an unknown type.
+func EnvNames(typ string) []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return slices.Clone(envNames[typ])
 }
 
 // Types returns the registered add-on types, sorted.

@@ -19,7 +19,7 @@ import (
 )
 
 func init() {
-	register("postgres", func(u string, l *slog.Logger) (Addon, error) { return newPostgres(u, l) })
+	register("postgres", []string{"DATABASE_URL"}, func(u string, l *slog.Logger) (Addon, error) { return newPostgres(u, l) })
 }
 
 // Postgres provisions, on a PostgreSQL-protocol server, a database and a

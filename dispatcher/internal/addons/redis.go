@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	register("redis", func(u string, l *slog.Logger) (Addon, error) { return newRedis(u, l) })
+	register("redis", []string{"REDIS_URL"}, func(u string, l *slog.Logger) (Addon, error) { return newRedis(u, l) })
 }
 
 // Redis provisions, on a Redis 6.2+ server, an ACL user per project named

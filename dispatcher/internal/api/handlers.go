@@ -24,7 +24,7 @@ const MaxBodyBytes = 1 << 20
 // The bodies the routes accept, with their limits.
 var (
 	specBody    = edge.Body{MaxBytes: MaxBodyBytes} // a BuildSpec; create-and-build
-	projectBody = edge.Body{MaxBytes: 64 << 10}     // a ProjectInput
+	projectBody = edge.Body{MaxBytes: 512 << 10}    // a ProjectInput (credentials, env and secret_env)
 	cancelBody  = edge.Body{MaxBytes: 8 << 10}      // a reason of at most 1024 bytes, escaped
 )
 
@@ -49,7 +49,25 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/projects/"+p.ID)
-	edge.JSON(w, http.StatusCreated, p)
+	status := http.StatusCreated
+	if p.Managed { // provisioning: GET the Location to follow it
+		status = http.StatusAccepted
+	}
+	edge.JSON(w, status, p)
+}
+
+func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id", "project")
+	if !ok {
+		return
+	}
+	p, err := s.intake.RetireProject(r.Context(), edge.Principal(r.Context()), id)
+	if err != nil {
+		edge.Write(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/projects/"+p.ID)
+	edge.JSON(w, http.StatusAccepted, p)
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {

@@ -94,6 +94,7 @@ func NewServer(o Options) *Server {
 		r.With(admin).Post("/projects", s.createProject)
 		r.Get("/projects", s.listProjects)
 		r.Get("/projects/{id}", s.getProject)
+		r.With(admin).Delete("/projects/{id}", s.deleteProject)
 		r.Post("/projects/{id}/builds", s.submitBuild)
 		r.Get("/projects/{id}/builds", s.listBuilds)
 		r.Post("/project/{name}/build", s.submitBuildByName)

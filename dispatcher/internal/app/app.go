@@ -31,6 +31,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/launcher"
 	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
+	"github.com/kilnbuild/kiln/dispatcher/internal/provision"
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/ratelimit"
 	"github.com/kilnbuild/kiln/dispatcher/internal/riverui"
@@ -112,6 +113,14 @@ type KubeOptions struct {
 	UnschedulableTimeout time.Duration // default 5m
 	ReconcileInterval    time.Duration // periodic reconcile on the River leader; default 30s
 	CacheSyncTimeout     time.Duration // how long Start waits for the watcher's informers; default 1m
+
+	// Managed projects (package provision).
+	AddonURLs             map[string]string // add-on type → admin URL; a type without one is refused
+	WorkspaceImage        string            // default workspace.DefaultImage
+	WorkspaceEnv          map[string]string // env of every workspace
+	RunnerServiceAccount  string            // default kiln-runner
+	WorkspaceTimeout      time.Duration     // default 5m
+	ProvisionStepAttempts int               // default 3
 }
 
 // App is an assembled dispatcher.
@@ -125,6 +134,7 @@ type App struct {
 	Runner    *runnerapi.Server
 	RiverUI   *riverui.UI        // River's web UI at /riverui/ for admin tokens; nil in insert-only apps
 	Launcher  *launcher.Launcher // nil without a cluster
+	Provision *provision.Service // managed projects; nil without a cluster
 	Watcher   *watcher.Watcher   // nil without a cluster
 	Auth      *auth.Authenticator
 	Events    *events.Hub
@@ -233,6 +243,13 @@ func (w *wiring) movers() error {
 			MaxInFlight: kube.MaxInFlight, RetryAfter: kube.RetryAfter, Logger: w.logger, OnLaunch: a.Metrics.Launch}); err != nil {
 			return err
 		}
+		if a.Provision, err = provision.New(provision.Options{Pool: o.Pool, River: a.Inserter, Client: kube.Client,
+			Lifecycle: a.Lifecycle, BuildsNamespace: kube.Namespace, RunnerServiceAccount: kube.RunnerServiceAccount,
+			Image: kube.WorkspaceImage, Env: kube.WorkspaceEnv, AddonURLs: kube.AddonURLs, WorkspaceTimeout: kube.WorkspaceTimeout,
+			StepAttempts: kube.ProvisionStepAttempts, // TODO(metrics): OnStep, OnDone
+			Logger:       w.logger}); err != nil {
+			return err
+		}
 		if a.Watcher, err = watcher.New(watcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
 			Queue: w.wake, Namespace: kube.Namespace, ImagePullTimeout: kube.ImagePullTimeout,
 			UnschedulableTimeout: kube.UnschedulableTimeout, CacheSyncTimeout: kube.CacheSyncTimeout, Logger: w.logger}); err != nil {
@@ -259,6 +276,10 @@ func (w *wiring) river() error {
 	river.AddWorker(workers, a.Callbacks)
 	qo := queue.Options{Schema: o.Schema, Logger: w.logger, Workers: workers, DispatchWorkers: o.Workers,
 		Queues: map[string]river.QueueConfig{queue.QueueCallbacks: {MaxWorkers: w.callbackWorkers}}}
+	if a.Provision != nil {
+		a.Provision.AddWorkers(workers)
+		qo.Queues[provision.Queue] = river.QueueConfig{MaxWorkers: 5}
+	}
 	if a.Watcher != nil {
 		river.AddWorker(workers, watcher.NewReconcileWorker(a.Watcher))
 		qo.Periodic = []*river.PeriodicJob{watcher.PeriodicReconcile(w.kube.ReconcileInterval)}
@@ -296,8 +317,11 @@ func (w *wiring) edge() error {
 			return fmt.Errorf("river ui: %w", err)
 		}
 	}
-	if a.Intake, err = intake.New(intake.Options{Store: a.Store, Templates: w.templates,
-		Lifecycle: a.Lifecycle, Logger: w.logger}); err != nil {
+	io := intake.Options{Store: a.Store, Templates: w.templates, Lifecycle: a.Lifecycle, Logger: w.logger}
+	if a.Provision != nil {
+		io.Workspaces = a.Provision
+	}
+	if a.Intake, err = intake.New(io); err != nil {
 		return err
 	}
 	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: w.logger, Buffer: o.EventBuffer}); err != nil {

@@ -273,7 +273,9 @@ func kubeOptions(cfg *config.Config, logger *slog.Logger) (*app.KubeOptions, err
 	}
 	return &app.KubeOptions{Client: client, Namespace: cfg.BuildNamespace, DispatcherURL: url, Image: cfg.RunnerImage,
 		MaxInFlight: cfg.MaxInFlight, ImagePullTimeout: cfg.ImagePullTimeout,
-		UnschedulableTimeout: cfg.UnschedulableTimeout, ReconcileInterval: cfg.ReconcileInterval}, nil
+		UnschedulableTimeout: cfg.UnschedulableTimeout, ReconcileInterval: cfg.ReconcileInterval,
+		AddonURLs: cfg.AddonURLs, WorkspaceImage: cfg.WorkspaceImage, WorkspaceEnv: cfg.WorkspaceEnv,
+		RunnerServiceAccount: cfg.RunnerServiceAccount, WorkspaceTimeout: cfg.WorkspaceTimeout}, nil
 }
 
 // serveDebug serves Go's profiles (net/http/pprof) on their own listener,

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,13 @@ type Config struct {
 	ImagePullTimeout     time.Duration
 	UnschedulableTimeout time.Duration
 	ReconcileInterval    time.Duration
+
+	// Managed projects.
+	AddonURLs            map[string]string // add-on type → admin URL (KILN_ADDON_<TYPE>_URL)
+	WorkspaceImage       string
+	WorkspaceEnv         map[string]string
+	RunnerServiceAccount string
+	WorkspaceTimeout     time.Duration
 
 	CallbackAllowlist []netip.Prefix
 	CallbackMaxAge    time.Duration
@@ -87,6 +95,12 @@ var Settings = []Setting{
 	{"KILN_IMAGE_PULL_TIMEOUT", "image-pull-timeout", duration(watcher.DefaultImagePullTimeout), "how long a build pod's image pull errors may last before the build fails"},
 	{"KILN_UNSCHEDULABLE_TIMEOUT", "unschedulable-timeout", duration(watcher.DefaultUnschedulableTimeout), "how long a build pod may stay unschedulable before the build fails"},
 	{"KILN_RECONCILE_INTERVAL", "reconcile-interval", duration(watcher.DefaultReconcileInterval), "how often the River leader re-checks active builds against the cluster"},
+	{"KILN_ADDON_POSTGRES_URL", "addon-postgres-url", "", "admin URL of the PostgreSQL (or CockroachDB) server postgres add-ons are made on (empty: the add-on is refused); see docs/workspaces.md"},
+	{"KILN_ADDON_REDIS_URL", "addon-redis-url", "", "admin URL of the Redis 6.2+ server redis add-ons are made on (empty: the add-on is refused)"},
+	{"KILN_WORKSPACE_IMAGE", "workspace-image", "kilnbuild/kiln-workspace:latest", "image of a managed project's workspace pod when the project names none"},
+	{"KILN_WORKSPACE_ENV", "workspace-env", "", "JSON object of environment every managed workspace gets, e.g. {\"ANTHROPIC_BASE_URL\":\"https://…\"} (a project's workspace.env overrides it); no secrets: use a project's secret_env"},
+	{"KILN_RUNNER_SERVICE_ACCOUNT", "runner-service-account", "kiln-runner", "service account of build Jobs, in the build namespace: a managed project's RoleBinding lets it exec into the workspace"},
+	{"KILN_WORKSPACE_TIMEOUT", "workspace-timeout", "5m0s", "how long a managed project's workspace pod may take to clone and be ready before provisioning fails and rolls back"},
 	{"KILN_CALLBACK_ALLOWLIST", "callback-allowlist", "", "comma-separated CIDRs or addresses callbacks may reach although private, loopback or link-local (refused by default)"},
 	{"KILN_CALLBACK_MAX_AGE", "callback-max-age", duration(callback.DefaultMaxAge), "how long after a build finished a failing callback is retried"},
 	{"KILN_CALLBACK_TIMEOUT", "callback-timeout", duration(callback.DefaultTimeout), "how long one callback attempt may take to connect, send and get an answer"},
@@ -171,6 +185,21 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 		if *d.dst, err = time.ParseDuration(*vals[d.env]); err != nil || *d.dst <= 0 {
 			return nil, fs, fmt.Errorf("%s: must be a positive duration such as 30s, got %q", flagOf(d.env), *vals[d.env])
 		}
+	}
+	c.AddonURLs = map[string]string{}
+	for typ, env := range map[string]string{"postgres": "KILN_ADDON_POSTGRES_URL", "redis": "KILN_ADDON_REDIS_URL"} {
+		if v := *vals[env]; v != "" {
+			c.AddonURLs[typ] = v
+		}
+	}
+	c.WorkspaceImage, c.RunnerServiceAccount = *vals["KILN_WORKSPACE_IMAGE"], *vals["KILN_RUNNER_SERVICE_ACCOUNT"]
+	if v := *vals["KILN_WORKSPACE_ENV"]; v != "" {
+		if err := json.Unmarshal([]byte(v), &c.WorkspaceEnv); err != nil {
+			return nil, fs, fmt.Errorf("workspace-env: must be a JSON object of strings, such as {\"K\":\"v\"}: %v", err)
+		}
+	}
+	if c.WorkspaceTimeout, err = time.ParseDuration(*vals["KILN_WORKSPACE_TIMEOUT"]); err != nil || c.WorkspaceTimeout <= 0 {
+		return nil, fs, fmt.Errorf("workspace-timeout: must be a positive duration such as 5m, got %q", *vals["KILN_WORKSPACE_TIMEOUT"])
 	}
 	if c.CallbackAllowlist, err = parsePrefixes(*vals["KILN_CALLBACK_ALLOWLIST"]); err != nil {
 		return nil, fs, fmt.Errorf("callback-allowlist: %w", err)

@@ -45,6 +45,8 @@ type Options struct {
 	// MaxBatch is the most submissions one group commit writes. Default 64.
 	MaxBatch int
 	Logger   *slog.Logger // default: discard
+	// Workspaces takes managed projects; nil: they are refused (no cluster).
+	Workspaces Workspaces
 }
 
 // commitTimeout bounds one group commit.
@@ -58,6 +60,9 @@ type Service struct {
 	Templates TemplateSet
 	Lifecycle *lifecycle.Lifecycle
 
+	workspaces Workspaces
+	defaults   *WorkspaceDefaults // of workspaces; nil without
+	statuses   statusCache
 	logger     *slog.Logger
 	committers int
 	maxBatch   int
@@ -95,7 +100,13 @@ func New(o Options) (*Service, error) {
 	case o.MaxBatch < 1:
 		return nil, fmt.Errorf("intake: MaxBatch must be positive, not %d", o.MaxBatch)
 	}
+	var defaults *WorkspaceDefaults
+	if o.Workspaces != nil {
+		d := o.Workspaces.Defaults()
+		defaults = &d
+	}
 	return &Service{Store: o.Store, Templates: o.Templates, Lifecycle: o.Lifecycle,
+		workspaces: o.Workspaces, defaults: defaults, statuses: newStatusCache(),
 		logger: o.Logger.With("component", "intake"), committers: o.Committers, maxBatch: o.MaxBatch,
 		queue: make(chan *submission, 4*o.MaxBatch), stopping: make(chan struct{})}, nil
 }
@@ -164,6 +175,9 @@ func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project 
 	if err := ValidateSpec(&spec, s.Templates, ""); err != nil {
 		return nil, err
 	}
+	if err := s.takesBuilds(ctx, project.ID); err != nil {
+		return nil, err
+	}
 	spec.Template = spec.TemplateName()
 	var hash []byte
 	if idemKey != "" {
@@ -228,20 +242,26 @@ func requestHash(projectID string, spec schema.BuildSpec) []byte {
 	return h[:]
 }
 
-// CreateProject creates a project; only admins may.
+// CreateProject creates a project; only admins may. A bring-your-own-pod
+// project is ready at once; a managed one (with repository) is provisioning:
+// its credentials Secret is written first, then its row, steps and
+// provisioning job in one transaction (the Secret is removed again if that
+// fails).
 func (s *Service) CreateProject(ctx context.Context, who *auth.Principal, in schema.ProjectInput) (*schema.Project, error) {
 	if !who.Admin {
 		return nil, ErrForbidden
 	}
-	p, err := NormalizeProject(in, "")
+	p, m, err := normalizeProject(in, "", s.defaults)
 	if err != nil {
 		return nil, err
 	}
-	err = s.Store.InTx(ctx, func(tx pgx.Tx) error { return s.createProject(ctx, tx, p) })
+	err = s.createProject(ctx, p, m, in, nil)
 	return p, err
 }
 
-func (s *Service) createProject(ctx context.Context, tx pgx.Tx, p *schema.Project) error {
+// createProject writes p (and, when managed, its Secret first), then runs
+// more in the same transaction.
+func (s *Service) createProject(ctx context.Context, p *schema.Project, m *store.Managed, in schema.ProjectInput, more func(tx pgx.Tx) error) error {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return err
@@ -250,22 +270,61 @@ func (s *Service) createProject(ctx context.Context, tx pgx.Tx, p *schema.Projec
 	_, _ = rand.Read(secret)
 	p.ID = id.String()
 	p.CallbackSecret = "kcs_" + hex.EncodeToString(secret)
-	return store.CreateProject(ctx, tx, p)
+	if m != nil {
+		var creds *schema.Credentials
+		var secretEnv map[string]string
+		if in.Repository != nil {
+			creds = in.Repository.Credentials
+		}
+		if in.Workspace != nil {
+			secretEnv = in.Workspace.SecretEnv
+		}
+		if err := s.workspaces.PutSecret(ctx, p.ID, creds, secretEnv); err != nil {
+			return fmt.Errorf("storing the credentials of project %s: %w", p.Name, err)
+		}
+	}
+	err = s.Store.InTx(ctx, func(tx pgx.Tx) error {
+		if m == nil {
+			if err := store.CreateProject(ctx, tx, p); err != nil {
+				return err
+			}
+		} else {
+			if err := store.CreateManagedProject(ctx, tx, p, m, s.defaults.Steps(m.Addons)); err != nil {
+				return err
+			}
+			if err := s.workspaces.ProvisionTx(ctx, tx, p.ID); err != nil {
+				return err
+			}
+		}
+		if more != nil {
+			return more(tx)
+		}
+		return nil
+	})
+	if err != nil && m != nil {
+		if derr := s.workspaces.DeleteSecret(context.WithoutCancel(ctx), p.ID); derr != nil {
+			s.logger.WarnContext(ctx, "removing the credentials of a project not created", "project_id", p.ID, "error", derr)
+		}
+	}
+	return err
 }
 
-// CreateAndBuild creates a project and its first build in one transaction:
-// afterwards both exist or neither does.
+// CreateAndBuild creates a project and its first build: afterwards both
+// exist or neither does. A managed project's build waits, pending, until
+// the project is ready (and fails if provisioning fails).
 func (s *Service) CreateAndBuild(ctx context.Context, who *auth.Principal, in schema.CreateAndBuild) (*Accepted, error) {
 	if !who.Admin {
 		return nil, ErrForbidden
 	}
-	p, perr := NormalizeProject(in.Project, "project.")
+	p, m, perr := normalizeProject(in.Project, "project.", s.defaults)
 	serr := ValidateSpec(&in.Build, s.Templates, "build.")
 	var v ValidationError
 	for _, e := range []error{perr, serr} {
 		var ve ValidationError
 		if errors.As(e, &ve) {
 			v = append(v, ve...)
+		} else if e != nil {
+			return nil, e
 		}
 	}
 	if len(v) > 0 {
@@ -273,10 +332,7 @@ func (s *Service) CreateAndBuild(ctx context.Context, who *auth.Principal, in sc
 	}
 	in.Build.Template = in.Build.TemplateName()
 	var b *store.Build
-	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
-		if err := s.createProject(ctx, tx, p); err != nil {
-			return err
-		}
+	err := s.createProject(ctx, p, m, in.Project, func(tx pgx.Tx) error {
 		var err error
 		b, err = s.insertBuild(ctx, tx, who, p.ID, in.Build)
 		return err
@@ -285,6 +341,69 @@ func (s *Service) CreateAndBuild(ctx context.Context, who *auth.Principal, in sc
 		return nil, err
 	}
 	return &Accepted{Build: b, Project: p}, nil
+}
+
+// RetireProject (admin) marks a project deleting, cancels its pending and
+// running builds and, for a managed project, enqueues the removal of its
+// workspace, after which the API answers 404 for it. A bring-your-own-pod
+// project's pod is never touched: it is gone from Kiln once its builds are
+// cancelled. Its builds' audit rows stay.
+func (s *Service) RetireProject(ctx context.Context, who *auth.Principal, id string) (*schema.Project, error) {
+	if !who.Admin {
+		return nil, ErrForbidden
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, fmt.Errorf("project %q: %w", id, store.ErrNotFound)
+	}
+	var p *schema.Project
+	err := s.Store.InTx(ctx, func(tx pgx.Tx) error {
+		r, err := store.LockProjectRow(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		p = &r.Project
+		if p.Status == schema.ProjectDeleting {
+			return nil // a second DELETE: already under way
+		}
+		if err := store.SetProjectStatus(ctx, tx, id, []schema.ProjectStatus{p.Status}, string(schema.ProjectDeleting), "", ""); err != nil {
+			return err
+		}
+		p.Status = schema.ProjectDeleting
+		if r.Managed != nil {
+			if s.workspaces == nil {
+				return fmt.Errorf("project %s is managed and this dispatcher has no cluster to remove it from: %w", p.Name, ErrNotManageable)
+			}
+			return s.workspaces.RetireTx(ctx, tx, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.statuses.forget(id)
+	if err := s.CancelActive(ctx, id, "project "+p.Name+" is being deleted"); err != nil {
+		return nil, err
+	}
+	if !p.Managed {
+		if err := store.SetProjectStatus(ctx, s.Store.Pool, id, []schema.ProjectStatus{schema.ProjectDeleting}, store.StatusDeleted, "", ""); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// CancelActive cancels every pending and running build of a project.
+func (s *Service) CancelActive(ctx context.Context, projectID, reason string) error {
+	ids, err := store.ActiveBuildIDs(ctx, s.Store.Pool, projectID)
+	if err != nil {
+		return err
+	}
+	for _, b := range ids {
+		if _, err := s.Lifecycle.Cancel(ctx, b, reason); err != nil && !errors.Is(err, lifecycle.ErrTerminal) && !errors.Is(err, store.ErrTerminal) {
+			return fmt.Errorf("cancelling build %s: %w", b, err)
+		}
+	}
+	return nil
 }
 
 // Cancel cancels a pending or running build the principal may see, through

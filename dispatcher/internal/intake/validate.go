@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -149,8 +150,17 @@ func checkCallbackURL(raw string) string {
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
-// NormalizeProject fills defaults into in and checks it, returning the project to create.
+// NormalizeProject fills defaults into a bring-your-own-pod project's input
+// and checks it, returning the project to create. A managed project's input
+// (with repository) is refused: only a Service with Workspaces takes it.
 func NormalizeProject(in schema.ProjectInput, prefix string) (*schema.Project, error) {
+	p, _, err := normalizeProject(in, prefix, nil)
+	return p, err
+}
+
+// normalizeProject is NormalizeProject that, given the workspace defaults,
+// also takes a managed project's input and returns what is stored of it.
+func normalizeProject(in schema.ProjectInput, prefix string, d *WorkspaceDefaults) (*schema.Project, *store.Managed, error) {
 	var v ValidationError
 	nul := false
 	for _, f := range []struct{ name, value string }{
@@ -164,7 +174,7 @@ func NormalizeProject(in schema.ProjectInput, prefix string) (*schema.Project, e
 		}
 	}
 	if nul { // the other rules would only repeat it
-		return nil, v.err()
+		return nil, nil, v.err()
 	}
 	if in.Name == "" {
 		v.add(prefix+"name", "required")
@@ -187,6 +197,12 @@ func NormalizeProject(in schema.ProjectInput, prefix string) (*schema.Project, e
 	if p.MaxConcurrent == 0 {
 		p.MaxConcurrent = 1
 	}
+	var m *store.Managed
+	if in.Repository != nil {
+		m = normalizeManaged(in, p, d, prefix, &v)
+	} else if in.Workspace != nil || len(in.Addons) > 0 {
+		v.add(prefix+"repository", "required with workspace or addons: they are for managed projects")
+	}
 	if !dnsLabel.MatchString(p.Namespace) {
 		v.add(prefix+"namespace", "must be a DNS label")
 	}
@@ -208,7 +224,10 @@ func NormalizeProject(in schema.ProjectInput, prefix string) (*schema.Project, e
 	if !strings.Contains(p.AuthorEmail, "@") {
 		v.add(prefix+"commit_author_email", "must be an email address")
 	}
-	return p, v.err()
+	if err := v.err(); err != nil {
+		return nil, nil, err
+	}
+	return p, m, nil
 }
 
 func orDefault(s, def string) string {

@@ -34,6 +34,8 @@ const (
 	WaitProject = "waiting for capacity: the project's maximum of running builds is reached"
 	WaitFIFO    = "waiting for capacity: an older build of this project goes first"
 	WaitQuota   = "waiting for capacity: the namespace's ResourceQuota is exceeded"
+	// WaitProvisioning: the build's project is still being provisioned.
+	WaitProvisioning = "waiting for the project: project provisioning"
 )
 
 // Defaults of Options; the dispatcher's configuration (dispatcher/internal/config) shows these.
@@ -89,6 +91,10 @@ func (l *Launcher) Namespace() string { return l.o.Namespace }
 
 // Launch implements queue.Launcher.
 func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
+	p, settled, err := l.projectGate(ctx, b)
+	if settled || err != nil {
+		return err
+	}
 	reserved, wait, err := l.reserve(ctx, b)
 	if err != nil {
 		return err
@@ -97,7 +103,45 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 		l.waiting(ctx, b.ID, wait)
 		return river.JobSnooze(l.o.RetryAfter)
 	}
-	return l.create(ctx, b)
+	return l.create(ctx, b, p)
+}
+
+// projectGate holds a build whose project is not ready: it waits while the
+// project provisions, fails when provisioning failed (naming the step) and
+// is cancelled when the project is being deleted. settled reports that the
+// build went no further.
+func (l *Launcher) projectGate(ctx context.Context, b *store.Build) (p *schema.Project, settled bool, err error) {
+	p, err = store.GetProject(ctx, l.o.Pool, b.ProjectID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, true, l.settle(l.o.Lifecycle.Cancel(ctx, b.ID, "the project was deleted"))
+	case err != nil:
+		return nil, true, err
+	}
+	switch p.Status {
+	case schema.ProjectReady:
+		return p, false, nil
+	case schema.ProjectProvisioning:
+		l.waiting(ctx, b.ID, WaitProvisioning)
+		return nil, true, river.JobSnooze(l.o.RetryAfter)
+	case schema.ProjectFailed:
+		msg := "project " + p.Name + " failed to provision"
+		if pr := p.Provisioning; pr != nil && pr.FailedStep != "" {
+			msg += " at step " + pr.FailedStep + ": " + pr.Error
+		}
+		return nil, true, l.settle(l.o.Lifecycle.Fail(ctx, b.ID, schema.ReasonProvisioning, msg))
+	default: // deleting
+		return nil, true, l.settle(l.o.Lifecycle.Cancel(ctx, b.ID, "project "+p.Name+" is being deleted"))
+	}
+}
+
+// settle is the error of a lifecycle change that ends a build here: none
+// when it worked or the build was already terminal.
+func (l *Launcher) settle(_ *store.Build, err error) error {
+	if errors.Is(err, lifecycle.ErrTerminal) {
+		return nil
+	}
+	return err
 }
 
 // reserve takes a launch slot for b under a lock shared by every replica.
@@ -159,12 +203,8 @@ func (l *Launcher) waiting(ctx context.Context, id, reason string) {
 
 // create makes the Job and its Secret (each only if absent) and marks the
 // build running. Every step is safe to repeat after a crash.
-func (l *Launcher) create(ctx context.Context, b *store.Build) error {
+func (l *Launcher) create(ctx context.Context, b *store.Build, p *schema.Project) error {
 	start := time.Now()
-	p, err := store.GetProject(ctx, l.o.Pool, b.ProjectID)
-	if err != nil {
-		return err
-	}
 	tmpl, err := l.o.Templates.Resolve(b.Spec.TemplateName())
 	if err != nil {
 		return l.failBuild(ctx, b, fmt.Sprintf("template %q: %v", b.Spec.TemplateName(), err))

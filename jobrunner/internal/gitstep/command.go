@@ -38,6 +38,9 @@ type Options struct {
 	Subject string
 	// Body is an optional commit message body, before the trailer.
 	Body string
+	// Credentials, when set, are given to the push (and to no other
+	// command) on its stdin; see Credentials.Wrap.
+	Credentials *Credentials
 }
 
 func (o Options) withDefaults() Options {
@@ -71,6 +74,9 @@ func (o Options) validate() error {
 			errs = append(errs, err)
 		}
 		if err := checkBranch(o.Branch); err != nil {
+			errs = append(errs, err)
+		}
+		if err := o.Credentials.Validate(); err != nil {
 			errs = append(errs, err)
 		}
 	}

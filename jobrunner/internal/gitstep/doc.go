@@ -18,6 +18,14 @@
 // use); the runner's Kubernetes exec implements the same interface to run it
 // in the project pod.
 //
+// A private repository's Credentials (an HTTPS user name and token, or an
+// SSH key and known_hosts) are given to the two commands that talk to the
+// remote — Prepare's fetch and Run's push — and to no other: Credentials.Wrap
+// runs such a command as `sh -c <fixed script> kiln-git git ...` with the
+// secret on its stdin, so it is never in argv, the remote URL, .git/config,
+// a CommandError or a PushError. The workspace's hooks and fsmonitor do not
+// run for those commands (the agent may have written them).
+//
 // It does not clone, rebase or resolve conflicts: a push the remote rejects
 // is reported, with git's message, and the local commit is kept (the next
 // build's Prepare keeps it on that build's leftovers ref).

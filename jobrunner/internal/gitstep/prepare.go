@@ -35,6 +35,9 @@ type PrepareOptions struct {
 	// "Kiln" <kiln@localhost>.
 	AuthorName  string
 	AuthorEmail string
+	// Credentials, when set, are given to the fetch (and to no other
+	// command) on its stdin; see Credentials.Wrap.
+	Credentials *Credentials
 }
 
 // Workspace is the state Prepare left the workspace in.
@@ -111,7 +114,12 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 	var ws Workspace
 	if o.Remote != "" {
 		argv := g("fetch", "--quiet", "--no-tags", o.Remote, "refs/heads/"+o.Branch)
-		_, stderr, code, err := r.Run(ctx, argv, nil)
+		wrapped, stdin, err := o.Credentials.Wrap(argv)
+		if err != nil {
+			return Workspace{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote), err)
+		}
+		_, stderr, code, err := r.Run(ctx, wrapped, stdin)
+		stderr = o.Credentials.Scrub(stderr)
 		switch {
 		case err != nil:
 			return Workspace{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote), err)
@@ -314,6 +322,9 @@ func (o PrepareOptions) validate() error {
 		}
 		if o.Branch == "" {
 			errs = append(errs, errors.New("branch: required to fetch from a remote"))
+		}
+		if err := o.Credentials.Validate(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if o.Branch != "" {

@@ -102,12 +102,16 @@ func (Step) Run(ctx context.Context, r Runner, opts Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	_, stderr, code, err := r.Run(ctx, argv, nil)
+	argv, stdin, err := opts.Credentials.Wrap(argv)
+	if err != nil {
+		return res, fmt.Errorf("pushing: %w", err)
+	}
+	_, stderr, code, err := r.Run(ctx, argv, stdin)
 	if err != nil {
 		return res, fmt.Errorf("pushing: %w", err)
 	}
 	if code != 0 {
-		return res, ClassifyPush(opts.Remote, opts.Branch, stderr)
+		return res, ClassifyPush(opts.Remote, opts.Branch, opts.Credentials.Scrub(stderr))
 	}
 	res.Pushed = true
 	return res, nil

@@ -53,6 +53,13 @@ type Config struct {
 	// StatusPoll is how often the build's status is fetched while the agent
 	// runs, to notice a cancel when no event acks come. Default 5s.
 	StatusPoll time.Duration
+	// GitCredentials is the directory of the project's repository
+	// credential files (jobtemplates.EnvGitCredentials); empty for none.
+	// They are read for the fetch and the push only.
+	GitCredentials string
+	// GitURL is the project's repository URL (jobtemplates.EnvGitURL): an
+	// HTTPS token is offered to its host only.
+	GitURL string
 }
 
 func (c Config) withDefaults() Config {
@@ -79,6 +86,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		BuildID:        getenv(jobtemplates.EnvBuildID),
 		Token:          getenv(jobtemplates.EnvRunnerToken),
 		TerminationLog: getenv(EnvTerminationLog),
+		GitCredentials: getenv(jobtemplates.EnvGitCredentials),
+		GitURL:         getenv(jobtemplates.EnvGitURL),
 	}
 	var problems []string
 	for name, v := range map[string]string{

@@ -14,6 +14,12 @@
 // whole run — ends, and the wrapper in the pod (AgentScript) stops the run;
 // when the agent exits, whatever it left running is killed too.
 //
+// A managed project's repository credentials, mounted in the runner's own
+// pod at KILN_GIT_CREDENTIALS, are read after the agent's settings and
+// given to the workspace fetch and the push only, on the exec's stdin: the
+// project pod — where the agent runs — never holds them in its spec or
+// environment, and the agent's processes are gone before the push.
+//
 // The parts it joins live in sibling packages: client (dispatcher
 // protocol), events (ordered batches), podexec (Kubernetes exec), agent
 // (CLI adapters and stream parsing), prompt and gitstep. This package holds

@@ -237,7 +237,12 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	}
 	buildID := cmp.Or(task.BuildID, r.cfg.BuildID)
 	pod := podexec.Runner{Exec: r.exec, Container: ctr}
-	if err := r.prepareWorkspace(ctx, pod, buildID, t); err != nil {
+	// Read here, used by the fetch and the push only: the agent never sees them.
+	creds, err := loadCredentials(r.cfg.GitCredentials, r.cfg.GitURL)
+	if err != nil {
+		return failed(schema.ReasonWorkspace, "%v", err)
+	}
+	if err := r.prepareWorkspace(ctx, pod, buildID, t, creds); err != nil {
 		if ctx.Err() != nil {
 			return cancelled(errSignalled, agent.Outcome{})
 		}
@@ -306,7 +311,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	opts := gitstep.Options{
 		Dir: t.Workdir, BuildID: buildID, AutoCommit: task.Spec.AutoCommit && res.Success,
 		AutoPush: task.Spec.AutoPush && res.Success, AuthorName: t.AuthorName, AuthorEmail: t.AuthorEmail,
-		Remote: t.GitRemote, Branch: t.GitBranch, Body: commitBody(task.Spec.Prompt),
+		Remote: t.GitRemote, Branch: t.GitBranch, Body: commitBody(task.Spec.Prompt), Credentials: creds,
 	}
 	g, gerr := gitstep.Step{}.Run(gitCtx, pod, opts)
 	res.FilesChanged, res.CommitSHA = g.FilesChanged, g.CommitSHA

@@ -25,10 +25,13 @@ func TestConfigFromEnv(t *testing.T) {
 	env := map[string]string{
 		jobtemplates.EnvDispatcherURL: "http://127.0.0.1:1", jobtemplates.EnvBuildID: "b1",
 		jobtemplates.EnvRunnerToken: "tok", jobtemplates.EnvRunnerConfig: string(rc), EnvReportTimeout: "7s",
+		jobtemplates.EnvGitCredentials: "/var/run/kiln/git", jobtemplates.EnvGitURL: "https://git.example/a.git",
 	}
 	c, err := ConfigFromEnv(func(k string) string { return env[k] })
 	require.NoError(t, err)
 	require.Equal(t, "b1", c.BuildID)
+	require.Equal(t, "/var/run/kiln/git", c.GitCredentials)
+	require.Equal(t, "https://git.example/a.git", c.GitURL)
 	require.Equal(t, 7*time.Second, c.ReportTimeout)
 	require.Equal(t, DefaultTerminationLog, c.TerminationLog)
 	require.EqualValues(t, 30, c.Runner.GracePeriodSeconds)

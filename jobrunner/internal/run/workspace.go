@@ -13,12 +13,12 @@ import (
 // prepareWorkspace brings the project's workspace to its branch head with a
 // clean working tree before the agent starts (gitstep.Step.Prepare), and
 // tells in events where it stands and what an earlier build left there.
-func (r *Runner) prepareWorkspace(ctx context.Context, pod gitstep.Runner, buildID string, t schema.Target) error {
+func (r *Runner) prepareWorkspace(ctx context.Context, pod gitstep.Runner, buildID string, t schema.Target, creds *gitstep.Credentials) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.GitTimeout)
 	defer cancel()
 	ws, err := gitstep.Step{}.Prepare(ctx, pod, gitstep.PrepareOptions{
 		Dir: t.Workdir, BuildID: buildID, Remote: t.GitRemote, Branch: t.GitBranch,
-		AuthorName: t.AuthorName, AuthorEmail: t.AuthorEmail,
+		AuthorName: t.AuthorName, AuthorEmail: t.AuthorEmail, Credentials: creds,
 	})
 	if err != nil {
 		return err

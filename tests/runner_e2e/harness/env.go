@@ -295,7 +295,14 @@ type BuildOptions struct {
 	ExtraEnv []corev1.EnvVar
 	// Target overrides the project's target.
 	Target *schema.Target
+	// Repository makes the project a managed one in the render: with
+	// Credentials set, the Job mounts the project's credentials Secret
+	// (jobtemplates.ProjectSecretName of ProjectID(p)), which the test creates.
+	Repository *schema.Repository
 }
+
+// ProjectID is the project id StartBuild gives p's builds.
+func ProjectID(p *Project) string { return "pid-" + p.Name }
 
 // StartBuild registers the build with the stand-in dispatcher and creates
 // its Job and token Secret as the dispatcher would (jobtemplates.Render,
@@ -319,8 +326,9 @@ func (e *Env) StartBuild(t *testing.T, p *Project, id string, spec schema.BuildS
 	token := "runner-token-" + id
 	e.Dispatcher.Add(schema.RunnerTask{BuildID: id, ProjectID: "pid-" + p.Name, Spec: spec, Target: target}, token)
 	job, secret, err := jobtemplates.Render(jobtemplates.RenderInput{
-		Build:    schema.Build{ID: id, ProjectID: "pid-" + p.Name, Spec: spec},
-		Project:  schema.Project{ID: "pid-" + p.Name, Name: p.Name, Namespace: p.Namespace},
+		Build: schema.Build{ID: id, ProjectID: "pid-" + p.Name, Spec: spec},
+		Project: schema.Project{ID: "pid-" + p.Name, Name: p.Name, Namespace: p.Namespace,
+			Managed: o.Repository != nil, Repository: o.Repository},
 		Template: tmpl, Namespace: RunnerNamespace, DispatcherURL: e.Dispatcher.URL,
 		RunnerToken: token, Image: ImageRunner,
 	})
