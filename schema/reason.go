@@ -85,13 +85,6 @@ const (
 	// specific reason.
 	ReasonRunnerError Reason = "runner_error"
 
-	// Reasons the dispatcher gives for a managed project.
-
-	// ReasonProvisioning: the build's managed project failed to provision
-	// (and was rolled back) while the build waited for it; the build's
-	// error names the failed step and its error.
-	ReasonProvisioning Reason = "provisioning"
-
 	// ReasonOther: a failure recorded before reasons were typed, or one
 	// nobody classified. A bug to report when it appears for new builds.
 	ReasonOther Reason = "other"
@@ -102,7 +95,7 @@ var FailureReasons = []Reason{
 	ReasonDeadline, ReasonOOM, ReasonImagePull, ReasonUnschedulable, ReasonPodCreate, ReasonJobDeleted,
 	ReasonPodFailed, ReasonRunnerLost, ReasonInvalidJob, ReasonQuota, ReasonProvisioning, ReasonAgentError, ReasonMaxTurns,
 	ReasonAgentAuth, ReasonAgentBadRequest, ReasonAgentUnavailable, ReasonAgentPushed,
-	ReasonWorkspace, ReasonGit, ReasonPushRejected, ReasonRunnerError, ReasonProvisioning, ReasonOther,
+	ReasonWorkspace, ReasonGit, ReasonPushRejected, ReasonRunnerError, ReasonOther,
 }
 
 // Reasons lists every non-empty reason: the failure reasons and ReasonCancelled.

@@ -26,7 +26,6 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
-	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -41,7 +40,6 @@ var prometheusSynthetic = map[string]bool{"up": true, "scrape_duration_seconds":
 func exposedNames(t *testing.T) map[string]bool {
 	t.Helper()
 	env := apptest.New(t, app.Options{Workers: 1, Registry: prometheus.NewRegistry()})
-	metrics.ProjectStatusColumn(t, env.DB.Pool)
 	a, srv := env.App, env.Server
 	ctx := context.Background()
 	id := env.Pending(env.Project("web").ID, schema.BuildSpec{Prompt: "p"})

@@ -11,15 +11,6 @@ import (
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// ProjectStatusColumn gives the test schema's projects table its status
-// column when the migrations do not (yet) add it, with the default new
-// rows of today's store get (bring-your-own-pod projects are ready).
-func ProjectStatusColumn(tb testing.TB, pool *pgxpool.Pool) {
-	tb.Helper()
-	_, err := pool.Exec(context.Background(), `ALTER TABLE projects ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'ready'`)
-	require.NoError(tb, err)
-}
-
 // InsertProjects adds n projects in status (a row as the store writes it).
 func InsertProjects(tb testing.TB, pool *pgxpool.Pool, status string, n int) {
 	tb.Helper()

@@ -109,7 +109,6 @@ func setup(t *testing.T) *env {
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
 	a := apptest.New(t, app.Options{Workers: 2, Registry: reg, CallbackAllowlist: allow, CallbackTimeout: 5 * time.Second})
-	metrics.ProjectStatusColumn(t, a.DB.Pool)
 	p, err := a.Client.CreateProject(context.Background(), kiln.ProjectInput{Name: "web"})
 	require.NoError(t, err)
 	return &env{t: t, db: a.DB, app: a.App, reg: reg, srv: a.Server, admin: a.Admin, project: p.ID}
