@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kilnbuild/kiln/schema"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/prometheus/kiln-rules.promtool.yaml from kiln-rules.yaml")
@@ -230,5 +232,20 @@ func TestAlertsAreDocumented(t *testing.T) {
 			assert.True(t, anchors[url[i+1:]], "%s: docs/metrics.md has no section #%s", r.Alert, url[i+1:])
 		}
 		assert.Contains(t, string(doc), r.Alert, "docs/metrics.md names %s", r.Alert)
+	}
+}
+
+// Every failure reason has its own section in docs/metrics.md (the
+// reason label of kiln_builds_total and the alerts link there).
+func TestReasonsAreDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join(root, "docs/metrics.md"))
+	require.NoError(t, err)
+	sections := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^####\s+(\S+)\s*$`).FindAllStringSubmatch(string(doc), -1) {
+		sections[m[1]] = true
+	}
+	for _, r := range schema.FailureReasons {
+		assert.True(t, sections[string(r)], "docs/metrics.md has no #### %s section", r)
 	}
 }

@@ -28,6 +28,9 @@ var (
 	descOldestBuild = prometheus.NewDesc("kiln_build_oldest_in_flight_seconds",
 		"Age of the oldest non-terminal build by status and template: since acceptance for pending, since start for running.",
 		[]string{"status", "template"}, nil)
+	descProjects = prometheus.NewDesc("kiln_projects",
+		"Projects by status (provisioning, ready, failed, deleting); deleted ones are not counted. Database-wide.",
+		[]string{"status"}, nil)
 	descStatsAge = prometheus.NewDesc("kiln_queue_stats_age_seconds",
 		"How old the database-backed figures of this scrape are (they are cached between scrapes).", nil, nil)
 	descStatsQuery = prometheus.NewDesc("kiln_queue_stats_query_seconds",
@@ -54,9 +57,10 @@ type dbStats struct {
 	oldest   map[string]float64    // queue
 	inFlight map[string]float64    // status
 	oldestB  map[buildKey]float64
+	projects map[string]float64 // status
 }
 
-// dbCollector reads queue and in-flight figures from Postgres, at most once
+// dbCollector reads queue, in-flight and project figures from Postgres, at most once
 // per ttl; concurrent scrapes share one refresh.
 type dbCollector struct {
 	pool        *pgxpool.Pool
@@ -82,7 +86,7 @@ func newDBCollector(pool *pgxpool.Pool, riverSchema string, ttl, timeout time.Du
 }
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueJobs, descQueueOldest, descInFlight, descOldestBuild, descStatsAge, descStatsQuery, descStatsErrors} {
+	for _, d := range []*prometheus.Desc{descQueueJobs, descQueueOldest, descInFlight, descOldestBuild, descProjects, descStatsAge, descStatsQuery, descStatsErrors} {
 		ch <- d
 	}
 }
@@ -122,6 +126,9 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range c.stats.oldestB {
 		ch <- prometheus.MustNewConstMetric(descOldestBuild, prometheus.GaugeValue, v, k.status, k.template)
 	}
+	for st, v := range c.stats.projects {
+		ch <- prometheus.MustNewConstMetric(descProjects, prometheus.GaugeValue, v, st)
+	}
 }
 
 // query reads every figure (in one transaction, so they agree with each
@@ -129,7 +136,10 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 func (c *dbCollector) query(ctx context.Context) (*dbStats, error) {
 	s := &dbStats{jobs: map[[2]string]float64{}, oldest: map[string]float64{},
 		inFlight: map[string]float64{string(schema.StatusPending): 0, string(schema.StatusRunning): 0},
-		oldestB:  map[buildKey]float64{}}
+		oldestB:  map[buildKey]float64{}, projects: map[string]float64{}}
+	for _, st := range schema.ProjectStatuses {
+		s.projects[string(st)] = 0
+	}
 	for _, q := range knownQueues {
 		for _, st := range riverStates {
 			s.jobs[[2]string{q, string(st)}] = 0
@@ -161,6 +171,19 @@ func (c *dbCollector) query(ctx context.Context) (*dbStats, error) {
 		s.inFlight[b.Status] += float64(b.N)
 		k := buildKey{b.Status, c.template(b.Template)}
 		s.oldestB[k] = max(s.oldestB[k], b.OldestSeconds, 0)
+	}
+	projects, err := readProjects(ctx, c.pool)
+	if err != nil {
+		return nil, err
+	}
+	for st, n := range projects {
+		if _, ok := s.projects[st]; !ok {
+			// Not a status the API shows: leave it out, so the label
+			// stays the documented set.
+			c.logger.Warn("a project status metrics do not know", "status", st, "projects", n)
+			continue
+		}
+		s.projects[st] = float64(n)
 	}
 	return s, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
+	"github.com/kilnbuild/kiln/dispatcher/internal/metrics"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -196,4 +197,24 @@ func TestQueriesUseExposedMetrics(t *testing.T) {
 		}
 		assert.True(t, found, "%s is exposed but neither the dashboard nor an alert reads it", n)
 	}
+}
+
+// docs/metrics.md's table of provisioning steps lists exactly the step
+// label values every series starts with.
+func TestProvisionStepsDocumented(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join(root, "docs/metrics.md"))
+	require.NoError(t, err)
+	doc := string(b)
+	start := strings.Index(doc, "## Provisioning steps")
+	require.GreaterOrEqual(t, start, 0, "docs/metrics.md has a Provisioning steps section")
+	section := doc[start+1:]
+	section = section[:strings.Index(section, "\n## ")]
+	var documented []string
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "| `") {
+			documented = append(documented, strings.Trim(strings.SplitN(line, "|", 3)[1], " `"))
+		}
+	}
+	assert.ElementsMatch(t, metrics.ProvisionSteps, documented)
 }

@@ -32,7 +32,7 @@ type Options struct {
 	// collectors. Default: a new registry (never the global default one).
 	Registry *prometheus.Registry
 	// Pool is read by the queue collector; nil leaves the database-backed
-	// metrics (kiln_queue_*, kiln_builds_in_flight, ...) out.
+	// metrics (kiln_queue_*, kiln_builds_in_flight, kiln_projects, ...) out.
 	Pool *pgxpool.Pool
 	// RiverSchema is the Postgres schema of River's tables; default: search_path.
 	RiverSchema string
@@ -69,6 +69,9 @@ type Metrics struct {
 	turns        *prometheus.HistogramVec
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
+	provisioned  *prometheus.HistogramVec
+	stepFailures *prometheus.CounterVec
+	stepDuration *prometheus.HistogramVec
 
 	db *dbCollector
 }
@@ -126,6 +129,15 @@ func New(o Options) (*Metrics, error) {
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_http_request_duration_seconds",
 			Help:    "Time to answer an HTTP request, by route pattern and method; event streams (SSE, WebSocket) are not observed.",
 			Buckets: httpBuckets}, []string{"route", "method"}),
+		provisioned: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_provisioning_duration_seconds",
+			Help:    "Time from a managed project's POST to ready (outcome ready) or to failed and rolled back (outcome failed).",
+			Buckets: provisionBuckets}, []string{"outcome"}),
+		stepFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_provisioning_step_failures_total",
+			Help: "Failed attempts at a managed project's provisioning step (retries included; rollback for undoing the completed steps), by step."},
+			[]string{"step"}),
+		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_provisioning_step_duration_seconds",
+			Help:    "Time of a successful attempt at a managed project's provisioning step, by step.",
+			Buckets: stepBuckets}, []string{"step"}),
 	}
 	deadline := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_template_deadline_seconds",
 		Help: "The activeDeadlineSeconds of each job template in the catalog."}, []string{"template"})
@@ -138,7 +150,8 @@ func New(o Options) (*Metrics, error) {
 	m.initSeries()
 
 	cs := []prometheus.Collector{m.builds, m.started, m.queueWait, m.run, m.duration, m.launch, m.launchErrors,
-		m.callbacks, m.cost, m.tokens, m.turns, m.httpRequests, m.httpDuration, deadline,
+		m.callbacks, m.cost, m.tokens, m.turns, m.httpRequests, m.httpDuration, m.provisioned, m.stepFailures,
+		m.stepDuration, deadline,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	cs = append(cs, newWorkersCollector(o.Workers))
 	if o.Pool != nil {
@@ -171,6 +184,13 @@ func (m *Metrics) initSeries() {
 	}
 	for _, o := range []string{callback.OutcomeDelivered, callback.OutcomeRetry, callback.OutcomeFailed} {
 		m.callbacks.WithLabelValues(o)
+	}
+	for _, o := range []string{ProvisionReady, ProvisionFailed} {
+		m.provisioned.WithLabelValues(o)
+	}
+	for _, s := range ProvisionSteps {
+		m.stepFailures.WithLabelValues(s)
+		m.stepDuration.WithLabelValues(s)
 	}
 }
 

@@ -241,6 +241,9 @@ func TestBuildMetricsThroughAPI(t *testing.T) {
 	assert.Equal(t, 10.0, f.Value("kiln_river_workers", "queue", "callbacks"))
 	assert.Positive(t, f.Value("kiln_template_deadline_seconds", "template", "default"))
 	assert.Zero(t, f.Value("kiln_queue_stats_errors_total"))
+	assert.Equal(t, 1.0, f.Value("kiln_projects", "status", "ready"), "the bring-your-own-pod project is ready")
+	assert.Equal(t, 1.0, f.Value("kiln_projects"), "and the only one")
+	assert.Len(t, f["kiln_projects"].GetMetric(), len(kiln.ProjectStatuses), "every status from zero")
 
 	// The Go and process collectors are there too.
 	assert.Contains(t, f, "go_goroutines")
@@ -379,4 +382,61 @@ func TestHTTPMetrics(t *testing.T) {
 	assert.Equal(t, 1.0, f.Value("kiln_http_requests_total", "route", stream, "method", "GET", "code", "200"))
 	n, _ = f.Hist("kiln_http_request_duration_seconds", "route", stream)
 	assert.Zero(t, n, "streams are not timed")
+}
+
+// The provisioning worker's hooks feed the provisioning metrics; every
+// step of the fixed set and both outcomes exist from zero, and a step name
+// outside the set is counted as other, never as a new series.
+func TestProvisioningHooks(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(metrics.Options{Registry: reg})
+	require.NoError(t, err)
+	srv := httptest.NewServer(m.Handler())
+	t.Cleanup(srv.Close)
+
+	f := Scrape(t, srv.URL)
+	assert.ElementsMatch(t, metrics.ProvisionSteps, labelValues(f["kiln_provisioning_step_failures_total"], "step"))
+	assert.ElementsMatch(t, metrics.ProvisionSteps, labelValues(f["kiln_provisioning_step_duration_seconds"], "step"))
+	assert.ElementsMatch(t, []string{"ready", "failed"}, labelValues(f["kiln_provisioning_duration_seconds"], "outcome"))
+	assert.Zero(t, f.Value("kiln_provisioning_step_failures_total"))
+
+	m.ProvisionStep("namespace", 20*time.Millisecond, false)
+	m.ProvisionStep("addon:postgres", time.Second, true) // a failed attempt, then its retry
+	m.ProvisionStep("addon:postgres", 300*time.Millisecond, false)
+	m.ProvisionStep("workspace", 4*time.Second, true)
+	m.ProvisionStep("rollback", 2*time.Second, false)
+	m.ProvisionStep("addon:mysql", 50*time.Millisecond, false) // a third adapter's step
+	m.ProvisionStep("workspace for project web", time.Second, true)
+	m.ProvisionStep("addon:Bad Type", time.Second, true)
+	m.Provisioned(12*time.Second, true)
+	m.Provisioned(30*time.Second, true)
+	m.Provisioned(8*time.Second, false)
+
+	f = Scrape(t, srv.URL)
+	assert.Equal(t, 1.0, f.Value("kiln_provisioning_step_failures_total", "step", "addon:postgres"))
+	assert.Equal(t, 1.0, f.Value("kiln_provisioning_step_failures_total", "step", "workspace"))
+	assert.Equal(t, 2.0, f.Value("kiln_provisioning_step_failures_total", "step", "other"))
+	assert.Equal(t, 4.0, f.Value("kiln_provisioning_step_failures_total"))
+	n, sum := f.Hist("kiln_provisioning_step_duration_seconds", "step", "addon:postgres")
+	assert.EqualValues(t, 1, n, "only the successful attempt is timed")
+	assert.InDelta(t, 0.3, sum, 1e-9)
+	n, _ = f.Hist("kiln_provisioning_step_duration_seconds", "step", "workspace")
+	assert.Zero(t, n)
+	n, _ = f.Hist("kiln_provisioning_step_duration_seconds", "step", "addon:mysql")
+	assert.EqualValues(t, 1, n)
+	n, _ = f.Hist("kiln_provisioning_step_duration_seconds")
+	assert.EqualValues(t, 4, n)
+	n, sum = f.Hist("kiln_provisioning_duration_seconds", "outcome", "ready")
+	assert.EqualValues(t, 2, n)
+	assert.InDelta(t, 42, sum, 1e-9)
+	n, sum = f.Hist("kiln_provisioning_duration_seconds", "outcome", "failed")
+	assert.EqualValues(t, 1, n)
+	assert.InDelta(t, 8, sum, 1e-9)
+	for _, v := range labelValues(f["kiln_provisioning_step_failures_total"], "step") {
+		assert.NotContains(t, v, " ")
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
 }
