@@ -73,7 +73,7 @@ func TestHostileInput(t *testing.T) {
 		// Size and shape.
 		{"nested too deep", "POST", submit, deep, nil, 400, "body: nested deeper than 32 levels", ""},
 		{"two values", "POST", submit, `{"prompt":"x"}{"prompt":"y"}`, nil, 400, "single JSON value", ""},
-		{"project body over its limit", "POST", "/projects", `{"name":"n","workdir":"/` + strings.Repeat("w", 64<<10) + `"}`, nil, 413, "body: must be at most 65536 bytes", ""},
+		{"project body over its limit", "POST", "/projects", `{"name":"n","workdir":"/` + strings.Repeat("w", 512<<10) + `"}`, nil, 413, "body: must be at most 524288 bytes", ""},
 		{"cancel body over its limit", "POST", "/builds/" + id + "/cancel", `{"reason":"` + strings.Repeat("r", 9<<10) + `"}`, nil, 413, "body: must be at most 8192 bytes", ""},
 		{"cancel in utf-16", "POST", "/builds/" + id + "/cancel", `{"reason":"r"}`, []reqOpt{header("Content-Type", "application/json; charset=utf-16")}, 415, "the charset must be utf-8", ""},
 		// Callback URLs no connection can use.

@@ -246,8 +246,8 @@ func (w *wiring) movers() error {
 		if a.Provision, err = provision.New(provision.Options{Pool: o.Pool, River: a.Inserter, Client: kube.Client,
 			Lifecycle: a.Lifecycle, BuildsNamespace: kube.Namespace, RunnerServiceAccount: kube.RunnerServiceAccount,
 			Image: kube.WorkspaceImage, Env: kube.WorkspaceEnv, AddonURLs: kube.AddonURLs, WorkspaceTimeout: kube.WorkspaceTimeout,
-			StepAttempts: kube.ProvisionStepAttempts, // TODO(metrics): OnStep, OnDone
-			Logger:       w.logger}); err != nil {
+			StepAttempts: kube.ProvisionStepAttempts, OnStep: a.Metrics.ProvisionStep, OnDone: a.Metrics.Provisioned,
+			Logger: w.logger}); err != nil {
 			return err
 		}
 		if a.Watcher, err = watcher.New(watcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
