@@ -28,8 +28,7 @@ pretty() { python3 -m json.tool 2>/dev/null || cat; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 started_stack="" api_pid="" cb_pid=""
-# Pods must see the files they read, and build pods mount an emptyDir over /tmp.
-state=$repo/.dev/demo
+state="" # set once the stack is up: under .dev, resolved (pods see host paths; build pods hide /tmp)
 cleanup() {
   status=$?
   [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null || true
@@ -57,6 +56,7 @@ fi
 . .dev/env
 echo "  KILN_URL=$KILN_URL  KUBECONFIG=$KUBECONFIG"
 echo "  git server $KILN_DEV_GIT_URL (user $KILN_DEV_GIT_USERNAME, token in $KILN_DEV_GIT_TOKEN_FILE)"
+state=$(readlink -f .dev)/demo
 rm -rf "$state"
 mkdir -p "$state"
 

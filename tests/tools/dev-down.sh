@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
-dev=$repo/.dev
+dev=$(readlink -f "$repo/.dev" 2>/dev/null || echo "$repo/.dev")
 kubebox=$repo/.kubebox/bin/v1.37.2/kubebox
 log() { echo "dev-down: $*" >&2; }
 # running PID: the process exists and is not a zombie waiting to be reaped.

@@ -22,7 +22,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
-dev=$repo/.dev
+# Build pods mount an emptyDir over /tmp, and pods see the host's files by
+# their paths: in a clone under /tmp, .dev is a link to a directory under
+# /var/tmp, and every path handed to the cluster is the resolved one.
+case "$repo/" in
+  /tmp/*) [ -e "$repo/.dev" ] || ln -s "$(mktemp -d /var/tmp/kiln-dev-XXXXXX)" "$repo/.dev" ;;
+esac
+mkdir -p "$repo/.dev"
+dev=$(readlink -f "$repo/.dev")
 export PATH="/usr/local/go/bin:$PATH"
 kubebox=$repo/.kubebox/bin/v1.37.2/kubebox
 kiln_db=${KILN_DEV_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kiln_dev?sslmode=disable}
@@ -104,6 +111,7 @@ log "building the helper servers into .dev/bin"
 go build -o "$dev/bin/servers" ./tests/servers/cmd/servers
 go build -o "$dev/bin/gitserver" ./tests/gitserver/cmd/gitserver
 go build -o "$dev/bin/messagesapi" ./tests/messagesapi/cmd/messagesapi
+cp "$repo/bin/jobrunner" "$dev/bin/jobrunner"
 ln -sfn "$claude" "$dev/agent/claude"
 
 log "PostgreSQL for Kiln: database kiln_dev, schema $kiln_schema (fresh: the cluster is new too)"
@@ -133,7 +141,7 @@ api_url=$(cat "$dev/run/messagesapi.addr")
 
 log "kubebox (state in .dev/kubebox)"
 start kubebox "$kubebox" up --dir "$dev/kubebox" \
-  --image kilnbuild/kiln-jobrunner:latest="$repo/bin/jobrunner" \
+  --image kilnbuild/kiln-jobrunner:latest="$dev/bin/jobrunner" \
   --image kilnbuild/kiln-workspace:latest=/bin/sh \
   --image kiln-project=/bin/sleep \
   --image sh=/bin/sh --image bash=/bin/bash
