@@ -381,7 +381,7 @@ func (s *Service) RetireProject(ctx context.Context, who *auth.Principal, id str
 		return nil, err
 	}
 	s.statuses.forget(id)
-	if err := s.CancelActive(ctx, id, "project "+p.Name+" is being deleted"); err != nil {
+	if err := s.Lifecycle.CancelProject(ctx, id, "project "+p.Name+" is being deleted"); err != nil {
 		return nil, err
 	}
 	if !p.Managed {
@@ -390,20 +390,6 @@ func (s *Service) RetireProject(ctx context.Context, who *auth.Principal, id str
 		}
 	}
 	return p, nil
-}
-
-// CancelActive cancels every pending and running build of a project.
-func (s *Service) CancelActive(ctx context.Context, projectID, reason string) error {
-	ids, err := store.ActiveBuildIDs(ctx, s.Store.Pool, projectID)
-	if err != nil {
-		return err
-	}
-	for _, b := range ids {
-		if _, err := s.Lifecycle.Cancel(ctx, b, reason); err != nil && !errors.Is(err, lifecycle.ErrTerminal) && !errors.Is(err, store.ErrTerminal) {
-			return fmt.Errorf("cancelling build %s: %w", b, err)
-		}
-	}
-	return nil
 }
 
 // Cancel cancels a pending or running build the principal may see, through

@@ -130,6 +130,21 @@ func (l *Lifecycle) Cancel(ctx context.Context, id, msg string) (*store.Build, e
 	return out, nil
 }
 
+// CancelProject cancels every pending and running build of a project (a
+// retired one); builds that end meanwhile are left as they ended.
+func (l *Lifecycle) CancelProject(ctx context.Context, projectID, msg string) error {
+	ids, err := store.ActiveBuildIDs(ctx, l.pool, projectID)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, err := l.Cancel(ctx, id, msg); err != nil && !errors.Is(err, ErrTerminal) {
+			return fmt.Errorf("cancelling build %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // Finish applies a runner's result (source says where it came from: the
 // runner protocol, a termination message). A successful result completes the
 // build; a failed one fails it with the runner's reason (runner_error when it

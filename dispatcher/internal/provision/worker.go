@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/addons"
-	"github.com/kilnbuild/kiln/dispatcher/internal/lifecycle"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/dispatcher/internal/workspace"
 	"github.com/kilnbuild/kiln/schema"
@@ -94,7 +94,7 @@ func (r *run) do(ctx context.Context, name string) (bool, error) {
 		}
 		return ready, err
 	}
-	if typ, ok := cutPrefix(name, addonStepPrefix); ok {
+	if typ, ok := strings.CutPrefix(name, addonStepPrefix); ok {
 		a := r.s.addons[typ]
 		if a == nil {
 			return false, permanentError{fmt.Errorf("add-on %s is not configured on this dispatcher", typ)}
@@ -126,7 +126,7 @@ func (r *run) undo(ctx context.Context, name string) (bool, error) {
 	case StepWorkspace:
 		return c.DeleteStatefulSet(ctx, r.spec)
 	}
-	if typ, ok := cutPrefix(name, addonStepPrefix); ok {
+	if typ, ok := strings.CutPrefix(name, addonStepPrefix); ok {
 		a := r.s.addons[typ]
 		if a == nil {
 			return false, fmt.Errorf("add-on %s is not configured on this dispatcher: its %s cannot be removed", typ, name)
@@ -160,11 +160,7 @@ func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration {
 
 // Work implements river.Worker.
 func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
-	err := withProjectLock(ctx, w.s.o.Pool, job.Args.ProjectID, func() error { return w.s.provision(ctx, job.Args.ProjectID) })
-	if errors.Is(err, errLocked) {
-		return river.JobSnooze(time.Second)
-	}
-	return err
+	return w.s.exclusive(ctx, job.Args.ProjectID, w.s.provision)
 }
 
 // retireWorker runs RetireArgs jobs.
@@ -180,25 +176,30 @@ func (w *retireWorker) Timeout(*river.Job[RetireArgs]) time.Duration {
 
 // Work implements river.Worker.
 func (w *retireWorker) Work(ctx context.Context, job *river.Job[RetireArgs]) error {
-	err := withProjectLock(ctx, w.s.o.Pool, job.Args.ProjectID, func() error { return w.s.retire(ctx, job.Args.ProjectID) })
+	return w.s.exclusive(ctx, job.Args.ProjectID, w.s.retire)
+}
+
+// exclusive runs work on project id holding its lock; while another
+// replica holds it, the job snoozes.
+func (s *Service) exclusive(ctx context.Context, id string, work func(context.Context, string) error) error {
+	err := withProjectLock(ctx, s.o.Pool, id, func() error { return work(ctx, id) })
 	if errors.Is(err, errLocked) {
 		return river.JobSnooze(time.Second)
 	}
 	return err
 }
 
-func (s *Service) load(ctx context.Context, id string, withSecret bool) (*run, error) {
-	row, err := store.GetProjectRow(ctx, s.o.Pool, id)
-	if err != nil {
-		return nil, err
-	}
+// load is a run of row, with its credentials and secret_env read from its
+// Secret when withSecret.
+func (s *Service) load(ctx context.Context, row *store.ProjectRow, withSecret bool) (*run, error) {
 	r := &run{s: s, row: row, started: time.Now()}
 	if row.Managed == nil {
 		return r, nil
 	}
 	var creds *schema.Credentials
 	if withSecret {
-		if creds, r.env, err = s.readSecret(ctx, id); err != nil {
+		var err error
+		if creds, r.env, err = s.readSecret(ctx, row.ID); err != nil {
 			return nil, err
 		}
 	}
@@ -220,7 +221,7 @@ func (s *Service) provision(ctx context.Context, id string) error {
 		return nil // ready, failed, or being deleted (the retire job removes it)
 	}
 	rollingBack := row.Provisioning.FailedStep != ""
-	r, err := s.load(ctx, id, !rollingBack)
+	r, err := s.load(ctx, row, !rollingBack)
 	if err != nil {
 		if rollingBack {
 			return err
@@ -381,25 +382,23 @@ func (s *Service) rollback(ctx context.Context, r *run) error {
 // retire cancels a deleting project's builds, removes its workspace (a
 // managed project's) and marks it deleted.
 func (s *Service) retire(ctx context.Context, id string) error {
-	r, err := s.load(ctx, id, false)
+	row, err := store.GetProjectRow(ctx, s.o.Pool, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if r.row.Status != schema.ProjectDeleting {
+	if row.Status != schema.ProjectDeleting {
 		return nil
 	}
-	ids, err := store.ActiveBuildIDs(ctx, s.o.Pool, id)
+	r, err := s.load(ctx, row, false)
 	if err != nil {
 		return err
 	}
-	for _, b := range ids {
-		_, err := s.o.Lifecycle.Cancel(ctx, b, "project "+r.row.Name+" is being deleted")
-		if err != nil && !errors.Is(err, lifecycle.ErrTerminal) {
-			return fmt.Errorf("cancelling build %s: %w", b, err)
-		}
+	// Again here: a build accepted just before DELETE took effect.
+	if err := s.o.Lifecycle.CancelProject(ctx, id, "project "+r.row.Name+" is being deleted"); err != nil {
+		return err
 	}
 	if r.row.Managed != nil {
 		if err := s.undoAll(ctx, r); err != nil {
@@ -411,13 +410,6 @@ func (s *Service) retire(ctx context.Context, id string) error {
 	}
 	s.logger.InfoContext(ctx, "project deleted", "project_id", id, "project", r.row.Name)
 	return nil
-}
-
-func cutPrefix(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
-		return s[len(prefix):], true
-	}
-	return "", false
 }
 
 func addonProject(r *store.ProjectRow) addons.Project { return addons.Project{ID: r.ID, Name: r.Name} }
