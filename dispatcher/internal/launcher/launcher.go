@@ -111,7 +111,7 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 // is cancelled when the project is being deleted. settled reports that the
 // build went no further.
 func (l *Launcher) projectGate(ctx context.Context, b *store.Build) (p *schema.Project, settled bool, err error) {
-	p, err = store.GetProject(ctx, l.o.Pool, b.ProjectID)
+	p, err = store.GetProjectTarget(ctx, l.o.Pool, b.ProjectID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, true, l.settle(l.o.Lifecycle.Cancel(ctx, b.ID, "the project was deleted"))

@@ -145,54 +145,80 @@ func GetProject(ctx context.Context, db DB, id string) (*schema.Project, error) 
 	return &r.Project, nil
 }
 
+// GetProjectTarget is GetProject without the provisioning steps (one query,
+// not two): what launching a build needs, on every attempt of every build.
+// The status and a failure's step and error are there.
+func GetProjectTarget(ctx context.Context, db DB, id string) (*schema.Project, error) {
+	r, err := liveProject(ctx, db, "id", id, "")
+	if err != nil {
+		return nil, err
+	}
+	return &r.Project, nil
+}
+
+// liveProject reads the live (not deleted) project whose column key (id or
+// name) is value, without its steps; suffix ends the statement (" FOR UPDATE").
+func liveProject(ctx context.Context, db DB, key, value, suffix string) (*ProjectRow, error) {
+	r, err := scanProjectRow(db.QueryRow(ctx, `SELECT `+projectColumns+` FROM projects WHERE `+key+` = $1 AND status <> 'deleted'`+suffix, value))
+	if err != nil {
+		return nil, notFound(err, "project "+value)
+	}
+	return r, nil
+}
+
 // GetProjectRow is GetProject with what only the dispatcher reads.
 func GetProjectRow(ctx context.Context, db DB, id string) (*ProjectRow, error) {
-	r, err := scanProjectRow(db.QueryRow(ctx, `SELECT `+projectColumns+` FROM projects WHERE id = $1 AND status <> 'deleted'`, id))
+	r, err := liveProject(ctx, db, "id", id, "")
 	if err != nil {
-		return nil, notFound(err, "project "+id)
+		return nil, err
 	}
 	return r, withSteps(ctx, db, &r.Project)
 }
 
 // LockProjectRow is GetProjectRow that locks the row (FOR UPDATE) in tx.
 func LockProjectRow(ctx context.Context, tx pgx.Tx, id string) (*ProjectRow, error) {
-	r, err := scanProjectRow(tx.QueryRow(ctx, `SELECT `+projectColumns+` FROM projects WHERE id = $1 AND status <> 'deleted' FOR UPDATE`, id))
+	r, err := liveProject(ctx, tx, "id", id, " FOR UPDATE")
 	if err != nil {
-		return nil, notFound(err, "project "+id)
+		return nil, err
 	}
 	return r, withSteps(ctx, tx, &r.Project)
 }
 
 func withSteps(ctx context.Context, db DB, p *schema.Project) error {
-	if !p.Managed {
-		return nil
-	}
-	steps, err := ProjectSteps(ctx, db, p.ID)
-	if err != nil {
-		return err
-	}
-	p.Provisioning.Steps = steps
-	return nil
+	return withStepsAll(ctx, db, []*schema.Project{p})
 }
 
-// ProjectSteps returns a project's provisioning steps in order.
-func ProjectSteps(ctx context.Context, db DB, id string) ([]schema.ProvisioningStep, error) {
-	rows, err := db.Query(ctx, `SELECT name, status, error, attempts, started_at, finished_at
-		FROM project_steps WHERE project_id = $1 ORDER BY seq`, id)
-	if err != nil {
-		return nil, fmt.Errorf("reading steps of project %s: %w", id, err)
+// withStepsAll fills in the provisioning steps of the managed projects
+// among ps, all in one query.
+func withStepsAll(ctx context.Context, db DB, ps []*schema.Project) error {
+	byID := map[string]*schema.Project{}
+	ids := []string{}
+	for _, p := range ps {
+		if p.Managed {
+			byID[p.ID] = p
+			ids = append(ids, p.ID)
+		}
 	}
-	steps, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (schema.ProvisioningStep, error) {
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := db.Query(ctx, `SELECT project_id::text, name, status, error, attempts, started_at, finished_at
+		FROM project_steps WHERE project_id = ANY($1::uuid[]) ORDER BY project_id, seq`, ids)
+	if err != nil {
+		return fmt.Errorf("reading the steps of %d projects: %w", len(ids), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, st string
 		var s schema.ProvisioningStep
-		var st string
-		err := row.Scan(&s.Name, &st, &s.Error, &s.Attempts, &s.StartedAt, &s.FinishedAt)
+		if err := rows.Scan(&id, &s.Name, &st, &s.Error, &s.Attempts, &s.StartedAt, &s.FinishedAt); err != nil {
+			return fmt.Errorf("reading the steps of %d projects: %w", len(ids), err)
+		}
 		s.Status = schema.StepStatus(st)
-		return s, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading steps of project %s: %w", id, err)
+		p := byID[id]
+		p.Provisioning.Steps = append(p.Provisioning.Steps, s)
 	}
-	return steps, nil
+	return rows.Err()
 }
 
 // ProjectStatusOf returns a live project's status.
@@ -272,9 +298,9 @@ func ActiveBuildIDs(ctx context.Context, db DB, projectID string) ([]string, err
 
 // GetProjectByName returns the live project called name.
 func GetProjectByName(ctx context.Context, db DB, name string) (*schema.Project, error) {
-	r, err := scanProjectRow(db.QueryRow(ctx, `SELECT `+projectColumns+` FROM projects WHERE name = $1 AND status <> 'deleted'`, name))
+	r, err := liveProject(ctx, db, "name", name, "")
 	if err != nil {
-		return nil, notFound(err, "project "+name)
+		return nil, err
 	}
 	return &r.Project, withSteps(ctx, db, &r.Project)
 }
@@ -311,12 +337,7 @@ func ListProjects(ctx context.Context, db DB, ids []string) ([]*schema.Project, 
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for _, p := range out {
-		if err := withSteps(ctx, db, p); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return out, withStepsAll(ctx, db, out)
 }
 
 // RecordProvisionFailure records the step a provisioning project failed at
