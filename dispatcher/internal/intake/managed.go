@@ -1,15 +1,16 @@
 package intake
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -145,7 +146,7 @@ func normalizeManaged(in schema.ProjectInput, p *schema.Project, d *WorkspaceDef
 		v.add(wp+"env", "env and secret_env hold at most %d variables together", MaxEnvVars)
 	}
 	checkEnv := func(field string, env map[string]string) {
-		for _, k := range sortedKeys(env) {
+		for _, k := range slices.Sorted(maps.Keys(env)) {
 			val := env[k]
 			switch {
 			case !envName.MatchString(k) || len(k) > 253:
@@ -163,7 +164,7 @@ func normalizeManaged(in schema.ProjectInput, p *schema.Project, d *WorkspaceDef
 	}
 	checkEnv(wp+"env", ws.Env)
 	checkEnv(wp+"secret_env", ws.SecretEnv)
-	for _, k := range sortedKeys(ws.SecretEnv) {
+	for _, k := range slices.Sorted(maps.Keys(ws.SecretEnv)) {
 		if _, dup := ws.Env[k]; dup {
 			v.add(wp+"secret_env", "%q is also in env: give it once", k)
 		}
@@ -180,7 +181,7 @@ func normalizeManaged(in schema.ProjectInput, p *schema.Project, d *WorkspaceDef
 	if len(m.Workspace.Env) == 0 {
 		m.Workspace.Env = nil
 	}
-	m.Workspace.SecretEnvKeys = sortedKeys(ws.SecretEnv)
+	m.Workspace.SecretEnvKeys = slices.Sorted(maps.Keys(ws.SecretEnv))
 	if ws.Resources != nil {
 		checkResources(ws.Resources, wp+"resources.", v)
 		m.Workspace.Resources = ws.Resources
@@ -276,7 +277,7 @@ func checkCredentials(c *schema.Credentials, repoURL, cp string, v *ValidationEr
 		if isSSHURL(repoURL) {
 			v.add(cp+"token", "a token is for an https:// repository URL; an ssh URL needs ssh_private_key")
 		}
-		return schema.CredentialsHTTPS, cmpOr(c.Username, DefaultGitUsername)
+		return schema.CredentialsHTTPS, cmp.Or(c.Username, DefaultGitUsername)
 	default:
 		if c.SSHPrivateKey == "" {
 			v.add(cp+"ssh_private_key", "required with known_hosts")
@@ -298,18 +299,11 @@ func checkCredentials(c *schema.Credentials, repoURL, cp string, v *ValidationEr
 // DefaultGitUsername is the HTTPS username when credentials give only a token.
 const DefaultGitUsername = "kiln"
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 func checkResources(r *schema.Resources, rp string, v *ValidationError) {
 	parsed := map[string]map[string]resource.Quantity{}
 	for kind, m := range map[string]map[string]string{"requests": r.Requests, "limits": r.Limits} {
 		parsed[kind] = map[string]resource.Quantity{}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if k != "cpu" && k != "memory" {
 				v.add(rp+kind, "%q: only cpu and memory", k)
 				continue
@@ -327,15 +321,6 @@ func checkResources(r *schema.Resources, rp string, v *ValidationError) {
 			v.add(rp+"requests."+k, "must not exceed limits.%s", k)
 		}
 	}
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func validBranch(b string) bool {
