@@ -122,9 +122,15 @@ func Render(in RenderInput) (*batchv1.Job, *corev1.Secret, error) {
 		AnnotationBuildID: in.Build.ID,
 		AnnotationProject: in.Project.Name,
 	}
+	limits, err := t.BuildLimits(in.Build.Spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	agent := t.Agent
+	agent.MaxTurns, agent.MaxBudgetUSD = limits.MaxTurns, limits.MaxBudgetUSD
 	cfg, err := json.Marshal(RunnerConfig{
 		Template:           t.Name,
-		Agent:              t.Agent,
+		Agent:              agent,
 		Artifacts:          t.Artifacts,
 		PromptPreamble:     t.PromptPreamble,
 		DeadlineSeconds:    t.ActiveDeadlineSeconds,

@@ -57,7 +57,7 @@ func wantJob(t *testing.T) *batchv1.Job {
 		Template: "default",
 		Agent: Agent{
 			Adapter:  "claude-code",
-			MaxTurns: 50,
+			MaxTurns: 50, MaxBudgetUSD: 5,
 			AllowedTools: []string{"Read", "Edit", "Write", "Glob", "Grep",
 				"Bash(go build:*)", "Bash(go test:*)", "Bash(go vet:*)", "Bash(go mod tidy:*)", "Bash(gofmt:*)",
 				"Bash(git status:*)", "Bash(git diff:*)", "Bash(git log:*)", "Bash(ls:*)"},

@@ -80,6 +80,7 @@ type Template struct {
 	Tolerations        []corev1.Toleration `json:"tolerations,omitempty"`
 
 	Agent     Agent     `json:"agent"`
+	Limits    Limits    `json:"limits,omitempty"`
 	Artifacts Artifacts `json:"artifacts,omitempty"`
 	// PromptPreamble goes before the spec's prompt (at most 64 KiB).
 	PromptPreamble string `json:"promptPreamble,omitempty"`
@@ -95,8 +96,13 @@ type Runner struct {
 type Agent struct {
 	Adapter string `json:"adapter,omitempty"` // one of Adapters; default claude-code
 	Model   string `json:"model,omitempty"`   // empty: the CLI's default
-	// MaxTurns bounds the agent's turns (default 50, at most 1000).
+	// MaxTurns bounds the agent's turns (default 50, at most 1000). A
+	// build's max_turns replaces it, up to Limits.MaxTurns.
 	MaxTurns int `json:"maxTurns,omitempty"`
+	// MaxBudgetUSD caps what the agent may spend on one build, in US
+	// dollars (--max-budget-usd); 0: no cap. A build's max_budget_usd
+	// replaces it, up to Limits.MaxBudgetUSD.
+	MaxBudgetUSD float64 `json:"maxBudgetUSD,omitempty"`
 	// AllowedTools is the explicit list of tools the agent may use without
 	// asking: "Read", "Edit", "Bash(go test:*)", "mcp__server__tool"... See
 	// Validate for what is refused.
@@ -111,6 +117,21 @@ type Agent struct {
 	// (rm -rf, mkdir, mv...) in the workdir without a Bash rule. It grants
 	// nothing itself.
 	AcceptEditsFilesystemCommands bool `json:"acceptEditsFilesystemCommands,omitempty"`
+}
+
+// Limits are the most a build's spec may ask of a template, and a
+// per-project spending cap; operators set them.
+type Limits struct {
+	// MaxTurns is the largest max_turns a build may ask for (default
+	// agent.maxTurns: a build may ask for fewer turns, not more).
+	MaxTurns int `json:"maxTurns,omitempty"`
+	// MaxBudgetUSD is the largest max_budget_usd a build may ask for
+	// (default agent.maxBudgetUSD; when both are 0 a build's budget is not capped).
+	MaxBudgetUSD float64 `json:"maxBudgetUSD,omitempty"`
+	// MonthlyBudgetUSD caps what one project's builds may spend in a
+	// calendar month (UTC, every template's builds counted); once reached,
+	// new builds with this template are refused (429). 0: no cap.
+	MonthlyBudgetUSD float64 `json:"monthlyBudgetUSD,omitempty"`
 }
 
 // Artifacts selects files in the project's workdir that the runner uploads.
@@ -170,6 +191,12 @@ func (t *Template) setDefaults() {
 	}
 	if t.Agent.MaxTurns == 0 {
 		t.Agent.MaxTurns = DefaultMaxTurns
+	}
+	if t.Limits.MaxTurns == 0 {
+		t.Limits.MaxTurns = t.Agent.MaxTurns
+	}
+	if t.Limits.MaxBudgetUSD == 0 {
+		t.Limits.MaxBudgetUSD = t.Agent.MaxBudgetUSD
 	}
 	for _, d := range RequiredDisallowedTools {
 		if !slices.Contains(t.Agent.DisallowedTools, d) {

@@ -3,6 +3,7 @@ package jobtemplates
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path"
 	"regexp"
 	"slices"
@@ -138,6 +139,7 @@ func Validate(t *Template) error {
 		checkToleration(&v, fmt.Sprintf("tolerations[%d]", i), tol)
 	}
 	checkAgent(&v, t.Agent)
+	checkLimits(&v, t.Limits, t.Agent)
 	checkArtifacts(&v, t.Artifacts)
 	if len(t.PromptPreamble) > MaxPromptPreambleBytes {
 		v.add("promptPreamble", "must be at most %d bytes (got %d)", MaxPromptPreambleBytes, len(t.PromptPreamble))
@@ -209,6 +211,24 @@ func checkToleration(v *ValidationError, field string, t corev1.Toleration) {
 	}
 }
 
+func checkLimits(v *ValidationError, l Limits, a Agent) {
+	if l.MaxTurns < a.MaxTurns || l.MaxTurns > MaxMaxTurns {
+		v.add("limits.maxTurns", "must be between agent.maxTurns (%d) and %d (got %d)", a.MaxTurns, MaxMaxTurns, l.MaxTurns)
+	}
+	for _, c := range []struct {
+		field string
+		usd   float64
+	}{{"limits.maxBudgetUSD", l.MaxBudgetUSD}, {"limits.monthlyBudgetUSD", l.MonthlyBudgetUSD}} {
+		field, usd := c.field, c.usd
+		if usd < 0 || math.IsNaN(usd) || math.IsInf(usd, 0) {
+			v.add(field, "must be a positive amount of US dollars, or 0 for no cap (got %v)", usd)
+		}
+	}
+	if a.MaxBudgetUSD > 0 && (l.MaxBudgetUSD < a.MaxBudgetUSD) {
+		v.add("limits.maxBudgetUSD", "must be at least agent.maxBudgetUSD (%v), got %v", a.MaxBudgetUSD, l.MaxBudgetUSD)
+	}
+}
+
 func checkAgent(v *ValidationError, a Agent) {
 	if !slices.Contains(Adapters, a.Adapter) {
 		v.add("agent.adapter", "must be one of %s (got %q)", strings.Join(Adapters, ", "), a.Adapter)
@@ -218,6 +238,9 @@ func checkAgent(v *ValidationError, a Agent) {
 	}
 	if a.MaxTurns < 1 || a.MaxTurns > MaxMaxTurns {
 		v.add("agent.maxTurns", "must be between 1 and %d (got %d)", MaxMaxTurns, a.MaxTurns)
+	}
+	if a.MaxBudgetUSD < 0 || math.IsNaN(a.MaxBudgetUSD) || math.IsInf(a.MaxBudgetUSD, 0) {
+		v.add("agent.maxBudgetUSD", "must be a positive amount of US dollars, or 0 for no cap (got %v)", a.MaxBudgetUSD)
 	}
 	switch mode := a.PermissionMode; {
 	case slices.Contains(PermissionModes, mode):

@@ -35,6 +35,7 @@ func TestParseDefaults(t *testing.T) {
 			DisallowedTools: []string{"Bash(git commit:*)", "Bash(git push:*)"},
 			PermissionMode:  "default",
 		},
+		Limits: Limits{MaxTurns: 50},
 	}
 	if d := cmp.Diff(want, got, quantityCmp); d != "" {
 		t.Errorf("template (-want +got):\n%s", d)

@@ -1,6 +1,9 @@
 package schema
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // BuildSpec is the request body of a build. Field names are fixed: bots speak them.
 type BuildSpec struct {
@@ -10,7 +13,56 @@ type BuildSpec struct {
 	AutoCommit  bool              `json:"auto_commit"`
 	AutoPush    bool              `json:"auto_push"`
 	CallbackURL string            `json:"callback_url,omitempty"`
+
+	// MaxBudgetUSD caps what the agent may spend on this build, in US
+	// dollars (the CLI's --max-budget-usd); optional: the template's
+	// agent.maxBudgetUSD. It must be positive and at most the template's
+	// limits.maxBudgetUSD.
+	MaxBudgetUSD *float64 `json:"max_budget_usd,omitempty"`
+	// MaxTurns caps the agent's turns (--max-turns); optional: the
+	// template's agent.maxTurns. At least 1, at most the template's
+	// limits.maxTurns.
+	MaxTurns *int `json:"max_turns,omitempty"`
+	// Branch, when set, is a review branch: the build's commit goes to it,
+	// created from the project branch's head, and is pushed there; the
+	// project branch is untouched. "{task_id}" in it is replaced by the
+	// build's id (ReviewBranch). Optional; a valid git branch name.
+	Branch string `json:"branch,omitempty"`
+	// Fallback is for follow-ups only (POST /builds/{taskId}/followups):
+	// what to do when the earlier build's agent session cannot be
+	// continued. "" fails the follow-up with ReasonSessionUnavailable;
+	// FallbackFresh starts a new session given the earlier prompt and
+	// output as context.
+	Fallback Fallback `json:"fallback,omitempty"`
 }
+
+// Fallback is what a follow-up does when its session cannot be continued.
+type Fallback string
+
+const (
+	// FallbackNone: the follow-up fails with ReasonSessionUnavailable.
+	FallbackNone Fallback = ""
+	// FallbackFresh: the follow-up starts a new agent session with the
+	// earlier build's prompt and output given as context.
+	FallbackFresh Fallback = "fresh"
+)
+
+// TaskIDPlaceholder in BuildSpec.Branch stands for the build's id.
+const TaskIDPlaceholder = "{task_id}"
+
+// ReviewBranch is the spec's Branch with TaskIDPlaceholder replaced by
+// taskID; "" when the spec names no branch.
+func (s BuildSpec) ReviewBranch(taskID string) string {
+	return strings.ReplaceAll(s.Branch, TaskIDPlaceholder, taskID)
+}
+
+// KeptWorkBranchPrefix starts the branch that keeps a failed or cancelled
+// build's changes: KeptWorkBranch(taskID) = "kiln/<task id>".
+const KeptWorkBranchPrefix = "kiln/"
+
+// KeptWorkBranch is the branch a failed or cancelled build's changes are
+// committed to (never the project branch).
+func KeptWorkBranch(taskID string) string { return KeptWorkBranchPrefix + taskID }
 
 // DefaultTemplate is the template a BuildSpec without one uses.
 const DefaultTemplate = "default"
@@ -52,8 +104,20 @@ type BuildResult struct {
 	// make, in order; optional.
 	PermissionDenials []PermissionDenial `json:"permission_denials,omitempty"`
 	// SessionID is the agent's session id (Claude Code's session_id);
-	// optional.
+	// optional. A follow-up of this build continues this session.
 	SessionID string `json:"session_id,omitempty"`
+	// Branch is the review branch the build committed to (BuildSpec.Branch
+	// resolved); empty when it committed to the project branch.
+	Branch string `json:"branch,omitempty"`
+	// PartialBranch and PartialCommitSHA name the kept work of a build that
+	// failed or was cancelled after its agent changed files: the runner
+	// committed those changes to PartialBranch (KeptWorkBranch of the build's
+	// id), pushed it when the build had auto_push, never the project branch.
+	// Empty when nothing was kept.
+	PartialBranch    string `json:"partial_branch,omitempty"`
+	PartialCommitSHA string `json:"partial_commit_sha,omitempty"`
+	// PartialPushed reports that PartialBranch is on the remote.
+	PartialPushed bool `json:"partial_pushed,omitempty"`
 }
 
 // PermissionDenial is a tool call the agent was not allowed to make.
@@ -120,7 +184,38 @@ type Build struct {
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
 	// Callbacks lists every attempt at delivering the build's callback.
 	Callbacks []CallbackAttempt `json:"callbacks,omitempty"`
+	// ParentID is the build this one follows up (POST
+	// /builds/{taskId}/followups); empty for a build that is not a follow-up.
+	ParentID string `json:"parent_id,omitempty"`
+	// Followups lists the ids of this build's follow-ups, oldest first.
+	Followups []string `json:"followups,omitempty"`
+	// WaitingReason says why a pending build has not started; empty when
+	// the dispatcher has not looked at it yet, and on every other status.
+	WaitingReason WaitingReason `json:"waiting_reason,omitempty"`
+	// QueuePosition is a pending build's place among its project's pending
+	// builds, in the order they launch (1: next); 0 on every other status.
+	QueuePosition int `json:"queue_position,omitempty"`
 }
+
+// WaitingReason is why a pending build waits, as a typed code. The
+// dispatcher records it each time it looks at the build; each change is an
+// info event (InfoPayload.WaitingReason) that watchers see.
+type WaitingReason string
+
+const (
+	// WaitingCapacity: the dispatcher's global maximum of builds in flight is reached.
+	WaitingCapacity WaitingReason = "capacity"
+	// WaitingProjectBusy: the project's max_concurrent builds run, or an
+	// older build of the project goes first (FIFO).
+	WaitingProjectBusy WaitingReason = "project_busy"
+	// WaitingQuota: the cluster refused the build's Job (a ResourceQuota).
+	WaitingQuota WaitingReason = "quota"
+	// WaitingProjectProvisioning: the build's project is still provisioning.
+	WaitingProjectProvisioning WaitingReason = "project_provisioning"
+)
+
+// WaitingReasons lists every waiting reason.
+var WaitingReasons = []WaitingReason{WaitingCapacity, WaitingProjectBusy, WaitingQuota, WaitingProjectProvisioning}
 
 // CallbackAttempt is one try at delivering a terminal build's callback.
 type CallbackAttempt struct {
@@ -164,6 +259,12 @@ type BuildSummary struct {
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
 	// Result is set once the runner reported a result.
 	Result *ResultSummary `json:"result,omitempty"`
+	// ParentID, WaitingReason and QueuePosition are as in Build.
+	ParentID      string        `json:"parent_id,omitempty"`
+	WaitingReason WaitingReason `json:"waiting_reason,omitempty"`
+	QueuePosition int           `json:"queue_position,omitempty"`
+	// CostUSD is what the agent reported spending; 0 when unknown.
+	CostUSD float64 `json:"cost_usd,omitempty"`
 }
 
 // ResultSummary is the part of a BuildResult a BuildSummary holds.

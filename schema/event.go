@@ -164,6 +164,10 @@ type LogPayload struct {
 // InfoPayload is a note by the dispatcher, such as why a build still waits.
 type InfoPayload struct {
 	Message string `json:"message"`
+	// WaitingReason is set on the note of a pending build whose reason for
+	// waiting changed; QueuePosition is its place in its project's queue then.
+	WaitingReason WaitingReason `json:"waiting_reason,omitempty"`
+	QueuePosition int           `json:"queue_position,omitempty"`
 }
 
 func (StatusPayload) EventType() EventType           { return EventStatus }

@@ -75,6 +75,7 @@ func TestOpenAPIMatchesSchema(t *testing.T) {
 		"Reason":        strs(schema.Reasons),
 		"ProjectStatus": strs(schema.ProjectStatuses),
 		"StepStatus":    strs(schema.StepStatuses),
+		"WaitingReason": strs(schema.WaitingReasons),
 	} {
 		if !sameSet(s[name].Enum, want) {
 			t.Errorf("%s enum %v, schema declares %v", name, s[name].Enum, want)
@@ -110,6 +111,8 @@ func TestOpenAPIMatchesSchema(t *testing.T) {
 		"WorkspaceInput": schema.WorkspaceInput{}, "Resources": schema.Resources{}, "AddonInput": schema.AddonInput{},
 		"Repository": schema.Repository{}, "Workspace": schema.Workspace{}, "Addon": schema.Addon{},
 		"Provisioning": schema.Provisioning{}, "ProvisioningStep": schema.ProvisioningStep{},
+		"BuildSpec": schema.BuildSpec{}, "Build": schema.Build{}, "BuildSummary": schema.BuildSummary{},
+		"ProjectSpend": schema.ProjectSpend{},
 	} {
 		decl, ok := s[name]
 		if !ok {
@@ -124,7 +127,7 @@ func TestOpenAPIMatchesSchema(t *testing.T) {
 		if !sameSet(props, fields) {
 			t.Errorf("%s: openapi properties %v, Go fields %v", name, props, fields)
 		}
-		if !sameSet(decl.Required, required) && name != "Usage" {
+		if !sameSet(decl.Required, required) && name != "Usage" && name != "BuildSpec" { // a request may leave out auto_commit and auto_push
 			t.Errorf("%s: openapi required %v, Go fields without omitempty %v", name, decl.Required, required)
 		}
 	}

@@ -48,6 +48,20 @@ type Project struct {
 	Workspace    *Workspace    `json:"workspace,omitempty"`
 	Addons       []Addon       `json:"addons,omitempty"`
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
+
+	// Spend is what the project's builds spent this calendar month (UTC),
+	// as their agents reported it; GET /projects/{id} sets it.
+	Spend *ProjectSpend `json:"spend,omitempty"`
+}
+
+// ProjectSpend is a project's spend in one calendar month (UTC).
+type ProjectSpend struct {
+	// Month is "YYYY-MM".
+	Month string `json:"month"`
+	// CostUSD sums the agent-reported cost of the month's finished builds.
+	CostUSD float64 `json:"cost_usd"`
+	// Builds counts the month's finished builds that reported a cost.
+	Builds int `json:"builds"`
 }
 
 // ProjectInput is the body of POST /projects. A bring-your-own-pod project

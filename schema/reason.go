@@ -71,6 +71,13 @@ const (
 	// model's API after its own retries (HTTP 429, 5xx, 529, a lost
 	// connection, a timeout).
 	ReasonAgentUnavailable Reason = "agent_unavailable"
+	// ReasonBudgetExceeded: the agent was stopped by the build's spending
+	// cap (max_budget_usd); the error says what it spent.
+	ReasonBudgetExceeded Reason = "budget_exceeded"
+	// ReasonSessionUnavailable: a follow-up could not continue its earlier
+	// build's agent session (the workspace pod was replaced, or the earlier
+	// build never started the agent) and did not ask for fallback "fresh".
+	ReasonSessionUnavailable Reason = "session_unavailable"
 	// ReasonAgentPushed: the agent pushed to the remote itself; only the
 	// runner's git step may push.
 	ReasonAgentPushed Reason = "agent_pushed"
@@ -94,6 +101,7 @@ const (
 var FailureReasons = []Reason{
 	ReasonDeadline, ReasonOOM, ReasonImagePull, ReasonUnschedulable, ReasonPodCreate, ReasonJobDeleted,
 	ReasonPodFailed, ReasonRunnerLost, ReasonInvalidJob, ReasonQuota, ReasonProvisioning, ReasonAgentError, ReasonMaxTurns,
+	ReasonBudgetExceeded, ReasonSessionUnavailable,
 	ReasonAgentAuth, ReasonAgentBadRequest, ReasonAgentUnavailable, ReasonAgentPushed,
 	ReasonWorkspace, ReasonGit, ReasonPushRejected, ReasonRunnerError, ReasonOther,
 }

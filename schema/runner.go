@@ -66,7 +66,33 @@ type RunnerTask struct {
 	Spec      BuildSpec `json:"spec"`
 	Status    Status    `json:"status"`
 	Target    Target    `json:"target"`
+	// Followup is set when the build follows up an earlier one.
+	Followup *FollowupTask `json:"followup,omitempty"`
 }
+
+// FollowupTask is what a follow-up's runner needs of the build it follows up.
+type FollowupTask struct {
+	// ParentID is the earlier build's id.
+	ParentID string `json:"parent_id"`
+	// SessionID is the earlier build's agent session (its result's
+	// session_id), to continue with --resume; empty when it never started
+	// the agent.
+	SessionID string `json:"session_id,omitempty"`
+	// Fallback is the follow-up's BuildSpec.Fallback.
+	Fallback Fallback `json:"fallback,omitempty"`
+	// ParentPrompt and ParentOutput are the earlier build's prompt and the
+	// agent's final output (each at most FollowupContextBytes), the context
+	// of a fresh session (FallbackFresh).
+	ParentPrompt string `json:"parent_prompt"`
+	ParentOutput string `json:"parent_output"`
+	// PartialBranch and PartialCommitSHA are the earlier build's kept work:
+	// the follow-up starts from that state. Empty when it kept none.
+	PartialBranch    string `json:"partial_branch,omitempty"`
+	PartialCommitSHA string `json:"partial_commit_sha,omitempty"`
+}
+
+// FollowupContextBytes bounds FollowupTask.ParentPrompt and ParentOutput.
+const FollowupContextBytes = 32 << 10
 
 // Target is where a build runs: the project's pod and its git settings.
 type Target struct {
