@@ -22,14 +22,19 @@ type Build struct {
 	RiverJobID int64
 }
 
+// buildColumns are a Build's columns; the queue position is counted only
+// for a pending build (builds_project_status_id).
 const buildColumns = `id, project_id, spec, status, result, error, reason, attempt, job_name, requested_by,
-	created_at, started_at, finished_at, COALESCE(river_job_id, 0)`
+	created_at, started_at, finished_at, COALESCE(river_job_id, 0), COALESCE(parent_id::text, ''),
+	CASE WHEN status = 'pending' THEN waiting_reason ELSE '' END,
+	CASE WHEN status = 'pending' THEN (SELECT count(*) FROM builds q
+		WHERE q.project_id = builds.project_id AND q.status = 'pending' AND q.id <= builds.id) ELSE 0 END`
 
 func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	var b Build
 	var spec, result []byte
 	err := row.Scan(&b.ID, &b.ProjectID, &spec, &b.Status, &result, &b.Error, &b.Reason, &b.Attempt, &b.JobName,
-		&b.RequestedBy, &b.CreatedAt, &b.StartedAt, &b.FinishedAt, &b.RiverJobID)
+		&b.RequestedBy, &b.CreatedAt, &b.StartedAt, &b.FinishedAt, &b.RiverJobID, &b.ParentID, &b.WaitingReason, &b.QueuePosition)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +57,7 @@ type NewBuild struct {
 	Spec        schema.BuildSpec
 	RequestedBy string
 	RiverJobID  int64
+	ParentID    string // the build a follow-up continues; empty otherwise
 }
 
 // InsertBuild writes a pending build and its first status event.
@@ -62,11 +68,11 @@ func InsertBuild(ctx context.Context, db DB, nb NewBuild) (time.Time, error) {
 	}
 	var created time.Time
 	err = db.QueryRow(ctx, `WITH b AS (
-			INSERT INTO builds (id, project_id, spec, requested_by, river_job_id, event_seq)
-			VALUES ($1, $2, $3, $4, NULLIF($5, 0), 1) RETURNING id, created_at)
+			INSERT INTO builds (id, project_id, spec, requested_by, river_job_id, event_seq, parent_id)
+			VALUES ($1, $2, $3, $4, NULLIF($5, 0), 1, $6::uuid) RETURNING id, created_at)
 		INSERT INTO build_events (build_id, seq, type, payload, created_at)
 		SELECT id, 1, 'status', '{"status":"pending"}', created_at FROM b RETURNING created_at`,
-		nb.ID, nb.ProjectID, spec, nb.RequestedBy, nb.RiverJobID).Scan(&created)
+		nb.ID, nb.ProjectID, spec, nb.RequestedBy, nb.RiverJobID, nullIfEmpty(nb.ParentID)).Scan(&created)
 	if isForeignKeyViolation(err) {
 		return time.Time{}, fmt.Errorf("project %s: %w", nb.ProjectID, ErrNotFound)
 	}
@@ -103,7 +109,11 @@ const summaryColumns = `b.id, b.project_id, b.status, b.reason,
 	b.result IS NOT NULL, COALESCE(r.success, false), COALESCE(r.commit_sha, ''),
 	CASE WHEN jsonb_typeof(r.files_changed) = 'array' THEN jsonb_array_length(r.files_changed) ELSE 0 END,
 	CASE WHEN jsonb_typeof(r.artifacts) = 'array' THEN jsonb_array_length(r.artifacts) ELSE 0 END,
-	COALESCE(r.duration_ms, 0)`
+	COALESCE(r.duration_ms, 0), COALESCE(b.parent_id::text, ''),
+	CASE WHEN b.status = 'pending' THEN b.waiting_reason ELSE '' END,
+	CASE WHEN b.status = 'pending' THEN (SELECT count(*) FROM builds q
+		WHERE q.project_id = b.project_id AND q.status = 'pending' AND q.id <= b.id) ELSE 0 END,
+	b.cost_usd`
 
 // ListBuildSummaries returns a page of a project's builds, newest first, as
 // summaries: at most p.Limit of them and at most p.MaxBytes of JSON. more
@@ -133,7 +143,8 @@ func ListBuildSummaries(ctx context.Context, db DB, p ListBuildsParams) (page []
 		var hasResult bool
 		if err := rows.Scan(&b.ID, &b.ProjectID, &b.Status, &b.Reason, &b.Error, &b.Template, &b.AutoCommit, &b.AutoPush,
 			&b.HasCallback, &b.Attempt, &b.RequestedBy, &b.CreatedAt, &b.StartedAt, &b.FinishedAt,
-			&hasResult, &r.Success, &r.CommitSHA, &r.FilesChangedCount, &r.ArtifactCount, &r.DurationMS); err != nil {
+			&hasResult, &r.Success, &r.CommitSHA, &r.FilesChangedCount, &r.ArtifactCount, &r.DurationMS,
+			&b.ParentID, &b.WaitingReason, &b.QueuePosition, &b.CostUSD); err != nil {
 			return nil, false, fmt.Errorf("listing builds: %w", err)
 		}
 		b.Template = cmp.Or(b.Template, schema.DefaultTemplate)
@@ -204,6 +215,8 @@ func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Buil
 				error = CASE WHEN $3 = '' THEN error ELSE $3 END,
 				reason = $9,
 				result = COALESCE($4::jsonb, result),
+				cost_usd = CASE WHEN jsonb_typeof($4::jsonb -> 'usage' -> 'cost_usd') = 'number'
+					THEN GREATEST(($4::jsonb -> 'usage' ->> 'cost_usd')::double precision, 0) ELSE cost_usd END,
 				job_name = CASE WHEN $5 = '' THEN job_name ELSE $5 END,
 				started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
 				finished_at = CASE WHEN $6 THEN now() ELSE NULL END,
@@ -213,7 +226,7 @@ func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Buil
 			RETURNING *),
 		e AS (INSERT INTO build_events (build_id, seq, type, payload)
 			SELECT id, event_seq, 'status', $8 FROM u)
-		SELECT `+buildColumns+` FROM u`,
+		SELECT `+buildColumns+` FROM u AS builds`,
 		id, string(t.To), t.Error, result, t.JobName, terminal, statusStrings(from), payload, string(t.Reason))
 	b, err := scanBuild(row)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -245,7 +258,9 @@ func InsertBuilds(ctx context.Context, db DB, nbs []NewBuild) ([]time.Time, erro
 	specs := make([]string, len(nbs))
 	who := make([]string, len(nbs))
 	jobs := make([]int64, len(nbs))
+	parents := make([]string, len(nbs))
 	for i, nb := range nbs {
+		parents[i] = nb.ParentID
 		spec, err := json.Marshal(nb.Spec)
 		if err != nil {
 			return nil, err
@@ -253,13 +268,14 @@ func InsertBuilds(ctx context.Context, db DB, nbs []NewBuild) ([]time.Time, erro
 		ids[i], projects[i], specs[i], who[i], jobs[i] = nb.ID, nb.ProjectID, string(spec), nb.RequestedBy, nb.RiverJobID
 	}
 	rows, err := db.Query(ctx, `WITH b AS (
-			INSERT INTO builds (id, project_id, spec, requested_by, river_job_id, event_seq)
-			SELECT id, project_id, spec::jsonb, requested_by, NULLIF(river_job_id, 0), 1
-			FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[]) AS t(id, project_id, spec, requested_by, river_job_id)
+			INSERT INTO builds (id, project_id, spec, requested_by, river_job_id, event_seq, parent_id)
+			SELECT id, project_id, spec::jsonb, requested_by, NULLIF(river_job_id, 0), 1, NULLIF(parent_id, '')::uuid
+			FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+				AS t(id, project_id, spec, requested_by, river_job_id, parent_id)
 			RETURNING id, created_at)
 		INSERT INTO build_events (build_id, seq, type, payload, created_at)
 		SELECT id, 1, 'status', '{"status":"pending"}', created_at FROM b RETURNING build_id::text, created_at`,
-		ids, projects, specs, who, jobs)
+		ids, projects, specs, who, jobs, parents)
 	if err != nil {
 		return nil, fmt.Errorf("inserting %d builds: %w", len(nbs), err)
 	}
