@@ -291,9 +291,10 @@ func (r *runner) listFlags(fs *flag.FlagSet) func(context.Context, *client.Clien
 			return ExitOK, r.printJSON(page)
 		}
 		tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TASK ID\tSTATUS\tCREATED\tTEMPLATE\tREQUESTED BY") // a list has summaries: 'get' shows the prompt
+		fmt.Fprintln(tw, "TASK ID\tSTATUS\tCREATED\tTEMPLATE\tREQUESTED BY\tWAITING") // a list has summaries: 'get' shows the prompt
 		for _, b := range page.Builds {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.ID, b.Status, b.CreatedAt.Local().Format(time.DateTime), b.Template, b.RequestedBy)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Status, b.CreatedAt.Local().Format(time.DateTime), b.Template,
+				b.RequestedBy, waitingColumn(b))
 		}
 		if err := tw.Flush(); err != nil {
 			return 0, err
@@ -396,4 +397,17 @@ func resultLines(res *schema.BuildResult) []string {
 		out = append(out, "session: "+res.SessionID+" (dispatcher client submit --followup TASK_ID continues it)")
 	}
 	return out
+}
+
+// waitingColumn is where a pending build stands and why it waits ("2nd,
+// project_busy"); empty for other builds.
+func waitingColumn(b schema.BuildSummary) string {
+	var parts []string
+	if b.QueuePosition > 0 {
+		parts = append(parts, ordinal(b.QueuePosition))
+	}
+	if b.WaitingReason != "" {
+		parts = append(parts, string(b.WaitingReason))
+	}
+	return strings.Join(parts, ", ")
 }

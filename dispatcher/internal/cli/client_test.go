@@ -241,3 +241,34 @@ func TestWatchWaitingAndResult(t *testing.T) {
 	assert.NotContains(t, out, "waiting:", "quiet: only the outcome")
 	assert.Contains(t, out, "kept work: kiln/"+id)
 }
+
+// list --status pending shows the project's queue, next build first, with
+// each build's place and why it waits; its cursor pages on in that order.
+func TestListPendingQueue(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.Pending(e.project, schema.BuildSpec{Prompt: "p"}))
+	}
+	_, _, err := store.SetWaiting(ctx, e.DB.Pool, ids[1], schema.WaitingProjectBusy)
+	require.NoError(t, err)
+
+	code, out, errs := e.run("list", "--project", "web", "--status", "pending", "--limit", "2")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, regexp.MustCompile(`(?s)`+ids[0]+`\s+pending.*\s1st\n.*`+ids[1]+`\s+pending.*\s2nd, project_busy\n`), out)
+	assert.NotContains(t, out, ids[2])
+	m := regexp.MustCompile(`more: --cursor (\S+)`).FindStringSubmatch(errs)
+	require.Len(t, m, 2, errs)
+	code, out, errs = e.run("list", "--project", "web", "--status", "pending", "--cursor", m[1])
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, ids[2]+`\s+pending.*\s3rd\n`, out)
+	assert.NotContains(t, out, ids[0])
+
+	code, out, _ = e.run("list", "--project", "web")
+	require.Equal(t, 0, code)
+	assert.Less(t, strings.Index(out, ids[2]), strings.Index(out, ids[0]), "without a status: newest first")
+	code, _, errs = e.run("list", "--project", "web", "--status", "failed", "--cursor", m[1])
+	assert.Equal(t, cli.ExitError, code, "a queue-order cursor is not one of a newest-first listing")
+	assert.Contains(t, errs, "cursor: is not a cursor this API returned for this status filter")
+}
