@@ -113,19 +113,29 @@ type claudeUsage struct {
 }
 
 type claudeResult struct {
-	Subtype           string          `json:"subtype"`
-	IsError           bool            `json:"is_error"`
-	TerminalReason    string          `json:"terminal_reason"`
-	APIErrorStatus    *int            `json:"api_error_status"`
-	APIErrorType      string          `json:"api_error_type"`
-	SessionID         string          `json:"session_id"`
-	DurationMS        int64           `json:"duration_ms"`
-	NumTurns          int             `json:"num_turns"`
-	Result            string          `json:"result"`
-	TotalCostUSD      float64         `json:"total_cost_usd"`
-	Usage             claudeUsage     `json:"usage"`
-	PermissionDenials []claudeDenial  `json:"permission_denials"`
-	Errors            json.RawMessage `json:"errors"`
+	Subtype           string                      `json:"subtype"`
+	IsError           bool                        `json:"is_error"`
+	TerminalReason    string                      `json:"terminal_reason"`
+	APIErrorStatus    *int                        `json:"api_error_status"`
+	APIErrorType      string                      `json:"api_error_type"`
+	SessionID         string                      `json:"session_id"`
+	DurationMS        int64                       `json:"duration_ms"`
+	NumTurns          int                         `json:"num_turns"`
+	Result            string                      `json:"result"`
+	TotalCostUSD      float64                     `json:"total_cost_usd"`
+	Usage             claudeUsage                 `json:"usage"`
+	ModelUsage        map[string]claudeModelUsage `json:"modelUsage"`
+	PermissionDenials []claudeDenial              `json:"permission_denials"`
+	Errors            json.RawMessage             `json:"errors"`
+}
+
+// claudeModelUsage is a result's usage of one model. A run stopped by its
+// budget reports its tokens only here (its usage is all zero).
+type claudeModelUsage struct {
+	InputTokens              int64 `json:"inputTokens"`
+	OutputTokens             int64 `json:"outputTokens"`
+	CacheReadInputTokens     int64 `json:"cacheReadInputTokens"`
+	CacheCreationInputTokens int64 `json:"cacheCreationInputTokens"`
 }
 
 type claudeDenial struct {
@@ -363,11 +373,21 @@ func (p *claudeParser) final() *Final {
 	if r.APIErrorStatus != nil {
 		f.APIStatus = *r.APIErrorStatus
 	}
+	u := r.Usage
+	if u == (claudeUsage{}) {
+		// 2.1.328 stopped by --max-budget-usd: the tokens are in modelUsage only.
+		for _, m := range r.ModelUsage {
+			u.InputTokens += m.InputTokens
+			u.OutputTokens += m.OutputTokens
+			u.CacheCreationInputTokens += m.CacheCreationInputTokens
+			u.CacheReadInputTokens += m.CacheReadInputTokens
+		}
+	}
 	f.Usage = Usage{
-		InputTokens:              r.Usage.InputTokens,
-		OutputTokens:             r.Usage.OutputTokens,
-		CacheCreationInputTokens: r.Usage.CacheCreationInputTokens,
-		CacheReadInputTokens:     r.Usage.CacheReadInputTokens,
+		InputTokens:              u.InputTokens,
+		OutputTokens:             u.OutputTokens,
+		CacheCreationInputTokens: u.CacheCreationInputTokens,
+		CacheReadInputTokens:     u.CacheReadInputTokens,
 		Turns:                    r.NumTurns,
 		CostUSD:                  r.TotalCostUSD,
 	}
@@ -413,6 +433,37 @@ func (p *claudeParser) messageUsage() Usage {
 // maxTurnsError is how Claude Code names the configured limit in errors[].
 var maxTurnsError = regexp.MustCompile(`maximum number of turns \((\d+)\)`)
 
+// maxBudgetError is how Claude Code names the configured budget in errors[]:
+// "Reached maximum budget ($0.05)".
+var maxBudgetError = regexp.MustCompile(`maximum budget \(\$([0-9.]+)\)`)
+
+// budgetStopped is the error of a run stopped by its budget: the cap (from
+// errors[], as the CLI was given it), what the run spent and in how many turns.
+func budgetStopped(errs []string, spent float64, turns int) string {
+	limit := "its budget"
+	for _, e := range errs {
+		if m := maxBudgetError.FindStringSubmatch(e); m != nil {
+			limit = "the build's budget of $" + m[1]
+		}
+	}
+	noun := "turns"
+	if turns == 1 {
+		noun = "turn"
+	}
+	return fmt.Sprintf("the agent was stopped by %s after spending %s in %d %s", limit, USD(spent), turns, noun)
+}
+
+// USD formats an amount of dollars for people: "$0.12", "$0.0712", at
+// most four decimals, at least two.
+func USD(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 4, 64)
+	s = strings.TrimRight(s, "0")
+	if i := strings.IndexByte(s, '.'); i >= 0 && len(s)-i < 3 {
+		s += strings.Repeat("0", 3-(len(s)-i))
+	}
+	return "$" + s
+}
+
 // claudeFailure says why a result that is no success failed. retries
 // counts the api_retry lines of the failed call.
 func claudeFailure(r *claudeResult, status, retries int) (schema.Reason, string) {
@@ -428,6 +479,8 @@ func claudeFailure(r *claudeResult, status, retries int) (schema.Reason, string)
 		return schema.ReasonAgentBadRequest, apiFailureText(status, r.APIErrorType, detail, retries)
 	case status != 0 || r.TerminalReason == "api_error":
 		return apiReason(status), apiFailureText(status, r.APIErrorType, detail, retries)
+	case r.Subtype == SubtypeMaxBudget || r.TerminalReason == "budget_exhausted":
+		return schema.ReasonBudgetExceeded, bounded(budgetStopped(errs, r.TotalCostUSD, r.NumTurns))
 	case r.Subtype == SubtypeMaxTurns || r.TerminalReason == "max_turns":
 		// errors[] says "Reached maximum number of turns (N)" with the
 		// configured N; num_turns is N+1.
