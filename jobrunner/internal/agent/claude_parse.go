@@ -113,29 +113,32 @@ type claudeUsage struct {
 }
 
 type claudeResult struct {
-	Subtype           string                      `json:"subtype"`
-	IsError           bool                        `json:"is_error"`
-	TerminalReason    string                      `json:"terminal_reason"`
-	APIErrorStatus    *int                        `json:"api_error_status"`
-	APIErrorType      string                      `json:"api_error_type"`
-	SessionID         string                      `json:"session_id"`
-	DurationMS        int64                       `json:"duration_ms"`
-	NumTurns          int                         `json:"num_turns"`
-	Result            string                      `json:"result"`
-	TotalCostUSD      float64                     `json:"total_cost_usd"`
-	Usage             claudeUsage                 `json:"usage"`
-	ModelUsage        map[string]claudeModelUsage `json:"modelUsage"`
+	Subtype        string      `json:"subtype"`
+	IsError        bool        `json:"is_error"`
+	TerminalReason string      `json:"terminal_reason"`
+	APIErrorStatus *int        `json:"api_error_status"`
+	APIErrorType   string      `json:"api_error_type"`
+	SessionID      string      `json:"session_id"`
+	DurationMS     int64       `json:"duration_ms"`
+	NumTurns       int         `json:"num_turns"`
+	Result         string      `json:"result"`
+	TotalCostUSD   float64     `json:"total_cost_usd"`
+	Usage          claudeUsage `json:"usage"`
+	// SinceLastResult is this run's own usage by model. A resumed session's
+	// total_cost_usd and modelUsage are the session's (its earlier runs
+	// included); this is not.
+	SinceLastResult   map[string]claudeModelUsage `json:"model_usage_since_last_result"`
 	PermissionDenials []claudeDenial              `json:"permission_denials"`
 	Errors            json.RawMessage             `json:"errors"`
 }
 
-// claudeModelUsage is a result's usage of one model. A run stopped by its
-// budget reports its tokens only here (its usage is all zero).
+// claudeModelUsage is a result's usage of one model.
 type claudeModelUsage struct {
-	InputTokens              int64 `json:"inputTokens"`
-	OutputTokens             int64 `json:"outputTokens"`
-	CacheReadInputTokens     int64 `json:"cacheReadInputTokens"`
-	CacheCreationInputTokens int64 `json:"cacheCreationInputTokens"`
+	CostUSD                  float64 `json:"costUSD"`
+	InputTokens              int64   `json:"inputTokens"`
+	OutputTokens             int64   `json:"outputTokens"`
+	CacheReadInputTokens     int64   `json:"cacheReadInputTokens"`
+	CacheCreationInputTokens int64   `json:"cacheCreationInputTokens"`
 }
 
 type claudeDenial struct {
@@ -373,24 +376,7 @@ func (p *claudeParser) final() *Final {
 	if r.APIErrorStatus != nil {
 		f.APIStatus = *r.APIErrorStatus
 	}
-	u := r.Usage
-	if u == (claudeUsage{}) {
-		// 2.1.328 stopped by --max-budget-usd: the tokens are in modelUsage only.
-		for _, m := range r.ModelUsage {
-			u.InputTokens += m.InputTokens
-			u.OutputTokens += m.OutputTokens
-			u.CacheCreationInputTokens += m.CacheCreationInputTokens
-			u.CacheReadInputTokens += m.CacheReadInputTokens
-		}
-	}
-	f.Usage = Usage{
-		InputTokens:              u.InputTokens,
-		OutputTokens:             u.OutputTokens,
-		CacheCreationInputTokens: u.CacheCreationInputTokens,
-		CacheReadInputTokens:     u.CacheReadInputTokens,
-		Turns:                    r.NumTurns,
-		CostUSD:                  r.TotalCostUSD,
-	}
+	f.Usage = runUsage(r)
 	for _, d := range r.PermissionDenials {
 		pd := PermissionDenial{ToolName: d.ToolName, ToolUseID: d.ToolUseID, Input: compactJSON(d.ToolInput)}
 		for _, seen := range p.denials {
@@ -413,6 +399,38 @@ func (p *claudeParser) final() *Final {
 		f.Error = alsoPushed(f.Error, p.pushed)
 	}
 	return f
+}
+
+// runUsage is the run's own accounting from its result.
+// model_usage_since_last_result is preferred: it is the run's own and
+// whole, while 2.1.328's usage leaves out the turn a budget stop came after
+// (all zero when that was the first) and a resumed session's
+// total_cost_usd and modelUsage count its earlier runs too. Without it, the
+// usage, and total_cost_usd unless the usage is all zero (no turn was
+// answered: a resumed session's total would be its earlier runs' cost).
+func runUsage(r *claudeResult) Usage {
+	if len(r.SinceLastResult) == 0 {
+		u := Usage{
+			InputTokens:              r.Usage.InputTokens,
+			OutputTokens:             r.Usage.OutputTokens,
+			CacheCreationInputTokens: r.Usage.CacheCreationInputTokens,
+			CacheReadInputTokens:     r.Usage.CacheReadInputTokens,
+			Turns:                    r.NumTurns,
+		}
+		if r.Usage != (claudeUsage{}) {
+			u.CostUSD = r.TotalCostUSD
+		}
+		return u
+	}
+	u := Usage{Turns: r.NumTurns}
+	for _, m := range r.SinceLastResult {
+		u.InputTokens += m.InputTokens
+		u.OutputTokens += m.OutputTokens
+		u.CacheCreationInputTokens += m.CacheCreationInputTokens
+		u.CacheReadInputTokens += m.CacheReadInputTokens
+		u.CostUSD += m.CostUSD
+	}
+	return u
 }
 
 // messageUsage sums the usage of the model's messages: the accounting of a
@@ -444,6 +462,9 @@ func budgetStopped(errs []string, spent float64, turns int) string {
 	for _, e := range errs {
 		if m := maxBudgetError.FindStringSubmatch(e); m != nil {
 			limit = "the build's budget of $" + m[1]
+			if v, err := strconv.ParseFloat(m[1], 64); err == nil {
+				limit = "the build's budget of " + USD(v)
+			}
 		}
 	}
 	noun := "turns"
@@ -480,7 +501,7 @@ func claudeFailure(r *claudeResult, status, retries int) (schema.Reason, string)
 	case status != 0 || r.TerminalReason == "api_error":
 		return apiReason(status), apiFailureText(status, r.APIErrorType, detail, retries)
 	case r.Subtype == SubtypeMaxBudget || r.TerminalReason == "budget_exhausted":
-		return schema.ReasonBudgetExceeded, bounded(budgetStopped(errs, r.TotalCostUSD, r.NumTurns))
+		return schema.ReasonBudgetExceeded, bounded(budgetStopped(errs, runUsage(r).CostUSD, r.NumTurns))
 	case r.Subtype == SubtypeMaxTurns || r.TerminalReason == "max_turns":
 		// errors[] says "Reached maximum number of turns (N)" with the
 		// configured N; num_turns is N+1.

@@ -154,7 +154,7 @@ func (r *Recorder) Outcome() Outcome {
 		AgentPushed:       f.AgentPushed || r.pushed != "",
 		SessionID:         cmp.Or(f.SessionID, r.sessionID),
 		APIStatus:         f.APIStatus,
-		CostUSD:           f.TotalCostUSD,
+		CostUSD:           f.Usage.CostUSD,
 		Turns:             f.Usage.Turns,
 		InputTokens:       f.Usage.TotalInputTokens(),
 		OutputTokens:      f.Usage.OutputTokens,
