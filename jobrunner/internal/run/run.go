@@ -289,6 +289,8 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		res.Success, res.Reason = false, schema.ReasonWorkspace
 		res.Error = joinMsg(res.Error, fmt.Sprintf("running the agent: %v", run.err))
 		return res
+	case run.exitCode == 1 && !res.Success && run.outcome.Subtype != "" && strings.TrimSpace(run.stderr) == "":
+		// The CLI's exit for a failure its result line already tells (max turns, budget, API error).
 	case run.exitCode != 0:
 		msg := fmt.Sprintf("agent exited with code %d", run.exitCode)
 		if s := strings.TrimSpace(run.stderr); s != "" {
