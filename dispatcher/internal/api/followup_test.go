@@ -137,6 +137,10 @@ func TestFallbackOnlyForFollowups(t *testing.T) {
 		prob := r.problem(t)
 		assert.Contains(t, prob["detail"], "fallback: "+rule, path)
 	}
+	r := e.do("POST", "/project/create-and-build", e.admin, map[string]any{"project": map[string]any{"name": "fresh", "git_branch": "trunk"},
+		"build": map[string]any{"prompt": "x", "branch": "trunk"}})
+	require.Equal(t, http.StatusUnprocessableEntity, r.Status, "%s", r.Body)
+	assert.Contains(t, r.problem(t)["detail"], "build.branch: must not be the project's branch (trunk)")
 	assert.Equal(t, 0, e.count(`SELECT count(*) FROM builds`), "nothing written")
 	assert.Equal(t, 1, e.count(`SELECT count(*) FROM projects`), "create-and-build made no project")
 }
