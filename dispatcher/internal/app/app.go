@@ -227,7 +227,8 @@ func (w *wiring) lifecycle() error {
 			if wake != nil && b.Status == schema.StatusCancelled && b.JobName != "" {
 				wake.Add(b.ID) // its Job goes now, not at the next reconcile
 			}
-		}})
+		},
+		OnStoppedResult: a.Metrics.StoppedResult})
 	return err
 }
 
@@ -317,7 +318,8 @@ func (w *wiring) edge() error {
 			return fmt.Errorf("river ui: %w", err)
 		}
 	}
-	io := intake.Options{Store: a.Store, Templates: w.templates, Lifecycle: a.Lifecycle, Logger: w.logger}
+	io := intake.Options{Store: a.Store, Templates: w.templates, Lifecycle: a.Lifecycle, Logger: w.logger,
+		OnFollowup: a.Metrics.Followup}
 	if a.Provision != nil {
 		io.Workspaces = a.Provision
 	}

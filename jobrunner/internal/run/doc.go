@@ -1,7 +1,11 @@
 // Package run is the jobrunner's pipeline for one build: read the Job's
-// environment, fetch the RunnerTask, render the prompt, find the project
-// pod, bring its workspace to the branch head (what an earlier build left
-// is kept on a ref), run the agent there, stream its output as ordered
+// environment, fetch the RunnerTask, render the prompt (with the agent's
+// limits), find the project pod, for a follow-up check with one exec that
+// the earlier agent session is there (resume it, start a fresh one with the
+// earlier build as context under fallback fresh, or fail with
+// session_unavailable before anything is touched), bring its workspace to
+// the branch head (what an earlier build left is kept on a ref), run the
+// agent there, stream its output as ordered
 // event batches, run the git step in the pod, report the BuildResult, and
 // always leave a TerminationSummary in the pod's termination message.
 //
@@ -19,6 +23,16 @@
 // given to the workspace fetch and the push only, on the exec's stdin: the
 // project pod — where the agent runs — never holds them in its spec or
 // environment, and the agent's processes are gone before the push.
+//
+// A build that fails or is cancelled after its agent changed files (turn or
+// budget limit, deadline, cancel, SIGTERM, agent error) has those changes
+// committed to kiln/<build id> — never the project branch — and pushed
+// there with auto_push (keep.go); after SIGTERM within what the grace
+// period leaves before the report, without the push when too little is
+// left. Nothing is committed of a build whose agent pushed itself. A build
+// with a review branch commits and pushes to that branch instead of the
+// project's, and a follow-up of a build with kept work starts from it, as
+// uncommitted changes in the prepared workspace.
 //
 // The parts it joins live in sibling packages: client (dispatcher
 // protocol), events (ordered batches), podexec (Kubernetes exec), agent

@@ -17,7 +17,6 @@ import (
 	"github.com/kilnbuild/kiln/jobrunner/internal/events"
 	"github.com/kilnbuild/kiln/jobrunner/internal/gitstep"
 	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
-	"github.com/kilnbuild/kiln/jobrunner/internal/prompt"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -91,8 +90,9 @@ func New(cfg Config, disp Dispatcher, kube kubernetes.Interface, exec podexec.Ex
 }
 
 // Run runs the build and reports its result. ctx ending means SIGTERM: the
-// agent is stopped, git is skipped and a cancelled result is reported
-// within the grace period.
+// agent is stopped, what it changed is kept on the build's kept-work branch
+// (keepWork, bounded by the grace period) and a cancelled result is
+// reported within the grace period.
 func (r *Runner) Run(ctx context.Context) Outcome {
 	start := r.now()
 	stop := context.AfterFunc(ctx, r.markStopped)
@@ -204,10 +204,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		"runner started: template %s, project pod %s in %s, workdir %s", r.cfg.Runner.Template,
 		cmp.Or(t.PodName, "selected by "+t.PodSelector), t.Namespace, t.Workdir)})
 
-	text, err := prompt.Render(r.cfg.Runner.PromptPreamble, task.Spec.Prompt, task.Spec.Variables)
-	if err != nil {
-		return failed(schema.ReasonRunnerError, "%v", err)
-	}
+	buildID := cmp.Or(task.BuildID, r.cfg.BuildID)
 	var adapter agent.Adapter
 	switch a := r.cfg.Runner.Agent.Adapter; a {
 	case "", jobtemplates.AdapterClaudeCode:
@@ -215,13 +212,10 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	default:
 		return failed(schema.ReasonRunnerError, "agent adapter %q: not implemented by this runner", a)
 	}
-	ag := r.cfg.Runner.Agent
-	cmd, err := adapter.Command(agent.Settings{
-		Prompt: text, Model: ag.Model, MaxTurns: ag.MaxTurns, AllowedTools: ag.AllowedTools,
-		DisallowedTools: ag.DisallowedTools, PermissionMode: ag.PermissionMode,
-	})
+	// Checked before the pod is looked for; a follow-up's is built again below.
+	cmd, err := r.agentCommand(adapter, task, buildID, followupPlan{})
 	if err != nil {
-		return failed(schema.ReasonRunnerError, "agent settings: %v", err)
+		return failed(schema.ReasonRunnerError, "%v", err)
 	}
 	if t.Workdir == "" {
 		return failed(schema.ReasonWorkspace, "target: workdir: required")
@@ -235,12 +229,31 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	if err != nil {
 		return failed(schema.ReasonWorkspace, "finding the project pod: %v", err)
 	}
-	buildID := cmp.Or(task.BuildID, r.cfg.BuildID)
+	if f := task.Followup; f != nil {
+		// Before the workspace is touched: a follow-up that cannot run changes nothing.
+		plan, err := r.planFollowup(ctx, ctr, f)
+		var su *sessionUnavailable
+		switch {
+		case ctx.Err() != nil:
+			return cancelled(errSignalled, agent.Outcome{})
+		case errors.As(err, &su):
+			return failed(schema.ReasonSessionUnavailable, "%s", su.msg)
+		case err != nil:
+			return failed(schema.ReasonWorkspace, "%v", err)
+		}
+		if cmd, err = r.agentCommand(adapter, task, buildID, plan); err != nil {
+			return failed(schema.ReasonRunnerError, "%v", err)
+		}
+	}
 	pod := podexec.Runner{Exec: r.exec, Container: ctr}
 	// Read here, used by the fetch and the push only: the agent never sees them.
 	creds, err := loadCredentials(r.cfg.GitCredentials, r.cfg.GitURL)
 	if err != nil {
 		return failed(schema.ReasonWorkspace, "%v", err)
+	}
+	reviewBranch, err := r.checkReviewBranch(ctx, pod, task.Spec, buildID, t)
+	if err != nil {
+		return failed(schema.ReasonGit, "%v", err)
 	}
 	if err := r.prepareWorkspace(ctx, pod, buildID, t, creds); err != nil {
 		if ctx.Err() != nil {
@@ -248,6 +261,13 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		}
 		return failed(schema.ReasonWorkspace, "preparing the workspace: %v", err)
 	}
+	if err := r.applyKeptWork(ctx, pod, task.Followup, t, creds); err != nil {
+		if ctx.Err() != nil {
+			return cancelled(errSignalled, agent.Outcome{})
+		}
+		return failed(schema.ReasonWorkspace, "%v", err)
+	}
+	keep := keepInput{buildID: buildID, target: t, spec: task.Spec, creds: creds}
 	r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
 
 	run := r.runAgent(ctx, start, ctr, t.Workdir, adapter, cmd)
@@ -271,6 +291,9 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 				res.Error = joinMsg(res.Error, "the agent had pushed to a remote itself")
 			}
 		}
+		if shouldKeep(res, run.outcome.AgentPushed) {
+			r.keepWork(ctx, pod, keep, &res)
+		}
 		return res
 	}
 	var res schema.BuildResult
@@ -280,7 +303,12 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		// The exec itself broke (pod gone, API unreachable): git would fail the same way.
 		res.Success, res.Reason = false, schema.ReasonWorkspace
 		res.Error = joinMsg(res.Error, fmt.Sprintf("running the agent: %v", run.err))
+		if shouldKeep(res, run.outcome.AgentPushed) {
+			r.keepWork(ctx, pod, keep, &res)
+		}
 		return res
+	case run.exitCode == 1 && !res.Success && run.outcome.Subtype != "" && strings.TrimSpace(run.stderr) == "":
+		// The CLI's exit for a failure its result line already tells (max turns, budget, API error).
 	case run.exitCode != 0:
 		msg := fmt.Sprintf("agent exited with code %d", run.exitCode)
 		if s := strings.TrimSpace(run.stderr); s != "" {
@@ -304,19 +332,25 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		r.event(schema.LogPayload{Level: schema.LogWarn, Message: s})
 	}
 
-	// The git step. A failed agent's changes (and any change of an agent
-	// that pushed) are listed, not committed.
+	// The git step. A failed agent's changes are listed, then kept on the
+	// build's kept-work branch; an agent that pushed gets nothing committed.
 	gitCtx, cancel := context.WithTimeout(ctx, r.cfg.GitTimeout)
 	defer cancel()
 	opts := gitstep.Options{
 		Dir: t.Workdir, BuildID: buildID, AutoCommit: task.Spec.AutoCommit && res.Success,
 		AutoPush: task.Spec.AutoPush && res.Success, AuthorName: t.AuthorName, AuthorEmail: t.AuthorEmail,
-		Remote: t.GitRemote, Branch: t.GitBranch, Body: commitBody(task.Spec.Prompt), Credentials: creds,
+		Remote: t.GitRemote, Branch: t.GitBranch, ReviewBranch: reviewBranch, Body: commitBody(task.Spec.Prompt),
+		Credentials: creds,
 	}
 	g, gerr := gitstep.Step{}.Run(gitCtx, pod, opts)
-	res.FilesChanged, res.CommitSHA = g.FilesChanged, g.CommitSHA
+	res.FilesChanged, res.CommitSHA, res.Branch = g.FilesChanged, g.CommitSHA, g.Branch
+	if gerr == nil && len(g.FilesChanged) > 0 && shouldKeep(res, run.outcome.AgentPushed) {
+		// A failed build's changes go to its kept-work branch (one git event says so).
+		r.keepWork(ctx, pod, keep, &res)
+		return res
+	}
 	r.event(schema.GitPayload{FilesChanged: g.FilesChanged, CommitSHA: g.CommitSHA, Pushed: g.Pushed,
-		Committed: g.CommitSHA != "", Error: errString(gerr)})
+		Committed: g.CommitSHA != "", Branch: g.Branch, Error: errString(gerr)})
 	if gerr == nil && res.Success {
 		arts, skipped, err := r.artifacts(gitCtx, ctr, t.Workdir, r.cfg.Runner.Artifacts)
 		if err != nil {
@@ -401,7 +435,7 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 	}()
 	if d := r.cfg.Runner.DeadlineSeconds; d > 0 {
 		// Stop the agent in time to report: the Job's deadline less the grace period and a margin.
-		budget := time.Duration(d-r.cfg.Runner.GracePeriodSeconds)*time.Second - 10*time.Second
+		budget := agentTime(d, r.cfg.Runner.GracePeriodSeconds)
 		if budget > 0 {
 			t := time.AfterFunc(budget-r.now().Sub(start), func() {
 				stopRun(fmt.Errorf("%w after %s (the build's deadline is %ds)", errAgentTimeout, budget.Round(time.Second), d))
