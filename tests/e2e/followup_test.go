@@ -172,6 +172,13 @@ func read(path string) messagesapi.Turn {
 
 func say(text string) messagesapi.Turn { return messagesapi.Turn{Text: text} }
 
+// expect has the stand-in refuse the turn's request unless its
+// conversation contains every text.
+func expect(t messagesapi.Turn, texts ...string) messagesapi.Turn {
+	t.Expect = texts
+	return t
+}
+
 // Follow-ups, budgets, kept work and review branches with the real runner
 // and CLI on one managed project (its subtests run in order, each on what
 // the one before left).
@@ -191,11 +198,18 @@ func TestFollowups(t *testing.T) {
 	// A build, its follow-up (which continues the agent's session: the
 	// model sees the earlier conversation) and a follow-up of that one.
 	run("chain", func(t *testing.T) {
-		// One agent session: the build's turns, then each follow-up's.
-		f.model.Enqueue(messagesapi.Script{Name: "chain", Turns: []messagesapi.Turn{
+		// Each CLI run is a conversation of the stand-in's own, taking the
+		// next script; a follow-up's first turn expects the earlier
+		// conversation in its request (the stand-in refuses it otherwise,
+		// failing the build).
+		f.model.Enqueue(messagesapi.Script{Name: "first", Turns: []messagesapi.Turn{
 			write(file("one.txt"), "one\n"), say("one.txt holds one."),
-			write(file("two.txt"), "two\n"), say("two.txt holds two."),
-			write(file("three.txt"), "three\n"), say("three.txt holds three."),
+		}}, messagesapi.Script{Name: "follow-up", Turns: []messagesapi.Turn{
+			expect(write(file("two.txt"), "two\n"), "Write one.txt.", "one.txt holds one.", "Now write two.txt."),
+			say("two.txt holds two."),
+		}}, messagesapi.Script{Name: "follow-up of the follow-up", Turns: []messagesapi.Turn{
+			expect(write(file("three.txt"), "three\n"), "Write one.txt.", "one.txt holds one.", "Now write two.txt.", "two.txt holds two.", "And three.txt."),
+			say("three.txt holds three."),
 		}})
 		first := f.build(schema.BuildSpec{Prompt: "Write one.txt.", AutoCommit: true, AutoPush: true})
 		completed(t, first)
@@ -214,8 +228,10 @@ func TestFollowups(t *testing.T) {
 		// The model got the earlier conversation with the follow-up's first request.
 		reqs := f.turns(first.Result.SessionID, t1)
 		require.NotEmpty(t, reqs, "the follow-up's agent reached the model in the earlier session")
-		assert.Equal(t, 2, reqs[0].Turn, "the follow-up's first request carries the earlier build's two answers")
-		assert.Contains(t, reqs[0].Prompt, "Write one.txt.", "the conversation starts with the earlier prompt")
+		assert.Equal(t, "follow-up", reqs[0].Script)
+		assert.Empty(t, reqs[0].Missing, "the follow-up's request lacks the earlier conversation")
+		assert.Equal(t, 2, reqs[0].Earlier, "the follow-up's first request carries the earlier build's two answers")
+		assert.Contains(t, reqs[0].Prompt, "Now write two.txt.")
 
 		t2 := time.Now()
 		id2 := f.mustFollowup(id1, schema.BuildSpec{Prompt: "And three.txt.", AutoCommit: true, AutoPush: true})
@@ -224,9 +240,11 @@ func TestFollowups(t *testing.T) {
 		assert.Equal(t, id1, fu2.ParentID)
 		assert.Equal(t, first.Result.SessionID, fu2.Result.SessionID)
 		assert.Equal(t, []string{id2}, f.get(f.d, id1).Followups)
+		assert.Equal(t, []string{id1}, f.get(f.d, first.ID).Followups, "a follow-up's follow-up is its own parent's")
 		reqs = f.turns(first.Result.SessionID, t2)
 		require.NotEmpty(t, reqs)
-		assert.Equal(t, 4, reqs[0].Turn, "the follow-up of the follow-up carries both earlier runs")
+		assert.Empty(t, reqs[0].Missing)
+		assert.Equal(t, 4, reqs[0].Earlier, "the follow-up of the follow-up carries both earlier runs")
 
 		assert.Equal(t, fu2.Result.CommitSHA, f.git.Head(t, f.repo, f.branch))
 		for _, name := range []string{"one.txt", "two.txt", "three.txt"} {
@@ -234,7 +252,7 @@ func TestFollowups(t *testing.T) {
 			assert.True(t, ok, "%s is on the project branch", name)
 		}
 
-		// A follow-up of no build is 404.
+		// A follow-up of no build is 404; one without a prompt 422.
 		code, body := f.followup("00000000-0000-7000-8000-000000000000", schema.BuildSpec{Prompt: "x"})
 		assert.Equal(t, http.StatusNotFound, code, "%s", body)
 		code, body = f.followup(first.ID, schema.BuildSpec{})
@@ -273,24 +291,26 @@ func TestFollowups(t *testing.T) {
 	// on the remote; a follow-up starts from it.
 	run("budget stop keeps work", func(t *testing.T) {
 		before := f.git.Head(t, f.repo, f.branch)
-		// The second turn reports 100k output tokens (about $2 at the CLI's
-		// list price), far past the build's $0.01. The follow-up resumes the
-		// session; its first turn reads the kept file.
+		// The first turn writes the file; the second reports usage the CLI
+		// prices at $0.12 (messagesapi.BigUsage), past the build's $0.05. The
+		// follow-up resumes the session; its first turn reads the kept file.
 		f.model.Enqueue(messagesapi.Script{Name: "budget", Turns: []messagesapi.Turn{
 			write(file("kept.txt"), "kept work\n"),
-			{Tools: read(file("kept.txt")).Tools, Usage: messagesapi.Usage{InputTokens: 100, OutputTokens: 100_000}},
-			read(file("kept.txt")), read(file("kept.txt")),
+			{Tools: read(file("kept.txt")).Tools, Usage: messagesapi.BigUsage},
+			say("not reached"),
+		}}, messagesapi.Script{Name: "after the budget", Turns: []messagesapi.Turn{
+			expect(read(file("kept.txt")), "Write kept.txt, then think hard."),
 			write(file("after.txt"), "after\n"), say("after.txt added to the kept work."),
 		}})
-		budget := 0.01
+		budget := 0.05
 		b := f.build(schema.BuildSpec{Prompt: "Write kept.txt, then think hard.", AutoCommit: true, AutoPush: true, MaxBudgetUSD: &budget})
 		require.Equal(t, schema.StatusFailed, b.Status, "a budget stop fails the build: %s", b.Error)
 		assert.Equal(t, schema.ReasonBudgetExceeded, b.Reason)
 		require.NotNil(t, b.Result)
 		require.NotNil(t, b.Result.Usage, "the result says what the agent spent")
-		assert.Greater(t, b.Result.Usage.CostUSD, 1.0)
-		assert.Regexp(t, `\$?2\.00\d*`, b.Error, "the error says what it spent")
-		assert.Contains(t, b.Error, "0.01", "the error names the budget")
+		assert.Greater(t, b.Result.Usage.CostUSD, budget)
+		assert.Contains(t, b.Error, "0.12", "the error says what it spent")
+		assert.Contains(t, b.Error, "0.05", "the error names the budget")
 
 		want := schema.KeptWorkBranch(b.ID)
 		assert.Equal(t, want, b.Result.PartialBranch)
@@ -331,6 +351,9 @@ func TestFollowups(t *testing.T) {
 		completed(t, fu)
 		reqs := f.turns(b.Result.SessionID, t1)
 		require.GreaterOrEqual(t, len(reqs), 2, "the follow-up's agent read the file")
+		assert.Equal(t, "after the budget", reqs[0].Script)
+		assert.Empty(t, reqs[0].Missing)
+		assert.Positive(t, reqs[0].Earlier, "the follow-up continued the stopped session")
 		var results []string
 		for _, r := range reqs {
 			for _, tr := range r.ToolResults {
@@ -362,6 +385,8 @@ func TestFollowups(t *testing.T) {
 			completed(t, f.wait(id))
 			fresh = append(fresh, f.firstAgentEvent(id).Sub(t0))
 
+			f.model.Enqueue(messagesapi.Script{Name: fmt.Sprintf("follow-up %d", i), Turns: []messagesapi.Turn{
+				expect(say("follow-up answer"), "fresh answer")}})
 			t1 := time.Now()
 			fid := f.mustFollowup(id, schema.BuildSpec{Prompt: "And once more."})
 			completed(t, f.wait(fid))
@@ -398,7 +423,8 @@ func TestFollowups(t *testing.T) {
 		assert.Empty(t, f.turns("", t0), "the agent did not reach the model")
 
 		t1 := time.Now()
-		f.model.Enqueue(messagesapi.Script{Name: "fresh after the pod", Turns: []messagesapi.Turn{say("The question is unknown.")}})
+		f.model.Enqueue(messagesapi.Script{Name: "fresh after the pod", Turns: []messagesapi.Turn{
+			expect(say("The question is unknown."), "What is the answer?", "The answer is forty-two.", "And the question?")}})
 		id2 := f.mustFollowup(s.ID, schema.BuildSpec{Prompt: "And the question?", Fallback: schema.FallbackFresh})
 		fb := f.wait(id2)
 		completed(t, fb)
@@ -406,11 +432,10 @@ func TestFollowups(t *testing.T) {
 		assert.NotEqual(t, s.Result.SessionID, fb.Result.SessionID, "a new session")
 		reqs := f.turns("", t1)
 		require.NotEmpty(t, reqs, "the fresh session reached the model")
-		assert.Equal(t, 0, reqs[0].Turn, "a new conversation")
+		assert.Equal(t, "fresh after the pod", reqs[0].Script)
+		assert.Zero(t, reqs[0].Earlier, "a new conversation")
 		assert.NotEqual(t, s.Result.SessionID, reqs[0].SessionID)
-		assert.Contains(t, reqs[0].Prompt, "What is the answer?", "the new session is given the earlier prompt")
-		assert.Contains(t, reqs[0].Prompt, "The answer is forty-two.", "and the earlier output")
-		assert.Contains(t, reqs[0].Prompt, "And the question?", "and its own prompt")
+		assert.Empty(t, reqs[0].Missing, "the new session is given the earlier prompt and output, and its own prompt")
 		assert.Equal(t, []string{id, id2}, f.get(f.d, s.ID).Followups)
 	})
 }
