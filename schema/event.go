@@ -100,6 +100,12 @@ type GitPayload struct {
 	CommitSHA    string   `json:"commit_sha,omitempty"`
 	Pushed       bool     `json:"pushed"`
 	Error        string   `json:"error,omitempty"`
+	// Branch is the branch CommitSHA is on when it is not the project's: the
+	// build's review branch, or its kept-work branch (Kept).
+	Branch string `json:"branch,omitempty"`
+	// Kept reports that the commit keeps the work of a build that failed or
+	// was cancelled, on Branch (KeptWorkBranch), never the project branch.
+	Kept bool `json:"kept,omitempty"`
 }
 
 // Log levels of LogPayload.

@@ -12,8 +12,8 @@ import (
 // Script is what the model says in one agent conversation: its i-th Turn
 // answers the request whose conversation holds i assistant messages.
 // Scripts are JSON too (see LoadScript), with the field names in lower case
-// ("name", "turns", "text", "tools", "usage", "error", "stall", "drop_after",
-// "times").
+// ("name", "turns", "text", "tools", "usage", "expect", "error", "stall",
+// "drop_after", "times").
 type Script struct {
 	Name  string `json:"name"`
 	Turns []Turn `json:"turns"`
@@ -28,9 +28,18 @@ type Turn struct {
 	Text  string
 	Tools []ToolUse
 	// Usage is reported for this turn; all zero means 100 input and 10
-	// output tokens.
+	// output tokens. The CLI prices it by the request's model name: for its
+	// default model (claude-opus-5-5 in 2.1.328) 20000 input and 2000 output
+	// tokens cost $0.12 (BigUsage), enough to pass a small --max-budget-usd
+	// in one turn.
 	Usage Usage
-	Error *APIError
+	// Expect lists texts the request's conversation (any message's text or
+	// tool result, the earlier conversation of a resumed session included)
+	// must contain. A request lacking one is refused with a 400
+	// invalid_request_error naming the missing texts (which the CLI does not
+	// retry: the run fails at once and says so), and Request.Missing lists them.
+	Expect []string
+	Error  *APIError
 	// Stall waits this long (or until the client goes away) before answering.
 	Stall time.Duration
 	// DropAfter drops the connection mid-stream right after the first SSE
@@ -73,6 +82,10 @@ type APIError struct {
 	// normally; 0 means every request.
 	Times int `json:"times,omitempty"`
 }
+
+// BigUsage is a turn's usage that the pinned CLI prices at $0.12 with its
+// default model (claude-opus-5-5): one such turn passes a budget below that.
+var BigUsage = Usage{InputTokens: 20000, OutputTokens: 2000}
 
 // errorTypes are the API's error types by status.
 var errorTypes = map[int]string{
@@ -129,6 +142,11 @@ func (s Script) Validate() error {
 		if t.Stall < 0 || t.Times < 0 {
 			errs = append(errs, fmt.Errorf("%s: stall and times must not be negative", where))
 		}
+		for j, e := range t.Expect {
+			if e == "" {
+				errs = append(errs, fmt.Errorf("%s: expect[%d]: must not be empty", where, j))
+			}
+		}
 		for j, tu := range t.Tools {
 			if tu.Name == "" {
 				errs = append(errs, fmt.Errorf("%s: tools[%d].name: required", where, j))
@@ -144,6 +162,7 @@ type turnJSON struct {
 	Text      string    `json:"text,omitempty"`
 	Tools     []ToolUse `json:"tools,omitempty"`
 	Usage     *Usage    `json:"usage,omitempty"`
+	Expect    []string  `json:"expect,omitempty"`
 	Error     *APIError `json:"error,omitempty"`
 	Stall     string    `json:"stall,omitempty"`
 	DropAfter string    `json:"drop_after,omitempty"`
@@ -152,7 +171,7 @@ type turnJSON struct {
 
 // MarshalJSON writes t as in script files.
 func (t Turn) MarshalJSON() ([]byte, error) {
-	j := turnJSON{Text: t.Text, Tools: t.Tools, Error: t.Error, DropAfter: t.DropAfter, Times: t.Times}
+	j := turnJSON{Text: t.Text, Tools: t.Tools, Expect: t.Expect, Error: t.Error, DropAfter: t.DropAfter, Times: t.Times}
 	if t.Usage != (Usage{}) {
 		j.Usage = &t.Usage
 	}
@@ -168,7 +187,7 @@ func (t *Turn) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*t = Turn{Text: j.Text, Tools: j.Tools, Error: j.Error, DropAfter: j.DropAfter, Times: j.Times}
+	*t = Turn{Text: j.Text, Tools: j.Tools, Expect: j.Expect, Error: j.Error, DropAfter: j.DropAfter, Times: j.Times}
 	if j.Usage != nil {
 		t.Usage = *j.Usage
 	}

@@ -35,14 +35,25 @@ type Request struct {
 	// Script is the name of the conversation's script; "" when none was
 	// queued for it.
 	Script string
-	// Turn is the conversation's turn index (assistant messages in the
-	// request); Attempt counts earlier requests for the same turn (retries).
+	// Turn is the conversation's turn index: the assistant messages in the
+	// request after the run's prompt (so a resumed conversation's first
+	// request is turn 0 too); Attempt counts earlier requests for the same
+	// turn (retries).
 	Turn    int
 	Attempt int
+	// Earlier counts the assistant messages before the run's prompt: 0 for
+	// a fresh run, more when the CLI resumed an earlier session (--resume),
+	// whose conversation the request carries.
+	Earlier int
+	// Missing lists the texts of the Turn's Expect that the request's
+	// conversation lacked; the request was then refused with a 400.
+	Missing []string
 	// SessionID is the CLI's X-Claude-Code-Session-Id.
 	SessionID string
-	// Prompt is the last text block of the first message (the CLI puts the
-	// user's prompt there, after its own system reminders).
+	// Prompt is the last text block of the run's prompt message: the first
+	// message of a fresh run (the CLI puts the user's prompt there, after its
+	// own system reminders), the last user message that holds no tool result
+	// of a resumed one.
 	Prompt string
 	// ToolResults are the tool_result blocks of the last message.
 	ToolResults []ToolResult
@@ -246,8 +257,9 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, idx int, rec *
 	}
 	rec.Model, rec.Stream = req.Model, req.Stream
 	rec.SessionID = sessionID(r, &req)
+	run := runOf(&req)
 	if len(req.Messages) > 0 {
-		rec.Prompt = lastText(req.Messages[0].Content)
+		rec.Prompt = lastText(req.Messages[run.prompt].Content)
 		last := req.Messages[len(req.Messages)-1]
 		if last.Role == "user" {
 			rec.ToolResults = toolResults(last.Content)
@@ -260,12 +272,8 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, idx int, rec *
 		return
 	}
 	rec.Kind = "turn"
-	for _, m := range req.Messages {
-		if m.Role == "assistant" {
-			rec.Turn++
-		}
-	}
-	turn := s.turn(rec, conversationKey(rec.SessionID, &req))
+	rec.Turn, rec.Earlier = run.turn, run.earlier
+	turn := s.turn(rec, conversationKey(rec.SessionID, &req, run))
 	id := fmt.Sprintf("msg_stand_in_%d_%d_%d", rec.Conversation, rec.Turn, rec.Attempt)
 	faulty := turn.Times == 0 || rec.Attempt < turn.Times
 	if turn.Stall > 0 && faulty {
@@ -280,6 +288,11 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, idx int, rec *
 		case <-s.done:
 			return
 		}
+	}
+	if rec.Missing = missingTexts(&req, turn.Expect); len(rec.Missing) > 0 {
+		rec.Status = http.StatusBadRequest
+		writeError(w, &APIError{Status: http.StatusBadRequest, Message: expectMessage(rec.Missing)}, "req_stand_in_"+s.nextSeq())
+		return
 	}
 	if e := turn.Error; e != nil && (e.Times == 0 || rec.Attempt < e.Times) {
 		rec.Status = e.Status
@@ -496,16 +509,109 @@ func sessionID(r *http.Request, req *messagesRequest) string {
 }
 
 // conversationKey tells conversations apart: by session, or by the first
-// message when a client sends no session.
-func conversationKey(session string, req *messagesRequest) string {
-	if session != "" {
-		return "session:" + session
-	}
+// message when a client sends no session; and by the run's prompt, so a
+// CLI run that resumes a session (the same session id, the earlier
+// conversation in its requests, a new prompt) is a conversation of its own
+// and takes the next script.
+func conversationKey(session string, req *messagesRequest, run runInfo) string {
 	h := sha256.New()
+	if len(req.Messages) > 0 {
+		for _, b := range readBlocks(req.Messages[run.prompt].Content) {
+			h.Write([]byte(b.Text))
+			h.Write([]byte{0})
+		}
+	}
+	key := fmt.Sprintf("run:%d:%s", run.earlier, hex.EncodeToString(h.Sum(nil)))
+	if session != "" {
+		return "session:" + session + ":" + key
+	}
+	h = sha256.New()
 	if len(req.Messages) > 0 {
 		h.Write(req.Messages[0].Content)
 	}
-	return "first:" + hex.EncodeToString(h.Sum(nil))
+	return "first:" + hex.EncodeToString(h.Sum(nil)) + ":" + key
+}
+
+// runInfo places a request in its CLI run: prompt is the index of the
+// run's prompt message (the last user message without a tool result),
+// earlier the assistant messages before it, turn those after it.
+type runInfo struct {
+	prompt, earlier, turn int
+}
+
+func runOf(req *messagesRequest) runInfo {
+	var run runInfo
+	for i, m := range req.Messages {
+		if m.Role == "user" && isPrompt(m.Content) {
+			run.prompt = i
+		}
+	}
+	for i, m := range req.Messages {
+		if m.Role != "assistant" {
+			continue
+		}
+		if i < run.prompt {
+			run.earlier++
+		} else {
+			run.turn++
+		}
+	}
+	return run
+}
+
+// isPrompt says whether a user message is a prompt: text, no tool result.
+func isPrompt(raw json.RawMessage) bool {
+	text := false
+	for _, b := range readBlocks(raw) {
+		switch b.Type {
+		case "tool_result":
+			return false
+		case "text":
+			text = true
+		}
+	}
+	return text
+}
+
+// conversationText is every text of the request's messages (text blocks
+// and tool results), one per line.
+func conversationText(req *messagesRequest) string {
+	var b strings.Builder
+	for _, m := range req.Messages {
+		for _, c := range readBlocks(m.Content) {
+			b.WriteString(c.Text)
+			b.WriteByte('\n')
+			for _, inner := range readBlocks(c.Content) {
+				b.WriteString(inner.Text)
+				b.WriteByte('\n')
+			}
+		}
+	}
+	return b.String()
+}
+
+// missingTexts lists the texts of expect that the request's conversation lacks.
+func missingTexts(req *messagesRequest, expect []string) []string {
+	if len(expect) == 0 {
+		return nil
+	}
+	all := conversationText(req)
+	var missing []string
+	for _, e := range expect {
+		if !strings.Contains(all, e) {
+			missing = append(missing, e)
+		}
+	}
+	return missing
+}
+
+// expectMessage is the API error's message for a request that lacks texts of Expect.
+func expectMessage(missing []string) string {
+	q := make([]string, len(missing))
+	for i, m := range missing {
+		q[i] = strconv.Quote(m)
+	}
+	return "stand-in Messages API: the conversation does not contain " + strings.Join(q, ", ")
 }
 
 // contentBlock is a request content block the server reads.

@@ -317,3 +317,85 @@ func TestScriptFiles(t *testing.T) {
 	require.Len(t, demo.Turns, 3)
 	assert.Equal(t, "Edit", demo.Turns[1].Tools[0].Name)
 }
+
+// postConv sends a request whose messages are given, for session.
+func postConv(t *testing.T, srv *messagesapi.Server, session string, msgs []map[string]any) *http.Response {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"model": "m-1", "stream": false, "messages": msgs,
+		"tools": []map[string]any{{"name": "Read"}}})
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL()+"/v1/messages", strings.NewReader(string(body)))
+	require.NoError(t, err)
+	req.Header.Set("X-Claude-Code-Session-Id", session)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func text(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	var m struct{ Content []struct{ Text string } }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	require.NotEmpty(t, m.Content)
+	return m.Content[0].Text
+}
+
+// A resumed run (the same session, the earlier conversation, a new prompt)
+// is a conversation of its own: it takes the next script, from turn 0, and
+// its Expect sees the earlier conversation.
+func TestResumedRunTakesTheNextScript(t *testing.T) {
+	t.Parallel()
+	srv := messagesapi.Start(t)
+	srv.Enqueue(messagesapi.Script{Name: "first", Turns: []messagesapi.Turn{{Text: "read it", Tools: []messagesapi.ToolUse{{Name: "Read"}}}, {Text: "first done"}}},
+		messagesapi.Script{Name: "followup", Turns: []messagesapi.Turn{{Text: "continued", Expect: []string{"Fix the heading", "first done"}}}},
+		messagesapi.Script{Name: "lacking", Turns: []messagesapi.Turn{{Text: "never", Expect: []string{"no such text", "first done"}}}})
+	user := func(s string) map[string]any {
+		return map[string]any{"role": "user", "content": []map[string]any{{"type": "text", "text": "<system-reminder>x</system-reminder>"}, {"type": "text", "text": s}}}
+	}
+	asst := func(s string) map[string]any {
+		return map[string]any{"role": "assistant", "content": []map[string]any{{"type": "text", "text": s}}}
+	}
+	result := map[string]any{"role": "user", "content": []map[string]any{{"type": "tool_result", "tool_use_id": "t", "content": "<h1>Hello</h1>"}}}
+	first := []map[string]any{user("Fix the heading")}
+	assert.Equal(t, "read it", text(t, postConv(t, srv, "s1", first)))
+	first = append(first, asst("read it"), result)
+	assert.Equal(t, "first done", text(t, postConv(t, srv, "s1", first)))
+	first = append(first, asst("first done"))
+
+	// The follow-up: same session, the earlier conversation, a new prompt.
+	resumed := append(append([]map[string]any{}, first...), user("Now the footer"))
+	assert.Equal(t, "continued", text(t, postConv(t, srv, "s1", resumed)))
+	resumed = append(resumed, asst("continued"))
+	assert.Equal(t, "done", text(t, postConv(t, srv, "s1", resumed)), "past its script")
+
+	// Another follow-up whose expectation fails: a 400 naming the missing text.
+	again := append(append([]map[string]any{}, resumed...), user("And the title"))
+	resp := postConv(t, srv, "s1", again)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	var e struct {
+		Error struct{ Type, Message string }
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+	assert.Equal(t, "invalid_request_error", e.Error.Type)
+	assert.Equal(t, `stand-in Messages API: the conversation does not contain "no such text"`, e.Error.Message)
+
+	reqs := srv.Requests()
+	require.Len(t, reqs, 5)
+	type row struct {
+		conv          int
+		script        string
+		turn, earlier int
+		prompt        string
+	}
+	var got []row
+	for _, q := range reqs {
+		got = append(got, row{q.Conversation, q.Script, q.Turn, q.Earlier, q.Prompt})
+	}
+	assert.Equal(t, []row{
+		{1, "first", 0, 0, "Fix the heading"}, {1, "first", 1, 0, "Fix the heading"},
+		{2, "followup", 0, 2, "Now the footer"}, {2, "followup", 1, 2, "Now the footer"},
+		{3, "lacking", 0, 3, "And the title"},
+	}, got)
+	assert.Equal(t, []string{"no such text"}, reqs[4].Missing)
+	assert.Empty(t, reqs[2].Missing)
+}

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"mime"
 	"net/http"
 	"path"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
+	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -89,6 +91,10 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 		edge.Write(w, r, err)
 		return
 	}
+	if p.Spend, err = s.intake.ProjectSpend(r.Context(), p); err != nil {
+		edge.Write(w, r, err)
+		return
+	}
 	edge.JSON(w, http.StatusOK, p)
 }
 
@@ -117,6 +123,24 @@ func (s *Server) submitBuildByName(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request, p *schema.Project) {
+	s.accept(w, r, func(spec schema.BuildSpec, key string) (*intake.Accepted, error) {
+		return s.intake.SubmitBuild(r.Context(), edge.Principal(r.Context()), p, spec, key)
+	})
+}
+
+func (s *Server) submitFollowup(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "taskId", "build")
+	if !ok {
+		return
+	}
+	s.accept(w, r, func(spec schema.BuildSpec, key string) (*intake.Accepted, error) {
+		return s.intake.SubmitFollowup(r.Context(), edge.Principal(r.Context()), id, spec, key)
+	})
+}
+
+// accept reads a submission's Idempotency-Key and BuildSpec, has submit
+// accept them and answers 202 with the build's Location.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, submit func(schema.BuildSpec, string) (*intake.Accepted, error)) {
 	key, err := edge.HeaderText(r, "Idempotency-Key", MaxIdempotencyKeyLen)
 	if err != nil {
 		edge.Write(w, r, err)
@@ -127,9 +151,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, p *schema.Projec
 		edge.Write(w, r, err)
 		return
 	}
-	acc, err := s.intake.SubmitBuild(r.Context(), edge.Principal(r.Context()), p, spec, key)
+	acc, err := submit(spec, key)
 	if err != nil {
-		edge.Write(w, r, err)
+		edge.Write(w, r, refusal(err))
 		return
 	}
 	if acc.Replay {
@@ -137,6 +161,18 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, p *schema.Projec
 	}
 	w.Header().Set("Location", "/builds/"+acc.Build.ID)
 	edge.JSON(w, http.StatusAccepted, schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status})
+}
+
+// refusal gives a submission's refusals that the edge does not know their
+// answer: a reached monthly budget is 429 of its own problem type, with
+// Retry-After the time left until the next month (UTC).
+func refusal(err error) error {
+	var mb *intake.MonthlyBudgetError
+	if errors.As(err, &mb) {
+		return &edge.Error{Status: http.StatusTooManyRequests, Type: intake.ProblemMonthlyBudget, Detail: mb.Error(),
+			RetryAfter: mb.RetryAfter}
+	}
+	return err
 }
 
 // createAndBuildAccepted is the 202 body of POST /project/create-and-build.
@@ -174,6 +210,10 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if b.Callbacks, err = s.intake.CallbackAttempts(r.Context(), b); err != nil {
+		edge.Write(w, r, err)
+		return
+	}
+	if b.Followups, err = s.intake.Followups(r.Context(), b); err != nil {
 		edge.Write(w, r, err)
 		return
 	}

@@ -101,6 +101,7 @@ func NewServer(o Options) *Server {
 		r.With(admin).Post("/project/create-and-build", s.createAndBuild)
 		r.Get("/builds/{taskId}", s.getBuild)
 		r.Post("/builds/{taskId}/cancel", s.cancelBuild)
+		r.Post("/builds/{taskId}/followups", s.submitFollowup)
 		r.Get("/builds/{taskId}/artifacts/*", s.getArtifact)
 	})
 	if o.Mount != nil {

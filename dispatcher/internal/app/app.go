@@ -317,7 +317,8 @@ func (w *wiring) edge() error {
 			return fmt.Errorf("river ui: %w", err)
 		}
 	}
-	io := intake.Options{Store: a.Store, Templates: w.templates, Lifecycle: a.Lifecycle, Logger: w.logger}
+	io := intake.Options{Store: a.Store, Templates: w.templates, Lifecycle: a.Lifecycle, Logger: w.logger,
+		OnFollowup: a.Metrics.Followup}
 	if a.Provision != nil {
 		io.Workspaces = a.Provision
 	}

@@ -27,6 +27,7 @@ import (
 type submission struct {
 	who       *auth.Principal
 	projectID string
+	parentID  string // the build a follow-up continues; "" for a build
 	spec      schema.BuildSpec
 	key       string // Idempotency-Key; "" for none
 	hash      []byte // of the request, for a key
@@ -40,8 +41,9 @@ type submitted struct {
 
 // submitBatched queues one submission for the next group commit.
 // It returns errReplay when the submission's Idempotency-Key was already bound.
-func (s *Service) submitBatched(ctx context.Context, who *auth.Principal, projectID string, spec schema.BuildSpec, key string, hash []byte) (*store.Build, error) {
-	sub := &submission{who: who, projectID: projectID, spec: spec, key: key, hash: hash, done: make(chan submitted, 1)}
+func (s *Service) submitBatched(ctx context.Context, who *auth.Principal, projectID, parentID string, spec schema.BuildSpec, key string, hash []byte) (*store.Build, error) {
+	sub := &submission{who: who, projectID: projectID, parentID: parentID, spec: spec, key: key, hash: hash,
+		done: make(chan submitted, 1)}
 	if err := s.enqueue(ctx, sub); err != nil {
 		return nil, err
 	}
@@ -157,7 +159,8 @@ func (s *Service) insertMany(ctx context.Context, batch []*submission) ([]*store
 			if replay[i] {
 				continue
 			}
-			nbs = append(nbs, store.NewBuild{ID: ids[i], ProjectID: sub.projectID, Spec: sub.spec, RequestedBy: sub.who.Name})
+			nbs = append(nbs, store.NewBuild{ID: ids[i], ProjectID: sub.projectID, Spec: sub.spec, RequestedBy: sub.who.Name,
+				ParentID: sub.parentID})
 			at = append(at, i)
 		}
 		out = make([]*store.Build, len(batch))
@@ -169,6 +172,7 @@ func (s *Service) insertMany(ctx context.Context, batch []*submission) ([]*store
 			return err
 		}
 		for k, b := range builds {
+			b.ParentID = nbs[k].ParentID
 			out[at[k]] = b
 		}
 		return nil

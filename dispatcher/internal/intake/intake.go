@@ -47,6 +47,11 @@ type Options struct {
 	Logger   *slog.Logger // default: discard
 	// Workspaces takes managed projects; nil: they are refused (no cluster).
 	Workspaces Workspaces
+	// OnFollowup, if set, learns of each follow-up accepted (not an
+	// Idempotency-Key replay), with its fallback, once it is committed.
+	OnFollowup func(schema.Fallback)
+	// Now is the clock of the monthly budgets; default time.Now.
+	Now func() time.Time
 }
 
 // commitTimeout bounds one group commit.
@@ -62,6 +67,8 @@ type Service struct {
 
 	workspaces Workspaces
 	defaults   *WorkspaceDefaults // of workspaces; nil without
+	onFollowup func(schema.Fallback)
+	now        func() time.Time
 	statuses   statusCache
 	logger     *slog.Logger
 	committers int
@@ -87,6 +94,12 @@ func New(o Options) (*Service, error) {
 	o.Committers = cmp.Or(o.Committers, 4)
 	o.MaxBatch = cmp.Or(o.MaxBatch, 64)
 	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.OnFollowup == nil {
+		o.OnFollowup = func(schema.Fallback) {}
+	}
 	if o.Templates == nil {
 		o.Templates = jobtemplates.Embedded()
 	}
@@ -106,7 +119,7 @@ func New(o Options) (*Service, error) {
 		defaults = &d
 	}
 	return &Service{Store: o.Store, Templates: o.Templates, Lifecycle: o.Lifecycle,
-		workspaces: o.Workspaces, defaults: defaults, statuses: newStatusCache(),
+		workspaces: o.Workspaces, defaults: defaults, statuses: newStatusCache(), onFollowup: o.OnFollowup, now: o.Now,
 		logger: o.Logger.With("component", "intake"), committers: o.Committers, maxBatch: o.MaxBatch,
 		queue: make(chan *submission, 4*o.MaxBatch), stopping: make(chan struct{})}, nil
 }
@@ -165,7 +178,8 @@ type Accepted struct {
 // SubmitBuild validates spec and, in one transaction, writes the audit row and
 // the River dispatch job. With a non-empty idemKey, a repeat of the same
 // request returns the first build; the same key with another body returns
-// ErrIdempotencyMismatch.
+// ErrIdempotencyMismatch. A spec whose template caps the project's monthly
+// spend, once the project reached it, returns a *MonthlyBudgetError.
 //
 // Only project.ID is needed; an unknown project returns store.ErrNotFound.
 func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project *schema.Project, spec schema.BuildSpec, idemKey string) (*Accepted, error) {
@@ -175,7 +189,18 @@ func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project 
 	if err := ValidateSpec(&spec, s.Templates, ""); err != nil {
 		return nil, err
 	}
+	return s.submit(ctx, who, project, spec, idemKey, "")
+}
+
+// submit accepts a validated spec for project: a build, or a follow-up of
+// parentID. The project must take builds, a review branch must not be its
+// branch, and its monthly budget (of the spec's template) must not be
+// reached.
+func (s *Service) submit(ctx context.Context, who *auth.Principal, project *schema.Project, spec schema.BuildSpec, idemKey, parentID string) (*Accepted, error) {
 	if err := s.takesBuilds(ctx, project.ID); err != nil {
+		return nil, err
+	}
+	if err := s.checkProjectBranch(ctx, project, spec); err != nil {
 		return nil, err
 	}
 	spec.Template = spec.TemplateName()
@@ -183,9 +208,19 @@ func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project 
 	if idemKey != "" {
 		// No lookup first: most keys are fresh, and the group commit's claim
 		// finds a bound one (a retry), which is then answered from its record.
-		hash = requestHash(project.ID, spec)
+		hash = requestHash(project.ID, parentID, spec)
 	}
-	b, err := s.submitBatched(ctx, who, project.ID, spec, idemKey, hash)
+	if err := s.checkMonthlyBudget(ctx, project.ID, spec); err != nil {
+		// A retry of a build accepted before the budget was reached still
+		// gets that build.
+		if idemKey != "" {
+			if acc, rerr := s.replay(ctx, who, idemKey, hash); acc != nil || rerr != nil {
+				return acc, rerr
+			}
+		}
+		return nil, err
+	}
+	b, err := s.submitBatched(ctx, who, project.ID, parentID, spec, idemKey, hash)
 	if errors.Is(err, errReplay) {
 		acc, err := s.replay(ctx, who, idemKey, hash)
 		if acc == nil && err == nil {
@@ -195,6 +230,9 @@ func (s *Service) SubmitBuild(ctx context.Context, who *auth.Principal, project 
 	}
 	if err != nil {
 		return nil, err
+	}
+	if parentID != "" {
+		s.onFollowup(spec.Fallback)
 	}
 	return &Accepted{Build: b, Project: project}, nil
 }
@@ -233,11 +271,15 @@ func (s *Service) insertBuild(ctx context.Context, tx pgx.Tx, who *auth.Principa
 	return bs[0], nil
 }
 
-func requestHash(projectID string, spec schema.BuildSpec) []byte {
+// requestHash identifies a submission's request: the project, the build a
+// follow-up continues (absent for a build, so their hashes stay as they
+// were), and the spec.
+func requestHash(projectID, parentID string, spec schema.BuildSpec) []byte {
 	b, _ := json.Marshal(struct {
-		P string           `json:"p"`
-		S schema.BuildSpec `json:"s"`
-	}{projectID, spec})
+		P      string           `json:"p"`
+		Parent string           `json:"f,omitempty"`
+		S      schema.BuildSpec `json:"s"`
+	}{projectID, parentID, spec})
 	h := sha256.Sum256(b)
 	return h[:]
 }
@@ -431,6 +473,16 @@ func (s *Service) GetProject(ctx context.Context, who *auth.Principal, id string
 		return nil, fmt.Errorf("project %s: %w", id, store.ErrNotFound)
 	}
 	return store.GetProject(ctx, s.Store.Pool, id)
+}
+
+// ProjectSpend returns what p's (from GetProject) builds spent this
+// calendar month (UTC).
+func (s *Service) ProjectSpend(ctx context.Context, p *schema.Project) (*schema.ProjectSpend, error) {
+	spend, err := store.ProjectSpend(ctx, s.Store.Pool, p.ID, s.now())
+	if err != nil {
+		return nil, err
+	}
+	return &spend, nil
 }
 
 // GetProjectByName is GetProject by name.

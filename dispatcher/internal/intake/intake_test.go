@@ -150,7 +150,7 @@ func TestBatchClaimsKeysBeforeWriting(t *testing.T) {
 		spec := schema.BuildSpec{Prompt: prompt, Template: "default"}
 		var hash []byte
 		if key != "" {
-			hash = requestHash(p.ID, spec)
+			hash = requestHash(p.ID, "", spec)
 		}
 		return &submission{who: admin, projectID: p.ID, spec: spec, key: key, hash: hash}
 	}

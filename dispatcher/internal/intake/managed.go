@@ -323,10 +323,5 @@ func checkResources(r *schema.Resources, rp string, v *ValidationError) {
 	}
 }
 
-func validBranch(b string) bool {
-	return b != "" && len(b) <= 255 && !strings.ContainsAny(b, " ~^:?*[\\") && !strings.HasPrefix(b, "-") &&
-		!strings.Contains(b, "..") && !strings.HasSuffix(b, ".lock") && !strings.HasSuffix(b, "/") && !hasControl(b)
-}
-
 // ErrNotManageable is wrapped when a project's status refuses a change.
 var ErrNotManageable = errors.New("project status refuses this")

@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -52,21 +54,11 @@ func (v ValidationError) err() error {
 
 var variableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
-// TemplateSet is the part of the template catalog validation needs.
+// TemplateSet is the part of the template catalog validation needs
+// (*jobtemplates.Catalog): the names, and a template's limits.
 type TemplateSet interface {
 	Names() []string
-}
-
-func hasTemplate(ts TemplateSet, name string) bool {
-	if h, ok := ts.(interface{ Has(string) bool }); ok {
-		return h.Has(name)
-	}
-	for _, n := range ts.Names() {
-		if n == name {
-			return true
-		}
-	}
-	return false
+	Get(name string) (*jobtemplates.Template, bool)
 }
 
 // ruleNUL is broken by text that holds U+0000, which Postgres cannot store.
@@ -74,8 +66,25 @@ const ruleNUL = "must not contain NUL (U+0000)"
 
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
-// ValidateSpec checks a BuildSpec; prefix names the enclosing field ("" or "build.").
+// ValidateSpec checks the BuildSpec of a build (not a follow-up); prefix
+// names the enclosing field ("" or "build."). Besides the fields' own rules:
+// max_turns and max_budget_usd within the template's limits (BuildLimits),
+// branch a review branch name (checkBranch), and no fallback, which is for
+// follow-ups only.
 func ValidateSpec(s *schema.BuildSpec, templates TemplateSet, prefix string) error {
+	return validateSpec(s, templates, prefix, false)
+}
+
+// ValidateFollowup checks the BuildSpec of a follow-up (POST
+// /builds/{taskId}/followups): ValidateSpec's rules, and fallback "" or "fresh".
+func ValidateFollowup(s *schema.BuildSpec, templates TemplateSet) error {
+	return validateSpec(s, templates, "", true)
+}
+
+// ruleFallbackBuild is broken by a build (not a follow-up) that gives a fallback.
+const ruleFallbackBuild = "only for follow-ups (POST /builds/{taskId}/followups)"
+
+func validateSpec(s *schema.BuildSpec, templates TemplateSet, prefix string, followup bool) error {
 	var v ValidationError
 	switch {
 	case hasNUL(s.Prompt):
@@ -87,8 +96,25 @@ func ValidateSpec(s *schema.BuildSpec, templates TemplateSet, prefix string) err
 	}
 	if hasNUL(s.Template) {
 		v.add(prefix+"template", ruleNUL)
-	} else if !hasTemplate(templates, s.TemplateName()) {
+	} else if t, ok := templates.Get(s.TemplateName()); !ok {
 		v.add(prefix+"template", "unknown template %q; known: %s", s.TemplateName(), strings.Join(templates.Names(), ", "))
+	} else if _, err := t.BuildLimits(*s); err != nil {
+		var le *jobtemplates.LimitError
+		if !errors.As(err, &le) {
+			return fmt.Errorf("resolving the limits of template %s: %w", t.Name, err)
+		}
+		v.add(prefix+le.Field, "%s", le.Rule)
+	}
+	if s.Branch != "" {
+		if rule := checkBranch(s.Branch); rule != "" {
+			v.add(prefix+"branch", "%s", rule)
+		}
+	}
+	switch {
+	case !followup && s.Fallback != schema.FallbackNone:
+		v.add(prefix+"fallback", ruleFallbackBuild)
+	case followup && s.Fallback != schema.FallbackNone && s.Fallback != schema.FallbackFresh:
+		v.add(prefix+"fallback", "must be %q or absent (got %q)", schema.FallbackFresh, s.Fallback)
 	}
 	if len(s.Variables) > MaxVariables {
 		v.add(prefix+"variables", "must have at most %d keys (got %d)", MaxVariables, len(s.Variables))

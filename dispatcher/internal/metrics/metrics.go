@@ -72,6 +72,10 @@ type Metrics struct {
 	provisioned  *prometheus.HistogramVec
 	stepFailures *prometheus.CounterVec
 	stepDuration *prometheus.HistogramVec
+	followups    *prometheus.CounterVec
+	budgetStops  prometheus.Counter
+	keptWork     prometheus.Counter
+	spend        *prometheus.CounterVec
 
 	db *dbCollector
 }
@@ -138,6 +142,14 @@ func New(o Options) (*Metrics, error) {
 		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_provisioning_step_duration_seconds",
 			Help:    "Time of a successful attempt at a managed project's provisioning step, by step.",
 			Buckets: stepBuckets}, []string{"step"}),
+		followups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_followups_total",
+			Help: "Follow-up builds accepted (POST /builds/{taskId}/followups), by fallback (none, fresh)."}, []string{"fallback"}),
+		budgetStops: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_budget_stops_total",
+			Help: "Builds that failed because the agent reached the build's max_budget_usd (reason budget_exceeded)."}),
+		keptWork: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_kept_work_total",
+			Help: "Failed or cancelled builds whose changes the runner kept on a kiln/<task_id> branch (result partial_branch)."}),
+		spend: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_spend_usd_total",
+			Help: "Cost the agents reported, in US dollars, by project id (what monthly budgets count)."}, []string{"project"}),
 	}
 	deadline := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_template_deadline_seconds",
 		Help: "The activeDeadlineSeconds of each job template in the catalog."}, []string{"template"})
@@ -151,7 +163,7 @@ func New(o Options) (*Metrics, error) {
 
 	cs := []prometheus.Collector{m.builds, m.started, m.queueWait, m.run, m.duration, m.launch, m.launchErrors,
 		m.callbacks, m.cost, m.tokens, m.turns, m.httpRequests, m.httpDuration, m.provisioned, m.stepFailures,
-		m.stepDuration, deadline,
+		m.stepDuration, m.followups, m.budgetStops, m.keptWork, m.spend, deadline,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	cs = append(cs, newWorkersCollector(o.Workers))
 	if o.Pool != nil {
@@ -192,6 +204,24 @@ func (m *Metrics) initSeries() {
 		m.stepFailures.WithLabelValues(s)
 		m.stepDuration.WithLabelValues(s)
 	}
+	for _, f := range []schema.Fallback{schema.FallbackNone, schema.FallbackFresh} {
+		m.followups.WithLabelValues(fallbackLabel(f))
+	}
+}
+
+// FallbackNoneLabel is the fallback label of a follow-up without one.
+const FallbackNoneLabel = "none"
+
+func fallbackLabel(f schema.Fallback) string {
+	if f == schema.FallbackFresh {
+		return string(schema.FallbackFresh)
+	}
+	return FallbackNoneLabel
+}
+
+// Followup observes an accepted follow-up (intake.Options.OnFollowup).
+func (m *Metrics) Followup(f schema.Fallback) {
+	m.followups.WithLabelValues(fallbackLabel(f)).Inc()
 }
 
 // Registry is where the metrics live.
@@ -244,10 +274,17 @@ func (m *Metrics) Transition(b *store.Build) {
 		m.queueWait.WithLabelValues(tmpl, outcome).Observe(seconds(end.Sub(b.CreatedAt)))
 	}
 	m.duration.WithLabelValues(tmpl, outcome).Observe(seconds(end.Sub(b.CreatedAt)))
+	if b.Status == schema.StatusFailed && b.Reason == schema.ReasonBudgetExceeded {
+		m.budgetStops.Inc()
+	}
+	if b.Status != schema.StatusCompleted && b.Result != nil && b.Result.PartialBranch != "" {
+		m.keptWork.Inc()
+	}
 	if b.Result != nil && b.Result.Usage != nil {
 		u := b.Result.Usage
 		if u.CostUSD > 0 && !math.IsInf(u.CostUSD, 0) {
 			m.cost.WithLabelValues(tmpl).Add(u.CostUSD)
+			m.spend.WithLabelValues(b.ProjectID).Add(u.CostUSD)
 		}
 		m.tokens.WithLabelValues("input", tmpl).Add(float64(max(u.InputTokens, 0)))
 		m.tokens.WithLabelValues("output", tmpl).Add(float64(max(u.OutputTokens, 0)))

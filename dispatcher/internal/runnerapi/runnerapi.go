@@ -167,7 +167,45 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, schema.RunnerTask{BuildID: b.ID, ProjectID: b.ProjectID, Spec: b.Spec, Status: b.Status, Target: schema.TargetOf(p)})
+	task := schema.RunnerTask{BuildID: b.ID, ProjectID: b.ProjectID, Spec: b.Spec, Status: b.Status, Target: schema.TargetOf(p)}
+	if b.ParentID != "" {
+		parent, err := store.GetBuild(ctx, s.pool, b.ParentID)
+		if err != nil {
+			s.fail(w, r, fmt.Errorf("reading build %s's parent %s: %w", b.ID, b.ParentID, err))
+			return
+		}
+		task.Followup = FollowupOf(parent, b.Spec.Fallback)
+	}
+	writeJSON(w, task)
+}
+
+// FollowupOf is what a follow-up's runner is told of its parent build: the
+// parent's agent session, prompt and output (each cut to
+// schema.FollowupContextBytes, on a rune boundary) and its kept work.
+func FollowupOf(parent *store.Build, fallback schema.Fallback) *schema.FollowupTask {
+	f := &schema.FollowupTask{ParentID: parent.ID, Fallback: fallback,
+		ParentPrompt: cutUTF8(parent.Spec.Prompt, schema.FollowupContextBytes)}
+	if res := parent.Result; res != nil {
+		f.SessionID = res.SessionID
+		f.ParentOutput = cutUTF8(res.Output, schema.FollowupContextBytes)
+		f.PartialBranch, f.PartialCommitSHA = res.PartialBranch, res.PartialCommitSHA
+	}
+	return f
+}
+
+// cutUTF8 returns at most max bytes of s, cut at a rune boundary, with any
+// invalid UTF-8 replaced (stored text is valid already; this keeps the
+// promise whatever the row holds).
+func cutUTF8(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // fail answers err through the edge: not found 404, database unreachable

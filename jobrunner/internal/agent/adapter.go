@@ -25,6 +25,13 @@ type Settings struct {
 	// PermissionMode is the CLI's permission mode. Default "default".
 	// A mode that skips permission checks is refused.
 	PermissionMode string
+	// MaxBudgetUSD caps what the run may spend, in US dollars; 0 means no
+	// cap. The CLI checks it after each turn, so a run can end a little
+	// above it.
+	MaxBudgetUSD float64
+	// Resume continues the agent session with this id (a UUID, from an
+	// earlier run's Outcome.SessionID) instead of starting a new one.
+	Resume string
 }
 
 // DefaultMaxTurns is Settings.MaxTurns when unset.

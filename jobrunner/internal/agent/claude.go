@@ -3,7 +3,10 @@ package agent
 import (
 	"cmp"
 	"fmt"
+	"math"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -34,10 +37,12 @@ func (Claude) NewParser() Parser { return &claudeParser{} }
 //	claude -p --output-format stream-json --verbose
 //	  --allowedTools T... --disallowedTools T...
 //	  --permission-mode MODE --max-turns N [--model M]
+//	  [--max-budget-usd AMOUNT] [--resume SESSION]
 //
 // (each tool its own argument; each list is followed by another flag, so no
 // tool can be taken for a positional argument). It refuses bypassPermissions, a missing
-// prompt or tool list, and tool names that could be read as flags.
+// prompt or tool list, tool names that could be read as flags, a budget
+// that is negative or not a number, and a session id that is not a UUID.
 func (c Claude) Command(s Settings) (Command, error) {
 	mode := cmp.Or(s.PermissionMode, "default")
 	if strings.EqualFold(mode, "bypassPermissions") {
@@ -56,6 +61,12 @@ func (c Claude) Command(s Settings) (Command, error) {
 	}
 	if err := checkArg("model", s.Model); err != nil {
 		return Command{}, err
+	}
+	if s.MaxBudgetUSD < 0 || math.IsNaN(s.MaxBudgetUSD) || math.IsInf(s.MaxBudgetUSD, 0) {
+		return Command{}, fmt.Errorf("max budget usd %v: must be a positive amount (0: no budget): %w", s.MaxBudgetUSD, ErrInvalidSettings)
+	}
+	if s.Resume != "" && !IsSessionID(s.Resume) {
+		return Command{}, fmt.Errorf("resume: session id %q: must be a UUID: %w", s.Resume, ErrInvalidSettings)
 	}
 	allowed, err := toolList("allowed tools", s.AllowedTools)
 	if err != nil {
@@ -85,6 +96,12 @@ func (c Claude) Command(s Settings) (Command, error) {
 	)
 	if s.Model != "" {
 		argv = append(argv, "--model", s.Model)
+	}
+	if s.MaxBudgetUSD > 0 {
+		argv = append(argv, "--max-budget-usd", strconv.FormatFloat(s.MaxBudgetUSD, 'f', -1, 64))
+	}
+	if s.Resume != "" {
+		argv = append(argv, "--resume", s.Resume)
 	}
 
 	for _, a := range argv {
@@ -125,3 +142,10 @@ func checkArg(field, v string) error {
 	}
 	return nil
 }
+
+// sessionIDPattern is a UUID as Claude Code writes session ids (lower-case hex).
+var sessionIDPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// IsSessionID reports whether id is a session id the runner may pass on:
+// a UUID (8-4-4-4-12 hex digits), so it can name neither a flag nor a path.
+func IsSessionID(id string) bool { return sessionIDPattern.MatchString(id) }

@@ -113,19 +113,32 @@ type claudeUsage struct {
 }
 
 type claudeResult struct {
-	Subtype           string          `json:"subtype"`
-	IsError           bool            `json:"is_error"`
-	TerminalReason    string          `json:"terminal_reason"`
-	APIErrorStatus    *int            `json:"api_error_status"`
-	APIErrorType      string          `json:"api_error_type"`
-	SessionID         string          `json:"session_id"`
-	DurationMS        int64           `json:"duration_ms"`
-	NumTurns          int             `json:"num_turns"`
-	Result            string          `json:"result"`
-	TotalCostUSD      float64         `json:"total_cost_usd"`
-	Usage             claudeUsage     `json:"usage"`
-	PermissionDenials []claudeDenial  `json:"permission_denials"`
-	Errors            json.RawMessage `json:"errors"`
+	Subtype        string      `json:"subtype"`
+	IsError        bool        `json:"is_error"`
+	TerminalReason string      `json:"terminal_reason"`
+	APIErrorStatus *int        `json:"api_error_status"`
+	APIErrorType   string      `json:"api_error_type"`
+	SessionID      string      `json:"session_id"`
+	DurationMS     int64       `json:"duration_ms"`
+	NumTurns       int         `json:"num_turns"`
+	Result         string      `json:"result"`
+	TotalCostUSD   float64     `json:"total_cost_usd"`
+	Usage          claudeUsage `json:"usage"`
+	// SinceLastResult is this run's own usage by model. A resumed session's
+	// total_cost_usd and modelUsage are the session's (its earlier runs
+	// included); this is not.
+	SinceLastResult   map[string]claudeModelUsage `json:"model_usage_since_last_result"`
+	PermissionDenials []claudeDenial              `json:"permission_denials"`
+	Errors            json.RawMessage             `json:"errors"`
+}
+
+// claudeModelUsage is a result's usage of one model.
+type claudeModelUsage struct {
+	CostUSD                  float64 `json:"costUSD"`
+	InputTokens              int64   `json:"inputTokens"`
+	OutputTokens             int64   `json:"outputTokens"`
+	CacheReadInputTokens     int64   `json:"cacheReadInputTokens"`
+	CacheCreationInputTokens int64   `json:"cacheCreationInputTokens"`
 }
 
 type claudeDenial struct {
@@ -363,14 +376,7 @@ func (p *claudeParser) final() *Final {
 	if r.APIErrorStatus != nil {
 		f.APIStatus = *r.APIErrorStatus
 	}
-	f.Usage = Usage{
-		InputTokens:              r.Usage.InputTokens,
-		OutputTokens:             r.Usage.OutputTokens,
-		CacheCreationInputTokens: r.Usage.CacheCreationInputTokens,
-		CacheReadInputTokens:     r.Usage.CacheReadInputTokens,
-		Turns:                    r.NumTurns,
-		CostUSD:                  r.TotalCostUSD,
-	}
+	f.Usage = runUsage(r)
 	for _, d := range r.PermissionDenials {
 		pd := PermissionDenial{ToolName: d.ToolName, ToolUseID: d.ToolUseID, Input: compactJSON(d.ToolInput)}
 		for _, seen := range p.denials {
@@ -395,6 +401,38 @@ func (p *claudeParser) final() *Final {
 	return f
 }
 
+// runUsage is the run's own accounting from its result.
+// model_usage_since_last_result is preferred: it is the run's own and
+// whole, while 2.1.328's usage leaves out the turn a budget stop came after
+// (all zero when that was the first) and a resumed session's
+// total_cost_usd and modelUsage count its earlier runs too. Without it, the
+// usage, and total_cost_usd unless the usage is all zero (no turn was
+// answered: a resumed session's total would be its earlier runs' cost).
+func runUsage(r *claudeResult) Usage {
+	if len(r.SinceLastResult) == 0 {
+		u := Usage{
+			InputTokens:              r.Usage.InputTokens,
+			OutputTokens:             r.Usage.OutputTokens,
+			CacheCreationInputTokens: r.Usage.CacheCreationInputTokens,
+			CacheReadInputTokens:     r.Usage.CacheReadInputTokens,
+			Turns:                    r.NumTurns,
+		}
+		if r.Usage != (claudeUsage{}) {
+			u.CostUSD = r.TotalCostUSD
+		}
+		return u
+	}
+	u := Usage{Turns: r.NumTurns}
+	for _, m := range r.SinceLastResult {
+		u.InputTokens += m.InputTokens
+		u.OutputTokens += m.OutputTokens
+		u.CacheCreationInputTokens += m.CacheCreationInputTokens
+		u.CacheReadInputTokens += m.CacheReadInputTokens
+		u.CostUSD += m.CostUSD
+	}
+	return u
+}
+
 // messageUsage sums the usage of the model's messages: the accounting of a
 // run that ended without a result. Claude Code prints a message's usage as
 // the message started, so output tokens are undercounted (each message's
@@ -413,6 +451,40 @@ func (p *claudeParser) messageUsage() Usage {
 // maxTurnsError is how Claude Code names the configured limit in errors[].
 var maxTurnsError = regexp.MustCompile(`maximum number of turns \((\d+)\)`)
 
+// maxBudgetError is how Claude Code names the configured budget in errors[]:
+// "Reached maximum budget ($0.05)".
+var maxBudgetError = regexp.MustCompile(`maximum budget \(\$([0-9.]+)\)`)
+
+// budgetStopped is the error of a run stopped by its budget: the cap (from
+// errors[], as the CLI was given it), what the run spent and in how many turns.
+func budgetStopped(errs []string, spent float64, turns int) string {
+	limit := "its budget"
+	for _, e := range errs {
+		if m := maxBudgetError.FindStringSubmatch(e); m != nil {
+			limit = "the build's budget of $" + m[1]
+			if v, err := strconv.ParseFloat(m[1], 64); err == nil {
+				limit = "the build's budget of " + USD(v)
+			}
+		}
+	}
+	noun := "turns"
+	if turns == 1 {
+		noun = "turn"
+	}
+	return fmt.Sprintf("the agent was stopped by %s after spending %s in %d %s", limit, USD(spent), turns, noun)
+}
+
+// USD formats an amount of dollars for people: "$0.12", "$0.0712", at
+// most four decimals, at least two.
+func USD(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 4, 64)
+	s = strings.TrimRight(s, "0")
+	if i := strings.IndexByte(s, '.'); i >= 0 && len(s)-i < 3 {
+		s += strings.Repeat("0", 3-(len(s)-i))
+	}
+	return "$" + s
+}
+
 // claudeFailure says why a result that is no success failed. retries
 // counts the api_retry lines of the failed call.
 func claudeFailure(r *claudeResult, status, retries int) (schema.Reason, string) {
@@ -428,6 +500,8 @@ func claudeFailure(r *claudeResult, status, retries int) (schema.Reason, string)
 		return schema.ReasonAgentBadRequest, apiFailureText(status, r.APIErrorType, detail, retries)
 	case status != 0 || r.TerminalReason == "api_error":
 		return apiReason(status), apiFailureText(status, r.APIErrorType, detail, retries)
+	case r.Subtype == SubtypeMaxBudget || r.TerminalReason == "budget_exhausted":
+		return schema.ReasonBudgetExceeded, bounded(budgetStopped(errs, runUsage(r).CostUSD, r.NumTurns))
 	case r.Subtype == SubtypeMaxTurns || r.TerminalReason == "max_turns":
 		// errors[] says "Reached maximum number of turns (N)" with the
 		// configured N; num_turns is N+1.

@@ -283,3 +283,20 @@ func checkInvariants(t testing.TB, events []Event) {
 		t.Fatal("outcome: success although the agent pushed")
 	}
 }
+
+func TestBudgetStopped(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		errs  []string
+		spent float64
+		turns int
+		want  string
+	}{
+		{[]string{"Reached maximum budget ($0.05)"}, 0.0712, 3, "the agent was stopped by the build's budget of $0.05 after spending $0.0712 in 3 turns"},
+		{[]string{"Reached maximum budget ($2)"}, 2.5, 1, "the agent was stopped by the build's budget of $2.00 after spending $2.50 in 1 turn"},
+		{nil, 0.12, 2, "the agent was stopped by its budget after spending $0.12 in 2 turns"},
+		{[]string{"something else"}, 0, 0, "the agent was stopped by its budget after spending $0.00 in 0 turns"},
+	} {
+		require.Equal(t, tt.want, budgetStopped(tt.errs, tt.spent, tt.turns))
+	}
+}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -83,6 +84,13 @@ func TestClaudeCommandRefuses(t *testing.T) {
 		{"newline in tool", func(s *Settings) { s.AllowedTools = []string{"Read\nEdit"} }, false, "control characters"},
 		{"NUL in model", func(s *Settings) { s.Model = "a\x00b" }, false, "control characters"},
 		{"negative turns", func(s *Settings) { s.MaxTurns = -1 }, false, "must be positive"},
+		{"negative budget", func(s *Settings) { s.MaxBudgetUSD = -0.5 }, false, "max budget usd -0.5: must be a positive amount"},
+		{"NaN budget", func(s *Settings) { s.MaxBudgetUSD = math.NaN() }, false, "max budget usd NaN"},
+		{"infinite budget", func(s *Settings) { s.MaxBudgetUSD = math.Inf(1) }, false, "max budget usd"},
+		{"session id as a flag", func(s *Settings) { s.Resume = "--dangerously-skip-permissions" }, false, "resume: session id \"--dangerously-skip-permissions\": must be a UUID"},
+		{"session id as a path", func(s *Settings) { s.Resume = "../../etc/passwd" }, false, "resume: session id"},
+		{"session id too short", func(s *Settings) { s.Resume = "74b6ee36-b528-4614-a326-fdfaef4ea09" }, false, "must be a UUID"},
+		{"session id with a newline", func(s *Settings) { s.Resume = "74b6ee36-b528-4614-a326-fdfaef4ea09e\n" }, false, "must be a UUID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,5 +120,46 @@ func TestClaudeCommandNeverSkipsPermissions(t *testing.T) {
 			require.NotEqual(t, "bypassPermissions", a)
 		}
 		require.Subset(t, cmd.Argv, ClaudeAlwaysDisallowed)
+	}
+}
+
+func TestClaudeCommandBudgetAndResume(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		budget float64
+		resume string
+		tail   []string
+	}{
+		{"neither", 0, "", nil},
+		{"budget", 0.05, "", []string{"--max-budget-usd", "0.05"}},
+		{"whole dollars", 2, "", []string{"--max-budget-usd", "2"}},
+		{"resume", 0, "74b6ee36-b528-4614-a326-fdfaef4ea09e", []string{"--resume", "74b6ee36-b528-4614-a326-fdfaef4ea09e"}},
+		{"both", 1.25, "A64E31E0-5D55-4BCA-8670-A265630B8FAF", []string{"--max-budget-usd", "1.25", "--resume", "A64E31E0-5D55-4BCA-8670-A265630B8FAF"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cmd, err := Claude{}.Command(Settings{Prompt: "p", AllowedTools: []string{"Read"}, MaxTurns: 5, MaxBudgetUSD: tt.budget, Resume: tt.resume})
+			require.NoError(t, err)
+			want := append([]string{
+				"claude", "-p", "--output-format", "stream-json", "--verbose",
+				"--allowedTools", "Read", "--disallowedTools", "Bash(git commit:*)", "Bash(git push:*)",
+				"--permission-mode", "default", "--max-turns", "5",
+			}, tt.tail...)
+			if diff := cmp.Diff(want, cmd.Argv); diff != "" {
+				t.Errorf("argv (-want +got):\n%s", diff)
+			}
+			require.Equal(t, "p", string(cmd.Stdin), "a resumed run's prompt still goes on stdin")
+		})
+	}
+}
+
+func TestUSD(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[float64]string{
+		0: "$0.00", 0.12: "$0.12", 0.0712: "$0.0712", 0.24059999999999998: "$0.2406", 5: "$5.00", 0.00004: "$0.00", 1.5: "$1.50",
+	} {
+		require.Equal(t, want, USD(v), "%v", v)
 	}
 }

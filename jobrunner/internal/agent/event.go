@@ -149,9 +149,11 @@ type Final struct {
 	// Error explains a failure in one line; empty on success.
 	Error string
 	// Result is the agent's final text, whole.
-	Result       string
-	IsError      bool
-	NumTurns     int
+	Result   string
+	IsError  bool
+	NumTurns int
+	// TotalCostUSD is the agent's total: for a resumed Claude Code session,
+	// its earlier runs' cost too. Usage.CostUSD is the run's own.
 	TotalCostUSD float64
 	DurationMS   int64
 	// Usage is the result's; without a result, the sum over the agent's

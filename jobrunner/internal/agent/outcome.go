@@ -11,6 +11,10 @@ import (
 // SubtypeMaxTurns is the result subtype of a run stopped at its maximum number of turns.
 const SubtypeMaxTurns = "error_max_turns"
 
+// SubtypeMaxBudget is the result subtype of a run stopped by --max-budget-usd
+// (its terminal_reason is "budget_exhausted").
+const SubtypeMaxBudget = "error_max_budget_usd"
+
 // MaxOutputBytes bounds Outcome.Output (BuildResult.output). The whole text
 // stays in the run's events.
 const MaxOutputBytes = 64 << 10
@@ -33,7 +37,7 @@ type Outcome struct {
 	// Reason is why a failed run failed; set for every failure, empty on success:
 	// agent_auth (API status 401, 403), agent_bad_request (400, a prompt too
 	// long), agent_unavailable (429, 5xx, 529, no answer: a lost connection,
-	// a timeout), max_turns, agent_pushed (the agent pushed itself on an
+	// a timeout), max_turns, budget_exceeded, agent_pushed (the agent pushed itself on an
 	// otherwise successful run), agent_error (anything else, a stream
 	// without a result).
 	Reason schema.Reason
@@ -150,7 +154,7 @@ func (r *Recorder) Outcome() Outcome {
 		AgentPushed:       f.AgentPushed || r.pushed != "",
 		SessionID:         cmp.Or(f.SessionID, r.sessionID),
 		APIStatus:         f.APIStatus,
-		CostUSD:           f.TotalCostUSD,
+		CostUSD:           f.Usage.CostUSD,
 		Turns:             f.Usage.Turns,
 		InputTokens:       f.Usage.TotalInputTokens(),
 		OutputTokens:      f.Usage.OutputTokens,

@@ -53,6 +53,9 @@ func TestRecordedOutcomes(t *testing.T) {
 		// Run with --max-turns 2: the CLI says num_turns 3, Kiln names the configured limit.
 		{file: "max-turns", reason: schema.ReasonMaxTurns, turns: 3, minTokens: 1,
 			errHas: []string{"maximum number of turns (2)"}, denials: []denial{{"Bash", "npm test"}}},
+		// --max-budget-usd 0.05, a first turn priced at $0.12: stopped after it.
+		{file: "max-budget", reason: schema.ReasonBudgetExceeded, turns: 1, minTokens: 20000,
+			errHas: []string{"the agent was stopped by the build's budget of $0.05 after spending $0.12 in 1 turn"}},
 		// SIGTERM mid-run: no result line; the tokens of the turn made are still counted.
 		{file: "cancelled", reason: schema.ReasonAgentError, turns: 1, minTokens: 1,
 			errHas: []string{NoResultMessage}},

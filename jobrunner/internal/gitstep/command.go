@@ -34,6 +34,10 @@ type Options struct {
 	Remote string
 	// Branch is the remote branch to push to. Required with AutoPush.
 	Branch string
+	// ReviewBranch, when set, is the branch to commit to and push instead
+	// of Branch (which then stays untouched, local and remote). See
+	// CheckReviewBranch for the names it may have.
+	ReviewBranch string
 	// Subject is the commit's first line. Default "Kiln build <BuildID>".
 	Subject string
 	// Body is an optional commit message body, before the trailer.
@@ -67,6 +71,11 @@ func (o Options) validate() error {
 			bad("author email", "must be an email address")
 		} else if hasControl(o.AuthorEmail) || strings.ContainsAny(o.AuthorEmail, "<> ") {
 			bad("author email", "must not contain spaces, control characters or '<' '>'")
+		}
+	}
+	if o.ReviewBranch != "" {
+		if err := CheckReviewBranch(o.ReviewBranch, o.Branch); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if o.AutoCommit && o.AutoPush {

@@ -12,6 +12,31 @@
 // Kiln-Build-Id trailer), and pushes the commit to the project's branch —
 // never with force.
 //
+// Two other ways to commit leave the branch checked out alone.
+// Step.CommitBranch commits the working tree as it is (ignored files aside)
+// on top of HEAD to another branch through a temporary index — neither the
+// working tree, nor the index, nor HEAD, nor the project's branch changes —
+// and Step.PushBranch pushes that commit to the same branch of the remote,
+// never with force. The runner uses them for a review branch (Options.
+// ReviewBranch: the build's commit goes there, from the project branch's
+// head, and is pushed there instead) and for kept work: a build that failed
+// or was cancelled after its agent changed files has those changes
+// committed to kiln/<build id>. Either way the workspace is left as the
+// agent left it, and CommitBranch records that state (git config
+// kiln.kept: its tree and the branch): the next build's Prepare, finding
+// the working tree still in that state and the branch still there, resets
+// it without keeping it a second time on a leftovers ref
+// (Workspace.AlreadyKept). A state that changed since, or whose branch is
+// gone, is kept on the leftovers ref as any other.
+//
+// Step.ApplyKept starts a follow-up from the kept work of the build it
+// follows: right after Prepare it puts that commit's changes into the clean
+// working tree as uncommitted changes on the project branch's head (the
+// commit's tree when the head has not moved, else a three-way merge with
+// `git merge-tree`), fetching the kept branch from the remote when the
+// workspace lacks the commit. It refuses kept work that is gone or
+// conflicts with the head, and then leaves the working tree clean.
+//
 // It is built from pure pieces (ParseStatus, CommitCommand, PushCommand,
 // ClassifyPush) joined by Step's methods, which execute git through a
 // one-method Runner. LocalRunner runs git on this machine (tests, local

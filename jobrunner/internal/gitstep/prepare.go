@@ -51,6 +51,10 @@ type Workspace struct {
 	// Leftovers is what an earlier build left, now kept on a ref; nil when
 	// the workspace was already clean.
 	Leftovers *Leftovers
+	// AlreadyKept is the ref that already held the working tree's state
+	// (KeptConfigKey: an earlier build's kept work or review branch), so
+	// Prepare reset it without keeping it again; empty otherwise.
+	AlreadyKept string
 }
 
 // Leftovers describes what Prepare kept.
@@ -91,6 +95,11 @@ var ErrNotClean = errors.New("the workspace is not clean after the reset")
 //     there, and remove untracked files (`clean -d --force`);
 //  5. check that the status is empty, and record BuildID.
 //
+// A working tree whose state an earlier build already committed to a branch
+// (its kept work or review branch: KeptConfigKey, written by CommitBranch
+// and ApplyKept) is reset in step 4 without being kept again in step 3;
+// Workspace.AlreadyKept names that branch.
+//
 // Ignored files (dependency folders, caches, build outputs) are neither
 // saved nor removed. Untracked nested repositories are left alone too, and
 // then make the status check fail with ErrNotClean.
@@ -106,6 +115,11 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		return Workspace{}, err
 	}
 	prev := strings.TrimSpace(string(out))
+	out, _, err = run("reading the kept state", g("config", "--local", "--get", KeptConfigKey), nil, 1)
+	if err != nil {
+		return Workspace{}, err
+	}
+	kept := strings.TrimSpace(string(out))
 	head, err := rev("reading HEAD", "HEAD")
 	if err != nil {
 		return Workspace{}, err
@@ -167,6 +181,19 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		ahead = append(ahead, c)
 	}
 
+	if len(changes) > 0 && len(ahead) == 0 && kept != "" {
+		// What the last build left may be safe on a branch already.
+		tree, _, err := c.snapshot("checking the kept state", head, "kiln-leftovers.index")
+		if err != nil {
+			return Workspace{}, err
+		}
+		if ws.AlreadyKept, err = c.alreadyKept(kept, tree); err != nil {
+			return Workspace{}, err
+		}
+		if ws.AlreadyKept != "" {
+			changes = nil
+		}
+	}
 	if len(changes) > 0 || len(ahead) > 0 {
 		lo, err := o.keep(c, prev, head, changes, ahead)
 		if err != nil {
@@ -175,7 +202,7 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		ws.Leftovers = lo
 	}
 
-	if ws.Leftovers == nil && head == ws.Head {
+	if ws.Leftovers == nil && ws.AlreadyKept == "" && head == ws.Head {
 		// Already clean and at the head: only the branch may need checking out.
 		out, _, err := run("reading the branch", g("symbolic-ref", "--quiet", "HEAD"), nil, 1)
 		if err != nil {
@@ -183,7 +210,7 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		}
 		if o.Branch == "" || strings.TrimSpace(string(out)) == "refs/heads/"+o.Branch {
 			ws.Branch = o.Branch
-			return ws, o.record(c)
+			return ws, o.record(c, kept)
 		}
 	}
 	switch {
@@ -215,11 +242,17 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		}
 		return Workspace{}, fmt.Errorf("%w: %s", ErrNotClean, strings.Join(FilesChanged(left), ", "))
 	}
-	return ws, o.record(c)
+	return ws, o.record(c, kept)
 }
 
-// record writes BuildID to the repository's configuration.
-func (o PrepareOptions) record(c commands) error {
+// record writes BuildID to the repository's configuration, and removes the
+// kept state (KeptConfigKey) the last build recorded, when there is one.
+func (o PrepareOptions) record(c commands, kept string) error {
+	if kept != "" {
+		if _, _, err := c.run("forgetting the kept state", c.git("config", "--local", "--unset-all", KeptConfigKey), nil, 5); err != nil {
+			return err
+		}
+	}
 	_, _, err := c.run("recording the build", c.git("config", "--local", BuildConfigKey, o.BuildID), nil)
 	return err
 }

@@ -15,6 +15,9 @@ type Result struct {
 	Changes []Change
 	// CommitSHA is the commit the step made; empty when it made none.
 	CommitSHA string
+	// Branch is the review branch CommitSHA is on (Options.ReviewBranch);
+	// empty when the step committed to the branch checked out.
+	Branch string
 	// Pushed reports that the remote branch now points at CommitSHA.
 	Pushed bool
 }
@@ -51,7 +54,9 @@ func (e *CommandError) dir() string {
 }
 
 // Run lists the changes in the working tree and, as opts ask, commits and
-// pushes them. With AutoCommit everything is staged first (`git add -A`),
+// pushes them. With a ReviewBranch the commit goes to that branch, made
+// from HEAD without a checkout (see CommitBranch), and is pushed there; the
+// branch checked out and its remote branch are not touched. With AutoCommit everything is staged first (`git add -A`),
 // so renames are seen as renames; without it the index is left alone and a
 // rename shows as its two paths (deleted and untracked).
 //
@@ -63,6 +68,9 @@ func (Step) Run(ctx context.Context, r Runner, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	run := commands{ctx: ctx, r: r, dir: opts.Dir}.run
+	if opts.ReviewBranch != "" && opts.AutoCommit {
+		return runOnBranch(ctx, r, opts)
+	}
 
 	if opts.AutoCommit {
 		if _, _, err := run("staging changes", opts.git("add", "-A"), nil); err != nil {
@@ -112,6 +120,31 @@ func (Step) Run(ctx context.Context, r Runner, opts Options) (Result, error) {
 	}
 	if code != 0 {
 		return res, ClassifyPush(opts.Remote, opts.Branch, opts.Credentials.Scrub(stderr))
+	}
+	res.Pushed = true
+	return res, nil
+}
+
+// runOnBranch commits the changes to opts.ReviewBranch, made from HEAD
+// (CommitBranch: the branch checked out, its index and the working tree
+// stay as they are), and pushes it there with AutoPush.
+func runOnBranch(ctx context.Context, r Runner, opts Options) (Result, error) {
+	bc, err := Step{}.CommitBranch(ctx, r, BranchOptions{Dir: opts.Dir, BuildID: opts.BuildID, Branch: opts.ReviewBranch,
+		AuthorName: opts.AuthorName, AuthorEmail: opts.AuthorEmail, Subject: opts.Subject, Body: opts.Body})
+	res := Result{FilesChanged: bc.Files, CommitSHA: bc.Commit}
+	if res.FilesChanged == nil {
+		res.FilesChanged = []string{}
+	}
+	if err != nil || bc.Commit == "" {
+		return res, err
+	}
+	res.Branch = opts.ReviewBranch
+	if !opts.AutoPush {
+		return res, nil
+	}
+	if err := (Step{}).PushBranch(ctx, r, PushBranchOptions{Dir: opts.Dir, Remote: opts.Remote, Branch: opts.ReviewBranch,
+		Commit: bc.Commit, Credentials: opts.Credentials}); err != nil {
+		return res, err
 	}
 	res.Pushed = true
 	return res, nil

@@ -91,8 +91,9 @@ func New(cfg Config, disp Dispatcher, kube kubernetes.Interface, exec podexec.Ex
 }
 
 // Run runs the build and reports its result. ctx ending means SIGTERM: the
-// agent is stopped, git is skipped and a cancelled result is reported
-// within the grace period.
+// agent is stopped, what it changed is kept on the build's kept-work branch
+// (keepWork, bounded by the grace period) and a cancelled result is
+// reported within the grace period.
 func (r *Runner) Run(ctx context.Context) Outcome {
 	start := r.now()
 	stop := context.AfterFunc(ctx, r.markStopped)
@@ -242,12 +243,23 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	if err != nil {
 		return failed(schema.ReasonWorkspace, "%v", err)
 	}
+	reviewBranch, err := r.checkReviewBranch(ctx, pod, task.Spec, buildID, t)
+	if err != nil {
+		return failed(schema.ReasonGit, "%v", err)
+	}
 	if err := r.prepareWorkspace(ctx, pod, buildID, t, creds); err != nil {
 		if ctx.Err() != nil {
 			return cancelled(errSignalled, agent.Outcome{})
 		}
 		return failed(schema.ReasonWorkspace, "preparing the workspace: %v", err)
 	}
+	if err := r.applyKeptWork(ctx, pod, task.Followup, t, creds); err != nil {
+		if ctx.Err() != nil {
+			return cancelled(errSignalled, agent.Outcome{})
+		}
+		return failed(schema.ReasonWorkspace, "%v", err)
+	}
+	keep := keepInput{buildID: buildID, target: t, spec: task.Spec, creds: creds}
 	r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
 
 	run := r.runAgent(ctx, start, ctr, t.Workdir, adapter, cmd)
@@ -271,6 +283,9 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 				res.Error = joinMsg(res.Error, "the agent had pushed to a remote itself")
 			}
 		}
+		if shouldKeep(res, run.outcome.AgentPushed) {
+			r.keepWork(ctx, pod, keep, &res)
+		}
 		return res
 	}
 	var res schema.BuildResult
@@ -280,6 +295,9 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		// The exec itself broke (pod gone, API unreachable): git would fail the same way.
 		res.Success, res.Reason = false, schema.ReasonWorkspace
 		res.Error = joinMsg(res.Error, fmt.Sprintf("running the agent: %v", run.err))
+		if shouldKeep(res, run.outcome.AgentPushed) {
+			r.keepWork(ctx, pod, keep, &res)
+		}
 		return res
 	case run.exitCode != 0:
 		msg := fmt.Sprintf("agent exited with code %d", run.exitCode)
@@ -304,19 +322,25 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		r.event(schema.LogPayload{Level: schema.LogWarn, Message: s})
 	}
 
-	// The git step. A failed agent's changes (and any change of an agent
-	// that pushed) are listed, not committed.
+	// The git step. A failed agent's changes are listed, then kept on the
+	// build's kept-work branch; an agent that pushed gets nothing committed.
 	gitCtx, cancel := context.WithTimeout(ctx, r.cfg.GitTimeout)
 	defer cancel()
 	opts := gitstep.Options{
 		Dir: t.Workdir, BuildID: buildID, AutoCommit: task.Spec.AutoCommit && res.Success,
 		AutoPush: task.Spec.AutoPush && res.Success, AuthorName: t.AuthorName, AuthorEmail: t.AuthorEmail,
-		Remote: t.GitRemote, Branch: t.GitBranch, Body: commitBody(task.Spec.Prompt), Credentials: creds,
+		Remote: t.GitRemote, Branch: t.GitBranch, ReviewBranch: reviewBranch, Body: commitBody(task.Spec.Prompt),
+		Credentials: creds,
 	}
 	g, gerr := gitstep.Step{}.Run(gitCtx, pod, opts)
-	res.FilesChanged, res.CommitSHA = g.FilesChanged, g.CommitSHA
+	res.FilesChanged, res.CommitSHA, res.Branch = g.FilesChanged, g.CommitSHA, g.Branch
+	if gerr == nil && len(g.FilesChanged) > 0 && shouldKeep(res, run.outcome.AgentPushed) {
+		// A failed build's changes go to its kept-work branch (one git event says so).
+		r.keepWork(ctx, pod, keep, &res)
+		return res
+	}
 	r.event(schema.GitPayload{FilesChanged: g.FilesChanged, CommitSHA: g.CommitSHA, Pushed: g.Pushed,
-		Committed: g.CommitSHA != "", Error: errString(gerr)})
+		Committed: g.CommitSHA != "", Branch: g.Branch, Error: errString(gerr)})
 	if gerr == nil && res.Success {
 		arts, skipped, err := r.artifacts(gitCtx, ctr, t.Workdir, r.cfg.Runner.Artifacts)
 		if err != nil {

@@ -98,6 +98,12 @@ func logLine(q messagesapi.Request) string {
 		if len(q.ToolResults) > 0 {
 			line += fmt.Sprintf(" tool_results=%d", len(q.ToolResults))
 		}
+		if q.Earlier > 0 {
+			line += fmt.Sprintf(" resumed earlier_turns=%d", q.Earlier)
+		}
+		if len(q.Missing) > 0 {
+			line += fmt.Sprintf(" missing=%q", q.Missing)
+		}
 	}
 	if q.Stalled {
 		line += " stalled"

@@ -128,6 +128,9 @@ func record(bin, out string, sc scenario) error {
 	args = append(args, "--disallowedTools")
 	args = append(args, append(slices.Clone(sc.disallowed), "Bash(git commit:*)", "Bash(git push:*)")...)
 	args = append(args, "--permission-mode", "default", "--max-turns", fmt.Sprint(sc.maxTurns))
+	if sc.maxBudget > 0 {
+		args = append(args, "--max-budget-usd", fmt.Sprint(sc.maxBudget))
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = rec.dir
 	cmd.Env = append(append([]string{"PATH=" + os.Getenv("PATH"), "LANG=C.UTF-8", "TZ=UTC"}, gitEnv...),

@@ -23,7 +23,9 @@ type scenario struct {
 	allowed    []string
 	disallowed []string
 	maxTurns   int
-	env        []string
+	// maxBudget, when > 0, is passed as --max-budget-usd.
+	maxBudget float64
+	env       []string
 	// remote gives the repository a bare origin it can push to.
 	remote bool
 	// cancelWhenStalled sends SIGTERM once the stand-in stalls a request.
@@ -156,6 +158,22 @@ var scenarios = []scenario{
 		allowed:  []string{"Read", "Edit"},
 		maxTurns: 2,
 		check:    all(exitCode("1"), resultIs("subtype", "error_max_turns"), resultIs("num_turns", 3.0), denied("Bash", "npm test")),
+	},
+	{
+		// --max-budget-usd 0.05 and a first turn the CLI prices at $0.12: the
+		// CLI stops after it, before running its tool.
+		name:   "max-budget",
+		prompt: "Make the test suite pass.\n",
+		script: messagesapi.Script{Name: "max-budget", Turns: []messagesapi.Turn{
+			{Text: "I'll read the README first.", Tools: tool("Read", map[string]any{"file_path": "README.md"}), Usage: messagesapi.BigUsage},
+			{Tools: tool("Edit", editHeading), Usage: messagesapi.BigUsage},
+			{Text: "Done."},
+		}},
+		allowed:   []string{"Read", "Edit"},
+		maxTurns:  10,
+		maxBudget: 0.05,
+		check: all(exitCode("1"), resultIs("subtype", "error_max_budget_usd"), resultIs("terminal_reason", "budget_exhausted"),
+			resultIs("total_cost_usd", 0.12)),
 	},
 	{
 		name:   "big-tool-result",
