@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,9 +35,31 @@ import (
 type fuEnv struct {
 	*wsEnv
 	d     *dispatcher
-	model *messagesapi.Server
 	p     schema.Project
 	fetch string // a bare repository the test fetches the remote's branches into
+
+	// model is the stand-in Messages API the CLI reaches (through a fixed
+	// URL in the workspace's environment); each subtest gets a fresh one,
+	// so a script one subtest left unused cannot answer another's agent.
+	mu    sync.Mutex
+	model *messagesapi.Server
+}
+
+// serveModel forwards a request to the current stand-in.
+func (f *fuEnv) serveModel(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	m := f.model
+	f.mu.Unlock()
+	m.ServeHTTP(w, r)
+}
+
+// freshModel gives the agent a new stand-in and returns it.
+func (f *fuEnv) freshModel() *messagesapi.Server {
+	m := messagesapi.New()
+	f.mu.Lock()
+	f.model = m
+	f.mu.Unlock()
+	return m
 }
 
 // cappedMonthlyUSD is the monthly cap of the "capped" template.
@@ -45,12 +69,15 @@ func newFollowupEnv(t *testing.T) *fuEnv {
 	t.Helper()
 	e := newWorkspaceEnv(t, false, "KILN_RUNNER_IMAGE="+harness.ImageRunner)
 	require.NoError(t, writeTemplateVariant(e.env, "capped", "  monthlyBudgetUSD: 0", fmt.Sprintf("  monthlyBudgetUSD: %d", cappedMonthlyUSD)))
-	f := &fuEnv{wsEnv: e, d: e.start(), model: messagesapi.Start(t), fetch: t.TempDir()}
+	f := &fuEnv{wsEnv: e, d: e.start(), fetch: t.TempDir()}
+	f.freshModel()
+	front := httptest.NewServer(http.HandlerFunc(f.serveModel))
+	t.Cleanup(front.Close)
 	in := e.managedInput(projectName("wsfu"), e.token)
 	in.AuthorName, in.AuthorEmail = "Kiln Bot", "bot@kiln.example"
 	in.Workspace.Env["PATH"] = runnerBins.AgentDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	in.Workspace.Env["GIT_CONFIG_NOSYSTEM"] = "1"
-	for _, kv := range messagesapi.CLIEnv(f.model.URL(), "") {
+	for _, kv := range messagesapi.CLIEnv(front.URL, "") {
 		if k, v, _ := strings.Cut(kv, "="); k != "HOME" {
 			in.Workspace.Env[k] = v
 		}
@@ -138,7 +165,10 @@ func (f *fuEnv) remoteFile(t *testing.T, branch, path string) (content string, o
 // sessions when sid is empty) that arrived after since.
 func (f *fuEnv) turns(sid string, since time.Time) []messagesapi.Request {
 	var out []messagesapi.Request
-	for _, r := range f.model.Requests() {
+	f.mu.Lock()
+	m := f.model
+	f.mu.Unlock()
+	for _, r := range m.Requests() {
 		if r.Kind == "turn" && !r.Time.Before(since) && (sid == "" || r.SessionID == sid) {
 			out = append(out, r)
 		}
@@ -190,6 +220,7 @@ func TestFollowups(t *testing.T) {
 	run := func(name string, fn func(t *testing.T)) {
 		t.Run(name, func(st *testing.T) {
 			f.t = st
+			f.freshModel()
 			defer func() { f.t = t }()
 			fn(st)
 		})
