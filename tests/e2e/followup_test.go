@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
 	"github.com/kilnbuild/kiln/tests/kbtest"
@@ -283,12 +284,47 @@ func TestFollowups(t *testing.T) {
 			assert.True(t, ok, "%s is on the project branch", name)
 		}
 
-		// A follow-up of no build is 404; one without a prompt 422.
+		// A follow-up of no build is 404, and so is one of a build the
+		// token may not see (another project's token); one without a
+		// prompt is 422.
 		code, body := f.followup("00000000-0000-7000-8000-000000000000", schema.BuildSpec{Prompt: "x"})
 		assert.Equal(t, http.StatusNotFound, code, "%s", body)
+		other := f.project(f.d, "other-"+randHex(3), 1)
+		tok := strings.TrimSpace(f.run("token", "create", "--name", "other-bot", "--project", other.Name))
+		foreign := &client.Client{BaseURL: f.d.url, Token: tok}
+		_, err := foreign.Get(context.Background(), first.ID)
+		require.Error(t, err, "another project's token sees the build")
+		req, err := http.NewRequest(http.MethodPost, f.d.url+"/builds/"+first.ID+"/followups", strings.NewReader(`{"prompt":"x"}`))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusNotFound, res.StatusCode, "a follow-up of another project's build")
 		code, body = f.followup(first.ID, schema.BuildSpec{})
 		assert.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
 		assert.Contains(t, string(body), "prompt")
+	})
+
+	// A follow-up of a build that has not ended is refused (409) and makes
+	// no build: the parent's agent is held waiting for the model meanwhile.
+	run("unfinished parent", func(t *testing.T) {
+		f.model.Enqueue(messagesapi.Script{Name: "slow", Turns: []messagesapi.Turn{{Text: "slowly done", Stall: 2 * time.Second}}})
+		id := f.submit(f.d, f.p.ID, schema.BuildSpec{Prompt: "Take your time."})
+		kbtest.WaitFor(t, 90*time.Second, "the agent to wait for the model", func(context.Context) (bool, error) {
+			for _, r := range f.model.Requests() {
+				if r.Stalled && r.InFlight {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		code, body := f.followup(id, schema.BuildSpec{Prompt: "too soon"})
+		assert.Equal(t, http.StatusConflict, code, "%s", body)
+		assert.Contains(t, string(body), "running")
+		completed(t, f.wait(id))
+		assert.Empty(t, f.get(f.d, id).Followups)
 	})
 
 	// A review branch: the commit goes to review/<id> on the remote; the
