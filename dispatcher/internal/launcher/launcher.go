@@ -1,8 +1,10 @@
 // Package launcher turns a pending build into a running one: it decides
 // whether capacity allows it (a global maximum, a per-project maximum, FIFO
-// within a project), renders the build's Job and Secret with jobtemplates and
-// creates them. It is called by the River dispatch worker; tracking the Job
-// afterwards is the watcher's job.
+// within a project), records why a build waits when it does not (a
+// schema.WaitingReason on the build, and an info event at each change of it),
+// renders the build's Job and Secret with jobtemplates and creates them. It
+// is called by the River dispatch worker; tracking the Job afterwards is the
+// watcher's job.
 package launcher
 
 import (
@@ -28,7 +30,8 @@ import (
 	"github.com/kilnbuild/kiln/schema"
 )
 
-// Waiting reasons recorded on pending builds (and as events when they change).
+// What a waiting build's info event says, for people; the code it carries
+// (schema.WaitingReason) is what programs read.
 const (
 	WaitGlobal  = "waiting for capacity: the dispatcher's maximum of builds in flight is reached"
 	WaitProject = "waiting for capacity: the project's maximum of running builds is reached"
@@ -37,6 +40,27 @@ const (
 	// WaitProvisioning: the build's project is still being provisioned.
 	WaitProvisioning = "waiting for the project: project provisioning"
 )
+
+// Wait is why a pending build does not launch now: the code recorded on
+// the build and the text of the info event that tells a change of it.
+type Wait struct {
+	Reason  schema.WaitingReason
+	Message string
+}
+
+// The waits the launcher records.
+var (
+	waitFIFO         = Wait{schema.WaitingProjectBusy, WaitFIFO}
+	waitProject      = Wait{schema.WaitingProjectBusy, WaitProject}
+	waitGlobal       = Wait{schema.WaitingCapacity, WaitGlobal}
+	waitProvisioning = Wait{schema.WaitingProjectProvisioning, WaitProvisioning}
+)
+
+// waitQuota is the wait of a build whose Job the namespace's ResourceQuota
+// refused; detail is the API's message.
+func waitQuota(detail string) Wait {
+	return Wait{schema.WaitingQuota, WaitQuota + ": " + detail}
+}
 
 // Defaults of Options; the dispatcher's configuration (dispatcher/internal/config) shows these.
 const (
@@ -95,7 +119,7 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 	if settled || err != nil {
 		return err
 	}
-	reserved, wait, err := l.reserve(ctx, b)
+	reserved, was, wait, err := l.reserve(ctx, b)
 	if err != nil {
 		return err
 	}
@@ -103,7 +127,7 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 		l.waiting(ctx, b.ID, wait)
 		return river.JobSnooze(l.o.RetryAfter)
 	}
-	return l.create(ctx, b, p)
+	return l.create(ctx, b, p, was)
 }
 
 // projectGate holds a build whose project is not ready: it waits while the
@@ -122,7 +146,7 @@ func (l *Launcher) projectGate(ctx context.Context, b *store.Build) (p *schema.P
 	case schema.ProjectReady:
 		return p, false, nil
 	case schema.ProjectProvisioning:
-		l.waiting(ctx, b.ID, WaitProvisioning)
+		l.waiting(ctx, b.ID, waitProvisioning)
 		return nil, true, river.JobSnooze(l.o.RetryAfter)
 	case schema.ProjectFailed:
 		msg := "project " + p.Name + " failed to provision"
@@ -145,10 +169,10 @@ func (l *Launcher) settle(_ *store.Build, err error) error {
 }
 
 // reserve takes a launch slot for b under a lock shared by every replica.
-func (l *Launcher) reserve(ctx context.Context, b *store.Build) (bool, string, error) {
-	var ok bool
-	var wait string
-	err := pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
+// When it does, was is the reason b waited for until then (Unreserve puts it
+// back); when it does not, wait says why.
+func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was schema.WaitingReason, wait Wait, err error) {
+	err = pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
 		if err := store.LockLaunches(ctx, tx); err != nil {
 			return err
 		}
@@ -168,42 +192,55 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (bool, string, e
 			return err
 		}
 		if ok, wait = Admit(c, l.o.MaxInFlight); ok {
-			return store.Reserve(ctx, tx, b.ID, jobtemplates.JobName(b.ID))
+			was, err = store.Reserve(ctx, tx, b.ID, jobtemplates.JobName(b.ID))
 		}
-		return nil
+		return err
 	})
-	return ok, wait, err
+	if err != nil {
+		return false, "", Wait{}, fmt.Errorf("reserving a launch of build %s: %w", b.ID, err)
+	}
+	return ok, was, wait, nil
 }
 
 // Admit decides whether a pending build may launch now, given the capacity
-// it sees and the global maximum; when not, it says why (a Wait* reason).
-// Order matters: FIFO within the project first, then the project's limit,
-// then the global one.
-func Admit(c store.Capacity, maxInFlight int) (bool, string) {
+// it sees and the global maximum; when not, it says why. Order matters:
+// FIFO within the project first, then the project's limit (both
+// project_busy: the build waits for its project), then the global one
+// (capacity: its project would take it, the dispatcher cannot).
+func Admit(c store.Capacity, maxInFlight int) (bool, Wait) {
 	switch {
 	case c.OlderPending:
-		return false, WaitFIFO
+		return false, waitFIFO
 	case c.ProjectInFlight >= c.MaxConcurrent:
-		return false, WaitProject
+		return false, waitProject
 	case c.InFlight >= maxInFlight:
-		return false, WaitGlobal
+		return false, waitGlobal
 	}
-	return true, ""
+	return true, Wait{}
 }
 
-func (l *Launcher) waiting(ctx context.Context, id, reason string) {
-	changed, err := store.SetWaiting(ctx, l.o.Pool, id, reason)
-	if err == nil && changed {
-		_, err = store.AppendEvent(ctx, l.o.Pool, id, schema.EventInfo, schema.InfoPayload{Message: reason})
-	}
+// waiting records why a build waits and, when the reason changed, tells it
+// in an info event (with the build's queue position), in one transaction: a
+// change is never recorded without its event.
+func (l *Launcher) waiting(ctx context.Context, id string, w Wait) {
+	err := pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
+		changed, pos, err := store.SetWaiting(ctx, tx, id, w.Reason)
+		if err != nil || !changed {
+			return err
+		}
+		_, err = store.AppendEvent(ctx, tx, id, schema.EventInfo,
+			schema.InfoPayload{Message: w.Message, WaitingReason: w.Reason, QueuePosition: pos})
+		return err
+	})
 	if err != nil && ctx.Err() == nil { // a shutdown's cancel is no failure: the job runs again
-		l.logger.WarnContext(ctx, "recording wait", "build_id", id, "error", err)
+		l.logger.WarnContext(ctx, "recording wait", "build_id", id, "reason", w.Reason, "error", err)
 	}
 }
 
 // create makes the Job and its Secret (each only if absent) and marks the
 // build running. Every step is safe to repeat after a crash.
-func (l *Launcher) create(ctx context.Context, b *store.Build, p *schema.Project) error {
+// was is the reason the build waited for before its reservation.
+func (l *Launcher) create(ctx context.Context, b *store.Build, p *schema.Project, was schema.WaitingReason) error {
 	start := time.Now()
 	tmpl, err := l.o.Templates.Resolve(b.Spec.TemplateName())
 	if err != nil {
@@ -226,10 +263,10 @@ func (l *Launcher) create(ctx context.Context, b *store.Build, p *schema.Project
 		}
 	case failed == LaunchQuota:
 		l.report(b, start, failed)
-		if uerr := store.Unreserve(ctx, l.o.Pool, b.ID); uerr != nil {
+		if uerr := store.Unreserve(ctx, l.o.Pool, b.ID, was); uerr != nil {
 			return uerr
 		}
-		l.waiting(ctx, b.ID, WaitQuota+": "+apiMessage(err))
+		l.waiting(ctx, b.ID, waitQuota(apiMessage(err)))
 		return river.JobSnooze(l.o.RetryAfter)
 	case failed == LaunchInvalid:
 		l.report(b, start, failed)

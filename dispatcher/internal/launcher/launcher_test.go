@@ -2,7 +2,6 @@ package launcher_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -124,21 +123,28 @@ func (e *env) get(t *testing.T, id string) *store.Build {
 	return b
 }
 
-// waiting returns a build's waiting reason and how many info events say so.
-func (e *env) waiting(t *testing.T, id string) (reason string, infos []string) {
+// waiting returns a build's waiting reason and the info events that told it.
+func (e *env) waiting(t *testing.T, id string) (reason schema.WaitingReason, infos []schema.InfoPayload) {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT waiting_reason FROM builds WHERE id = $1`, id).Scan(&reason))
 	evs, err := store.ListEvents(ctx, e.db.Pool, id, 0, 100)
 	require.NoError(t, err)
 	for _, ev := range evs {
-		if ev.Type == schema.EventInfo {
-			var p struct{ Message string }
-			require.NoError(t, json.Unmarshal(ev.Payload, &p))
-			infos = append(infos, p.Message)
+		if p, ok := schema.PayloadAs[schema.InfoPayload](ev); ok {
+			infos = append(infos, p)
 		}
 	}
 	return reason, infos
+}
+
+// messages are the texts of infos.
+func messages(infos []schema.InfoPayload) []string {
+	var out []string
+	for _, p := range infos {
+		out = append(out, p.Message)
+	}
+	return out
 }
 
 func (e *env) jobs(t *testing.T) []batchv1.Job {
@@ -190,27 +196,33 @@ func quotaExceeded(name string) error {
 func TestAdmit(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name   string
-		c      store.Capacity
-		max    int
-		wantOK bool
-		want   string
+		name    string
+		c       store.Capacity
+		max     int
+		wantOK  bool
+		want    schema.WaitingReason
+		message string
 	}{
-		{"room everywhere", store.Capacity{InFlight: 3, ProjectInFlight: 0, MaxConcurrent: 2}, 10, true, ""},
-		{"last project slot", store.Capacity{InFlight: 3, ProjectInFlight: 1, MaxConcurrent: 2}, 10, true, ""},
-		{"last global slot", store.Capacity{InFlight: 9, ProjectInFlight: 0, MaxConcurrent: 2}, 10, true, ""},
-		{"older pending first", store.Capacity{OlderPending: true, MaxConcurrent: 2}, 10, false, launcher.WaitFIFO},
-		{"FIFO before the project limit", store.Capacity{OlderPending: true, InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, launcher.WaitFIFO},
-		{"project full", store.Capacity{InFlight: 2, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, launcher.WaitProject},
-		{"project over", store.Capacity{InFlight: 3, ProjectInFlight: 3, MaxConcurrent: 2}, 10, false, launcher.WaitProject},
-		{"project limit before the global one", store.Capacity{InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, launcher.WaitProject},
-		{"project allows none", store.Capacity{MaxConcurrent: 0}, 10, false, launcher.WaitProject},
-		{"global full", store.Capacity{InFlight: 10, ProjectInFlight: 1, MaxConcurrent: 2}, 10, false, launcher.WaitGlobal},
-		{"global over", store.Capacity{InFlight: 12, MaxConcurrent: 2}, 10, false, launcher.WaitGlobal},
+		{"room everywhere", store.Capacity{InFlight: 3, ProjectInFlight: 0, MaxConcurrent: 2}, 10, true, "", ""},
+		{"last project slot", store.Capacity{InFlight: 3, ProjectInFlight: 1, MaxConcurrent: 2}, 10, true, "", ""},
+		{"last global slot", store.Capacity{InFlight: 9, ProjectInFlight: 0, MaxConcurrent: 2}, 10, true, "", ""},
+		{"older pending first", store.Capacity{OlderPending: true, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitFIFO},
+		{"FIFO before the project limit", store.Capacity{OlderPending: true, InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitFIFO},
+		{"FIFO before the global limit", store.Capacity{OlderPending: true, InFlight: 10, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitFIFO},
+		{"project full", store.Capacity{InFlight: 2, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitProject},
+		{"project over", store.Capacity{InFlight: 3, ProjectInFlight: 3, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitProject},
+		{"project limit before the global one", store.Capacity{InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitProject},
+		{"project allows none", store.Capacity{MaxConcurrent: 0}, 10, false, schema.WaitingProjectBusy, launcher.WaitProject},
+		{"global full", store.Capacity{InFlight: 10, ProjectInFlight: 1, MaxConcurrent: 2}, 10, false, schema.WaitingCapacity, launcher.WaitGlobal},
+		{"global over", store.Capacity{InFlight: 12, MaxConcurrent: 2}, 10, false, schema.WaitingCapacity, launcher.WaitGlobal},
+		{"global of one, taken elsewhere", store.Capacity{InFlight: 1, MaxConcurrent: 1}, 1, false, schema.WaitingCapacity, launcher.WaitGlobal},
 	} {
 		ok, why := launcher.Admit(tc.c, tc.max)
 		assert.Equal(t, tc.wantOK, ok, tc.name)
-		assert.Equal(t, tc.want, why, tc.name)
+		assert.Equal(t, launcher.Wait{Reason: tc.want, Message: tc.message}, why, tc.name)
+		if !ok {
+			assert.Contains(t, schema.WaitingReasons, why.Reason, "%s: a known code", tc.name)
+		}
 	}
 }
 
@@ -360,8 +372,9 @@ func TestLaunchFIFOWithinAProject(t *testing.T) {
 		requireSnooze(t, e.l.Launch(ctx, younger))
 	}
 	reason, infos := e.waiting(t, younger.ID)
-	assert.Equal(t, launcher.WaitFIFO, reason)
-	assert.Equal(t, []string{launcher.WaitFIFO}, infos, "told once, not at every look")
+	assert.Equal(t, schema.WaitingProjectBusy, reason)
+	assert.Equal(t, []schema.InfoPayload{{Message: launcher.WaitFIFO, WaitingReason: schema.WaitingProjectBusy, QueuePosition: 2}},
+		infos, "told once, not at every look")
 	assert.Empty(t, e.jobs(t))
 	assert.Equal(t, schema.StatusPending, e.get(t, younger.ID).Status)
 
@@ -385,7 +398,7 @@ func TestLaunchProjectLimit(t *testing.T) {
 	require.NoError(t, e.l.Launch(ctx, first))
 	requireSnooze(t, e.l.Launch(ctx, second))
 	reason, _ := e.waiting(t, second.ID)
-	assert.Equal(t, launcher.WaitProject, reason)
+	assert.Equal(t, schema.WaitingProjectBusy, reason)
 	require.NoError(t, e.l.Launch(ctx, elsewhere), "another project has its own limit")
 
 	_, err := e.lc.Finish(ctx, first.ID, schema.BuildResult{Success: true}, "test")
@@ -405,8 +418,8 @@ func TestLaunchGlobalLimit(t *testing.T) {
 	require.NoError(t, e.l.Launch(ctx, a2))
 	requireSnooze(t, e.l.Launch(ctx, b1))
 	reason, infos := e.waiting(t, b1.ID)
-	assert.Equal(t, launcher.WaitGlobal, reason)
-	assert.Equal(t, []string{launcher.WaitGlobal}, infos)
+	assert.Equal(t, schema.WaitingCapacity, reason)
+	assert.Equal(t, []schema.InfoPayload{{Message: launcher.WaitGlobal, WaitingReason: schema.WaitingCapacity, QueuePosition: 1}}, infos)
 
 	_, err := e.lc.Cancel(ctx, a1.ID, "by test")
 	require.NoError(t, err)
@@ -445,7 +458,7 @@ func TestLaunchReservationsAcrossReplicas(t *testing.T) {
 		}
 		requireSnooze(t, err)
 		reason, _ := e.waiting(t, builds[i].ID)
-		assert.Equal(t, launcher.WaitGlobal, reason)
+		assert.Equal(t, schema.WaitingCapacity, reason)
 	}
 	assert.Equal(t, 3, launched)
 	assert.Len(t, e.jobs(t), 3)
@@ -469,9 +482,12 @@ func TestLaunchQuotaExceeded(t *testing.T) {
 	assert.Equal(t, schema.StatusPending, got.Status)
 	assert.Empty(t, got.JobName, "the reservation is given back")
 	reason, infos := e.waiting(t, b.ID)
-	assert.True(t, strings.HasPrefix(reason, launcher.WaitQuota+": "), reason)
-	assert.Contains(t, reason, "exceeded quota: kiln-builds")
-	assert.Equal(t, []string{reason}, infos)
+	assert.Equal(t, schema.WaitingQuota, reason)
+	require.Len(t, infos, 1)
+	assert.True(t, strings.HasPrefix(infos[0].Message, launcher.WaitQuota+": "), infos[0].Message)
+	assert.Contains(t, infos[0].Message, "exceeded quota: kiln-builds", "the API's words are kept")
+	assert.Equal(t, schema.WaitingQuota, infos[0].WaitingReason)
+	assert.Equal(t, 1, infos[0].QueuePosition)
 	assert.Empty(t, e.jobs(t))
 	assert.Equal(t, []launcher.LaunchError{launcher.LaunchQuota}, e.reported())
 
@@ -628,4 +644,209 @@ func TestClassifyLaunchError(t *testing.T) {
 			assert.Contains(t, launcher.LaunchErrors, tc.want, "%s: listed in LaunchErrors", tc.name)
 		}
 	}
+}
+
+// reasons are the waiting reasons a build's info events told, in order,
+// each with the queue position it had then.
+func (e *env) reasons(t *testing.T, id string) []string {
+	t.Helper()
+	_, infos := e.waiting(t, id)
+	var out []string
+	for _, p := range infos {
+		out = append(out, fmt.Sprintf("%s@%d", p.WaitingReason, p.QueuePosition))
+	}
+	return out
+}
+
+// finish ends a running build, freeing its slots.
+func (e *env) finish(t *testing.T, id string) {
+	t.Helper()
+	_, err := e.lc.Finish(context.Background(), id, schema.BuildResult{Success: true}, "test")
+	require.NoError(t, err)
+}
+
+// Three builds of one project allowed one running build, while the global
+// limit is reached too. Each build tells the reason it waits for whenever
+// that changes: the first waits for the dispatcher's capacity (its project
+// would take it), the two behind it for their project; when capacity frees
+// the first launches and the others still wait for their project; when the
+// project frees but another project took the global slot, the next one
+// waits for capacity, and the last for its project until its turn.
+func TestWaitingReasonsAsCapacityFrees(t *testing.T) {
+	e := setup(t, func(o *launcher.Options) { o.MaxInFlight = 2 })
+	ctx := context.Background()
+	api, web := e.project(t, "api", 5), e.project(t, "web", 1)
+	x1, x2 := e.pending(t, api), e.pending(t, api)
+	require.NoError(t, e.l.Launch(ctx, x1))
+	require.NoError(t, e.l.Launch(ctx, x2))
+	a, b, c := e.pending(t, web), e.pending(t, web), e.pending(t, web)
+	look := func(builds ...*store.Build) {
+		t.Helper()
+		for _, bl := range builds {
+			requireSnooze(t, e.l.Launch(ctx, bl))
+		}
+	}
+	position := func(bl *store.Build) (schema.WaitingReason, int) {
+		t.Helper()
+		got := e.get(t, bl.ID)
+		return got.WaitingReason, got.QueuePosition
+	}
+
+	// Everything is taken: a by the global limit, b and c by FIFO behind it.
+	look(c, b, a, a, b, c)
+	assert.Equal(t, []string{"capacity@1"}, e.reasons(t, a.ID))
+	assert.Equal(t, []string{"project_busy@2"}, e.reasons(t, b.ID))
+	assert.Equal(t, []string{"project_busy@3"}, e.reasons(t, c.ID))
+
+	// A global slot frees: b and c still wait behind a, which launches.
+	e.finish(t, x1.ID)
+	look(c, b)
+	require.NoError(t, e.l.Launch(ctx, a))
+	r, pos := position(a)
+	assert.Equal(t, schema.StatusRunning, e.get(t, a.ID).Status)
+	assert.Equal(t, schema.WaitingReason(""), r, "a running build waits for nothing")
+	assert.Zero(t, pos, "a running build has no queue position")
+	look(b, c) // now the project's limit holds them: still project_busy, no new event
+	r, pos = position(b)
+	assert.Equal(t, schema.WaitingProjectBusy, r)
+	assert.Equal(t, 1, pos, "b is next")
+	_, pos = position(c)
+	assert.Equal(t, 2, pos)
+
+	// a ends, but another project's build takes the global slot first: b
+	// waits for capacity now, c for its project still.
+	e.finish(t, a.ID)
+	x3 := e.pending(t, api)
+	require.NoError(t, e.l.Launch(ctx, x3))
+	look(c, b, b, c)
+	assert.Equal(t, []string{"project_busy@2", "capacity@1"}, e.reasons(t, b.ID))
+	assert.Equal(t, []string{"project_busy@3"}, e.reasons(t, c.ID))
+
+	// A global slot frees: b launches, c waits for the project (no change).
+	e.finish(t, x2.ID)
+	require.NoError(t, e.l.Launch(ctx, b))
+	look(c)
+	e.finish(t, b.ID)
+	require.NoError(t, e.l.Launch(ctx, c))
+
+	// What each went through, from first to last look.
+	assert.Equal(t, []string{"capacity@1"}, e.reasons(t, a.ID))
+	assert.Equal(t, []string{"project_busy@2", "capacity@1"}, e.reasons(t, b.ID))
+	assert.Equal(t, []string{"project_busy@3"}, e.reasons(t, c.ID))
+	for _, bl := range []*store.Build{a, b, c} {
+		_, infos := e.waiting(t, bl.ID)
+		for _, p := range infos {
+			want := map[schema.WaitingReason][]string{
+				schema.WaitingCapacity:    {launcher.WaitGlobal},
+				schema.WaitingProjectBusy: {launcher.WaitFIFO, launcher.WaitProject},
+			}[p.WaitingReason]
+			assert.Contains(t, want, p.Message, "the text matches the code")
+		}
+		got := e.get(t, bl.ID)
+		assert.NotEqual(t, schema.StatusPending, got.Status, "launched")
+		assert.Empty(t, got.WaitingReason)
+		assert.Zero(t, got.QueuePosition)
+	}
+	r, _ = e.waiting(t, c.ID)
+	assert.Empty(t, r, "the reservation cleared the recorded reason")
+}
+
+// A Job the quota refuses again and again is told once; a build that
+// waited for capacity before tells the change to quota, and its launch
+// clears it.
+func TestWaitingForQuotaIsToldOnce(t *testing.T) {
+	e := setup(t, func(o *launcher.Options) { o.MaxInFlight = 1 })
+	ctx := context.Background()
+	busy := e.pending(t, e.project(t, "api", 1))
+	require.NoError(t, e.l.Launch(ctx, busy))
+	b := e.pending(t, e.project(t, "web", 1))
+	requireSnooze(t, e.l.Launch(ctx, b))
+	e.finish(t, busy.ID)
+
+	refusals := 3
+	e.kube.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if refusals == 0 {
+			return false, nil, nil
+		}
+		refusals--
+		return true, nil, quotaExceeded(a.(k8stesting.CreateAction).GetObject().(*batchv1.Job).Name)
+	})
+	for range 3 {
+		requireSnooze(t, e.l.Launch(ctx, e.get(t, b.ID)))
+		got := e.get(t, b.ID)
+		assert.Equal(t, schema.WaitingQuota, got.WaitingReason)
+		assert.Equal(t, 1, got.QueuePosition)
+		assert.Empty(t, got.JobName)
+	}
+	assert.Equal(t, []string{"capacity@1", "quota@1"}, e.reasons(t, b.ID), "told once, not at every refusal")
+
+	require.NoError(t, e.l.Launch(ctx, e.get(t, b.ID)))
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusRunning, got.Status)
+	reason, _ := e.waiting(t, b.ID)
+	assert.Empty(t, reason)
+	assert.Equal(t, []string{"capacity@1", "quota@1"}, e.reasons(t, b.ID))
+}
+
+// Builds of a project that still provisions wait for it, each told once
+// with its place in the queue; once the project is ready they launch in
+// order, the second now waiting for its project's limit.
+func TestWaitingForProvisioning(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	web := e.project(t, "web", 1)
+	require.NoError(t, store.SetProjectStatus(ctx, e.db.Pool, web, []schema.ProjectStatus{schema.ProjectReady},
+		string(schema.ProjectProvisioning), "", ""))
+	first, second := e.pending(t, web), e.pending(t, web)
+	for range 2 {
+		requireSnooze(t, e.l.Launch(ctx, second))
+		requireSnooze(t, e.l.Launch(ctx, first))
+	}
+	assert.Empty(t, e.jobs(t))
+	assert.Equal(t, []string{"project_provisioning@1"}, e.reasons(t, first.ID))
+	assert.Equal(t, []string{"project_provisioning@2"}, e.reasons(t, second.ID))
+	_, infos := e.waiting(t, first.ID)
+	assert.Equal(t, launcher.WaitProvisioning, infos[0].Message)
+	assert.Equal(t, schema.WaitingProjectProvisioning, e.get(t, second.ID).WaitingReason)
+
+	require.NoError(t, store.SetProjectStatus(ctx, e.db.Pool, web, []schema.ProjectStatus{schema.ProjectProvisioning},
+		string(schema.ProjectReady), "", ""))
+	requireSnooze(t, e.l.Launch(ctx, second))
+	require.NoError(t, e.l.Launch(ctx, first))
+	assert.Equal(t, schema.StatusRunning, e.get(t, first.ID).Status)
+	assert.Equal(t, []string{"project_provisioning@2", "project_busy@2"}, e.reasons(t, second.ID),
+		"the FIFO wait behind first, which had not launched yet")
+	requireSnooze(t, e.l.Launch(ctx, second))
+	assert.Equal(t, []string{"project_provisioning@2", "project_busy@2"}, e.reasons(t, second.ID),
+		"the project's limit is project_busy too: no new event")
+	assert.Equal(t, 1, e.get(t, second.ID).QueuePosition)
+}
+
+// The queue position counts the project's pending builds up to this one,
+// reserved ones included (they launch first); other projects' builds and
+// builds that left the queue do not count, and only a pending build has one.
+func TestQueuePosition(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	web := e.project(t, "web", 1)
+	e.pending(t, e.project(t, "api", 1))
+	done, reserved, cancelled, a, b := e.pending(t, web), e.pending(t, web), e.pending(t, web), e.pending(t, web), e.pending(t, web)
+	require.NoError(t, e.l.Launch(ctx, done))
+	e.finish(t, done.ID)
+	_, err := store.Reserve(ctx, e.db.Pool, reserved.ID, jobtemplates.JobName(reserved.ID))
+	require.NoError(t, err)
+	_, err = e.lc.Cancel(ctx, cancelled.ID, "by test")
+	require.NoError(t, err)
+
+	for want, bl := range map[int]*store.Build{0: done, 1: reserved, 2: a, 3: b} {
+		assert.Equal(t, want, e.get(t, bl.ID).QueuePosition, bl.ID)
+	}
+	assert.Zero(t, e.get(t, cancelled.ID).QueuePosition)
+	page, _, err := store.ListBuildSummaries(ctx, e.db.Pool, store.ListBuildsParams{ProjectID: web, Limit: 10})
+	require.NoError(t, err)
+	positions := map[string]int{}
+	for _, s := range page {
+		positions[s.ID] = s.QueuePosition
+	}
+	assert.Equal(t, map[string]int{done.ID: 0, reserved.ID: 1, cancelled.ID: 0, a.ID: 2, b.ID: 3}, positions)
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -40,19 +41,32 @@ func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 	return c, err
 }
 
-// Reserve records the Job name of a pending build, holding its capacity.
-func Reserve(ctx context.Context, db DB, id, jobName string) error {
-	tag, err := db.Exec(ctx, `UPDATE builds SET job_name = $2, waiting_reason = '' WHERE id = $1 AND status = 'pending'`, id, jobName)
-	if err == nil && tag.RowsAffected() == 0 {
-		return fmt.Errorf("build %s: %w", id, ErrTerminal)
+// Reserve records the Job name of a pending build, holding its capacity, and
+// clears its waiting reason (a reserved build is launching, not waiting). It
+// returns the reason the build waited for until then, which Unreserve puts
+// back.
+func Reserve(ctx context.Context, db DB, id, jobName string) (was schema.WaitingReason, err error) {
+	err = db.QueryRow(ctx, `UPDATE builds b SET job_name = $2, waiting_reason = ''
+		FROM (SELECT id, waiting_reason FROM builds WHERE id = $1 FOR UPDATE) old
+		WHERE b.id = old.id AND b.status = 'pending' RETURNING old.waiting_reason`, id, jobName).Scan(&was)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("build %s: %w", id, ErrTerminal)
 	}
-	return err
+	if err != nil {
+		return "", fmt.Errorf("reserving a launch of build %s: %w", id, err)
+	}
+	return was, nil
 }
 
-// Unreserve gives a pending build's reservation back (e.g. the quota refused its Job).
-func Unreserve(ctx context.Context, db DB, id string) error {
-	_, err := db.Exec(ctx, `UPDATE builds SET job_name = '' WHERE id = $1 AND status = 'pending'`, id)
-	return err
+// Unreserve gives a pending build's reservation back (e.g. the quota refused
+// its Job) and puts back the waiting reason Reserve returned, so that the
+// next SetWaiting sees a change only if the reason did change.
+func Unreserve(ctx context.Context, db DB, id string, was schema.WaitingReason) error {
+	_, err := db.Exec(ctx, `UPDATE builds SET job_name = '', waiting_reason = $2 WHERE id = $1 AND status = 'pending'`, id, string(was))
+	if err != nil {
+		return fmt.Errorf("giving back the reservation of build %s: %w", id, err)
+	}
+	return nil
 }
 
 // SetRunnerTokenHash stores the hash of a build's runner token.
@@ -61,10 +75,22 @@ func SetRunnerTokenHash(ctx context.Context, db DB, id string, hash []byte) erro
 	return err
 }
 
-// SetWaiting records why a pending build waits; it reports whether the reason changed.
-func SetWaiting(ctx context.Context, db DB, id, reason string) (bool, error) {
-	tag, err := db.Exec(ctx, `UPDATE builds SET waiting_reason = $2 WHERE id = $1 AND status = 'pending' AND waiting_reason <> $2`, id, reason)
-	return err == nil && tag.RowsAffected() == 1, err
+// SetWaiting records why a pending build waits. It reports whether the
+// reason changed (false when the build had it already, or is no longer
+// pending) and, when it did, the build's queue position (as Build.QueuePosition).
+func SetWaiting(ctx context.Context, db DB, id string, reason schema.WaitingReason) (changed bool, position int, err error) {
+	err = db.QueryRow(ctx, `UPDATE builds SET waiting_reason = $2
+		WHERE id = $1 AND status = 'pending' AND waiting_reason <> $2
+		RETURNING (SELECT count(*) FROM builds q
+			WHERE q.project_id = builds.project_id AND q.status = 'pending' AND q.id <= builds.id)`,
+		id, string(reason)).Scan(&position)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("recording why build %s waits: %w", id, err)
+	}
+	return true, position, nil
 }
 
 // BatchResult is what AppendBatch did.

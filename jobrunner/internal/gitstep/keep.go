@@ -160,4 +160,3 @@ func (Step) ApplyKept(ctx context.Context, r Runner, o ApplyOptions) (Applied, e
 }
 
 func short(sha string) string { return sha[:min(len(sha), 12)] }
-

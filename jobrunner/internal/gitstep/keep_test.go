@@ -128,3 +128,55 @@ func TestApplyKeptFails(t *testing.T) {
 		require.Equal(t, "hello, theirs\n", s.read(t, "README.md"))
 	})
 }
+
+// On a private remote the kept branch is pushed and fetched with the
+// project's credentials, which end up nowhere in the workspace.
+func TestKeptWorkWithCredentials(t *testing.T) {
+	t.Parallel()
+	p := setupPrivate(t)
+	ctx := context.Background()
+	creds := &Credentials{Kind: CredentialsHTTPS, Username: "kiln", Token: testToken, URL: p.url}
+	opts := p.prepareOpts("b-1")
+	opts.Credentials = creds
+	_, err := Step{}.Prepare(ctx, p.runner, opts)
+	require.NoError(t, err)
+	p.write(t, "index.html", "<h1>Kept</h1>\n")
+	bc, err := Step{}.CommitBranch(ctx, p.runner, BranchOptions{Dir: p.work, BuildID: "b-1", Branch: "kiln/b-1",
+		AuthorName: "Kiln Bot", AuthorEmail: "kiln@example.com"})
+	require.NoError(t, err)
+	err = Step{}.PushBranch(ctx, p.runner, PushBranchOptions{Dir: p.work, Branch: "kiln/b-1", Commit: bc.Commit, Credentials: creds})
+	require.NoError(t, err)
+	require.Equal(t, bc.Commit, p.srv.Head(t, "acme/site", "kiln/b-1"))
+	p.requireNoToken(t)
+
+	// A new pod's clone has only main: the kept commit is fetched with the token.
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	argv, stdin, err := httpsCreds().Wrap([]string{"git", "clone", "--quiet", "--single-branch", "--branch", "main", p.url, fresh})
+	require.NoError(t, err)
+	_, stderr, code, err := p.runner.Run(ctx, argv, stdin)
+	require.NoError(t, err)
+	require.Equal(t, 0, code, "clone: %s", stderr)
+	p.work = fresh
+	opts = p.prepareOpts("b-2")
+	opts.Credentials = creds
+	_, err = Step{}.Prepare(ctx, p.runner, opts)
+	require.NoError(t, err)
+	a, err := Step{}.ApplyKept(ctx, p.runner, ApplyOptions{Dir: p.work, Branch: "kiln/b-1", Commit: bc.Commit,
+		Remote: "origin", Credentials: creds})
+	require.NoError(t, err)
+	require.True(t, a.Fetched)
+	require.Equal(t, "<h1>Kept</h1>\n", p.read(t, "index.html"))
+	p.requireNoToken(t)
+
+	// Without the token the fetch is refused: a failed git command, not "gone".
+	p.work = filepath.Join(t.TempDir(), "other")
+	argv, stdin, err = httpsCreds().Wrap([]string{"git", "clone", "--quiet", "--single-branch", "--branch", "main", p.url, p.work})
+	require.NoError(t, err)
+	_, _, code, err = p.runner.Run(ctx, argv, stdin)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	_, err = Step{}.ApplyKept(ctx, p.runner, ApplyOptions{Dir: p.work, Branch: "kiln/b-1", Commit: bc.Commit, Remote: "origin"})
+	var ce *CommandError
+	require.ErrorAs(t, err, &ce)
+	require.NotErrorIs(t, err, ErrKeptWorkGone)
+}

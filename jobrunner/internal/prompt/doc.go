@@ -1,5 +1,12 @@
 // Package prompt renders a build's final prompt: the template's preamble
-// followed by the spec's prompt, with variables substituted in both.
+// followed by the spec's prompt, with variables substituted in both
+// (Render). Compose adds, after the preamble, a short section that tells
+// the agent its limits (time, turns, budget) and that a run a limit stops
+// keeps its changes on the branch kiln/<task id> (LimitsSection), and, for
+// a follow-up that starts a fresh session, a delimited section giving the
+// earlier build's prompt and output as data, each bounded, its delimiters
+// defused inside the texts (EarlierSection). Those sections are never
+// expanded: only the preamble and the prompt hold references.
 //
 // # Syntax
 //
@@ -20,5 +27,6 @@
 // sorted; variables nobody references are fine.
 //
 // This package does not decide which variables exist (the build's, plus any
-// the runner adds); it only renders.
+// the runner adds), nor the limits or whether a session is resumed (the
+// runner's); it only renders, with no I/O.
 package prompt

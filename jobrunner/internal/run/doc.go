@@ -20,6 +20,16 @@
 // project pod — where the agent runs — never holds them in its spec or
 // environment, and the agent's processes are gone before the push.
 //
+// A build that fails or is cancelled after its agent changed files (turn or
+// budget limit, deadline, cancel, SIGTERM, agent error) has those changes
+// committed to kiln/<build id> — never the project branch — and pushed
+// there with auto_push (keep.go); after SIGTERM within what the grace
+// period leaves before the report, without the push when too little is
+// left. Nothing is committed of a build whose agent pushed itself. A build
+// with a review branch commits and pushes to that branch instead of the
+// project's, and a follow-up of a build with kept work starts from it, as
+// uncommitted changes in the prepared workspace.
+//
 // The parts it joins live in sibling packages: client (dispatcher
 // protocol), events (ordered batches), podexec (Kubernetes exec), agent
 // (CLI adapters and stream parsing), prompt and gitstep. This package holds

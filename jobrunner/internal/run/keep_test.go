@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kilnbuild/kiln/jobrunner/internal/events"
+	"github.com/kilnbuild/kiln/jobrunner/internal/gitstep"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -396,4 +398,40 @@ func TestFollowupStartsFromKeptWork(t *testing.T) {
 		_, err := os.Stat(filepath.Join(work, "ran"))
 		require.ErrorIs(t, err, os.ErrNotExist, "the agent never ran")
 	})
+}
+
+// After a stop signal with too little of the grace period left for a push,
+// the work is still committed to its branch, and the error says it was not pushed.
+func TestKeptWorkSkipsThePushWithoutTime(t *testing.T) {
+	t.Parallel()
+	f := setupRemote(t)
+	work := f.clone(t, "work")
+	id := testBuildID(t)
+	spec := schema.BuildSpec{Prompt: "edit", AutoCommit: true, AutoPush: true}
+	r, d := f.runner(t, work, id, jobtemplates.RunnerConfig{GracePeriodSeconds: 30}, spec, "")
+	require.NoError(t, os.WriteFile(filepath.Join(work, "wip.txt"), []byte("wip\n"), 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r.batcher = events.Start(ctx, d, events.Options{})
+	// 30s grace: git work must end 16s after the signal (2s margin, 10s
+	// for the report, 2s for the events); 13.5s have gone.
+	r.termAt = time.Now().Add(-13500 * time.Millisecond)
+	left, ok := r.gitTimeLeft()
+	require.True(t, ok)
+	require.Less(t, left, minPushTime)
+
+	res := schema.BuildResult{Cancelled: true, Error: "cancelled: " + errSignalled.Error()}
+	r.keepWork(ctx, gitstep.LocalRunner{}, keepInput{buildID: id, target: d.task.Target, spec: spec}, &res)
+	require.NoError(t, r.batcher.Close(context.Background()))
+	require.Equal(t, schema.KeptWorkBranch(id), res.PartialBranch)
+	require.NotEmpty(t, res.PartialCommitSHA)
+	require.False(t, res.PartialPushed)
+	require.Contains(t, res.Error, "but not pushed: no time left in the grace period")
+	require.Equal(t, res.PartialCommitSHA, gitIn(t, work, "rev-parse", "refs/heads/"+res.PartialBranch))
+	require.Empty(t, f.head(t, "refs/heads/"+res.PartialBranch))
+	evs := gitEvents(t, d)
+	require.Len(t, evs, 1)
+	require.True(t, evs[0].Kept)
+	require.False(t, evs[0].Pushed)
+	require.Contains(t, evs[0].Error, "no time left")
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/kilnbuild/kiln/jobrunner/internal/events"
 	"github.com/kilnbuild/kiln/jobrunner/internal/gitstep"
 	"github.com/kilnbuild/kiln/jobrunner/internal/podexec"
-	"github.com/kilnbuild/kiln/jobrunner/internal/prompt"
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -205,10 +204,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		"runner started: template %s, project pod %s in %s, workdir %s", r.cfg.Runner.Template,
 		cmp.Or(t.PodName, "selected by "+t.PodSelector), t.Namespace, t.Workdir)})
 
-	text, err := prompt.Render(r.cfg.Runner.PromptPreamble, task.Spec.Prompt, task.Spec.Variables)
-	if err != nil {
-		return failed(schema.ReasonRunnerError, "%v", err)
-	}
+	buildID := cmp.Or(task.BuildID, r.cfg.BuildID)
 	var adapter agent.Adapter
 	switch a := r.cfg.Runner.Agent.Adapter; a {
 	case "", jobtemplates.AdapterClaudeCode:
@@ -216,13 +212,10 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	default:
 		return failed(schema.ReasonRunnerError, "agent adapter %q: not implemented by this runner", a)
 	}
-	ag := r.cfg.Runner.Agent
-	cmd, err := adapter.Command(agent.Settings{
-		Prompt: text, Model: ag.Model, MaxTurns: ag.MaxTurns, AllowedTools: ag.AllowedTools,
-		DisallowedTools: ag.DisallowedTools, PermissionMode: ag.PermissionMode,
-	})
+	// Checked before the pod is looked for; a follow-up's is built again below.
+	cmd, err := r.agentCommand(adapter, task, buildID, followupPlan{})
 	if err != nil {
-		return failed(schema.ReasonRunnerError, "agent settings: %v", err)
+		return failed(schema.ReasonRunnerError, "%v", err)
 	}
 	if t.Workdir == "" {
 		return failed(schema.ReasonWorkspace, "target: workdir: required")
@@ -236,7 +229,22 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	if err != nil {
 		return failed(schema.ReasonWorkspace, "finding the project pod: %v", err)
 	}
-	buildID := cmp.Or(task.BuildID, r.cfg.BuildID)
+	if f := task.Followup; f != nil {
+		// Before the workspace is touched: a follow-up that cannot run changes nothing.
+		plan, err := r.planFollowup(ctx, ctr, f)
+		var su *sessionUnavailable
+		switch {
+		case ctx.Err() != nil:
+			return cancelled(errSignalled, agent.Outcome{})
+		case errors.As(err, &su):
+			return failed(schema.ReasonSessionUnavailable, "%s", su.msg)
+		case err != nil:
+			return failed(schema.ReasonWorkspace, "%v", err)
+		}
+		if cmd, err = r.agentCommand(adapter, task, buildID, plan); err != nil {
+			return failed(schema.ReasonRunnerError, "%v", err)
+		}
+	}
 	pod := podexec.Runner{Exec: r.exec, Container: ctr}
 	// Read here, used by the fetch and the push only: the agent never sees them.
 	creds, err := loadCredentials(r.cfg.GitCredentials, r.cfg.GitURL)
@@ -425,7 +433,7 @@ func (r *Runner) runAgent(ctx context.Context, start time.Time, ctr podexec.Cont
 	}()
 	if d := r.cfg.Runner.DeadlineSeconds; d > 0 {
 		// Stop the agent in time to report: the Job's deadline less the grace period and a margin.
-		budget := time.Duration(d-r.cfg.Runner.GracePeriodSeconds)*time.Second - 10*time.Second
+		budget := agentTime(d, r.cfg.Runner.GracePeriodSeconds)
 		if budget > 0 {
 			t := time.AfterFunc(budget-r.now().Sub(start), func() {
 				stopRun(fmt.Errorf("%w after %s (the build's deadline is %ds)", errAgentTimeout, budget.Round(time.Second), d))
