@@ -63,13 +63,15 @@ func (f *fuEnv) freshModel() *messagesapi.Server {
 	return m
 }
 
-// cappedMonthlyUSD is the monthly cap of the "capped" template.
-const cappedMonthlyUSD = 1
+// cappedMonthlyUSD is the monthly cap of the "capped" template: less than
+// the budget stop's spend (messagesapi.BigUsage: $0.12), more than every
+// build before it together.
+const cappedMonthlyUSD = 0.1
 
 func newFollowupEnv(t *testing.T) *fuEnv {
 	t.Helper()
 	e := newWorkspaceEnv(t, false, "KILN_RUNNER_IMAGE="+harness.ImageRunner)
-	require.NoError(t, writeTemplateVariant(e.env, "capped", "  monthlyBudgetUSD: 0", fmt.Sprintf("  monthlyBudgetUSD: %d", cappedMonthlyUSD)))
+	require.NoError(t, writeTemplateVariant(e.env, "capped", "  monthlyBudgetUSD: 0", fmt.Sprintf("  monthlyBudgetUSD: %v", cappedMonthlyUSD)))
 	f := &fuEnv{wsEnv: e, d: e.start(), fetch: t.TempDir()}
 	f.freshModel()
 	front := httptest.NewServer(http.HandlerFunc(f.serveModel))
@@ -106,6 +108,19 @@ func (f *fuEnv) mustFollowup(parent string, spec schema.BuildSpec) string {
 	require.NotEmpty(f.t, acc.TaskID)
 	assert.Equal(f.t, schema.StatusPending, acc.Status)
 	return acc.TaskID
+}
+
+// refused submits spec to the project expecting a refusal: a build it
+// makes anyway is cancelled, so that it takes no script from the stand-in.
+func (f *fuEnv) refused(spec schema.BuildSpec) (int, []byte) {
+	f.t.Helper()
+	code, body := f.call(f.d, http.MethodPost, "/projects/"+f.p.ID+"/builds", spec)
+	if code == http.StatusAccepted {
+		var acc schema.BuildAccepted
+		require.NoError(f.t, json.Unmarshal(body, &acc))
+		f.cancel(f.d, acc.TaskID, "a submission expected to be refused")
+	}
+	return code, body
 }
 
 // build submits spec and waits for the build to end.
@@ -365,9 +380,6 @@ func TestFollowups(t *testing.T) {
 			write(file("kept.txt"), "kept work\n"),
 			{Tools: read(file("kept.txt")).Tools, Usage: messagesapi.BigUsage},
 			say("not reached"),
-		}}, messagesapi.Script{Name: "after the budget", Turns: []messagesapi.Turn{
-			expect(read(file("kept.txt")), "Write kept.txt, then think hard."),
-			write(file("after.txt"), "after\n"), say("after.txt added to the kept work."),
 		}})
 		budget := 0.05
 		b := f.build(schema.BuildSpec{Prompt: "Write kept.txt, then think hard.", AutoCommit: true, AutoPush: true, MaxBudgetUSD: &budget})
@@ -398,20 +410,28 @@ func TestFollowups(t *testing.T) {
 		assert.Equal(t, time.Now().UTC().Format("2006-01"), p.Spend.Month)
 		assert.GreaterOrEqual(t, p.Spend.CostUSD, b.Result.Usage.CostUSD)
 		assert.GreaterOrEqual(t, p.Spend.Builds, 1)
-		code, body = f.call(f.d, http.MethodPost, "/projects/"+f.p.ID+"/builds", schema.BuildSpec{Prompt: "x", Template: "capped"})
+		code, body = f.refused(schema.BuildSpec{Prompt: "x", Template: "capped"})
 		assert.Equal(t, http.StatusTooManyRequests, code, "past the monthly cap: %s", body)
-		assert.Contains(t, string(body), "monthly", "the problem names the cap")
+		assert.Contains(t, string(body), "monthly-budget", "the problem's type")
+		assert.Contains(t, string(body), "monthlyBudgetUSD", "the problem names the cap")
+		code, _ = f.refused(schema.BuildSpec{Prompt: "x"})
+		assert.Equal(t, http.StatusAccepted, code, "the cap is the capped template's only")
 		over, turns := 1000.0, 100000
-		code, body = f.call(f.d, http.MethodPost, "/projects/"+f.p.ID+"/builds", schema.BuildSpec{Prompt: "x", MaxBudgetUSD: &over})
+		code, body = f.refused(schema.BuildSpec{Prompt: "x", MaxBudgetUSD: &over})
 		assert.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
 		assert.Contains(t, string(body), "max_budget_usd")
 		assert.Contains(t, string(body), "25", "the problem names the template's cap")
-		code, body = f.call(f.d, http.MethodPost, "/projects/"+f.p.ID+"/builds", schema.BuildSpec{Prompt: "x", MaxTurns: &turns})
+		code, body = f.refused(schema.BuildSpec{Prompt: "x", MaxTurns: &turns})
 		assert.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
 		assert.Contains(t, string(body), "max_turns")
+		assert.Contains(t, string(body), "200", "the problem names the template's cap")
 
 		// A follow-up starts from the kept work: the agent's first read
 		// finds the file.
+		f.model.Enqueue(messagesapi.Script{Name: "after the budget", Turns: []messagesapi.Turn{
+			expect(read(file("kept.txt")), "Write kept.txt, then think hard."),
+			write(file("after.txt"), "after\n"), say("after.txt added to the kept work."),
+		}})
 		t1 := time.Now()
 		id := f.mustFollowup(b.ID, schema.BuildSpec{Prompt: "Finish the kept work.", AutoCommit: true, AutoPush: true})
 		fu := f.wait(id)
