@@ -203,7 +203,8 @@ func RunnerReason(r schema.Reason) schema.Reason {
 	switch r {
 	case schema.ReasonAgentError, schema.ReasonMaxTurns, schema.ReasonWorkspace, schema.ReasonGit,
 		schema.ReasonPushRejected, schema.ReasonDeadline, schema.ReasonRunnerError,
-		schema.ReasonAgentAuth, schema.ReasonAgentBadRequest, schema.ReasonAgentUnavailable, schema.ReasonAgentPushed:
+		schema.ReasonAgentAuth, schema.ReasonAgentBadRequest, schema.ReasonAgentUnavailable, schema.ReasonAgentPushed,
+		schema.ReasonBudgetExceeded, schema.ReasonSessionUnavailable:
 		return r
 	}
 	return schema.ReasonRunnerError

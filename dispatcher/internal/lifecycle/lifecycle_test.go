@@ -684,4 +684,8 @@ func TestRunnerReason(t *testing.T) {
 	} {
 		assert.Equal(t, want, lifecycle.RunnerReason(in), "%q", in)
 	}
+	// A runner's too: its budget stopped the agent; a follow-up's session is gone.
+	for _, r := range []schema.Reason{schema.ReasonBudgetExceeded, schema.ReasonSessionUnavailable} {
+		assert.Equal(t, r, lifecycle.RunnerReason(r), "%q", r)
+	}
 }

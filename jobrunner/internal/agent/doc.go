@@ -22,7 +22,11 @@
 // it was making, if any, and the usage summed from its messages.
 //
 // Claude is the Claude Code adapter (`claude -p --output-format stream-json
-// --verbose`). It never passes --dangerously-skip-permissions, refuses the
+// --verbose`, with the run's --max-turns, --max-budget-usd and --resume of
+// an earlier session, whose id must be a UUID). A run its budget stopped
+// fails with budget_exceeded, naming the cap and the run's own spend (a
+// resumed session's total_cost_usd counts its earlier runs too; the outcome
+// does not). It never passes --dangerously-skip-permissions, refuses the
 // bypassPermissions mode, and always disallows `git commit` and `git push`:
 // committing and pushing is the runner's git step, not the agent's.
 //

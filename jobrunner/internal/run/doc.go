@@ -1,7 +1,11 @@
 // Package run is the jobrunner's pipeline for one build: read the Job's
-// environment, fetch the RunnerTask, render the prompt, find the project
-// pod, bring its workspace to the branch head (what an earlier build left
-// is kept on a ref), run the agent there, stream its output as ordered
+// environment, fetch the RunnerTask, render the prompt (with the agent's
+// limits), find the project pod, for a follow-up check with one exec that
+// the earlier agent session is there (resume it, start a fresh one with the
+// earlier build as context under fallback fresh, or fail with
+// session_unavailable before anything is touched), bring its workspace to
+// the branch head (what an earlier build left is kept on a ref), run the
+// agent there, stream its output as ordered
 // event batches, run the git step in the pod, report the BuildResult, and
 // always leave a TerminationSummary in the pod's termination message.
 //
