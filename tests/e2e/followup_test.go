@@ -363,7 +363,7 @@ func TestFollowups(t *testing.T) {
 		_, ok = f.remoteFile(t, f.branch, "review.txt")
 		assert.False(t, ok, "the change is not on the project branch")
 
-		code, body := f.call(f.d, http.MethodPost, "/projects/"+f.p.ID+"/builds", schema.BuildSpec{Prompt: "x", Branch: "no..dots"})
+		code, body := f.refused(schema.BuildSpec{Prompt: "x", Branch: "no..dots"})
 		assert.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
 		assert.Contains(t, string(body), "branch")
 	})
@@ -374,11 +374,11 @@ func TestFollowups(t *testing.T) {
 	run("budget stop keeps work", func(t *testing.T) {
 		before := f.git.Head(t, f.repo, f.branch)
 		// The first turn writes the file; the second reports usage the CLI
-		// prices at $0.12 (messagesapi.BigUsage), past the build's $0.05. The
-		// follow-up resumes the session; its first turn reads the kept file.
+		// prices at $0.12 (messagesapi.BigUsage), past the build's $0.05.
+		marker := "kept-" + randHex(6)
 		f.model.Enqueue(messagesapi.Script{Name: "budget", Turns: []messagesapi.Turn{
-			write(file("kept.txt"), "kept work\n"),
-			{Tools: read(file("kept.txt")).Tools, Usage: messagesapi.BigUsage},
+			write(file("kept.txt"), marker+"\n"),
+			{Tools: read(file("README.md")).Tools, Usage: messagesapi.BigUsage},
 			say("not reached"),
 		}})
 		budget := 0.05
@@ -401,7 +401,7 @@ func TestFollowups(t *testing.T) {
 		assert.Equal(t, before, heads[f.branch], "the project branch is unchanged")
 		got, ok := f.remoteFile(t, want, "kept.txt")
 		assert.True(t, ok, "the kept branch holds the file")
-		assert.Equal(t, "kept work", got)
+		assert.Equal(t, marker, got)
 
 		// What the month's spend shows, and the caps.
 		code, p, body := f.getProject(f.d, f.p.ID)
@@ -426,11 +426,15 @@ func TestFollowups(t *testing.T) {
 		assert.Contains(t, string(body), "max_turns")
 		assert.Contains(t, string(body), "200", "the problem names the template's cap")
 
-		// A follow-up starts from the kept work: the agent's first read
-		// finds the file.
+		// A follow-up starts from the kept work: it resumes the session and
+		// its agent first reads the file; the turn after that expects the
+		// file's content in the conversation, which only that read can have
+		// put there (the stand-in refuses the request otherwise, failing the
+		// build).
 		f.model.Enqueue(messagesapi.Script{Name: "after the budget", Turns: []messagesapi.Turn{
 			expect(read(file("kept.txt")), "Write kept.txt, then think hard."),
-			write(file("after.txt"), "after\n"), say("after.txt added to the kept work."),
+			expect(write(file("after.txt"), "after\n"), marker),
+			say("after.txt added to the kept work."),
 		}})
 		t1 := time.Now()
 		id := f.mustFollowup(b.ID, schema.BuildSpec{Prompt: "Finish the kept work.", AutoCommit: true, AutoPush: true})
@@ -439,16 +443,10 @@ func TestFollowups(t *testing.T) {
 		reqs := f.turns(b.Result.SessionID, t1)
 		require.GreaterOrEqual(t, len(reqs), 2, "the follow-up's agent read the file")
 		assert.Equal(t, "after the budget", reqs[0].Script)
-		assert.Empty(t, reqs[0].Missing)
 		assert.Positive(t, reqs[0].Earlier, "the follow-up continued the stopped session")
-		var results []string
 		for _, r := range reqs {
-			for _, tr := range r.ToolResults {
-				results = append(results, tr.Content)
-			}
+			assert.Empty(t, r.Missing, "turn %d: the file was not there before the agent acted", r.Turn)
 		}
-		require.NotEmpty(t, results)
-		assert.Contains(t, results[0], "kept work", "the file was there before the agent acted")
 		for _, name := range []string{"kept.txt", "after.txt"} {
 			_, ok := f.remoteFile(t, f.branch, name)
 			assert.True(t, ok, "%s is on the project branch after the follow-up", name)
