@@ -456,7 +456,7 @@ func TestFollowups(t *testing.T) {
 	// Submit → first agent event of a follow-up against a fresh build's,
 	// alternating, in the same run.
 	run("measure", func(t *testing.T) {
-		n := 3
+		n := 5
 		if v := os.Getenv("KILN_E2E_MEASURE"); v != "" {
 			var err error
 			n, err = strconv.Atoi(v)
