@@ -55,7 +55,8 @@ type Request struct {
 	// own system reminders), the last user message that holds no tool result
 	// of a resumed one.
 	Prompt string
-	// ToolResults are the tool_result blocks of the last message.
+	// ToolResults are the tool_result blocks of the last user message
+	// (system messages the CLI adds after it aside).
 	ToolResults []ToolResult
 	// Dropped says the connection was dropped mid-answer (Turn.DropAfter);
 	// Stalled that the answer was held back (Turn.Stall).
@@ -260,9 +261,16 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, idx int, rec *
 	run := runOf(&req)
 	if len(req.Messages) > 0 {
 		rec.Prompt = lastText(req.Messages[run.prompt].Content)
-		last := req.Messages[len(req.Messages)-1]
-		if last.Role == "user" {
-			rec.ToolResults = toolResults(last.Content)
+		// The last user message: the CLI may put system messages after it
+		// (with --max-budget-usd, "USD budget: $0.0056/$5; …").
+		for i := len(req.Messages) - 1; i >= 0; i-- {
+			if m := req.Messages[i]; m.Role == "user" {
+				rec.ToolResults = toolResults(m.Content)
+				break
+			}
+			if req.Messages[i].Role == "assistant" {
+				break
+			}
 		}
 	}
 	model := cmp.Or(req.Model, "claude-stand-in")

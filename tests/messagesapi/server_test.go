@@ -399,3 +399,23 @@ func TestResumedRunTakesTheNextScript(t *testing.T) {
 	assert.Equal(t, []string{"no such text"}, reqs[4].Missing)
 	assert.Empty(t, reqs[2].Missing)
 }
+
+// With --max-budget-usd the CLI puts a system message ("USD budget: …")
+// after the tool results: they are still the request's.
+func TestToolResultsBeforeASystemMessage(t *testing.T) {
+	t.Parallel()
+	srv := messagesapi.Start(t)
+	srv.Enqueue(messagesapi.Script{Name: "s", Turns: []messagesapi.Turn{{Text: "a"}, {Text: "b"}}})
+	msgs := []map[string]any{
+		{"role": "user", "content": "Fix it"},
+		{"role": "assistant", "content": []map[string]any{{"type": "tool_use", "id": "t1", "name": "Read", "input": map[string]any{}}}},
+		{"role": "user", "content": []map[string]any{{"type": "tool_result", "tool_use_id": "t1", "content": "file text"}}},
+		{"role": "system", "content": "USD budget: $0.0056/$5; $4.9944 remaining"},
+	}
+	assert.Equal(t, "b", text(t, postConv(t, srv, "s", msgs)))
+	reqs := srv.Requests()
+	require.Len(t, reqs, 1)
+	assert.Equal(t, []messagesapi.ToolResult{{ToolUseID: "t1", Content: "file text"}}, reqs[0].ToolResults)
+	assert.Equal(t, "Fix it", reqs[0].Prompt)
+	assert.Equal(t, 1, reqs[0].Turn)
+}

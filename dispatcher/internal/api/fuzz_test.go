@@ -21,6 +21,8 @@ func FuzzBuildSpecBody(f *testing.F) {
 		`{"prompt":"x"}`,
 		`{"prompt":"x","template":"default","variables":{"a":"b"},"auto_commit":true,"auto_push":false,"callback_url":"https://h/x"}`,
 		`{"prompt":"","variables":{"a-b":"1"},"callback_url":"ftp://x"}`,
+		`{"prompt":"x","max_turns":201,"max_budget_usd":-1,"branch":"kiln/{task_id}","fallback":"fresh"}`,
+		`{"prompt":"x","max_turns":3,"max_budget_usd":0.5,"branch":"review/{task_id}"}`,
 		`{"prompt":1}`, `{"variables":{"a":1}}`, `{"promt":"x"}`, `[]`, `{`, ``, `{"prompt":"x"} {}`, "{\n\"prompt\": \"x\",\n oops}",
 	} {
 		f.Add([]byte(seed))

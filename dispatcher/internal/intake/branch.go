@@ -70,8 +70,17 @@ func (s *Service) checkProjectBranch(ctx context.Context, p *schema.Project, spe
 		}
 		branch = full.GitBranch
 	}
-	if spec.Branch == branch {
-		return ValidationError{{Field: "branch", Rule: fmt.Sprintf("must not be the project's branch (%s): a review branch leaves it untouched", branch)}}
+	if rule := projectBranchRule(spec, branch); rule != "" {
+		return ValidationError{{Field: "branch", Rule: rule}}
 	}
 	return nil
+}
+
+// projectBranchRule is the rule a spec's review branch breaks when it is
+// projectBranch, or "".
+func projectBranchRule(spec schema.BuildSpec, projectBranch string) string {
+	if spec.Branch != "" && spec.Branch == projectBranch {
+		return fmt.Sprintf("must not be the project's branch (%s): a review branch leaves it untouched", projectBranch)
+	}
+	return ""
 }

@@ -204,4 +204,3 @@ func TestMonthlyBudget(t *testing.T) {
 	_, err = e.s.SubmitBuild(ctx, e.admin, p, capped, "")
 	require.NoError(t, err, "a new month")
 }
-

@@ -369,6 +369,11 @@ func (s *Service) CreateAndBuild(ctx context.Context, who *auth.Principal, in sc
 			return nil, e
 		}
 	}
+	if p != nil {
+		if rule := projectBranchRule(in.Build, p.GitBranch); rule != "" {
+			v = append(v, FieldError{Field: "build.branch", Rule: rule})
+		}
+	}
 	if len(v) > 0 {
 		return nil, v
 	}

@@ -116,4 +116,3 @@ func TestValidateSpecPrefixesLimitFields(t *testing.T) {
 	assert.Contains(t, got, "build.fallback")
 	assert.Contains(t, got, "build.branch")
 }
-

@@ -1,7 +1,8 @@
 // Package runnerapi is the dispatcher's side of the runner protocol
 // (schema/runner.go): the jobrunner of a build fetches its task, posts event
 // batches, artifacts and its result, authenticated by that build's runner
-// token and for that build only. It holds up against a broken or hostile
+// token and for that build only. A follow-up's task carries what its runner
+// needs of the parent build (FollowupOf). It holds up against a broken or hostile
 // runner: only a runner's event types, each of its payload type's shape
 // (ValidateEvents, a pure function); text Postgres cannot store repaired
 // and flagged rather than refused; 409 once the build is terminal; per-build

@@ -435,3 +435,27 @@ func TestKeptWorkSkipsThePushWithoutTime(t *testing.T) {
 	require.False(t, evs[0].Pushed)
 	require.Contains(t, evs[0].Error, "no time left")
 }
+
+// A keep that fails (here the branch cannot be made: kiln/<id>/x exists, so
+// refs/heads/kiln/<id> cannot) is an event and a note in the error; the
+// result is still reported with the build's own reason.
+func TestKeptWorkFailureIsTold(t *testing.T) {
+	t.Parallel()
+	f := setupRemote(t)
+	work := f.clone(t, "work")
+	id := testBuildID(t)
+	gitIn(t, work, "branch", schema.KeptWorkBranch(id)+"/x")
+	r, d := f.runner(t, work, id, jobtemplates.RunnerConfig{},
+		schema.BuildSpec{Prompt: "edit", AutoCommit: true, AutoPush: true}, editsThenMaxTurns)
+	out := r.Run(context.Background())
+	res := out.Result
+	require.True(t, out.Reported)
+	require.Equal(t, schema.ReasonMaxTurns, res.Reason)
+	require.Contains(t, res.Error, "keeping the work on "+schema.KeptWorkBranch(id)+": ")
+	require.Empty(t, res.PartialBranch)
+	require.Equal(t, []string{"README.md", "kept.txt", "staged.txt"}, res.FilesChanged)
+	evs := gitEvents(t, d)
+	require.Len(t, evs, 1)
+	require.False(t, evs[0].Kept)
+	require.Contains(t, evs[0].Error, "keeping the work on")
+}

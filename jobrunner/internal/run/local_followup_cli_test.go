@@ -47,6 +47,10 @@ func TestLocalFollowupWithTheRealCLI(t *testing.T) {
 			Expect: []string{"What does the README say?", "The README says hello.", "Is it still so?"}}}},
 		messagesapi.Script{Name: "followup-2", Turns: []messagesapi.Turn{{Text: "Yes.",
 			Expect: []string{"What does the README say?", "Still hello.", "Sure?"}}}},
+		messagesapi.Script{Name: "over-budget", Turns: []messagesapi.Turn{
+			{Text: "Reading it all.", Tools: []messagesapi.ToolUse{{Name: "Read", Input: map[string]any{"file_path": "README.md"}}}, Usage: messagesapi.BigUsage},
+			{Text: "never"},
+		}},
 	)
 	base, err := filepath.EvalSymlinks(t.TempDir())
 	require.NoError(t, err)
@@ -61,12 +65,15 @@ func TestLocalFollowupWithTheRealCLI(t *testing.T) {
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}}},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
 	})
-	build := func(id, prompt string, f *schema.FollowupTask) (Outcome, *memDispatcher, time.Duration) {
+	build := func(id, prompt string, f *schema.FollowupTask, budget ...float64) (Outcome, *memDispatcher, time.Duration) {
 		d := &memDispatcher{task: schema.RunnerTask{BuildID: id, Status: schema.StatusRunning, Spec: schema.BuildSpec{Prompt: prompt},
 			Target: schema.Target{Namespace: "proj", PodName: "ws", Workdir: work, GitBranch: "main"}, Followup: f}}
 		cfg := Config{BuildID: id, PIDDir: base, AgentBinary: bin, KillWait: time.Second, StatusPoll: time.Second,
 			TerminationLog: filepath.Join(base, id+"-termination-log"),
 			Runner:         jobtemplates.RunnerConfig{Agent: jobtemplates.Agent{AllowedTools: []string{"Read"}, MaxTurns: 5}}}
+		if len(budget) > 0 {
+			cfg.Runner.Agent.MaxBudgetUSD = budget[0]
+		}
 		start := time.Now()
 		out := New(cfg, d, kube, ex, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(context.Background())
 		return out, d, firstAgentEvent(t, d).Sub(start)
@@ -88,9 +95,18 @@ func TestLocalFollowupWithTheRealCLI(t *testing.T) {
 	require.True(t, third.Result.Success, third.Result.Error)
 	require.Equal(t, "Yes.", third.Result.Output)
 
+	// A follow-up stopped by its own budget: budget_exceeded, its own spend
+	// (not the session's), and the session id to follow up again.
+	fourth, _, _ := build(testBuildID(t)+"-4", "Read everything.", &schema.FollowupTask{ParentID: "b-3", SessionID: third.Result.SessionID}, 0.05)
+	require.False(t, fourth.Result.Success)
+	require.Equal(t, schema.ReasonBudgetExceeded, fourth.Result.Reason)
+	require.Equal(t, "the agent was stopped by the build's budget of $0.05 after spending $0.12 in 1 turn", fourth.Result.Error)
+	require.InDelta(t, 0.12, fourth.Result.Usage.CostUSD, 1e-9)
+	require.Equal(t, session, fourth.Result.SessionID)
+
 	var earlier []int
 	for _, q := range srv.Requests() {
-		if q.Kind == "turn" {
+		if q.Kind == "turn" && q.Script != "over-budget" {
 			require.Empty(t, q.Missing, "script %s turn %d", q.Script, q.Turn)
 			earlier = append(earlier, q.Earlier)
 		}

@@ -307,6 +307,8 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 			r.keepWork(ctx, pod, keep, &res)
 		}
 		return res
+	case run.exitCode == 1 && !res.Success && run.outcome.Subtype != "" && strings.TrimSpace(run.stderr) == "":
+		// The CLI's exit for a failure its result line already tells (max turns, budget, API error).
 	case run.exitCode != 0:
 		msg := fmt.Sprintf("agent exited with code %d", run.exitCode)
 		if s := strings.TrimSpace(run.stderr); s != "" {

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -153,15 +154,12 @@ func (r *Runner) checkSession(ctx context.Context, ctr podexec.Container, f *sch
 // gives it (runAgent's deadline), its turns and budget, and the branch
 // that keeps its work if a limit stops it.
 func (r *Runner) agentLimits(buildID string) prompt.Limits {
-	l := prompt.Limits{
-		MaxTurns:       cmpOr(r.cfg.Runner.Agent.MaxTurns, agent.DefaultMaxTurns),
+	return prompt.Limits{
+		Time:           agentTime(r.cfg.Runner.DeadlineSeconds, r.cfg.Runner.GracePeriodSeconds),
+		MaxTurns:       cmp.Or(r.cfg.Runner.Agent.MaxTurns, agent.DefaultMaxTurns),
 		MaxBudgetUSD:   r.cfg.Runner.Agent.MaxBudgetUSD,
 		KeptWorkBranch: schema.KeptWorkBranch(buildID),
 	}
-	if t := agentTime(r.cfg.Runner.DeadlineSeconds, r.cfg.Runner.GracePeriodSeconds); t > 0 {
-		l.Time = t
-	}
-	return l
 }
 
 // agentTime is how long the runner lets the agent run in a build with this
@@ -172,11 +170,4 @@ func agentTime(deadline, grace int64) time.Duration {
 		return 0
 	}
 	return max(time.Duration(deadline-grace)*time.Second-10*time.Second, 0)
-}
-
-func cmpOr(v, def int) int {
-	if v > 0 {
-		return v
-	}
-	return def
 }
