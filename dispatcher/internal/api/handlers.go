@@ -287,13 +287,19 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 		}
 		params.Status = schema.Status(v)
 	}
+	order := cursorOrder(params.Status)
 	if v := q.Get("cursor"); v != "" {
-		id, ok := decodeCursor(v)
+		id, ok := decodeCursor(v, order)
 		if !ok {
-			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "cursor", "is not a cursor this API returned"))
+			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "cursor",
+				"is not a cursor this API returned for this status filter"))
 			return
 		}
-		params.Before = id
+		if store.QueueOrder(params.Status) {
+			params.After = id
+		} else {
+			params.Before = id
+		}
 	}
 	params.MaxBytes = listPageBytes
 	bs, more, err := s.intake.ListBuilds(r.Context(), params)
@@ -303,21 +309,31 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 	}
 	out := buildList{Builds: bs}
 	if more {
-		out.NextCursor = encodeCursor(bs[len(bs)-1].ID)
+		out.NextCursor = encodeCursor(order, bs[len(bs)-1].ID)
 	}
 	edge.JSON(w, http.StatusOK, out)
 }
 
-func encodeCursor(id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("b:" + id))
+// cursorOrder marks a cursor with the order of its listing: "b:" newest
+// first (builds before the id), "q:" queue order (status pending: builds
+// after the id), so a cursor is not taken for the other order's.
+func cursorOrder(status schema.Status) string {
+	if store.QueueOrder(status) {
+		return "q:"
+	}
+	return "b:"
 }
 
-func decodeCursor(c string) (string, bool) {
+func encodeCursor(order, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(order + id))
+}
+
+func decodeCursor(c, order string) (string, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
 		return "", false
 	}
-	id, ok := strings.CutPrefix(string(b), "b:")
+	id, ok := strings.CutPrefix(string(b), order)
 	if !ok || !edge.CanonicalID(id) {
 		return "", false
 	}

@@ -92,8 +92,13 @@ func GetBuild(ctx context.Context, db DB, id string) (*Build, error) {
 type ListBuildsParams struct {
 	ProjectID string
 	Status    schema.Status // empty: any
-	Before    string        // a build id: list builds created before it (the cursor)
-	Limit     int           // the most summaries a page holds
+	// The cursor: the last build id of the previous page. A listing of
+	// pending builds is in queue order, oldest first (the order they
+	// launch), and pages on with After; every other listing is newest
+	// first and pages on with Before. Giving the other one is an error.
+	Before string // list builds created before it
+	After  string // status pending: list builds created after it
+	Limit  int    // the most summaries a page holds
 	// MaxBytes bounds a page's summaries encoded as JSON: the page ends before
 	// the summary that would pass it (a page holds at least one). 0: no bound.
 	MaxBytes int
@@ -115,12 +120,28 @@ const summaryColumns = `b.id, b.project_id, b.status, b.reason,
 		WHERE q.project_id = b.project_id AND q.status = 'pending' AND q.id <= b.id) ELSE 0 END,
 	b.cost_usd`
 
-// ListBuildSummaries returns a page of a project's builds, newest first, as
-// summaries: at most p.Limit of them and at most p.MaxBytes of JSON. more
-// reports whether builds follow the page (its last id is the next cursor).
+// QueueOrder reports whether a listing of builds in status is in queue
+// order (oldest first, paged with ListBuildsParams.After): only pending's is.
+func QueueOrder(status schema.Status) bool { return status == schema.StatusPending }
+
+// ListBuildSummaries returns a page of a project's builds as summaries:
+// newest first, or for status pending in queue order (QueueOrder); at most
+// p.Limit of them and at most p.MaxBytes of JSON. more reports whether
+// builds follow the page (its last id is the next cursor).
 func ListBuildSummaries(ctx context.Context, db DB, p ListBuildsParams) (page []schema.BuildSummary, more bool, err error) {
 	if p.Limit < 1 {
 		return nil, false, fmt.Errorf("listing builds: limit %d is not positive", p.Limit)
+	}
+	// Both orders walk builds_project_status_id (project_id, status, id
+	// DESC), forward or backward, when a status is given.
+	past, order, cursor := `b.id < $3::uuid`, `b.id DESC`, p.Before
+	if QueueOrder(p.Status) {
+		past, order, cursor = `b.id > $3::uuid`, `b.id`, p.After
+		if p.Before != "" {
+			return nil, false, errors.New("listing builds: pending builds page on with After, not Before")
+		}
+	} else if p.After != "" {
+		return nil, false, errors.New("listing builds: only pending builds page on with After")
 	}
 	rows, err := db.Query(ctx, `SELECT `+summaryColumns+` FROM builds b
 		CROSS JOIN LATERAL jsonb_to_record(b.spec) AS s(template text, auto_commit boolean, auto_push boolean, callback_url text)
@@ -128,9 +149,9 @@ func ListBuildSummaries(ctx context.Context, db DB, p ListBuildsParams) (page []
 			artifacts jsonb, duration_ms bigint) ON true
 		WHERE b.project_id = $1
 		  AND ($2 = '' OR b.status = $2)
-		  AND ($3::uuid IS NULL OR b.id < $3::uuid)
-		ORDER BY b.id DESC LIMIT $4`,
-		p.ProjectID, string(p.Status), nullIfEmpty(p.Before), p.Limit+1, schema.SummaryErrorChars)
+		  AND ($3::uuid IS NULL OR `+past+`)
+		ORDER BY `+order+` LIMIT $4`,
+		p.ProjectID, string(p.Status), nullIfEmpty(cursor), p.Limit+1, schema.SummaryErrorChars)
 	if err != nil {
 		return nil, false, fmt.Errorf("listing builds: %w", err)
 	}
