@@ -54,13 +54,12 @@ func (f *fuEnv) serveModel(w http.ResponseWriter, r *http.Request) {
 	m.ServeHTTP(w, r)
 }
 
-// freshModel gives the agent a new stand-in and returns it.
-func (f *fuEnv) freshModel() *messagesapi.Server {
+// freshModel gives the agent a new stand-in.
+func (f *fuEnv) freshModel() {
 	m := messagesapi.New()
 	f.mu.Lock()
 	f.model = m
 	f.mu.Unlock()
-	return m
 }
 
 // cappedMonthlyUSD is the monthly cap of the "capped" template: less than
