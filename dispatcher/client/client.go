@@ -121,12 +121,33 @@ func apiError(res *http.Response) error {
 // 429, 502, 503 and 504 answers are retried SubmitAttempts times in all,
 // after Retry-After or a growing pause, and the build is still made once.
 func (c *Client) Submit(ctx context.Context, project string, spec schema.BuildSpec, idempotencyKey string) (*schema.BuildAccepted, error) {
+	return c.retrySubmit(ctx, idempotencyKey, func(key string) (*schema.BuildAccepted, error) {
+		return c.SubmitOnce(ctx, project, spec, key)
+	})
+}
+
+// Followup starts a follow-up of the build taskID: a new build of the same
+// project that continues taskID's agent session (POST
+// /builds/{taskId}/followups). spec is a BuildSpec; its Fallback says what
+// to do when the session cannot be continued. It is sent and retried as
+// Submit's submissions are, under one Idempotency-Key.
+func (c *Client) Followup(ctx context.Context, taskID string, spec schema.BuildSpec, idempotencyKey string) (*schema.BuildAccepted, error) {
+	return c.retrySubmit(ctx, idempotencyKey, func(key string) (*schema.BuildAccepted, error) {
+		var acc schema.BuildAccepted
+		err := c.do(ctx, http.MethodPost, "/builds/"+url.PathEscape(taskID)+"/followups", spec, &acc, "Idempotency-Key", key)
+		return &acc, err
+	})
+}
+
+// retrySubmit sends a submission until it is answered or SubmitAttempts
+// are spent (see Submit), every time under one Idempotency-Key.
+func (c *Client) retrySubmit(ctx context.Context, idempotencyKey string, once func(key string) (*schema.BuildAccepted, error)) (*schema.BuildAccepted, error) {
 	if idempotencyKey == "" {
 		idempotencyKey = "kiln-client-" + uuid.NewString()
 	}
 	pause := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		acc, err := c.SubmitOnce(ctx, project, spec, idempotencyKey)
+		acc, err := once(idempotencyKey)
 		var apiErr *APIError
 		retry := err != nil && ctx.Err() == nil && attempt < SubmitAttempts
 		if errors.As(err, &apiErr) {

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -267,4 +268,48 @@ func TestProjectsEventsReady(t *testing.T) {
 
 	down := &client.Client{BaseURL: "http://127.0.0.1:1"}
 	require.Error(t, down.Ready(ctx))
+}
+
+// Followup posts a BuildSpec (with its fallback) to the earlier build's
+// followups and retries a 503 under the same Idempotency-Key, as Submit
+// does. The endpoint's server side is tested where it is built; here a
+// stand-in records what arrives.
+func TestFollowupRetriesWithOneKey(t *testing.T) {
+	t.Parallel()
+	type request struct {
+		method, path, key string
+		spec              schema.BuildSpec
+	}
+	var mu sync.Mutex
+	var got []request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var spec schema.BuildSpec
+		assert.NoError(t, json.NewDecoder(r.Body).Decode(&spec))
+		mu.Lock()
+		got = append(got, request{r.Method, r.URL.Path, r.Header.Get("Idempotency-Key"), spec})
+		n := len(got)
+		mu.Unlock()
+		if n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"task_id":"0190f1c5-0000-7000-8000-0000000000bb","status":"pending"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := &client.Client{BaseURL: srv.URL, Token: "kiln_x"}
+	budget, turns := 1.5, 7
+	spec := schema.BuildSpec{Prompt: "now the tests", Fallback: schema.FallbackFresh, MaxBudgetUSD: &budget, MaxTurns: &turns}
+	acc, err := c.Followup(context.Background(), "0190f1c5-0000-7000-8000-0000000000aa", spec, "")
+	require.NoError(t, err)
+	assert.Equal(t, schema.BuildAccepted{TaskID: "0190f1c5-0000-7000-8000-0000000000bb", Status: schema.StatusPending}, *acc)
+	require.Len(t, got, 2)
+	for _, r := range got {
+		assert.Equal(t, http.MethodPost, r.method)
+		assert.Equal(t, "/builds/0190f1c5-0000-7000-8000-0000000000aa/followups", r.path)
+		assert.Equal(t, spec, r.spec)
+	}
+	assert.NotEmpty(t, got[0].key)
+	assert.Equal(t, got[0].key, got[1].key, "one key for every attempt")
 }

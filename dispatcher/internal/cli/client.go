@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,16 +36,25 @@ else http://127.0.0.1:8080) and --token (default $KILN_TOKEN).
 
 commands:
   submit --project P [flags] PROMPT...   start a build; prints its task id
+  submit --followup TASK [flags] PROMPT...
+                                         start a follow-up of TASK: it continues TASK's
+                                         agent session on TASK's project
       --template T  --var k=v (repeatable)  --auto-commit  --auto-push
       --callback-url URL  --idempotency-key K  --watch (then follow it, as watch)
+      --budget USD (max_budget_usd)  --turns N (max_turns)  --branch NAME (a review
+      branch; {task_id} stands for the build's id)  --fallback fresh (with
+      --followup: start a new session if TASK's cannot be continued)
       PROMPT "-" reads the prompt from standard input; P is a project id or name
   get TASK_ID                            print a build as JSON (status, result, callbacks)
   list --project P [--status S] [--limit N] [--cursor C] [--json]
-                                         a project's builds, newest first
+                                         a project's builds, newest first; with
+                                         --status pending in queue order (next first)
   cancel TASK_ID [--reason R]            cancel a pending or running build
   watch TASK_ID [--after N] [--ws] [--quiet]
                                          follow a build's events live until it ends,
-                                         reconnecting and resuming after disconnects
+                                         reconnecting and resuming after disconnects;
+                                         says why a pending build waits, and at the end
+                                         its branch, kept work and agent session
 
 exit status: 0 done (watch: completed), 1 watch: failed, 2 watch: cancelled or a
 usage error, 3 the dispatcher was unreachable or refused the request, 130 interrupted.
@@ -157,6 +168,11 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *client.Cli
 	key := fs.String("idempotency-key", "", "Idempotency-Key: the same key and body return the first build (default: a fresh key, kept for the retries after a network error or a 503)")
 	watch := fs.Bool("watch", false, "follow the build after submitting it (exit status as watch)")
 	ws := fs.Bool("ws", false, "with --watch: follow over the WebSocket")
+	followup := fs.String("followup", "", "a task id: start a follow-up of that build (continuing its agent session) instead of a new build")
+	fallback := fs.String("fallback", "", `with --followup: "fresh" starts a new session when the earlier one cannot be continued`)
+	budget := fs.String("budget", "", "the most the agent may spend, in US dollars (max_budget_usd)")
+	turns := fs.String("turns", "", "the most turns the agent may take (max_turns)")
+	branch := fs.String("branch", "", "commit to this review branch instead of the project branch ({task_id}: the build's id)")
 	return func(ctx context.Context, c *client.Client, pos []string) (int, error) {
 		text := *prompt
 		if len(pos) > 0 {
@@ -172,11 +188,29 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *client.Cli
 			}
 			text = string(b)
 		}
-		if *project == "" || strings.TrimSpace(text) == "" {
-			return 0, usageError("--project and a prompt are required")
+		switch {
+		case *project != "" && *followup != "":
+			return 0, usageError("give --project (a new build) or --followup (a follow-up of a build), not both")
+		case *project == "" && *followup == "":
+			return 0, usageError("--project (or --followup) and a prompt are required")
+		case strings.TrimSpace(text) == "":
+			return 0, usageError("a prompt is required")
 		}
 		spec := schema.BuildSpec{Prompt: text, Template: *template, AutoCommit: *autoCommit, AutoPush: *autoPush,
-			CallbackURL: *callbackURL}
+			CallbackURL: *callbackURL, Branch: *branch}
+		if err := limitFlags(&spec, *budget, *turns); err != nil {
+			return 0, err
+		}
+		switch schema.Fallback(*fallback) {
+		case schema.FallbackNone:
+		case schema.FallbackFresh:
+			if *followup == "" {
+				return 0, usageError("--fallback: only with --followup")
+			}
+			spec.Fallback = schema.FallbackFresh
+		default:
+			return 0, usageError(fmt.Sprintf("--fallback %q: must be %q", *fallback, schema.FallbackFresh))
+		}
 		for _, v := range vars {
 			k, val, ok := strings.Cut(v, "=")
 			if !ok || k == "" {
@@ -187,7 +221,13 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *client.Cli
 			}
 			spec.Variables[k] = val
 		}
-		acc, err := c.Submit(ctx, *project, spec, *key)
+		var acc *schema.BuildAccepted
+		var err error
+		if *followup != "" {
+			acc, err = c.Followup(ctx, *followup, spec, *key)
+		} else {
+			acc, err = c.Submit(ctx, *project, spec, *key)
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -197,6 +237,25 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *client.Cli
 		}
 		return r.follow(ctx, c, acc.TaskID, 0, *ws, false)
 	}
+}
+
+// limitFlags puts --budget and --turns into spec; an empty flag was not given.
+func limitFlags(spec *schema.BuildSpec, budget, turns string) error {
+	if budget != "" {
+		usd, err := strconv.ParseFloat(budget, 64)
+		if err != nil || usd <= 0 || math.IsInf(usd, 0) || math.IsNaN(usd) {
+			return usageError(fmt.Sprintf("--budget %q: must be a positive number of US dollars (e.g. 2.50)", budget))
+		}
+		spec.MaxBudgetUSD = &usd
+	}
+	if turns != "" {
+		n, err := strconv.Atoi(turns)
+		if err != nil || n < 1 {
+			return usageError(fmt.Sprintf("--turns %q: must be a whole number of at least 1", turns))
+		}
+		spec.MaxTurns = &n
+	}
+	return nil
 }
 
 func (r *runner) get(ctx context.Context, c *client.Client, pos []string) (int, error) {
@@ -232,9 +291,10 @@ func (r *runner) listFlags(fs *flag.FlagSet) func(context.Context, *client.Clien
 			return ExitOK, r.printJSON(page)
 		}
 		tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TASK ID\tSTATUS\tCREATED\tTEMPLATE\tREQUESTED BY") // a list has summaries: 'get' shows the prompt
+		fmt.Fprintln(tw, "TASK ID\tSTATUS\tCREATED\tTEMPLATE\tREQUESTED BY\tWAITING") // a list has summaries: 'get' shows the prompt
 		for _, b := range page.Builds {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.ID, b.Status, b.CreatedAt.Local().Format(time.DateTime), b.Template, b.RequestedBy)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Status, b.CreatedAt.Local().Format(time.DateTime), b.Template,
+				b.RequestedBy, waitingColumn(b))
 		}
 		if err := tw.Flush(); err != nil {
 			return 0, err
@@ -295,6 +355,9 @@ func (r *runner) follow(ctx context.Context, c *client.Client, id string, after 
 			line += " (commit " + b.Result.CommitSHA + ")"
 		}
 		fmt.Fprintln(r.stdout, line)
+		for _, l := range resultLines(b.Result) {
+			fmt.Fprintln(r.stdout, l)
+		}
 	} else {
 		fmt.Fprintf(r.stdout, "build %s %s\n", id, st)
 	}
@@ -306,4 +369,45 @@ func (r *runner) follow(ctx context.Context, c *client.Client, id string, after 
 	default:
 		return ExitCancelled, nil
 	}
+}
+
+// resultLines say where an ended build's work is and how to go on from it:
+// its review branch, the branch that kept a stopped build's changes, and the
+// agent session a follow-up continues.
+func resultLines(res *schema.BuildResult) []string {
+	if res == nil {
+		return nil
+	}
+	var out []string
+	if res.Branch != "" {
+		out = append(out, "branch: "+res.Branch)
+	}
+	if res.PartialBranch != "" {
+		l := "kept work: " + res.PartialBranch
+		if sha := res.PartialCommitSHA; sha != "" {
+			l += " (commit " + sha
+			if res.PartialPushed {
+				l += ", pushed"
+			}
+			l += ")"
+		}
+		out = append(out, l)
+	}
+	if res.SessionID != "" {
+		out = append(out, "session: "+res.SessionID+" (dispatcher client submit --followup TASK_ID continues it)")
+	}
+	return out
+}
+
+// waitingColumn is where a pending build stands and why it waits ("2nd,
+// project_busy"); empty for other builds.
+func waitingColumn(b schema.BuildSummary) string {
+	var parts []string
+	if b.QueuePosition > 0 {
+		parts = append(parts, ordinal(b.QueuePosition))
+	}
+	if b.WaitingReason != "" {
+		parts = append(parts, string(b.WaitingReason))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -3,9 +3,13 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,3 +133,142 @@ func TestUnreachable(t *testing.T) {
 type envMap map[string]string
 
 func (m envMap) get(k string) string { return m[k] }
+
+// submit's limit and branch flags go into the spec; bad values are refused
+// before anything is sent, naming the flag and the rule.
+func TestSubmitLimitsAndBranch(t *testing.T) {
+	e := setup(t)
+	code, out, errs := e.run("submit", "--project", "web", "--budget", "2.5", "--turns", "12", "--branch", "review/{task_id}", "fix it")
+	require.Equal(t, 0, code, errs)
+	b := e.Get(strings.TrimSpace(out))
+	require.NotNil(t, b.Spec.MaxBudgetUSD)
+	assert.Equal(t, 2.5, *b.Spec.MaxBudgetUSD)
+	require.NotNil(t, b.Spec.MaxTurns)
+	assert.Equal(t, 12, *b.Spec.MaxTurns)
+	assert.Equal(t, "review/{task_id}", b.Spec.Branch)
+
+	count := func() int {
+		var n int
+		require.NoError(t, e.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM builds`).Scan(&n))
+		return n
+	}
+	builds := count()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--project", "web", "--budget", "0"}, `--budget "0": must be a positive number of US dollars`},
+		{[]string{"--project", "web", "--budget", "-1"}, `--budget "-1": must be a positive number`},
+		{[]string{"--project", "web", "--budget", "five"}, `--budget "five": must be a positive number`},
+		{[]string{"--project", "web", "--budget", "Inf"}, `--budget "Inf": must be a positive number`},
+		{[]string{"--project", "web", "--turns", "0"}, `--turns "0": must be a whole number of at least 1`},
+		{[]string{"--project", "web", "--turns", "2.5"}, `--turns "2.5": must be a whole number`},
+		{[]string{"--project", "web", "--fallback", "fresh"}, "--fallback: only with --followup"},
+		{[]string{"--followup", uuid.NewString(), "--fallback", "stale"}, `--fallback "stale": must be "fresh"`},
+		{[]string{"--project", "web", "--followup", uuid.NewString()}, "give --project (a new build) or --followup"},
+		{[]string{}, "--project (or --followup) and a prompt are required"},
+	} {
+		code, _, errs := e.run(append(append([]string{"submit"}, tc.args...), "p")...)
+		assert.Equal(t, cli.ExitUsage, code, tc.args)
+		assert.Contains(t, errs, tc.want, tc.args)
+	}
+	assert.Equal(t, builds, count(), "nothing was submitted")
+}
+
+// submit --followup posts the spec to the earlier build's followups (the
+// endpoint is the API's; a stand-in records what arrives) and prints the
+// follow-up's id.
+func TestSubmitFollowup(t *testing.T) {
+	t.Parallel()
+	parent, child := uuid.NewString(), uuid.NewString()
+	var mu sync.Mutex
+	var paths []string
+	var specs []schema.BuildSpec
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var spec schema.BuildSpec
+		assert.NoError(t, json.NewDecoder(r.Body).Decode(&spec))
+		mu.Lock()
+		paths = append(paths, r.Method+" "+r.URL.Path)
+		specs = append(specs, spec)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(schema.BuildAccepted{TaskID: child, Status: schema.StatusPending})
+	}))
+	t.Cleanup(srv.Close)
+	var out, errb bytes.Buffer
+	env := envMap{"KILN_URL": srv.URL, "KILN_TOKEN": "kiln_secret_value"}
+	code := cli.ClientMain(context.Background(), []string{"submit", "--followup", parent, "--fallback", "fresh",
+		"--budget", "1", "--auto-commit", "now", "add", "tests"}, &out, &errb, env.get)
+	require.Equal(t, cli.ExitOK, code, errb.String())
+	assert.Equal(t, child+"\n", out.String())
+	require.Equal(t, []string{"POST /builds/" + parent + "/followups"}, paths)
+	one := 1.0
+	assert.Equal(t, schema.BuildSpec{Prompt: "now add tests", AutoCommit: true, Fallback: schema.FallbackFresh, MaxBudgetUSD: &one}, specs[0])
+}
+
+// watch tells each change of a pending build's waiting reason, and at the
+// end where the build's work is: its review branch, its kept work and its
+// agent session.
+func TestWatchWaitingAndResult(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	id := e.Pending(e.project, schema.BuildSpec{Prompt: "p"})
+	for _, p := range []schema.InfoPayload{
+		{Message: "waiting for capacity: an older build of this project goes first", WaitingReason: schema.WaitingProjectBusy, QueuePosition: 2},
+		{Message: "waiting for capacity: the dispatcher's maximum of builds in flight is reached", WaitingReason: schema.WaitingCapacity, QueuePosition: 1},
+	} {
+		_, err := store.AppendEvent(ctx, e.DB.Pool, id, schema.EventInfo, p)
+		require.NoError(t, err)
+	}
+	_, err := store.TransitionBuild(ctx, e.DB.Pool, id, store.Transition{To: schema.StatusFailed, Reason: schema.ReasonMaxTurns,
+		Error: "the agent reached its maximum of turns", Result: &schema.BuildResult{Reason: schema.ReasonMaxTurns,
+			Branch: "review/" + id, PartialBranch: schema.KeptWorkBranch(id), PartialCommitSHA: "0123456789abcdef0123456789abcdef01234567",
+			PartialPushed: true, SessionID: "3f2c9a7e-session"}})
+	require.NoError(t, err)
+
+	code, out, errs := e.run("watch", id)
+	assert.Equal(t, cli.ExitFailed, code, errs)
+	assert.Regexp(t, `#2 +info +waiting: project_busy, 2nd in the project's queue\n`, out)
+	assert.Regexp(t, `#3 +info +waiting: capacity, 1st in the project's queue\n`, out)
+	assert.Contains(t, out, "build "+id+" failed: the agent reached its maximum of turns\n"+
+		"branch: review/"+id+"\n"+
+		"kept work: kiln/"+id+" (commit 0123456789abcdef0123456789abcdef01234567, pushed)\n"+
+		"session: 3f2c9a7e-session")
+
+	code, out, _ = e.run("watch", id, "--quiet")
+	assert.Equal(t, cli.ExitFailed, code)
+	assert.NotContains(t, out, "waiting:", "quiet: only the outcome")
+	assert.Contains(t, out, "kept work: kiln/"+id)
+}
+
+// list --status pending shows the project's queue, next build first, with
+// each build's place and why it waits; its cursor pages on in that order.
+func TestListPendingQueue(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.Pending(e.project, schema.BuildSpec{Prompt: "p"}))
+	}
+	_, _, err := store.SetWaiting(ctx, e.DB.Pool, ids[1], schema.WaitingProjectBusy)
+	require.NoError(t, err)
+
+	code, out, errs := e.run("list", "--project", "web", "--status", "pending", "--limit", "2")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, regexp.MustCompile(`(?s)`+ids[0]+`\s+pending.*\s1st\n.*`+ids[1]+`\s+pending.*\s2nd, project_busy\n`), out)
+	assert.NotContains(t, out, ids[2])
+	m := regexp.MustCompile(`more: --cursor (\S+)`).FindStringSubmatch(errs)
+	require.Len(t, m, 2, errs)
+	code, out, errs = e.run("list", "--project", "web", "--status", "pending", "--cursor", m[1])
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, ids[2]+`\s+pending.*\s3rd\n`, out)
+	assert.NotContains(t, out, ids[0])
+
+	code, out, _ = e.run("list", "--project", "web")
+	require.Equal(t, 0, code)
+	assert.Less(t, strings.Index(out, ids[2]), strings.Index(out, ids[0]), "without a status: newest first")
+	code, _, errs = e.run("list", "--project", "web", "--status", "failed", "--cursor", m[1])
+	assert.Equal(t, cli.ExitError, code, "a queue-order cursor is not one of a newest-first listing")
+	assert.Contains(t, errs, "cursor: is not a cursor this API returned for this status filter")
+}

@@ -69,6 +69,9 @@ func summary(e schema.Event) string {
 		}
 		return p.Message
 	case schema.InfoPayload:
+		if p.WaitingReason != "" {
+			return waitingLine(p)
+		}
 		return p.Message
 	case schema.AgentRetryPayload:
 		status := "no answer"
@@ -88,4 +91,31 @@ func clip(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// waitingLine tells a change of why a pending build waits:
+// "waiting: project_busy, 2nd in the project's queue".
+func waitingLine(p schema.InfoPayload) string {
+	out := "waiting: " + string(p.WaitingReason)
+	if p.QueuePosition > 0 {
+		out += ", " + ordinal(p.QueuePosition) + " in the project's queue"
+	}
+	return out
+}
+
+// ordinal is 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st, ...
+func ordinal(n int) string {
+	suffix := "th"
+	switch n % 10 {
+	case 1:
+		suffix = "st"
+	case 2:
+		suffix = "nd"
+	case 3:
+		suffix = "rd"
+	}
+	if n%100 >= 11 && n%100 <= 13 {
+		suffix = "th"
+	}
+	return fmt.Sprint(n) + suffix
 }
