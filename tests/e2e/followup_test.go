@@ -279,10 +279,16 @@ func TestFollowups(t *testing.T) {
 		assert.Equal(t, 2, reqs[0].Earlier, "the follow-up's first request carries the earlier build's two answers")
 		assert.Contains(t, reqs[0].Prompt, "Now write two.txt.")
 
+		// The follow-up of the follow-up through the command line.
 		t2 := time.Now()
-		id2 := f.mustFollowup(id1, schema.BuildSpec{Prompt: "And three.txt.", AutoCommit: true, AutoPush: true})
+		out, code := f.cli(f.d, "submit", "--followup", id1, "--auto-commit", "--auto-push", "And three.txt.")
+		require.Equal(t, 0, code, "client submit --followup: %s", out)
+		id2 := strings.TrimSpace(out)
 		fu2 := f.wait(id2)
 		completed(t, fu2)
+		out, code = f.cli(f.d, "watch", id2)
+		assert.Equal(t, 0, code, "%s", out)
+		assert.Contains(t, out, "session: "+first.Result.SessionID, "watch names the session it continued")
 		assert.Equal(t, id1, fu2.ParentID)
 		assert.Equal(t, first.Result.SessionID, fu2.Result.SessionID)
 		assert.Equal(t, []string{id2}, f.get(f.d, id1).Followups)

@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +67,22 @@ func (e *env) waitWaiting(d *dispatcher, id string, reason schema.WaitingReason,
 			fmt.Errorf("it waits (%q, position %d)", b.WaitingReason, b.QueuePosition)
 	})
 	return b
+}
+
+// cli runs `dispatcher client ARGS` against d as the admin (the token in
+// the environment, not argv) and returns its stdout and exit status.
+func (e *env) cli(d *dispatcher, args ...string) (string, int) {
+	e.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "dispatcher"), append([]string{"client"}, args...)...)
+	cmd.Env = append(os.Environ(), "KILN_URL="+d.url, "KILN_TOKEN="+e.admin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		e.t.Fatalf("dispatcher client %v: %v: %s", args, err, stderr.String())
+	}
+	return string(out), cmd.ProcessState.ExitCode()
 }
 
 // pendingIDs is GET /projects/{id}/builds?status=pending, as ids in the
@@ -148,6 +170,12 @@ func TestWaitingReasonsInOrder(t *testing.T) {
 			assert.Equal(t, 1, s.Position, "p2 waits for capacity first in line")
 		}
 	}
+	// dispatcher client watch tells each change of reason, in order.
+	out, code := e.cli(d, "watch", p2)
+	assert.Equal(t, 0, code, "watch of a completed build: %s", out)
+	busy := strings.Index(out, "waiting: project_busy, 2nd in the project's queue")
+	capacity := strings.Index(out, "waiting: capacity, 1st in the project's queue")
+	assert.True(t, busy >= 0 && capacity > busy, "watch shows p2's waits in order:\n%s", out)
 	for id, ss := range steps {
 		positions := make([]int, len(ss))
 		for i, s := range ss {
