@@ -325,6 +325,9 @@ func TestFollowups(t *testing.T) {
 		code, body = f.followup(first.ID, schema.BuildSpec{})
 		assert.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
 		assert.Contains(t, string(body), "prompt")
+		code, body = f.refused(schema.BuildSpec{Prompt: "x", Fallback: schema.FallbackFresh})
+		assert.Equal(t, http.StatusUnprocessableEntity, code, "fallback on a build that is no follow-up: %s", body)
+		assert.Contains(t, string(body), "fallback")
 	})
 
 	// A follow-up of a build that has not ended is refused (409) and makes
@@ -456,6 +459,31 @@ func TestFollowups(t *testing.T) {
 			_, ok := f.remoteFile(t, f.branch, name)
 			assert.True(t, ok, "%s is on the project branch after the follow-up", name)
 		}
+	})
+
+	// A run stopped at its max_turns keeps its work too; without auto_push
+	// the branch stays in the workspace.
+	run("max turns keeps work unpushed", func(t *testing.T) {
+		before := f.git.Head(t, f.repo, f.branch)
+		f.model.Enqueue(messagesapi.Script{Name: "max turns", Turns: []messagesapi.Turn{
+			write(file("halfway.txt"), "halfway\n"), write(file("never.txt"), "never\n"), say("not reached"),
+		}})
+		one := 1
+		b := f.build(schema.BuildSpec{Prompt: "Write halfway.txt, then more.", AutoCommit: true, MaxTurns: &one})
+		require.Equal(t, schema.StatusFailed, b.Status, b.Error)
+		assert.Equal(t, schema.ReasonMaxTurns, b.Reason, b.Error)
+		require.NotNil(t, b.Result)
+		want := schema.KeptWorkBranch(b.ID)
+		assert.Equal(t, want, b.Result.PartialBranch)
+		require.Len(t, b.Result.PartialCommitSHA, 40)
+		assert.False(t, b.Result.PartialPushed, "no auto_push: the kept work is not pushed")
+		assert.Equal(t, []string{"halfway.txt"}, b.Result.FilesChanged)
+		heads := f.remoteBranches(t)
+		assert.NotContains(t, heads, want, "the remote has the kept branch of a build without auto_push")
+		assert.Equal(t, before, heads[f.branch], "the project branch is unchanged")
+		assert.Equal(t, b.Result.PartialCommitSHA,
+			mustExec(t, f.p.Namespace, f.p.PodName, "git -C "+wd+" rev-parse refs/heads/"+want), "the workspace has the kept branch")
+		assert.Equal(t, "halfway", mustExec(t, f.p.Namespace, f.p.PodName, "git -C "+wd+" show "+b.Result.PartialCommitSHA+":halfway.txt"))
 	})
 
 	// Submit → first agent event of a follow-up against a fresh build's,
