@@ -39,7 +39,12 @@ import (
 //
 // After the build is terminal, events and artifacts answer 409, and so does a
 // result, except the very result that settled the build posted again (its
-// answer was lost): that one answers 200 {accepted: true, duplicate: true}.
+// answer was lost): that one answers 200 {accepted: true, duplicate: true};
+// and except the result of a runner whose build ended without one (it was
+// cancelled, or the dispatcher saw its end first): that one is kept as the
+// build's account — output, usage, session, kept work — without changing its
+// status, reason or error, and answers 200 {accepted: false}. A cancelled:
+// true result posted while the build runs is kept the same way.
 // The runner token stops working when the build ends: a short grace later
 // (the dispatcher's; 5 minutes by default, so a runner still sees 409 and a
 // terminal task while it stops) every request with it answers 401.

@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -271,45 +270,48 @@ func TestProjectsEventsReady(t *testing.T) {
 }
 
 // Followup posts a BuildSpec (with its fallback) to the earlier build's
-// followups and retries a 503 under the same Idempotency-Key, as Submit
-// does. The endpoint's server side is tested where it is built; here a
-// stand-in records what arrives.
+// followups; an outage in front of the API (a 503) is retried under the
+// same Idempotency-Key, as Submit does, and one follow-up is made.
 func TestFollowupRetriesWithOneKey(t *testing.T) {
-	t.Parallel()
-	type request struct {
-		method, path, key string
-		spec              schema.BuildSpec
-	}
+	e := setup(t)
+	ctx := context.Background()
+	parent := e.Pending(e.project, schema.BuildSpec{Prompt: "add a pricing page"})
+	_, err := store.TransitionBuild(ctx, e.DB.Pool, parent, store.Transition{To: schema.StatusCompleted,
+		Result: &schema.BuildResult{Success: true, SessionID: "s-1"}})
+	require.NoError(t, err)
 	var mu sync.Mutex
-	var got []request
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var spec schema.BuildSpec
-		assert.NoError(t, json.NewDecoder(r.Body).Decode(&spec))
+	var paths, keys []string
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		got = append(got, request{r.Method, r.URL.Path, r.Header.Get("Idempotency-Key"), spec})
-		n := len(got)
+		paths = append(paths, r.Method+" "+r.URL.Path)
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		n := len(keys)
 		mu.Unlock()
 		if n == 1 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		_, _ = w.Write([]byte(`{"task_id":"0190f1c5-0000-7000-8000-0000000000bb","status":"pending"}`))
+		e.Server.Config.Handler.ServeHTTP(w, r)
 	}))
-	t.Cleanup(srv.Close)
-	c := &client.Client{BaseURL: srv.URL, Token: "kiln_x"}
+	t.Cleanup(front.Close)
+	c := &client.Client{BaseURL: front.URL, Token: e.token}
 	budget, turns := 1.5, 7
-	spec := schema.BuildSpec{Prompt: "now the tests", Fallback: schema.FallbackFresh, MaxBudgetUSD: &budget, MaxTurns: &turns}
-	acc, err := c.Followup(context.Background(), "0190f1c5-0000-7000-8000-0000000000aa", spec, "")
+	spec := schema.BuildSpec{Prompt: "now link it", Fallback: schema.FallbackFresh, MaxBudgetUSD: &budget, MaxTurns: &turns}
+	acc, err := c.Followup(ctx, parent, spec, "")
 	require.NoError(t, err)
-	assert.Equal(t, schema.BuildAccepted{TaskID: "0190f1c5-0000-7000-8000-0000000000bb", Status: schema.StatusPending}, *acc)
-	require.Len(t, got, 2)
-	for _, r := range got {
-		assert.Equal(t, http.MethodPost, r.method)
-		assert.Equal(t, "/builds/0190f1c5-0000-7000-8000-0000000000aa/followups", r.path)
-		assert.Equal(t, spec, r.spec)
-	}
-	assert.NotEmpty(t, got[0].key)
-	assert.Equal(t, got[0].key, got[1].key, "one key for every attempt")
+	assert.Equal(t, schema.StatusPending, acc.Status)
+	want := "POST /builds/" + parent + "/followups"
+	assert.Equal(t, []string{want, want}, paths)
+	assert.NotEmpty(t, keys[0])
+	assert.Equal(t, keys[0], keys[1], "one key for every attempt")
+	child, err := c.Get(ctx, acc.TaskID)
+	require.NoError(t, err)
+	assert.Equal(t, parent, child.ParentID)
+	assert.Equal(t, spec.Prompt, child.Spec.Prompt)
+	assert.Equal(t, schema.FallbackFresh, child.Spec.Fallback)
+	assert.Equal(t, &budget, child.Spec.MaxBudgetUSD)
+	assert.Equal(t, &turns, child.Spec.MaxTurns)
+	p, err := c.Get(ctx, parent)
+	require.NoError(t, err)
+	assert.Equal(t, []string{acc.TaskID}, p.Followups, "one follow-up for two attempts")
 }

@@ -227,7 +227,8 @@ func (w *wiring) lifecycle() error {
 			if wake != nil && b.Status == schema.StatusCancelled && b.JobName != "" {
 				wake.Add(b.ID) // its Job goes now, not at the next reconcile
 			}
-		}})
+		},
+		OnStoppedResult: a.Metrics.StoppedResult})
 	return err
 }
 

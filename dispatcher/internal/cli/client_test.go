@@ -3,13 +3,9 @@ package cli_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -175,36 +171,36 @@ func TestSubmitLimitsAndBranch(t *testing.T) {
 	assert.Equal(t, builds, count(), "nothing was submitted")
 }
 
-// submit --followup posts the spec to the earlier build's followups (the
-// endpoint is the API's; a stand-in records what arrives) and prints the
-// follow-up's id.
+// submit --followup starts a follow-up of a finished build on the real API:
+// the new build names its parent, carries the flags' fallback, budget and
+// turns, and the parent lists it; a follow-up of an unknown build is the
+// API's 404.
 func TestSubmitFollowup(t *testing.T) {
-	t.Parallel()
-	parent, child := uuid.NewString(), uuid.NewString()
-	var mu sync.Mutex
-	var paths []string
-	var specs []schema.BuildSpec
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var spec schema.BuildSpec
-		assert.NoError(t, json.NewDecoder(r.Body).Decode(&spec))
-		mu.Lock()
-		paths = append(paths, r.Method+" "+r.URL.Path)
-		specs = append(specs, spec)
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		_ = json.NewEncoder(w).Encode(schema.BuildAccepted{TaskID: child, Status: schema.StatusPending})
-	}))
-	t.Cleanup(srv.Close)
-	var out, errb bytes.Buffer
-	env := envMap{"KILN_URL": srv.URL, "KILN_TOKEN": "kiln_secret_value"}
-	code := cli.ClientMain(context.Background(), []string{"submit", "--followup", parent, "--fallback", "fresh",
-		"--budget", "1", "--auto-commit", "now", "add", "tests"}, &out, &errb, env.get)
-	require.Equal(t, cli.ExitOK, code, errb.String())
-	assert.Equal(t, child+"\n", out.String())
-	require.Equal(t, []string{"POST /builds/" + parent + "/followups"}, paths)
-	one := 1.0
-	assert.Equal(t, schema.BuildSpec{Prompt: "now add tests", AutoCommit: true, Fallback: schema.FallbackFresh, MaxBudgetUSD: &one}, specs[0])
+	e := setup(t)
+	ctx := context.Background()
+	parent := e.Pending(e.project, schema.BuildSpec{Prompt: "add a pricing page"})
+	_, err := store.TransitionBuild(ctx, e.DB.Pool, parent, store.Transition{To: schema.StatusCompleted,
+		Result: &schema.BuildResult{Success: true, SessionID: "s-1", Output: "added"}})
+	require.NoError(t, err)
+
+	code, out, errs := e.run("submit", "--followup", parent, "--fallback", "fresh", "--budget", "1", "--turns", "5",
+		"--auto-commit", "now", "link", "it")
+	require.Equal(t, cli.ExitOK, code, errs)
+	child := e.Get(strings.TrimSpace(out))
+	assert.Equal(t, parent, child.ParentID)
+	assert.Equal(t, e.project, child.ProjectID)
+	assert.Equal(t, "now link it", child.Spec.Prompt)
+	assert.Equal(t, schema.FallbackFresh, child.Spec.Fallback)
+	require.NotNil(t, child.Spec.MaxBudgetUSD)
+	assert.Equal(t, 1.0, *child.Spec.MaxBudgetUSD)
+	require.NotNil(t, child.Spec.MaxTurns)
+	assert.Equal(t, 5, *child.Spec.MaxTurns)
+	assert.True(t, child.Spec.AutoCommit)
+	assert.Equal(t, []string{child.ID}, e.Get(parent).Followups)
+
+	code, _, errs = e.run("submit", "--followup", uuid.NewString(), "x")
+	assert.Equal(t, cli.ExitError, code)
+	assert.Contains(t, errs, "HTTP 404")
 }
 
 // watch tells each change of a pending build's waiting reason, and at the

@@ -45,6 +45,9 @@ type Options struct {
 	// OnTransition is told of every status change once its transaction has
 	// committed (metrics, wake-ups); nil: nobody. It must not block.
 	OnTransition func(b *store.Build)
+	// OnStoppedResult is told when a stopped runner's account was kept on
+	// a build that had no result (KeepStoppedResult); nil: nobody. It must not block.
+	OnStoppedResult func(b *store.Build)
 	// MaxOutputBytes bounds a result's output; default DefaultMaxOutputBytes.
 	MaxOutputBytes int
 	// Logger; default: discard.
@@ -56,6 +59,7 @@ type Lifecycle struct {
 	pool      *pgxpool.Pool
 	river     *river.Client[pgx.Tx]
 	observe   func(b *store.Build)
+	stopped   func(b *store.Build)
 	maxOutput int
 	logger    *slog.Logger
 }
@@ -65,7 +69,7 @@ func New(o Options) (*Lifecycle, error) {
 	if o.Pool == nil || o.River == nil {
 		return nil, errors.New("lifecycle: Pool and River are required")
 	}
-	l := &Lifecycle{pool: o.Pool, river: o.River, observe: o.OnTransition,
+	l := &Lifecycle{pool: o.Pool, river: o.River, observe: o.OnTransition, stopped: o.OnStoppedResult,
 		maxOutput: cmp.Or(o.MaxOutputBytes, DefaultMaxOutputBytes),
 		logger:    cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "lifecycle")}
 	if l.maxOutput < 0 {
@@ -155,6 +159,12 @@ func (l *Lifecycle) CancelProject(ctx context.Context, projectID, msg string) er
 // (Accepted false).
 func (l *Lifecycle) Finish(ctx context.Context, id string, res schema.BuildResult, source string) (schema.ResultAck, error) {
 	if res.Cancelled {
+		if source == "runner" {
+			// What it did (its output, session, kept work) stays with the build.
+			if _, err := l.KeepStoppedResult(ctx, id, res); err != nil {
+				return schema.ResultAck{}, err
+			}
+		}
 		cur, err := store.GetBuild(ctx, l.pool, id)
 		if err != nil {
 			return schema.ResultAck{}, err
@@ -162,16 +172,7 @@ func (l *Lifecycle) Finish(ctx context.Context, id string, res schema.BuildResul
 		l.logger.InfoContext(ctx, "runner reported it stopped; the watcher settles the build", "build_id", id, "status", cur.Status, "source", source)
 		return schema.ResultAck{Status: cur.Status, Accepted: false}, nil
 	}
-	// A result read from a pod's termination message did not pass the
-	// runner protocol's repair; text Postgres cannot store must not keep a
-	// build from settling.
-	res.Output, res.Error, res.CommitSHA = store.Storable(res.Output), store.Storable(res.Error), store.Storable(res.CommitSHA)
-	for i, f := range res.FilesChanged {
-		res.FilesChanged[i] = store.Storable(f)
-	}
-	if len(res.Output) > l.maxOutput {
-		res.Output = res.Output[:l.maxOutput] + "\n[output truncated]"
-	}
+	l.storable(&res)
 	t := store.Transition{To: schema.StatusCompleted, Result: &res,
 		From: []schema.Status{schema.StatusRunning, schema.StatusPending}}
 	if res.Success {
@@ -194,6 +195,51 @@ func (l *Lifecycle) Finish(ctx context.Context, id string, res schema.BuildResul
 	}
 	l.logger.InfoContext(ctx, "build finished", "build_id", id, "status", b.Status, "reason", b.Reason, "source", source)
 	return schema.ResultAck{Status: b.Status, Accepted: true}, nil
+}
+
+// storable makes a result storable: a result read from a pod's termination
+// message did not pass the runner protocol's repair, and text Postgres
+// cannot store must not keep a build from settling; the output is bounded.
+func (l *Lifecycle) storable(res *schema.BuildResult) {
+	res.Output, res.Error, res.CommitSHA = store.Storable(res.Output), store.Storable(res.Error), store.Storable(res.CommitSHA)
+	for i, f := range res.FilesChanged {
+		res.FilesChanged[i] = store.Storable(f)
+	}
+	if len(res.Output) > l.maxOutput {
+		res.Output = res.Output[:l.maxOutput] + "\n[output truncated]"
+	}
+}
+
+// KeepStoppedResult keeps the account of a runner that settled nothing — it
+// reported that it stopped (cancelled: true), or its result came after the
+// build had ended (a cancel, a deadline the watcher saw first) — as the
+// build's result when the build has none yet: its output, usage, session
+// and kept work (partial_branch), so a cancelled build's changes are found
+// and it can be followed up. The build's status, reason and error never
+// change (invariant 4); a build that already has a result keeps it. Kept
+// work is told by an info event. It reports whether the result was kept.
+func (l *Lifecycle) KeepStoppedResult(ctx context.Context, id string, res schema.BuildResult) (bool, error) {
+	l.storable(&res)
+	res.Success = false
+	b, err := store.SetStoppedResult(ctx, l.pool, id, res)
+	if err != nil || b == nil {
+		return false, err
+	}
+	if p := res.PartialBranch; p != "" {
+		msg := fmt.Sprintf("the runner kept the build's changes on %s (commit %s)", p, res.PartialCommitSHA)
+		if res.PartialPushed {
+			msg += ", pushed"
+		}
+		if _, err := store.AppendEvent(ctx, l.pool, id, schema.EventInfo, schema.InfoPayload{Message: msg}); err != nil {
+			l.logger.WarnContext(ctx, "recording kept work", "build_id", id, "error", err)
+		}
+	}
+	l.logger.InfoContext(ctx, "a stopped runner's result kept", "build_id", id, "status", b.Status,
+		"partial_branch", res.PartialBranch)
+	if l.stopped != nil {
+		l.stopped(b)
+	}
+	return true, nil
 }
 
 // RunnerReason is the reason a failed runner result is recorded with: the

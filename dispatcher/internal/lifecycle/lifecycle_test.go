@@ -689,3 +689,84 @@ func TestRunnerReason(t *testing.T) {
 		assert.Equal(t, r, lifecycle.RunnerReason(r), "%q", r)
 	}
 }
+
+// A stopped runner's account (its output, session, kept work) stays with a
+// build that has no result — a running build that the runner reports
+// stopped, or one cancelled before the runner's result came — and changes
+// neither its status, reason nor error; a build with a result keeps it.
+func TestKeepStoppedResult(t *testing.T) {
+	var kept []*store.Build
+	var mu sync.Mutex
+	e := setup(t, func(o *lifecycle.Options) {
+		o.OnStoppedResult = func(b *store.Build) { mu.Lock(); kept = append(kept, b); mu.Unlock() }
+	})
+	ctx := context.Background()
+	stopped := func(id string) schema.BuildResult {
+		return schema.BuildResult{Cancelled: true, Success: true, Error: "cancelled: the dispatcher reports the build as terminal",
+			Output: "half done", SessionID: "0b4f1f9e-6f43-4d8e-9a31-1b1f0b1c2d3e", FilesChanged: []string{"a.go"},
+			PartialBranch: schema.KeptWorkBranch(id), PartialCommitSHA: "0123456789abcdef0123456789abcdef01234567",
+			PartialPushed: true, Usage: &schema.Usage{CostUSD: 0.25, Turns: 3}}
+	}
+
+	// Cancelled first, the runner's result after.
+	b := e.running(t, schema.BuildSpec{Prompt: "x"})
+	_, err := e.lc.Cancel(ctx, b.ID, "user asked")
+	require.NoError(t, err)
+	seen := e.transitions()
+	ok, err := e.lc.KeepStoppedResult(ctx, b.ID, stopped(b.ID))
+	require.NoError(t, err)
+	require.True(t, ok)
+	got := e.get(t, b.ID)
+	assert.Equal(t, schema.StatusCancelled, got.Status)
+	assert.Equal(t, schema.ReasonCancelled, got.Reason)
+	assert.Equal(t, "user asked", got.Error)
+	require.NotNil(t, got.Result)
+	assert.False(t, got.Result.Success, "a kept account never claims success")
+	assert.Equal(t, schema.KeptWorkBranch(b.ID), got.Result.PartialBranch)
+	assert.Equal(t, "0b4f1f9e-6f43-4d8e-9a31-1b1f0b1c2d3e", got.Result.SessionID)
+	assert.Equal(t, seen, e.transitions(), "no status change")
+	var cost float64
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT cost_usd FROM builds WHERE id = $1`, b.ID).Scan(&cost))
+	assert.Equal(t, 0.25, cost, "its spend counts")
+	var msg string
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT payload->>'message' FROM build_events WHERE build_id = $1 AND type = 'info' ORDER BY seq DESC LIMIT 1`, b.ID).Scan(&msg))
+	assert.Contains(t, msg, "kept the build's changes on "+schema.KeptWorkBranch(b.ID))
+
+	// A second account does not replace the first.
+	second := stopped(b.ID)
+	second.Output = "other"
+	ok, err = e.lc.KeepStoppedResult(ctx, b.ID, second)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Equal(t, "half done", e.get(t, b.ID).Result.Output)
+
+	// Reported stopped while running: kept, the build still running until the watcher settles it.
+	r := e.running(t, schema.BuildSpec{Prompt: "y"})
+	ack, err := e.lc.Finish(ctx, r.ID, stopped(r.ID), "runner")
+	require.NoError(t, err)
+	assert.Equal(t, schema.ResultAck{Status: schema.StatusRunning, Accepted: false}, ack)
+	got = e.get(t, r.ID)
+	assert.Equal(t, schema.StatusRunning, got.Status)
+	require.NotNil(t, got.Result)
+	assert.Equal(t, schema.KeptWorkBranch(r.ID), got.Result.PartialBranch)
+	_, err = e.lc.Cancel(ctx, r.ID, "job deleted")
+	require.NoError(t, err)
+	assert.Equal(t, schema.KeptWorkBranch(r.ID), e.get(t, r.ID).Result.PartialBranch, "the settle keeps it")
+
+	// A build settled by its result keeps that result.
+	c := e.running(t, schema.BuildSpec{Prompt: "z"})
+	_, err = e.lc.Finish(ctx, c.ID, schema.BuildResult{Success: true, Output: "done"}, "runner")
+	require.NoError(t, err)
+	ok, err = e.lc.KeepStoppedResult(ctx, c.ID, stopped(c.ID))
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Equal(t, "done", e.get(t, c.ID).Result.Output)
+
+	_, err = e.lc.KeepStoppedResult(ctx, newID(t), stopped("x"))
+	require.ErrorIs(t, err, store.ErrNotFound)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, kept, 2)
+	assert.Equal(t, schema.StatusCancelled, kept[0].Status)
+	assert.Equal(t, schema.StatusRunning, kept[1].Status)
+}

@@ -292,6 +292,23 @@ func (m *Metrics) Transition(b *store.Build) {
 	}
 }
 
+// StoppedResult observes a stopped runner's account kept on a build that had
+// no result (lifecycle.OnStoppedResult). A build still running is counted by
+// Transition when it ends; one already terminal (cancelled, or ended by the
+// watcher first) was counted without it, so its kept work and spend count now.
+func (m *Metrics) StoppedResult(b *store.Build) {
+	if m == nil || b == nil || !b.Status.Terminal() || b.Result == nil {
+		return
+	}
+	if b.Result.PartialBranch != "" {
+		m.keptWork.Inc()
+	}
+	if u := b.Result.Usage; u != nil && u.CostUSD > 0 && !math.IsInf(u.CostUSD, 0) {
+		m.cost.WithLabelValues(m.template(b.Spec.Template)).Add(u.CostUSD)
+		m.spend.WithLabelValues(b.ProjectID).Add(u.CostUSD)
+	}
+}
+
 // reasonLabel is the reason label of a terminal build: its stored reason,
 // or "other" when it is not one of the fixed set (the label stays bounded).
 func reasonLabel(b *store.Build) string {

@@ -409,14 +409,20 @@ func TestAfterTheEnd(t *testing.T) {
 	r.post(id, tok, "", nil).decode(t, &task)
 	assert.Equal(t, schema.StatusCompleted, task.Status, "within the grace the runner may still see that its build ended")
 
-	// A cancelled build: the runner's late posts are refused the same way.
+	// A cancelled build: the runner's late events are refused the same way;
+	// its first late result is kept as the build's account (it had none),
+	// the status unchanged, and any other is refused.
 	id2, tok2 := r.running()
 	_, err := r.App.Lifecycle.Cancel(ctx, id2, "by the test")
 	require.NoError(t, err)
 	a := r.post(id2, tok2, "events", batch(1, text("late")))
 	require.Equal(t, 409, a.code)
 	assert.Equal(t, "build is cancelled; events are not accepted after the build ended", a.problem.Detail)
-	a = r.post(id2, tok2, "result", schema.BuildResult{Cancelled: true, Error: "stopped by SIGTERM"})
+	var kept schema.ResultAck
+	r.post(id2, tok2, "result", schema.BuildResult{Cancelled: true, Error: "stopped by SIGTERM"}).decode(t, &kept)
+	assert.Equal(t, schema.ResultAck{Status: schema.StatusCancelled, Accepted: false}, kept)
+	assert.Equal(t, schema.StatusCancelled, r.Get(id2).Status)
+	a = r.post(id2, tok2, "result", schema.BuildResult{Cancelled: true, Error: "stopped again"})
 	require.Equal(t, 409, a.code)
 
 	// The grace passes: the token stops working for every route.

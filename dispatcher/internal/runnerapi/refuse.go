@@ -52,12 +52,27 @@ func capProblem(w http.ResponseWriter, r *http.Request, e *store.CapError) {
 }
 
 // lateResult answers a result posted to a terminal build: 200 duplicate when
-// it is the result that settled the build (settled is that one's digest),
-// 409 otherwise.
-func (s *Server) lateResult(w http.ResponseWriter, r *http.Request, id string, status schema.Status, settled, digest []byte) {
+// it is the result that settled the build (settled is that one's digest);
+// 200 not accepted when nothing settled the build and it had no result, so
+// the runner's account (output, session, kept work) is kept as its result
+// (lifecycle.KeepStoppedResult); 409 otherwise.
+func (s *Server) lateResult(w http.ResponseWriter, r *http.Request, id string, status schema.Status, settled, digest []byte, res schema.BuildResult) {
 	if settled != nil && bytes.Equal(settled, digest) {
 		writeJSON(w, schema.ResultAck{Status: status, Accepted: true, Duplicate: true})
 		return
+	}
+	if settled == nil {
+		// Nothing settled it: the build was cancelled, or the watcher ended
+		// it first. What the runner did is kept if the build has no result.
+		kept, err := s.lifecycle.KeepStoppedResult(r.Context(), id, res)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if kept {
+			writeJSON(w, schema.ResultAck{Status: status, Accepted: false})
+			return
+		}
 	}
 	s.log.WarnContext(r.Context(), "late result refused", "build_id", id, "status", status)
 	edge.Refuse(w, r, http.StatusConflict, fmt.Sprintf("build is %s; it ended before this result came, which is not recorded", status))

@@ -279,7 +279,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if status.Terminal() {
-		s.lateResult(w, r, id, status, settled, digest)
+		s.lateResult(w, r, id, status, settled, digest, res)
 		return
 	}
 	if len(repaired) > 0 && !res.Cancelled { // a stopped runner's result is not stored
@@ -304,7 +304,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		}
 	case ack.Status.Terminal():
 		// The build ended between the check and Finish.
-		s.lateResult(w, r, id, ack.Status, nil, digest)
+		s.lateResult(w, r, id, ack.Status, nil, digest, res)
 		return
 	}
 	writeJSON(w, ack)

@@ -170,3 +170,34 @@ func TestRunnerProtocol(t *testing.T) {
 	assert.Equal(t, schema.StatusFailed, got2.Status)
 	assert.Equal(t, "the runner reported failure without an error message", got2.Error)
 }
+
+// A build cancelled while its runner worked keeps the runner's account: the
+// late result is kept (200, not accepted) with its kept work and session,
+// the status stays cancelled, and a second late result is refused.
+func TestLateResultOfCancelledBuildIsKept(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	p, err := e.app.Intake.CreateProject(ctx, e.admin, schema.ProjectInput{Name: "web", PodName: "web-0"})
+	require.NoError(t, err)
+	a := e.build(p) // running
+	_, err = e.app.Lifecycle.Cancel(ctx, a, "cancelled by the bot")
+	require.NoError(t, err)
+
+	res := schema.BuildResult{Cancelled: true, Error: "cancelled: the dispatcher reports the build as terminal",
+		SessionID: "0b4f1f9e-6f43-4d8e-9a31-1b1f0b1c2d3e", FilesChanged: []string{"x.go"},
+		PartialBranch: schema.KeptWorkBranch(a), PartialCommitSHA: "0123456789abcdef0123456789abcdef01234567"}
+	var rack schema.ResultAck
+	require.Equal(t, 200, e.call("POST", schema.RunnerAPIPrefix+a+"/result", e.tokens[a], res, &rack))
+	assert.Equal(t, schema.ResultAck{Status: schema.StatusCancelled, Accepted: false}, rack)
+	got, err := store.GetBuild(ctx, e.pool.Pool, a)
+	require.NoError(t, err)
+	assert.Equal(t, schema.StatusCancelled, got.Status)
+	assert.Equal(t, "cancelled by the bot", got.Error)
+	require.NotNil(t, got.Result)
+	assert.Equal(t, schema.KeptWorkBranch(a), got.Result.PartialBranch)
+	assert.Equal(t, res.SessionID, got.Result.SessionID)
+
+	res.Output = "another"
+	assert.Equal(t, 409, e.call("POST", schema.RunnerAPIPrefix+a+"/result", e.tokens[a], res, nil),
+		"the build has its account now")
+}

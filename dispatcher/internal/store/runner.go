@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -126,4 +128,31 @@ func ResultDigest(ctx context.Context, db DB, id string) ([]byte, schema.Status,
 func SetResultDigest(ctx context.Context, db DB, id string, digest []byte) error {
 	_, err := db.Exec(ctx, `UPDATE builds SET result_digest = $2 WHERE id = $1`, id, digest)
 	return err
+}
+
+// SetStoppedResult stores res as the result of build id if it has none,
+// changing nothing else but the build's cost (lifecycle.KeepStoppedResult).
+// It returns the build when the result was stored, nil when the build had
+// one already.
+func SetStoppedResult(ctx context.Context, db DB, id string, res schema.BuildResult) (*Build, error) {
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	cost := 0.0
+	if u := res.Usage; u != nil && u.CostUSD > 0 && !math.IsInf(u.CostUSD, 0) {
+		cost = u.CostUSD
+	}
+	b, err := scanBuild(db.QueryRow(ctx, `UPDATE builds SET result = $2, cost_usd = $3
+		WHERE id = $1 AND result IS NULL RETURNING `+buildColumns, id, raw, cost))
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, gerr := GetBuild(ctx, db, id); gerr != nil {
+			return nil, gerr
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keeping the stopped runner's result of build %s: %w", id, err)
+	}
+	return b, nil
 }

@@ -373,7 +373,8 @@ func TestFollowupStartsFromKeptWork(t *testing.T) {
 			r, _ = f.runner(t, work, id, jobtemplates.RunnerConfig{},
 				schema.BuildSpec{Prompt: "finish", AutoCommit: true, AutoPush: true},
 				"cp kept.txt seen.txt\ncat \"$F/success-edit.jsonl\"")
-			r.disp.(*memDispatcher).task.Followup = &schema.FollowupTask{ParentID: parent,
+			// The stand-in agent keeps no session: fallback fresh lets the follow-up run.
+			r.disp.(*memDispatcher).task.Followup = &schema.FollowupTask{ParentID: parent, Fallback: schema.FallbackFresh,
 				PartialBranch: kept.PartialBranch, PartialCommitSHA: kept.PartialCommitSHA}
 			res := r.Run(context.Background()).Result
 			require.True(t, res.Success, res.Error)
@@ -389,7 +390,7 @@ func TestFollowupStartsFromKeptWork(t *testing.T) {
 		work := f.clone(t, "work")
 		r, d := f.runner(t, work, testBuildID(t), jobtemplates.RunnerConfig{},
 			schema.BuildSpec{Prompt: "finish", AutoCommit: true}, "touch ran\ncat \"$F/success-edit.jsonl\"")
-		d.task.Followup = &schema.FollowupTask{ParentID: "b-gone", PartialBranch: "kiln/b-gone",
+		d.task.Followup = &schema.FollowupTask{ParentID: "b-gone", Fallback: schema.FallbackFresh, PartialBranch: "kiln/b-gone",
 			PartialCommitSHA: "0123456789abcdef0123456789abcdef01234567"}
 		res := r.Run(context.Background()).Result
 		require.False(t, res.Success)
