@@ -222,6 +222,26 @@ say "The callback the bot received"
 for _ in $(seq 1 50); do [ -s "$state/callback.json" ] && break; sleep 0.2; done
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("signature valid:", d["signature_valid"], "| delivery", d["delivery_id"], "| status", d["body"]["status"])' "$state/callback.json" 2>/dev/null || echo "(no callback yet)"
 
+say "A follow-up: the same agent session continues (POST /builds/$task_id/followups)"
+set -x
+curl -sS -X POST "$KILN_URL/builds/$task_id/followups" \
+  -H "Authorization: Bearer $bot" -H 'Content-Type: application/json' \
+  -d '{"prompt":"Thanks. Is anything else on the page still saying the old heading?","max_turns":5,"max_budget_usd":1}' \
+  | tee "$state/followup.json"
+{ set +x; } 2>/dev/null
+echo
+followup_id=$(json '["task_id"]' <"$state/followup.json")
+KILN_TOKEN=$bot bin/dispatcher client watch "$followup_id" >/dev/null 2>&1 || true
+curl -fsS "$KILN_URL/builds/$followup_id" -H "Authorization: Bearer $bot" >"$state/followup-build.json"
+python3 - "$state/build.json" "$state/followup-build.json" <<'PY'
+import json, sys
+first, follow = (json.load(open(p)) for p in sys.argv[1:3])
+print("  follow-up", follow["task_id"], follow["status"], "| parent_id", follow.get("parent_id"))
+print("  session continued:", (follow.get("result") or {}).get("session_id") == (first.get("result") or {}).get("session_id"),
+      "| cost $%.4f" % ((follow.get("result") or {}).get("usage") or {}).get("cost_usd", 0))
+PY
+followup_status=$(json '["status"]' <"$state/followup-build.json")
+
 say "Secrets in the dispatcher's log, the build's events and the cluster's events"
 curl -fsS "$KILN_URL/builds/$task_id/events" -H "Authorization: Bearer $bot" -H 'Accept: text/event-stream' \
   --max-time 2 >"$state/events.txt" 2>/dev/null || true
@@ -232,5 +252,6 @@ for what in "git token:$git_token" "ANTHROPIC_API_KEY:sk-ant-demo-stand-in"; do
 done
 
 echo
-echo "build $task_id: $status"
+echo "build $task_id: $status; its follow-up $followup_id: $followup_status"
 test "$status" = completed
+test "$followup_status" = completed

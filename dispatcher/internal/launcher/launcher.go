@@ -119,6 +119,9 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 	if settled || err != nil {
 		return err
 	}
+	if settled, err := l.followupGate(ctx, b); settled || err != nil {
+		return err
+	}
 	reserved, was, wait, err := l.reserve(ctx, b)
 	if err != nil {
 		return err
@@ -157,6 +160,27 @@ func (l *Launcher) projectGate(ctx context.Context, b *store.Build) (p *schema.P
 	default: // deleting
 		return nil, true, l.settle(l.o.Lifecycle.Cancel(ctx, b.ID, "project "+p.Name+" is being deleted"))
 	}
+}
+
+// followupGate fails, without a Job, a follow-up that cannot continue its
+// earlier build's session because that build never started the agent (its
+// result names no session) and that did not ask for fallback fresh. A
+// session that exists in the database may still be gone from the pod: the
+// runner checks that. settled reports that the build went no further.
+func (l *Launcher) followupGate(ctx context.Context, b *store.Build) (settled bool, err error) {
+	if b.ParentID == "" || b.Spec.Fallback == schema.FallbackFresh {
+		return false, nil
+	}
+	parent, err := store.GetBuild(ctx, l.o.Pool, b.ParentID)
+	if err != nil {
+		return true, err
+	}
+	if parent.Result != nil && parent.Result.SessionID != "" {
+		return false, nil
+	}
+	msg := fmt.Sprintf("build %s never started the agent: no session to continue; ask for fallback %q to start a new one",
+		parent.ID, schema.FallbackFresh)
+	return true, l.settle(l.o.Lifecycle.Fail(ctx, b.ID, schema.ReasonSessionUnavailable, msg))
 }
 
 // settle is the error of a lifecycle change that ends a build here: none

@@ -850,3 +850,44 @@ func TestQueuePosition(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int{done.ID: 0, reserved.ID: 1, cancelled.ID: 0, a.ID: 2, b.ID: 3}, positions)
 }
+
+// A follow-up of a build that never started the agent fails at once, with
+// no Job, unless it asked for fallback fresh; one of a build with a session
+// launches (the runner checks the session is still in the pod).
+func TestFollowupWithoutSessionFailsWithoutAJob(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	web := e.project(t, "web", 2)
+	never := e.pending(t, web)
+	_, err := store.TransitionBuild(ctx, e.db.Pool, never.ID, store.Transition{To: schema.StatusCancelled,
+		Reason: schema.ReasonCancelled, Error: "cancelled before it ran"})
+	require.NoError(t, err)
+	ran := e.pending(t, web)
+	_, err = store.TransitionBuild(ctx, e.db.Pool, ran.ID, store.Transition{To: schema.StatusCompleted,
+		Result: &schema.BuildResult{Success: true, SessionID: "0b4f1f9e-6f43-4d8e-9a31-1b1f0b1c2d3e"}})
+	require.NoError(t, err)
+
+	followup := func(parent string, fb schema.Fallback) *store.Build {
+		id, err := uuid.NewV7()
+		require.NoError(t, err)
+		_, err = store.InsertBuild(ctx, e.db.Pool, store.NewBuild{ID: id.String(), ProjectID: web, ParentID: parent,
+			Spec: schema.BuildSpec{Prompt: "and now the tests", Fallback: fb}, RequestedBy: "test"})
+		require.NoError(t, err)
+		return e.get(t, id.String())
+	}
+	f := followup(never.ID, schema.FallbackNone)
+	require.NoError(t, e.l.Launch(ctx, f))
+	got := e.get(t, f.ID)
+	assert.Equal(t, schema.StatusFailed, got.Status)
+	assert.Equal(t, schema.ReasonSessionUnavailable, got.Reason)
+	assert.Contains(t, got.Error, "build "+never.ID+" never started the agent")
+	assert.Empty(t, e.jobs(t), "no Job for a follow-up that cannot run")
+
+	fresh := followup(never.ID, schema.FallbackFresh)
+	require.NoError(t, e.l.Launch(ctx, fresh))
+	assert.Equal(t, schema.StatusRunning, e.get(t, fresh.ID).Status, "fallback fresh runs")
+	resumed := followup(ran.ID, schema.FallbackNone)
+	require.NoError(t, e.l.Launch(ctx, resumed))
+	assert.Equal(t, schema.StatusRunning, e.get(t, resumed.ID).Status, "a session to continue: it launches")
+	assert.Len(t, e.jobs(t), 2)
+}
