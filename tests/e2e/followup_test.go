@@ -346,8 +346,24 @@ func TestFollowups(t *testing.T) {
 		code, body := f.followup(id, schema.BuildSpec{Prompt: "too soon"})
 		assert.Equal(t, http.StatusConflict, code, "%s", body)
 		assert.Contains(t, string(body), "running")
+
+		// Meanwhile a build waits behind it and is cancelled before it
+		// starts: it has no session, so its follow-up fails without a Job.
+		never := f.submit(f.d, f.p.ID, schema.BuildSpec{Prompt: "Never mind."})
+		require.Equal(t, schema.StatusPending, f.get(f.d, never).Status)
+		f.cancel(f.d, never, "not needed")
+		fid := f.mustFollowup(never, schema.BuildSpec{Prompt: "Go on."})
+		fb := f.wait(fid)
+		assert.Equal(t, schema.StatusFailed, fb.Status)
+		assert.Equal(t, schema.ReasonSessionUnavailable, fb.Reason, fb.Error)
+		assert.Contains(t, fb.Error, "never started the agent")
+		assert.Empty(t, fb.JobName, "it failed at launch, without a Job")
+
 		completed(t, f.wait(id))
 		assert.Empty(t, f.get(f.d, id).Followups)
+		for _, r := range f.turns("", time.Time{}) {
+			assert.Equal(t, "slow", r.Script, "only the slow build's agent reached the model")
+		}
 	})
 
 	// A review branch: the commit goes to review/<id> on the remote; the
