@@ -171,13 +171,18 @@ func TestCancelRunning(t *testing.T) {
 		return apierrors.IsNotFound(err), err
 	})
 	kbtest.WaitFor(t, 30*time.Second, "runner got SIGTERM", func(context.Context) (bool, error) { return markerExists(id, "sigterm"), nil })
-	// The stand-in claims success after SIGTERM; the build must stay cancelled.
+	// The stand-in claims success after SIGTERM; the build must stay
+	// cancelled. Its account is kept as the build's result (it had none),
+	// never as a success.
 	time.Sleep(time.Second)
 	b = e.get(d, id)
 	assert.Equal(t, schema.StatusCancelled, b.Status)
+	assert.Equal(t, schema.ReasonCancelled, b.Reason)
 	assert.Equal(t, "not needed", b.Error)
-	assert.Nil(t, b.Result, "the late result was refused")
-	assert.Contains(t, readFile(t, d.log), "late result refused")
+	require.NotNil(t, b.Result, "the stopped runner's account is kept")
+	assert.False(t, b.Result.Success, "a kept account never claims success")
+	assert.Equal(t, "finished after all", b.Result.Output)
+	assert.Contains(t, readFile(t, d.log), "a stopped runner's result kept")
 }
 
 func TestCapacityFIFO(t *testing.T) {
