@@ -36,6 +36,7 @@ const (
 	WaitGlobal  = "waiting for capacity: the dispatcher's maximum of builds in flight is reached"
 	WaitProject = "waiting for capacity: the project's maximum of running builds is reached"
 	WaitFIFO    = "waiting for capacity: an older build of this project goes first"
+	WaitSession = "waiting for capacity: another follow-up is continuing the same agent session"
 	WaitQuota   = "waiting for capacity: the namespace's ResourceQuota is exceeded"
 	// WaitProvisioning: the build's project is still being provisioned.
 	WaitProvisioning = "waiting for the project: project provisioning"
@@ -51,6 +52,7 @@ type Wait struct {
 // The waits the launcher records.
 var (
 	waitFIFO         = Wait{schema.WaitingProjectBusy, WaitFIFO}
+	waitSession      = Wait{schema.WaitingProjectBusy, WaitSession}
 	waitProject      = Wait{schema.WaitingProjectBusy, WaitProject}
 	waitGlobal       = Wait{schema.WaitingCapacity, WaitGlobal}
 	waitProvisioning = Wait{schema.WaitingProjectProvisioning, WaitProvisioning}
@@ -228,13 +230,16 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was sc
 
 // Admit decides whether a pending build may launch now, given the capacity
 // it sees and the global maximum; when not, it says why. Order matters:
-// FIFO within the project first, then the project's limit (both
+// FIFO within the project first, then a follow-up whose agent session
+// another build in flight continues, then the project's limit (all
 // project_busy: the build waits for its project), then the global one
 // (capacity: its project would take it, the dispatcher cannot).
 func Admit(c store.Capacity, maxInFlight int) (bool, Wait) {
 	switch {
 	case c.OlderPending:
 		return false, waitFIFO
+	case c.SessionBusy:
+		return false, waitSession
 	case c.ProjectInFlight >= c.MaxConcurrent:
 		return false, waitProject
 	case c.InFlight >= maxInFlight:

@@ -209,6 +209,8 @@ func TestAdmit(t *testing.T) {
 		{"older pending first", store.Capacity{OlderPending: true, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitFIFO},
 		{"FIFO before the project limit", store.Capacity{OlderPending: true, InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitFIFO},
 		{"FIFO before the global limit", store.Capacity{OlderPending: true, InFlight: 10, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitFIFO},
+		{"session in use", store.Capacity{SessionBusy: true, InFlight: 1, ProjectInFlight: 1, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitSession},
+		{"FIFO before the session", store.Capacity{OlderPending: true, SessionBusy: true, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitFIFO},
 		{"project full", store.Capacity{InFlight: 2, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitProject},
 		{"project over", store.Capacity{InFlight: 3, ProjectInFlight: 3, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitProject},
 		{"project limit before the global one", store.Capacity{InFlight: 10, ProjectInFlight: 2, MaxConcurrent: 2}, 10, false, schema.WaitingProjectBusy, launcher.WaitProject},
@@ -890,4 +892,41 @@ func TestFollowupWithoutSessionFailsWithoutAJob(t *testing.T) {
 	require.NoError(t, e.l.Launch(ctx, resumed))
 	assert.Equal(t, schema.StatusRunning, e.get(t, resumed.ID).Status, "a session to continue: it launches")
 	assert.Len(t, e.jobs(t), 2)
+}
+
+// Two follow-ups of one build on a project that allows two at once do not
+// resume its session together: the second waits (project_busy) until the
+// first has ended, while a build that is no follow-up launches beside it.
+func TestFollowupsOfOneSessionDoNotOverlap(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	web := e.project(t, "web", 3)
+	parent := e.pending(t, web)
+	_, err := store.TransitionBuild(ctx, e.db.Pool, parent.ID, store.Transition{To: schema.StatusCompleted,
+		Result: &schema.BuildResult{Success: true, SessionID: "0b4f1f9e-6f43-4d8e-9a31-1b1f0b1c2d3e"}})
+	require.NoError(t, err)
+	followup := func() *store.Build {
+		id, err := uuid.NewV7()
+		require.NoError(t, err)
+		_, err = store.InsertBuild(ctx, e.db.Pool, store.NewBuild{ID: id.String(), ProjectID: web, ParentID: parent.ID,
+			Spec: schema.BuildSpec{Prompt: "more"}, RequestedBy: "test"})
+		require.NoError(t, err)
+		return e.get(t, id.String())
+	}
+	first := followup()
+	require.NoError(t, e.l.Launch(ctx, first))
+	second := followup()
+	requireSnooze(t, e.l.Launch(ctx, second))
+	_, infos := e.waiting(t, second.ID)
+	require.NotEmpty(t, infos)
+	assert.Equal(t, launcher.WaitSession, infos[len(infos)-1].Message)
+	assert.Equal(t, schema.WaitingProjectBusy, e.get(t, second.ID).WaitingReason)
+
+	other := e.pending(t, web)
+	requireSnooze(t, e.l.Launch(ctx, other)) // FIFO: second is older and waits
+	e.finish(t, first.ID)
+	require.NoError(t, e.l.Launch(ctx, second))
+	assert.Equal(t, schema.StatusRunning, e.get(t, second.ID).Status, "the session is free again")
+	require.NoError(t, e.l.Launch(ctx, other))
+	assert.Equal(t, schema.StatusRunning, e.get(t, other.ID).Status, "a build that is no follow-up runs beside it")
 }

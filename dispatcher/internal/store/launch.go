@@ -20,6 +20,10 @@ type Capacity struct {
 	ProjectInFlight int  // the same, for the build's project
 	OlderPending    bool // an older pending build of the project holds no reservation yet (FIFO)
 	MaxConcurrent   int  // the project's limit
+	// SessionBusy: the build is a follow-up and another build of the
+	// project in flight continues the same agent session (two resumes of
+	// one session at once would interleave it).
+	SessionBusy bool
 }
 
 // LockLaunches takes the transaction-scoped lock that serializes launch
@@ -36,8 +40,14 @@ func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 		(SELECT count(*) FROM builds WHERE status = 'running' OR (status = 'pending' AND job_name <> '')),
 		(SELECT count(*) FROM builds WHERE project_id = $1 AND (status = 'running' OR (status = 'pending' AND job_name <> ''))),
 		EXISTS (SELECT 1 FROM builds WHERE project_id = $1 AND status = 'pending' AND job_name = '' AND id < $2),
-		(SELECT max_concurrent FROM projects WHERE id = $1)`, b.ProjectID, b.ID).
-		Scan(&c.InFlight, &c.ProjectInFlight, &c.OlderPending, &c.MaxConcurrent)
+		(SELECT max_concurrent FROM projects WHERE id = $1),
+		COALESCE((SELECT EXISTS (SELECT 1 FROM builds o JOIN builds op ON op.id = o.parent_id
+				WHERE o.project_id = $1 AND o.id <> $2
+				  AND (o.status = 'running' OR (o.status = 'pending' AND o.job_name <> ''))
+				  AND op.result ->> 'session_id' = p.result ->> 'session_id')
+			FROM builds me JOIN builds p ON p.id = me.parent_id
+			WHERE me.id = $2 AND p.result ->> 'session_id' <> ''), false)`, b.ProjectID, b.ID).
+		Scan(&c.InFlight, &c.ProjectInFlight, &c.OlderPending, &c.MaxConcurrent, &c.SessionBusy)
 	return c, err
 }
 
