@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -119,7 +120,7 @@ func (Step) CommitBranch(ctx context.Context, r Runner, o BranchOptions) (Branch
 		return BranchCommit{}, fmt.Errorf("%w: branch %q: is checked out in the workspace", ErrInvalidOptions, o.Branch)
 	}
 	what := "committing to " + o.Branch
-	tree, files, err := c.snapshot(what, head, "kiln-branch.index")
+	tree, files, err := c.snapshot(what, head, "kiln-branch.index", true)
 	if err != nil {
 		return BranchCommit{}, err
 	}
@@ -128,16 +129,10 @@ func (Step) CommitBranch(ctx context.Context, r Runner, o BranchOptions) (Branch
 		return bc, nil
 	}
 	opts := Options{BuildID: o.BuildID, Subject: o.Subject, Body: o.Body}
-	argv := c.git("-c", "user.name="+o.AuthorName, "-c", "user.email="+o.AuthorEmail, "commit-tree", tree)
-	if head != "" {
-		argv = append(argv, "-p", head)
-	}
-	argv = append(argv, "-F", "-")
-	out, _, err = c.run(what+" (commit-tree)", argv, []byte(CommitMessage(opts)))
+	commit, err := c.commitTree(what, tree, []string{head}, o.AuthorName, o.AuthorEmail, CommitMessage(opts))
 	if err != nil {
 		return bc, err
 	}
-	commit := strings.TrimSpace(string(out))
 	ref := "refs/heads/" + o.Branch
 	if _, _, err := c.run(what+" (update-ref)", c.git("update-ref", "-m", "kiln: build "+o.BuildID, ref, commit), nil); err != nil {
 		return bc, err
@@ -228,9 +223,9 @@ func isHex(s string) bool {
 // snapshot writes the working tree as it is (ignored files aside) as a
 // tree object through a temporary index named name in the git directory,
 // starting from head (an empty index when head is ""), and lists the paths
-// that differ from head. The working tree, the index and every ref are left
-// alone.
-func (c commands) snapshot(what, head, name string) (tree string, files []string, err error) {
+// that differ from head (when files is true; nil otherwise). The working
+// tree, the index and every ref are left alone.
+func (c commands) snapshot(what, head, name string, files bool) (tree string, paths []string, err error) {
 	out, _, err := c.run("finding the git directory", c.git("rev-parse", "--absolute-git-dir"), nil)
 	if err != nil {
 		return "", nil, err
@@ -262,6 +257,9 @@ func (c commands) snapshot(what, head, name string) (tree string, files []string
 		return "", nil, err
 	}
 	tree = strings.TrimSpace(string(out))
+	if !files {
+		return tree, nil, nil
+	}
 	list := withIndex("ls-files", "-z")
 	if head != "" {
 		list = withIndex("diff", "--cached", "--no-renames", "--name-only", "-z", head)
@@ -270,13 +268,33 @@ func (c commands) snapshot(what, head, name string) (tree string, files []string
 	if err != nil {
 		return "", nil, err
 	}
-	files = []string{}
+	paths = []string{}
 	for _, f := range strings.Split(string(out), "\x00") {
 		if f != "" {
-			files = append(files, f)
+			paths = append(paths, f)
 		}
 	}
-	return tree, FilesChanged(pathsAsChanges(files)), nil
+	return tree, FilesChanged(pathsAsChanges(paths)), nil
+}
+
+// commitTree makes a commit of tree with parents (empty ones skipped, each
+// once), authored and committed by name <email>, with message msg; it
+// returns the commit's id. No ref moves.
+func (c commands) commitTree(what, tree string, parents []string, name, email, msg string) (string, error) {
+	argv := c.git("-c", "user.name="+name, "-c", "user.email="+email, "commit-tree", tree)
+	var seen []string
+	for _, p := range parents {
+		if p != "" && !slices.Contains(seen, p) {
+			seen = append(seen, p)
+			argv = append(argv, "-p", p)
+		}
+	}
+	argv = append(argv, "-F", "-")
+	out, _, err := c.run(what+" (commit-tree)", argv, []byte(msg))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 func pathsAsChanges(paths []string) []Change {

@@ -181,10 +181,10 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		ahead = append(ahead, c)
 	}
 
+	var tree string // the working tree's state, once written
 	if len(changes) > 0 && len(ahead) == 0 && kept != "" {
 		// What the last build left may be safe on a branch already.
-		tree, _, err := c.snapshot("checking the kept state", head, "kiln-leftovers.index")
-		if err != nil {
+		if tree, _, err = c.snapshot("checking the kept state", head, "kiln-leftovers.index", false); err != nil {
 			return Workspace{}, err
 		}
 		if ws.AlreadyKept, err = c.alreadyKept(kept, tree); err != nil {
@@ -195,7 +195,7 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 		}
 	}
 	if len(changes) > 0 || len(ahead) > 0 {
-		lo, err := o.keep(c, prev, head, changes, ahead)
+		lo, err := o.keep(c, prev, head, tree, changes, ahead)
 		if err != nil {
 			return Workspace{}, err
 		}
@@ -259,8 +259,9 @@ func (o PrepareOptions) record(c commands, kept string) error {
 
 // keep commits the working tree as it is (and the local commits in ahead)
 // to the leftovers ref of build prev, without touching the working tree, the
-// index or any branch.
-func (o PrepareOptions) keep(c commands, prev, head string, changes []Change, ahead []string) (*Leftovers, error) {
+// index or any branch. tree is the working tree's state when Prepare wrote
+// it already; "" has keep write it.
+func (o PrepareOptions) keep(c commands, prev, head, tree string, changes []Change, ahead []string) (*Leftovers, error) {
 	g, run, rev := c.git, c.run, c.rev
 	lo := &Leftovers{Build: prev, Files: FilesChanged(changes), Commits: ahead}
 	if prev == "" || checkRefComponent(prev) != nil {
@@ -269,58 +270,21 @@ func (o PrepareOptions) keep(c commands, prev, head string, changes []Change, ah
 	} else {
 		lo.Ref = LeftoversRefPrefix + prev
 	}
-	out, _, err := run("finding the git directory", g("rev-parse", "--absolute-git-dir"), nil)
-	if err != nil {
-		return nil, err
-	}
-	index := strings.TrimSpace(string(out)) + "/kiln-leftovers.index"
-	withIndex := func(args ...string) []string {
-		return append([]string{"env", "GIT_INDEX_FILE=" + index}, g(args...)...)
-	}
-	// A stale index of an interrupted run must not leak into this one.
-	if _, _, err := run("removing a stale index", []string{"rm", "-f", index}, nil); err != nil {
-		return nil, err
-	}
-	start := []string{"read-tree", "--empty"}
-	if head != "" {
-		start = []string{"read-tree", head}
-	}
-	steps := [][]string{start, {"add", "--all"}}
-	for _, s := range steps {
-		if _, _, err := run("saving the leftovers ("+s[0]+")", withIndex(s...), nil); err != nil {
+	if tree == "" {
+		var err error
+		if tree, _, err = c.snapshot("saving the leftovers", head, "kiln-leftovers.index", false); err != nil {
 			return nil, err
 		}
 	}
-	out, _, err = run("saving the leftovers (write-tree)", withIndex("write-tree"), nil)
-	if err != nil {
-		return nil, err
-	}
-	tree := strings.TrimSpace(string(out))
-	if _, _, err := run("removing the temporary index", []string{"rm", "-f", index}, nil); err != nil {
-		return nil, err
-	}
-
 	old, err := rev("reading "+lo.Ref, lo.Ref)
 	if err != nil {
 		return nil, err
 	}
-	var parents []string
-	for _, p := range append([]string{head}, append(ahead, old)...) {
-		if p != "" && !slices.Contains(parents, p) {
-			parents = append(parents, p)
-		}
-	}
 	name, email := cmp.Or(o.AuthorName, "Kiln"), cmp.Or(o.AuthorEmail, "kiln@localhost")
-	argv := g("-c", "user.name="+name, "-c", "user.email="+email, "commit-tree", tree)
-	for _, p := range parents {
-		argv = append(argv, "-p", p)
-	}
-	argv = append(argv, "-F", "-")
-	out, _, err = run("saving the leftovers (commit-tree)", argv, []byte(leftoversMessage(lo, o.BuildID)))
-	if err != nil {
+	parents := append([]string{head}, append(ahead, old)...)
+	if lo.Commit, err = c.commitTree("saving the leftovers", tree, parents, name, email, leftoversMessage(lo, o.BuildID)); err != nil {
 		return nil, err
 	}
-	lo.Commit = strings.TrimSpace(string(out))
 	msg := "kiln: leftovers kept by build " + o.BuildID
 	if _, _, err := run("saving the leftovers (update-ref)", g("update-ref", "-m", msg, lo.Ref, lo.Commit), nil); err != nil {
 		return nil, err
