@@ -268,13 +268,7 @@ func (c commands) snapshot(what, head, name string, files bool) (tree string, pa
 	if err != nil {
 		return "", nil, err
 	}
-	paths = []string{}
-	for _, f := range strings.Split(string(out), "\x00") {
-		if f != "" {
-			paths = append(paths, f)
-		}
-	}
-	return tree, FilesChanged(pathsAsChanges(paths)), nil
+	return tree, FilesChanged(pathsAsChanges(splitNUL(out))), nil
 }
 
 // commitTree makes a commit of tree with parents (empty ones skipped, each

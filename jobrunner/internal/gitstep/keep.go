@@ -68,17 +68,11 @@ func (Step) ApplyKept(ctx context.Context, r Runner, o ApplyOptions) (Applied, e
 		return Applied{}, err
 	}
 	if kept == "" && o.Remote != "" {
-		argv := c.git("fetch", "--quiet", "--no-tags", o.Remote, "refs/heads/"+o.Branch)
-		wrapped, stdin, err := o.Credentials.Wrap(argv)
+		found, err := c.fetchBranch(o.Remote, o.Branch, o.Credentials)
 		if err != nil {
-			return Applied{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote), err)
+			return Applied{}, err
 		}
-		_, stderr, code, err := r.Run(ctx, wrapped, stdin)
-		stderr = o.Credentials.Scrub(stderr)
-		switch {
-		case err != nil:
-			return Applied{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote), err)
-		case code == 0:
+		if found {
 			if o.Commit == "" {
 				want = "FETCH_HEAD"
 			}
@@ -86,9 +80,6 @@ func (Step) ApplyKept(ctx context.Context, r Runner, o ApplyOptions) (Applied, e
 				return Applied{}, err
 			}
 			a.Fetched = kept != ""
-		case !strings.Contains(string(stderr), "couldn't find remote ref"):
-			return Applied{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote),
-				&CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
 		}
 	}
 	if kept == "" {
@@ -136,13 +127,7 @@ func (Step) ApplyKept(ctx context.Context, r Runner, o ApplyOptions) (Applied, e
 	if err != nil {
 		return Applied{}, err
 	}
-	var paths []string
-	for _, p := range strings.Split(string(out), "\x00") {
-		if p != "" {
-			paths = append(paths, p)
-		}
-	}
-	a.Files = FilesChanged(pathsAsChanges(paths))
+	a.Files = FilesChanged(pathsAsChanges(splitNUL(out)))
 	// Two-tree read-tree moves the (clean) working tree from HEAD's tree to
 	// the kept one; the mixed reset puts the index back on HEAD.
 	if _, _, err := c.run("applying the kept work", c.git("read-tree", "-u", "-m", "HEAD", tree), nil); err != nil {

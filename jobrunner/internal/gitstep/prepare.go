@@ -127,24 +127,15 @@ func (Step) Prepare(ctx context.Context, r Runner, o PrepareOptions) (Workspace,
 
 	var ws Workspace
 	if o.Remote != "" {
-		argv := g("fetch", "--quiet", "--no-tags", o.Remote, "refs/heads/"+o.Branch)
-		wrapped, stdin, err := o.Credentials.Wrap(argv)
+		found, err := c.fetchBranch(o.Remote, o.Branch, o.Credentials)
 		if err != nil {
-			return Workspace{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote), err)
+			return Workspace{}, err
 		}
-		_, stderr, code, err := r.Run(ctx, wrapped, stdin)
-		stderr = o.Credentials.Scrub(stderr)
-		switch {
-		case err != nil:
-			return Workspace{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote), err)
-		case code == 0:
+		if found {
 			if ws.Head, err = rev("reading the fetched head", "FETCH_HEAD"); err != nil {
 				return Workspace{}, err
 			}
 			ws.Fetched = ws.Head != ""
-		case !strings.Contains(string(stderr), "couldn't find remote ref"):
-			return Workspace{}, fmt.Errorf("fetching %s from %s: %w", o.Branch, Redact(o.Remote),
-				&CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
 		}
 	}
 	var local string

@@ -173,6 +173,40 @@ func (c commands) run(what string, argv []string, stdin []byte, ok ...int) ([]by
 	return stdout, code, nil
 }
 
+// fetchBranch fetches refs/heads/<branch> from remote into FETCH_HEAD, with
+// creds (when set) given to the fetch on its stdin. A remote without that
+// branch is no error: found is false.
+func (c commands) fetchBranch(remote, branch string, creds *Credentials) (found bool, err error) {
+	argv := c.git("fetch", "--quiet", "--no-tags", remote, "refs/heads/"+branch)
+	wrapped, stdin, err := creds.Wrap(argv)
+	if err != nil {
+		return false, fmt.Errorf("fetching %s from %s: %w", branch, Redact(remote), err)
+	}
+	_, stderr, code, err := c.r.Run(c.ctx, wrapped, stdin)
+	stderr = creds.Scrub(stderr)
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("fetching %s from %s: %w", branch, Redact(remote), err)
+	case code == 0:
+		return true, nil
+	case strings.Contains(string(stderr), "couldn't find remote ref"):
+		return false, nil
+	}
+	return false, fmt.Errorf("fetching %s from %s: %w", branch, Redact(remote),
+		&CommandError{Argv: argv, ExitCode: code, Stderr: condense(string(stderr))})
+}
+
+// splitNUL splits git's -z output into its non-empty paths.
+func splitNUL(out []byte) []string {
+	paths := []string{}
+	for _, p := range strings.Split(string(out), "\x00") {
+		if p != "" {
+			paths = append(paths, p)
+		}
+	}
+	return paths
+}
+
 // rev resolves a revision to a commit id; "" when there is none.
 func (c commands) rev(what, name string) (string, error) {
 	out, code, err := c.run(what, c.git("rev-parse", "--verify", "--quiet", name+"^{commit}"), nil, 1)
