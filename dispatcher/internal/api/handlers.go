@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"mime"
 	"net/http"
 	"path"
@@ -153,7 +152,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, submit func(sche
 	}
 	acc, err := submit(spec, key)
 	if err != nil {
-		edge.Write(w, r, refusal(err))
+		edge.Write(w, r, err)
 		return
 	}
 	if acc.Replay {
@@ -161,18 +160,6 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, submit func(sche
 	}
 	w.Header().Set("Location", "/builds/"+acc.Build.ID)
 	edge.JSON(w, http.StatusAccepted, schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status})
-}
-
-// refusal gives a submission's refusals that the edge does not know their
-// answer: a reached monthly budget is 429 of its own problem type, with
-// Retry-After the time left until the next month (UTC).
-func refusal(err error) error {
-	var mb *intake.MonthlyBudgetError
-	if errors.As(err, &mb) {
-		return &edge.Error{Status: http.StatusTooManyRequests, Type: intake.ProblemMonthlyBudget, Detail: mb.Error(),
-			RetryAfter: mb.RetryAfter}
-	}
-	return err
 }
 
 // createAndBuildAccepted is the 202 body of POST /project/create-and-build.

@@ -107,7 +107,8 @@ const unavailableDetail = "the database is unavailable for a moment; retry (a bu
 
 // Write answers err as problem+json. An *Error answers as it says; the
 // errors of intake, store and auth answer with their status (validation
-// 422, not found 404, terminal or conflict 409, forbidden 403, invalid
+// 422, not found 404, terminal or conflict 409, forbidden 403, a reached
+// monthly budget 429 of its own problem type with Retry-After, invalid
 // token 401, database unreachable 503); anything else is a 500 whose text
 // is logged with the request id, never sent.
 //
@@ -123,6 +124,7 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 	var e *Error
 	var ve intake.ValidationError
 	var mbe *http.MaxBytesError
+	var budget *intake.MonthlyBudgetError
 	switch {
 	case errors.As(err, &e):
 		p.Status, p.Detail, p.Errors, retry, typ = e.Status, e.Detail, e.Errors, e.RetryAfter, e.Type
@@ -135,6 +137,9 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 		p.Status, p.Detail, p.Errors = http.StatusUnprocessableEntity, ve.Error(), ve
 	case errors.As(err, &mbe):
 		p.Status, p.Detail = http.StatusRequestEntityTooLarge, fmt.Sprintf("body: must be at most %d bytes", mbe.Limit)
+	case errors.As(err, &budget):
+		// Retry-After: the time left until the next month (UTC).
+		p.Status, p.Detail, retry, typ = http.StatusTooManyRequests, budget.Error(), budget.RetryAfter, intake.ProblemMonthlyBudget
 	case errors.Is(err, store.ErrNotFound):
 		p.Status, p.Detail = http.StatusNotFound, notFoundDetail(err)
 	case errors.Is(err, store.ErrTerminal):

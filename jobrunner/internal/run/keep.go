@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,7 +59,7 @@ func (r *Runner) keepWork(ctx context.Context, pod gitstep.Runner, in keepInput,
 		Dir: t.Workdir, BuildID: in.buildID, Branch: branch,
 		AuthorName: cmp.Or(t.AuthorName, "Kiln"), AuthorEmail: cmp.Or(t.AuthorEmail, "kiln@localhost"),
 		Subject: "Kiln: work kept from build " + in.buildID,
-		Body:    joinLines(commitBody(in.spec.Prompt), "Kept because: "+firstLineOf(why)),
+		Body:    joinLines(commitBody(in.spec.Prompt), "Kept because: "+firstLine(why)),
 	})
 	if bc.Files != nil {
 		res.FilesChanged = bc.Files
@@ -197,11 +198,7 @@ func joinLines(a, b string) string {
 	return a + "\n\n" + b
 }
 
-func firstLineOf(s string) string {
-	for i, c := range s {
-		if c == '\n' {
-			return s[:i]
-		}
-	}
-	return s
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
