@@ -22,13 +22,20 @@ type Build struct {
 	RiverJobID int64
 }
 
+// queuePosition is the SQL of the queue position of the build row named
+// row: its place among its project's pending builds, in launch order (one
+// range read of builds_project_status_id).
+func queuePosition(row string) string {
+	return `(SELECT count(*) FROM builds q
+		WHERE q.project_id = ` + row + `.project_id AND q.status = 'pending' AND q.id <= ` + row + `.id)`
+}
+
 // buildColumns are a Build's columns; the queue position is counted only
-// for a pending build (builds_project_status_id).
-const buildColumns = `id, project_id, spec, status, result, error, reason, attempt, job_name, requested_by,
+// for a pending build.
+var buildColumns = `id, project_id, spec, status, result, error, reason, attempt, job_name, requested_by,
 	created_at, started_at, finished_at, COALESCE(river_job_id, 0), COALESCE(parent_id::text, ''),
 	CASE WHEN status = 'pending' THEN waiting_reason ELSE '' END,
-	CASE WHEN status = 'pending' THEN (SELECT count(*) FROM builds q
-		WHERE q.project_id = builds.project_id AND q.status = 'pending' AND q.id <= builds.id) ELSE 0 END`
+	CASE WHEN status = 'pending' THEN ` + queuePosition("builds") + ` ELSE 0 END`
 
 func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	var b Build
@@ -107,7 +114,7 @@ type ListBuildsParams struct {
 // summaryColumns are what a BuildSummary needs of a build row. The spec and
 // the result are read once each (jsonb_to_record) and only the named fields
 // leave the database: never the prompt, the variables or the output.
-const summaryColumns = `b.id, b.project_id, b.status, b.reason,
+var summaryColumns = `b.id, b.project_id, b.status, b.reason,
 	CASE WHEN length(b.error) > $5 THEN left(b.error, $5 - 1) || '…' ELSE b.error END,
 	COALESCE(s.template, ''), COALESCE(s.auto_commit, false), COALESCE(s.auto_push, false),
 	COALESCE(s.callback_url, '') <> '', b.attempt, b.requested_by, b.created_at, b.started_at, b.finished_at,
@@ -116,8 +123,7 @@ const summaryColumns = `b.id, b.project_id, b.status, b.reason,
 	CASE WHEN jsonb_typeof(r.artifacts) = 'array' THEN jsonb_array_length(r.artifacts) ELSE 0 END,
 	COALESCE(r.duration_ms, 0), COALESCE(b.parent_id::text, ''),
 	CASE WHEN b.status = 'pending' THEN b.waiting_reason ELSE '' END,
-	CASE WHEN b.status = 'pending' THEN (SELECT count(*) FROM builds q
-		WHERE q.project_id = b.project_id AND q.status = 'pending' AND q.id <= b.id) ELSE 0 END,
+	CASE WHEN b.status = 'pending' THEN ` + queuePosition("b") + ` ELSE 0 END,
 	b.cost_usd`
 
 // QueueOrder reports whether a listing of builds in status is in queue

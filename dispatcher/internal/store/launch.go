@@ -91,8 +91,7 @@ func SetRunnerTokenHash(ctx context.Context, db DB, id string, hash []byte) erro
 func SetWaiting(ctx context.Context, db DB, id string, reason schema.WaitingReason) (changed bool, position int, err error) {
 	err = db.QueryRow(ctx, `UPDATE builds SET waiting_reason = $2
 		WHERE id = $1 AND status = 'pending' AND waiting_reason <> $2
-		RETURNING (SELECT count(*) FROM builds q
-			WHERE q.project_id = builds.project_id AND q.status = 'pending' AND q.id <= builds.id)`,
+		RETURNING `+queuePosition("builds"),
 		id, string(reason)).Scan(&position)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, 0, nil
