@@ -22,6 +22,14 @@ type Build struct {
 	RiverJobID int64
 }
 
+// costOf is the SQL of a build's cost_usd once result (a jsonb parameter,
+// or NULL) is stored: the result's usage.cost_usd, not below 0, or the
+// cost it had when the result names none.
+func costOf(result string) string {
+	return `CASE WHEN jsonb_typeof(` + result + `::jsonb -> 'usage' -> 'cost_usd') = 'number'
+		THEN GREATEST((` + result + `::jsonb -> 'usage' ->> 'cost_usd')::double precision, 0) ELSE cost_usd END`
+}
+
 // queuePosition is the SQL of the queue position of the build row named
 // row: its place among its project's pending builds, in launch order (one
 // range read of builds_project_status_id).
@@ -242,8 +250,7 @@ func TransitionBuild(ctx context.Context, db DB, id string, t Transition) (*Buil
 				error = CASE WHEN $3 = '' THEN error ELSE $3 END,
 				reason = $9,
 				result = COALESCE($4::jsonb, result),
-				cost_usd = CASE WHEN jsonb_typeof($4::jsonb -> 'usage' -> 'cost_usd') = 'number'
-					THEN GREATEST(($4::jsonb -> 'usage' ->> 'cost_usd')::double precision, 0) ELSE cost_usd END,
+				cost_usd = `+costOf("$4")+`,
 				job_name = CASE WHEN $5 = '' THEN job_name ELSE $5 END,
 				started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
 				finished_at = CASE WHEN $6 THEN now() ELSE NULL END,

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -139,12 +138,8 @@ func SetStoppedResult(ctx context.Context, db DB, id string, res schema.BuildRes
 	if err != nil {
 		return nil, err
 	}
-	cost := 0.0
-	if u := res.Usage; u != nil && u.CostUSD > 0 && !math.IsInf(u.CostUSD, 0) {
-		cost = u.CostUSD
-	}
-	b, err := scanBuild(db.QueryRow(ctx, `UPDATE builds SET result = $2, cost_usd = $3
-		WHERE id = $1 AND result IS NULL RETURNING `+buildColumns, id, raw, cost))
+	b, err := scanBuild(db.QueryRow(ctx, `UPDATE builds SET result = $2, cost_usd = `+costOf("$2")+`
+		WHERE id = $1 AND result IS NULL RETURNING `+buildColumns, id, raw))
 	if errors.Is(err, pgx.ErrNoRows) {
 		if _, gerr := GetBuild(ctx, db, id); gerr != nil {
 			return nil, gerr
