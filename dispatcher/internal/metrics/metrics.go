@@ -277,11 +277,19 @@ func (m *Metrics) Transition(b *store.Build) {
 	if b.Status == schema.StatusFailed && b.Reason == schema.ReasonBudgetExceeded {
 		m.budgetStops.Inc()
 	}
-	if b.Status != schema.StatusCompleted && b.Result != nil && b.Result.PartialBranch != "" {
+	m.result(b, tmpl)
+}
+
+// result observes what a terminal build's result tells: its kept work and
+// the agent's usage (cost, spend, tokens, turns).
+func (m *Metrics) result(b *store.Build, tmpl string) {
+	if b.Result == nil {
+		return
+	}
+	if b.Status != schema.StatusCompleted && b.Result.PartialBranch != "" {
 		m.keptWork.Inc()
 	}
-	if b.Result != nil && b.Result.Usage != nil {
-		u := b.Result.Usage
+	if u := b.Result.Usage; u != nil {
 		if u.CostUSD > 0 && !math.IsInf(u.CostUSD, 0) {
 			m.cost.WithLabelValues(tmpl).Add(u.CostUSD)
 			m.spend.WithLabelValues(b.ProjectID).Add(u.CostUSD)
@@ -295,18 +303,12 @@ func (m *Metrics) Transition(b *store.Build) {
 // StoppedResult observes a stopped runner's account kept on a build that had
 // no result (lifecycle.OnStoppedResult). A build still running is counted by
 // Transition when it ends; one already terminal (cancelled, or ended by the
-// watcher first) was counted without it, so its kept work and spend count now.
+// watcher first) was counted without it, so its result counts now.
 func (m *Metrics) StoppedResult(b *store.Build) {
-	if m == nil || b == nil || !b.Status.Terminal() || b.Result == nil {
+	if m == nil || b == nil || !b.Status.Terminal() {
 		return
 	}
-	if b.Result.PartialBranch != "" {
-		m.keptWork.Inc()
-	}
-	if u := b.Result.Usage; u != nil && u.CostUSD > 0 && !math.IsInf(u.CostUSD, 0) {
-		m.cost.WithLabelValues(m.template(b.Spec.Template)).Add(u.CostUSD)
-		m.spend.WithLabelValues(b.ProjectID).Add(u.CostUSD)
-	}
+	m.result(b, m.template(b.Spec.Template))
 }
 
 // reasonLabel is the reason label of a terminal build: its stored reason,
