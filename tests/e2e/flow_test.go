@@ -152,8 +152,15 @@ func TestWholeFlow(t *testing.T) {
 	kbtest.WaitFor(t, 60*time.Second, "the agent's processes gone", func(context.Context) (bool, error) {
 		return len(proj.AgentProcs(pod)) == 0, nil
 	})
+	// The stopped runner's account comes once its git work is over (it
+	// looks for changes to keep): only then is the workspace left alone.
+	kbtest.WaitFor(t, 60*time.Second, "the stopped runner's account", func(context.Context) (bool, error) {
+		return e.get(d, slow).Result != nil, nil
+	})
 	b = e.get(d, slow)
 	assert.Equal(t, schema.StatusCancelled, b.Status)
 	assert.Equal(t, "superseded", b.Error)
+	assert.False(t, b.Result.Success)
+	assert.Empty(t, b.Result.PartialBranch, "the agent changed nothing: nothing kept")
 	assert.Equal(t, before, proj.Git(t, proj.Remote, "rev-parse", "refs/heads/main"), "a cancelled build pushes nothing")
 }
