@@ -81,6 +81,22 @@ func Start(t testing.TB, images map[string]string) *Cluster {
 // Up runs `kubebox up` (for TestMain); stop(clean) ends it and, when clean,
 // removes its state directory.
 func Up(images map[string]string) (*Cluster, func(clean bool), error) {
+	return UpWith(Options{Images: images})
+}
+
+// Options configures UpWith.
+type Options struct {
+	Images map[string]string // image name → executable its containers run
+	// Capacity, when set, is what the Node reports instead of the machine's
+	// CPUs, memory and 110 pods, as `kubebox up --capacity` takes it
+	// ("cpu=64,memory=256Gi,pods=1200"): benches that hold hundreds of
+	// build pods at once (each requests 50m CPU) need more than 2 CPUs' worth.
+	Capacity string
+}
+
+// UpWith is Up with options.
+func UpWith(o Options) (*Cluster, func(clean bool), error) {
+	images := o.Images
 	bin, err := BinDir()
 	if err != nil {
 		return nil, nil, err
@@ -90,6 +106,9 @@ func Up(images map[string]string) (*Cluster, func(clean bool), error) {
 		return nil, nil, err
 	}
 	args := []string{"up", "--dir", dir}
+	if o.Capacity != "" {
+		args = append(args, "--capacity", o.Capacity)
+	}
 	names := make([]string, 0, len(images))
 	for n := range images {
 		names = append(names, n)

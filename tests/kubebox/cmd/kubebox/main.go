@@ -23,6 +23,9 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/kilnbuild/kiln/tests/kubebox"
 )
 
@@ -81,7 +84,12 @@ func up(args []string) error {
 	nodeName := fs.String("node-name", "", "Node name (default kubebox-node)")
 	binDir := fs.String("bin-dir", "", "control-plane binaries (default $KUBEBOX_BIN_DIR or .kubebox/bin/"+kubebox.Version+" above the working dir, or next to this program)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for a Ready node")
+	capacity := fs.String("capacity", "", "NAME=QUANTITY,...: what the Node reports instead of the machine's CPUs, memory and 110 pods (e.g. cpu=64,memory=256Gi,pods=1200)")
 	fs.Parse(args)
+	nodeCapacity, err := parseCapacity(*capacity)
+	if err != nil {
+		return err
+	}
 	if *dir == "" {
 		return errors.New("up: --dir is required")
 	}
@@ -114,7 +122,7 @@ func up(args []string) error {
 	start := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, *timeout)
 	cluster, err := kubebox.Start(startCtx, kubebox.Options{
-		Dir: *dir, BinDir: *binDir, Images: imgs, NodeName: *nodeName,
+		Dir: *dir, BinDir: *binDir, Images: imgs, NodeName: *nodeName, NodeCapacity: nodeCapacity,
 	})
 	cancel()
 	if err != nil {
@@ -191,4 +199,28 @@ func alive(pid int) bool {
 		return s[i+2] != 'Z'
 	}
 	return true
+}
+
+// parseCapacity reads --capacity: comma-separated NAME=QUANTITY pairs of
+// the resources cpu, memory and pods (nil when empty). Resources not named
+// keep kubebox's defaults.
+func parseCapacity(s string) (corev1.ResourceList, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := corev1.ResourceList{}
+	for kv := range strings.SplitSeq(s, ",") {
+		name, val, ok := strings.Cut(kv, "=")
+		switch corev1.ResourceName(name) {
+		case corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods:
+		default:
+			return nil, fmt.Errorf("up: --capacity %q: resource %q is not cpu, memory or pods", s, name)
+		}
+		q, err := resource.ParseQuantity(val)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("up: --capacity %q: %q is not NAME=QUANTITY (e.g. pods=1200)", s, kv)
+		}
+		out[corev1.ResourceName(name)] = q
+	}
+	return out, nil
 }
