@@ -224,6 +224,9 @@ func (w *wiring) lifecycle() error {
 	a.Lifecycle, err = lifecycle.New(lifecycle.Options{Pool: o.Pool, River: a.Inserter, Logger: w.logger,
 		OnTransition: func(b *store.Build) {
 			a.Metrics.Transition(b)
+			if a.Launcher != nil && b.Status.Terminal() {
+				a.Launcher.Kick() // its slot may be free: admit the next build now
+			}
 			if wake != nil && b.Status == schema.StatusCancelled && b.JobName != "" {
 				wake.Add(b.ID) // its Job goes now, not at the next reconcile
 			}
@@ -241,7 +244,8 @@ func (w *wiring) movers() error {
 	if kube != nil {
 		if a.Launcher, err = launcher.New(launcher.Options{Client: kube.Client, Pool: o.Pool, Lifecycle: a.Lifecycle,
 			Templates: w.templates, Namespace: kube.Namespace, DispatcherURL: kube.DispatcherURL, Image: kube.Image,
-			MaxInFlight: kube.MaxInFlight, RetryAfter: kube.RetryAfter, Logger: w.logger, OnLaunch: a.Metrics.Launch}); err != nil {
+			MaxInFlight: kube.MaxInFlight, RetryAfter: kube.RetryAfter, River: a.Inserter, Logger: w.logger,
+			OnLaunch: a.Metrics.Launch}); err != nil {
 			return err
 		}
 		if a.Provision, err = provision.New(provision.Options{Pool: o.Pool, River: a.Inserter, Client: kube.Client,
@@ -387,6 +391,19 @@ func (a *App) Start(ctx context.Context) error {
 	if a.Watcher != nil {
 		if err := start("the watcher", func() error { return a.Watcher.Start(ctx) },
 			func(context.Context) error { a.Watcher.Stop(); return nil }); err != nil {
+			return err
+		}
+	}
+	if a.Launcher != nil && a.River != nil {
+		// Admission rounds wake the dispatch jobs River runs; started first
+		// so those jobs sleep long while they wait (the rounds wake them).
+		admitCtx, stopAdmit := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		if err := start("admission", func() error {
+			go func() { defer close(done); a.Launcher.Run(admitCtx) }()
+			return nil
+		}, func(context.Context) error { stopAdmit(); <-done; return nil }); err != nil {
+			stopAdmit()
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -69,6 +70,14 @@ const (
 	DefaultNamespace   = "kiln-builds"
 	DefaultMaxInFlight = 50
 	DefaultRetryAfter  = 2 * time.Second
+	// DefaultAdmitInterval is how often Run looks for room besides being
+	// kicked: what bounds the wait of a slot another replica freed.
+	DefaultAdmitInterval = time.Second
+	// DefaultWaitRecheck is how long a build waiting for capacity sleeps
+	// while Run admits builds (which wakes it when a round chooses it):
+	// its own look is only a safety net, and thousands of waiting builds
+	// looking every RetryAfter would keep the launch lock busy.
+	DefaultWaitRecheck = 30 * time.Second
 )
 
 // Options configures New.
@@ -81,7 +90,13 @@ type Options struct {
 	DispatcherURL string                // as seen from the Job's pod; required
 	Image         string                // overrides every template's runner image when set
 	MaxInFlight   int                   // builds running or launching at once, all projects; default DefaultMaxInFlight
-	RetryAfter    time.Duration         // how soon a build waiting for capacity is looked at again; default DefaultRetryAfter
+	RetryAfter    time.Duration         // how soon a waiting build is looked at again (while Run does not run, or waits for quota or provisioning); default DefaultRetryAfter
+	// River wakes the dispatch jobs of builds an admission round reserved
+	// (any client on the database, insert-only is enough); nil: they
+	// launch when their snooze ends.
+	River         *river.Client[pgx.Tx]
+	AdmitInterval time.Duration // see DefaultAdmitInterval
+	WaitRecheck   time.Duration // see DefaultWaitRecheck
 	Logger        *slog.Logger
 	// OnLaunch is told of each attempt at creating a Job: how long it took
 	// and, when it failed, why (a LaunchError); may be nil.
@@ -90,8 +105,10 @@ type Options struct {
 
 // Launcher creates build Jobs.
 type Launcher struct {
-	o      Options
-	logger *slog.Logger
+	o       Options
+	logger  *slog.Logger
+	kick    chan struct{}
+	looping atomic.Bool // Run runs: waiting builds are woken by its rounds
 }
 
 // New returns a Launcher.
@@ -102,14 +119,16 @@ func New(o Options) (*Launcher, error) {
 	o.Namespace = cmp.Or(o.Namespace, DefaultNamespace)
 	o.MaxInFlight = cmp.Or(o.MaxInFlight, DefaultMaxInFlight)
 	o.RetryAfter = cmp.Or(o.RetryAfter, DefaultRetryAfter)
-	if o.MaxInFlight < 0 || o.RetryAfter < 0 {
-		return nil, errors.New("launcher: MaxInFlight and RetryAfter must not be negative")
+	o.AdmitInterval = cmp.Or(o.AdmitInterval, DefaultAdmitInterval)
+	o.WaitRecheck = cmp.Or(o.WaitRecheck, DefaultWaitRecheck)
+	if o.MaxInFlight < 0 || o.RetryAfter < 0 || o.AdmitInterval < 0 || o.WaitRecheck < 0 {
+		return nil, errors.New("launcher: MaxInFlight, RetryAfter, AdmitInterval and WaitRecheck must not be negative")
 	}
 	if o.Templates == nil {
 		o.Templates = jobtemplates.Embedded()
 	}
 	logger := cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
-	return &Launcher{o: o, logger: logger.With("component", "launcher")}, nil
+	return &Launcher{o: o, logger: logger.With("component", "launcher"), kick: make(chan struct{}, 1)}, nil
 }
 
 // Namespace is where the launcher creates Jobs.
@@ -130,9 +149,86 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 	}
 	if !reserved {
 		l.waiting(ctx, b.ID, wait)
-		return river.JobSnooze(l.o.RetryAfter)
+		return river.JobSnooze(l.recheck())
 	}
 	return l.create(ctx, b, p, was)
+}
+
+// recheck is how long a build that waits for a slot sleeps before it looks
+// again by itself.
+func (l *Launcher) recheck() time.Duration {
+	if l.looping.Load() && l.o.River != nil {
+		return l.o.WaitRecheck
+	}
+	return l.o.RetryAfter
+}
+
+// Kick asks Run for an admission round now: a build ended, so a slot may be
+// free. It never blocks; kicks while a round is due are one round.
+func (l *Launcher) Kick() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run admits waiting builds until ctx ends: a round when kicked and every
+// AdmitInterval (which bounds how long a slot freed by another replica, or
+// a kick lost with a crash, stays empty). Each round fills the free slots in
+// fair order and wakes the chosen builds' dispatch jobs; each tick it also
+// wakes reserved builds whose job went to sleep.
+func (l *Launcher) Run(ctx context.Context) {
+	l.looping.Store(true)
+	defer l.looping.Store(false)
+	tick := time.NewTicker(l.o.AdmitInterval)
+	defer tick.Stop()
+	for {
+		ticked := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		case <-tick.C:
+			ticked = true
+		}
+		if err := l.round(ctx, ticked); err != nil && ctx.Err() == nil {
+			l.logger.WarnContext(ctx, "admission round failed; the next one retries", "error", err)
+		}
+	}
+}
+
+// round is one of Run's admission rounds; sweep also wakes the dispatch
+// jobs of reserved builds that sleep (store.StaleReservations).
+func (l *Launcher) round(ctx context.Context, sweep bool) error {
+	waiting, err := store.AnyWaiting(ctx, l.o.Pool)
+	if err != nil || (!waiting && !sweep) {
+		return err
+	}
+	return pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
+		var jobs []int64
+		if waiting {
+			if err := store.LockLaunches(ctx, tx); err != nil {
+				return err
+			}
+			chosen, err := l.admit(ctx, tx, "")
+			if err != nil {
+				return err
+			}
+			for _, a := range chosen {
+				if a.RiverJobID != 0 {
+					jobs = append(jobs, a.RiverJobID)
+				}
+			}
+		}
+		if sweep {
+			stale, err := store.StaleReservations(ctx, tx)
+			if err != nil {
+				return err
+			}
+			jobs = append(jobs, stale...)
+		}
+		return l.wake(ctx, tx, jobs)
+	})
 }
 
 // projectGate holds a build whose project is not ready: it waits while the
@@ -194,10 +290,13 @@ func (l *Launcher) settle(_ *store.Build, err error) error {
 	return err
 }
 
-// reserve takes a launch slot for b under a lock shared by every replica.
-// When it does, was is the reason b waited for until then (Unreserve puts it
-// back); when it does not, wait says why.
+// reserve takes a launch slot for b under a lock shared by every replica,
+// through an admission round (admit): the round fills every free slot in
+// fair order, so b gets one only if it is among the builds the round
+// chooses. When it does, was is the reason b waited for until then
+// (Unreserve puts it back); when it does not, wait says why.
 func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was schema.WaitingReason, wait Wait, err error) {
+	var woken []int64
 	err = pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
 		if err := store.LockLaunches(ctx, tx); err != nil {
 			return err
@@ -209,23 +308,75 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was sc
 		if cur.Status != schema.StatusPending {
 			return nil
 		}
-		if cur.JobName != "" { // reserved by an earlier attempt
+		if cur.JobName != "" { // reserved by an earlier attempt, or by a round
 			ok = true
+			return nil
+		}
+		chosen, err := l.admit(ctx, tx, b.ID)
+		if err != nil {
+			return err
+		}
+		for _, a := range chosen {
+			if a.ID == b.ID {
+				ok, was = true, cur.WaitingReason
+			} else if a.RiverJobID != 0 {
+				woken = append(woken, a.RiverJobID)
+			}
+		}
+		if err := l.wake(ctx, tx, woken); err != nil {
+			return err
+		}
+		if ok {
 			return nil
 		}
 		c, err := store.LaunchCapacity(ctx, tx, cur)
 		if err != nil {
 			return err
 		}
-		if ok, wait = Admit(c, l.o.MaxInFlight); ok {
-			was, err = store.Reserve(ctx, tx, b.ID, jobtemplates.JobName(b.ID))
+		if admit, why := Admit(c, l.o.MaxInFlight); !admit {
+			wait = why
+		} else {
+			// Room for it, yet others came first in the round's order.
+			wait = waitGlobal
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return false, "", Wait{}, fmt.Errorf("reserving a launch of build %s: %w", b.ID, err)
 	}
 	return ok, was, wait, nil
+}
+
+// admit runs an admission round in tx, under the launch lock: it chooses
+// builds for the free slots (store.NextAdmissions: fair share across
+// projects, then round-robin, FIFO within a project) and reserves them.
+// self is the build whose dispatch job runs the round, if any.
+func (l *Launcher) admit(ctx context.Context, tx pgx.Tx, self string) ([]store.Admission, error) {
+	n, err := store.InFlight(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	chosen, err := store.NextAdmissions(ctx, tx, l.o.MaxInFlight-n, self)
+	if err != nil {
+		return nil, err
+	}
+	return chosen, store.Admit(ctx, tx, chosen, jobtemplates.JobName)
+}
+
+// wake makes the dispatch jobs of builds a round reserved run now, with
+// the round's transaction: a reserved build's job creates its Job at once
+// instead of at the end of its snooze. Without a River client there is
+// nothing to wake them with; they launch when their snooze ends.
+func (l *Launcher) wake(ctx context.Context, tx pgx.Tx, jobs []int64) error {
+	if l.o.River == nil {
+		return nil
+	}
+	for _, id := range jobs {
+		if _, err := l.o.River.JobRetryTx(ctx, tx, id); err != nil && !errors.Is(err, river.ErrNotFound) {
+			return fmt.Errorf("waking dispatch job %d: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // Admit decides whether a pending build may launch now, given the capacity

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -363,13 +364,15 @@ func TestLaunchRetryMakesAMissingSecret(t *testing.T) {
 }
 
 func TestLaunchFIFOWithinAProject(t *testing.T) {
-	e := setup(t)
+	e := setup(t, func(o *launcher.Options) { o.MaxInFlight = 1 })
 	ctx := context.Background()
-	other := e.pending(t, e.project(t, "api", 1)) // older, of another project: not in the way
+	other := e.pending(t, e.project(t, "api", 1)) // older, of another project: admitted first
 	web := e.project(t, "web", 2)
 	older := e.pending(t, web)
 	younger := e.pending(t, web)
 
+	// The younger build's job asks first: the round admits the oldest
+	// project's build, and the younger one waits behind its older sibling.
 	for range 2 {
 		requireSnooze(t, e.l.Launch(ctx, younger))
 	}
@@ -377,16 +380,22 @@ func TestLaunchFIFOWithinAProject(t *testing.T) {
 	assert.Equal(t, schema.WaitingProjectBusy, reason)
 	assert.Equal(t, []schema.InfoPayload{{Message: launcher.WaitFIFO, WaitingReason: schema.WaitingProjectBusy, QueuePosition: 2}},
 		infos, "told once, not at every look")
-	assert.Empty(t, e.jobs(t))
-	assert.Equal(t, schema.StatusPending, e.get(t, younger.ID).Status)
+	assert.NotEmpty(t, e.get(t, other.ID).JobName, "the round reserved the other project's build")
 
-	require.NoError(t, e.l.Launch(ctx, older), "the other project's older build does not block it")
+	// A slot frees: the younger build's job asks again, and the round gives
+	// the slot to the older one.
+	require.NoError(t, e.l.Launch(ctx, other))
+	e.finish(t, other.ID)
+	requireSnooze(t, e.l.Launch(ctx, younger))
+	assert.NotEmpty(t, e.get(t, older.ID).JobName)
+	require.NoError(t, e.l.Launch(ctx, older))
+	e.finish(t, older.ID)
 	require.NoError(t, e.l.Launch(ctx, younger))
 	reason, _ = e.waiting(t, younger.ID)
 	assert.Empty(t, reason, "the reservation clears the waiting reason")
 	assert.Equal(t, schema.StatusRunning, e.get(t, younger.ID).Status)
-	assert.Equal(t, schema.StatusPending, e.get(t, other.ID).Status)
-	assert.Len(t, e.jobs(t), 2)
+	assert.Less(t, e.admitted(t, older.ID), e.admitted(t, younger.ID), "admitted in submission order")
+	assert.Len(t, e.jobs(t), 3)
 }
 
 func TestLaunchProjectLimit(t *testing.T) {
@@ -416,18 +425,68 @@ func TestLaunchGlobalLimit(t *testing.T) {
 	a1, a2 := e.pending(t, web), e.pending(t, web)
 	b1 := e.pending(t, api)
 
+	// a1's round fills both slots: a project's first build before anyone's
+	// second, so api's b1 goes before web's a2.
 	require.NoError(t, e.l.Launch(ctx, a1))
-	require.NoError(t, e.l.Launch(ctx, a2))
-	requireSnooze(t, e.l.Launch(ctx, b1))
-	reason, infos := e.waiting(t, b1.ID)
+	requireSnooze(t, e.l.Launch(ctx, a2))
+	reason, infos := e.waiting(t, a2.ID)
 	assert.Equal(t, schema.WaitingCapacity, reason)
 	assert.Equal(t, []schema.InfoPayload{{Message: launcher.WaitGlobal, WaitingReason: schema.WaitingCapacity, QueuePosition: 1}}, infos)
+	require.NoError(t, e.l.Launch(ctx, b1), "reserved by a1's round")
+	assert.Equal(t, schema.StatusRunning, e.get(t, b1.ID).Status)
 
 	_, err := e.lc.Cancel(ctx, a1.ID, "by test")
 	require.NoError(t, err)
-	require.NoError(t, e.l.Launch(ctx, b1))
-	assert.Equal(t, schema.StatusRunning, e.get(t, b1.ID).Status)
+	require.NoError(t, e.l.Launch(ctx, a2))
+	assert.Equal(t, schema.StatusRunning, e.get(t, a2.ID).Status)
 	assert.Len(t, e.jobs(t), 3, "the cancelled build's Job is the watcher's to delete")
+}
+
+// Admission is fair across projects: with one slot, projects take turns
+// (the least recently admitted first), whatever their backlog, and a new
+// project's first build goes at the next free slot.
+func TestAdmissionRoundRobin(t *testing.T) {
+	e := setup(t, func(o *launcher.Options) { o.MaxInFlight = 1 })
+	ctx := context.Background()
+	big, small := e.project(t, "big", 10), e.project(t, "small", 10)
+	var builds []*store.Build
+	for range 6 {
+		builds = append(builds, e.pending(t, big))
+	}
+	for range 2 {
+		builds = append(builds, e.pending(t, small))
+	}
+	byID := map[string]string{}
+	for _, b := range builds {
+		byID[b.ID] = b.ProjectID
+	}
+	var order []string
+	// admitNext finishes the running build and runs a round, as Kick does.
+	running := ""
+	admitNext := func() {
+		t.Helper()
+		if running != "" {
+			e.finish(t, running)
+		}
+		e.round(t)
+		var id string
+		require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT id FROM builds WHERE status = 'pending' AND job_name <> ''`).Scan(&id))
+		require.NoError(t, e.l.Launch(ctx, e.get(t, id)))
+		running = id
+		order = append(order, map[string]string{big: "big", small: "small"}[byID[id]])
+	}
+	for range 3 {
+		admitNext()
+	}
+	late := e.pending(t, e.project(t, "late", 1))
+	byID[late.ID] = e.get(t, late.ID).ProjectID
+	admitNext()
+	assert.Equal(t, late.ID, running, "a new project's first build takes the next free slot")
+	for range 4 {
+		admitNext()
+	}
+	assert.Equal(t, []string{"big", "small", "big", "", "small", "big", "big", "big"}, order,
+		"turns while both wait; the late project in between; then what is left")
 }
 
 // Reservations are decided under one lock: replicas launching at once never
@@ -660,6 +719,31 @@ func (e *env) reasons(t *testing.T, id string) []string {
 	return out
 }
 
+// admitted is the number a build's admission got (builds.admitted_seq).
+func (e *env) admitted(t *testing.T, id string) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT admitted_seq FROM builds WHERE id = $1`, id).Scan(&n))
+	return n
+}
+
+// round runs one admission round, as Run does when kicked.
+func (e *env) round(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.l.Run(ctx) }()
+	e.l.Kick()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM builds WHERE status = 'pending' AND job_name <> ''`).Scan(&n))
+		return n > 0
+	}, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	<-done
+}
+
 // finish ends a running build, freeing its slots.
 func (e *env) finish(t *testing.T, id string) {
 	t.Helper()
@@ -672,8 +756,9 @@ func (e *env) finish(t *testing.T, id string) {
 // that changes: the first waits for the dispatcher's capacity (its project
 // would take it), the two behind it for their project; when capacity frees
 // the first launches and the others still wait for their project; when the
-// project frees but another project took the global slot, the next one
-// waits for capacity, and the last for its project until its turn.
+// project frees, its next build takes the global slot before another
+// project's build that has one in flight already (which waits for
+// capacity), and the last waits for its project until its turn.
 func TestWaitingReasonsAsCapacityFrees(t *testing.T) {
 	e := setup(t, func(o *launcher.Options) { o.MaxInFlight = 2 })
 	ctx := context.Background()
@@ -715,25 +800,26 @@ func TestWaitingReasonsAsCapacityFrees(t *testing.T) {
 	_, pos = position(c)
 	assert.Equal(t, 2, pos)
 
-	// a ends, but another project's build takes the global slot first: b
-	// waits for capacity now, c for its project still.
+	// a ends and another project's build asks for the freed slot, but b's
+	// project has nothing in flight and x3's has one: b goes first, x3
+	// waits for capacity.
 	e.finish(t, a.ID)
 	x3 := e.pending(t, api)
-	require.NoError(t, e.l.Launch(ctx, x3))
-	look(c, b, b, c)
-	assert.Equal(t, []string{"project_busy@2", "capacity@1"}, e.reasons(t, b.ID))
-	assert.Equal(t, []string{"project_busy@3"}, e.reasons(t, c.ID))
-
-	// A global slot frees: b launches, c waits for the project (no change).
-	e.finish(t, x2.ID)
-	require.NoError(t, e.l.Launch(ctx, b))
+	requireSnooze(t, e.l.Launch(ctx, x3))
 	look(c)
+	require.NoError(t, e.l.Launch(ctx, b), "reserved by x3's round")
+	assert.Equal(t, []string{"capacity@1"}, e.reasons(t, x3.ID))
+
+	// A global slot frees: x3 launches (c's project is full), then c.
+	e.finish(t, x2.ID)
+	look(c)
+	require.NoError(t, e.l.Launch(ctx, x3))
 	e.finish(t, b.ID)
 	require.NoError(t, e.l.Launch(ctx, c))
 
 	// What each went through, from first to last look.
 	assert.Equal(t, []string{"capacity@1"}, e.reasons(t, a.ID))
-	assert.Equal(t, []string{"project_busy@2", "capacity@1"}, e.reasons(t, b.ID))
+	assert.Equal(t, []string{"project_busy@2"}, e.reasons(t, b.ID))
 	assert.Equal(t, []string{"project_busy@3"}, e.reasons(t, c.ID))
 	for _, bl := range []*store.Build{a, b, c} {
 		_, infos := e.waiting(t, bl.ID)
@@ -835,9 +921,10 @@ func TestQueuePosition(t *testing.T) {
 	done, reserved, cancelled, a, b := e.pending(t, web), e.pending(t, web), e.pending(t, web), e.pending(t, web), e.pending(t, web)
 	require.NoError(t, e.l.Launch(ctx, done))
 	e.finish(t, done.ID)
-	_, err := store.Reserve(ctx, e.db.Pool, reserved.ID, jobtemplates.JobName(reserved.ID))
-	require.NoError(t, err)
-	_, err = e.lc.Cancel(ctx, cancelled.ID, "by test")
+	require.NoError(t, pgx.BeginFunc(ctx, e.db.Pool, func(tx pgx.Tx) error {
+		return store.Admit(ctx, tx, []store.Admission{{ID: reserved.ID, ProjectID: web}}, jobtemplates.JobName)
+	}))
+	_, err := e.lc.Cancel(ctx, cancelled.ID, "by test")
 	require.NoError(t, err)
 
 	for want, bl := range map[int]*store.Build{0: done, 1: reserved, 2: a, 3: b} {

@@ -51,25 +51,9 @@ func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 	return c, err
 }
 
-// Reserve records the Job name of a pending build, holding its capacity, and
-// clears its waiting reason (a reserved build is launching, not waiting). It
-// returns the reason the build waited for until then, which Unreserve puts
-// back.
-func Reserve(ctx context.Context, db DB, id, jobName string) (was schema.WaitingReason, err error) {
-	err = db.QueryRow(ctx, `UPDATE builds b SET job_name = $2, waiting_reason = ''
-		FROM (SELECT id, waiting_reason FROM builds WHERE id = $1 FOR UPDATE) old
-		WHERE b.id = old.id AND b.status = 'pending' RETURNING old.waiting_reason`, id, jobName).Scan(&was)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("build %s: %w", id, ErrTerminal)
-	}
-	if err != nil {
-		return "", fmt.Errorf("reserving a launch of build %s: %w", id, err)
-	}
-	return was, nil
-}
-
 // Unreserve gives a pending build's reservation back (e.g. the quota refused
-// its Job) and puts back the waiting reason Reserve returned, so that the
+// its Job) and puts back the waiting reason it had before (Admit cleared
+// it), so that the
 // next SetWaiting sees a change only if the reason did change.
 func Unreserve(ctx context.Context, db DB, id string, was schema.WaitingReason) error {
 	_, err := db.Exec(ctx, `UPDATE builds SET job_name = '', waiting_reason = $2 WHERE id = $1 AND status = 'pending'`, id, string(was))

@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Admission is a waiting build an admission round chose to launch.
+type Admission struct {
+	ID         string
+	ProjectID  string
+	RiverJobID int64 // its dispatch job, to wake; 0 if it has none
+}
+
+// InFlight counts builds running or holding a launch reservation, all
+// projects. Call it under LaunchLockKey for a figure a decision can use.
+func InFlight(ctx context.Context, db DB) (int, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT count(*) FROM builds
+		WHERE status = 'running' OR (status = 'pending' AND job_name <> '')`).Scan(&n)
+	return n, err
+}
+
+// NextAdmissions chooses up to n waiting builds (pending, no reservation)
+// to take the free launch slots, in the order that keeps admission fair.
+// Call it under LaunchLockKey. Only builds of ready projects are chosen, and
+// of each project only as many as its limit leaves room for, oldest first
+// (FIFO within a project). A project's builds after one that must wait
+// anyway are not chosen either: a follow-up continuing an agent session
+// another build holds (or an older waiting one will), and a build whose Job
+// the namespace's quota refused (its own dispatch job retries it; self, the
+// build whose dispatch job is asking, is exempt).
+//
+// The order across projects is fair share, then round-robin: first the
+// builds that would leave their project with the fewest builds in flight
+// (a project's first waiting build before anyone's second), then, among
+// those, the project admitted least recently (never first), then the
+// oldest build. So a project with thousands queued gets one slot per round
+// like any other, and a project's first build waits at most one round.
+func NextAdmissions(ctx context.Context, db DB, n int, self string) ([]Admission, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, `WITH flight AS (
+			SELECT b.project_id, COALESCE(ps.result ->> 'session_id', '') AS session
+			FROM builds b LEFT JOIN builds ps ON ps.id = b.parent_id
+			WHERE b.status = 'running' OR (b.status = 'pending' AND b.job_name <> '')
+		), busy AS (
+			SELECT project_id, count(*) AS n FROM flight GROUP BY project_id
+		), waiting AS (
+			SELECT b.id, b.project_id, COALESCE(b.river_job_id, 0) AS river_job_id, b.waiting_reason,
+				row_number() OVER (PARTITION BY b.project_id ORDER BY b.id) AS rn,
+				COALESCE(ps.result ->> 'session_id', '') AS session
+			FROM builds b LEFT JOIN builds ps ON ps.id = b.parent_id
+			WHERE b.status = 'pending' AND b.job_name = ''
+		), blocked AS (
+			SELECT w.project_id, min(w.rn) AS rn FROM waiting w
+			WHERE (w.waiting_reason = 'quota' AND w.id::text <> $2)
+				OR (w.session <> '' AND (
+					EXISTS (SELECT 1 FROM flight f WHERE f.session = w.session)
+					OR EXISTS (SELECT 1 FROM waiting o WHERE o.session = w.session AND o.id < w.id)))
+			GROUP BY w.project_id
+		)
+		SELECT w.id, w.project_id, w.river_job_id
+		FROM waiting w
+		JOIN projects p ON p.id = w.project_id AND p.status = 'ready'
+		LEFT JOIN busy f ON f.project_id = w.project_id
+		LEFT JOIN blocked x ON x.project_id = w.project_id
+		WHERE COALESCE(f.n, 0) + w.rn <= p.max_concurrent AND (x.rn IS NULL OR w.rn < x.rn)
+		ORDER BY COALESCE(f.n, 0) + w.rn, p.admitted_seq NULLS FIRST, w.id
+		LIMIT $1`, n, self)
+	if err != nil {
+		return nil, fmt.Errorf("choosing builds to admit: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Admission, error) {
+		var a Admission
+		err := r.Scan(&a.ID, &a.ProjectID, &a.RiverJobID)
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("choosing builds to admit: %w", err)
+	}
+	return out, nil
+}
+
+// Admit reserves launch slots for the chosen builds, in order (jobName
+// names each one's Job), numbering each admission (builds.admitted_seq)
+// and recording it as its project's latest, which sends the project to the
+// back of the next round's ties. Call it in the
+// transaction that chose them, under LaunchLockKey.
+func Admit(ctx context.Context, tx pgx.Tx, chosen []Admission, jobName func(id string) string) error {
+	if len(chosen) == 0 {
+		return nil
+	}
+	var batch pgx.Batch
+	for _, a := range chosen {
+		// Statements of a batch run in order, so the numbers follow the
+		// round's order.
+		batch.Queue(`WITH b AS (
+				UPDATE builds SET job_name = $2, waiting_reason = '', admitted_seq = nextval('project_admissions')
+				WHERE id = $1 AND status = 'pending' AND job_name = '' RETURNING project_id, admitted_seq)
+			UPDATE projects p SET admitted_seq = b.admitted_seq FROM b WHERE p.id = b.project_id`,
+			a.ID, jobName(a.ID))
+	}
+	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
+		return fmt.Errorf("reserving launches of %d builds: %w", len(chosen), err)
+	}
+	return nil
+}
+
+// StaleReservations are the dispatch jobs of builds that hold a launch
+// reservation while their job sleeps (snoozed or retrying): a round that
+// reserved a build whose job was running at that moment could not wake it,
+// and the job then went to sleep. Waking them again keeps a reservation
+// from holding a slot for a whole snooze.
+func StaleReservations(ctx context.Context, db DB) ([]int64, error) {
+	rows, err := db.Query(ctx, `SELECT b.river_job_id FROM builds b JOIN river_job j ON j.id = b.river_job_id
+		WHERE b.status = 'pending' AND b.job_name <> '' AND j.state IN ('scheduled', 'retryable')`)
+	if err != nil {
+		return nil, fmt.Errorf("finding reserved builds whose dispatch job sleeps: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// AnyWaiting reports whether some pending build holds no reservation: an
+// admission round has something to do only then.
+func AnyWaiting(ctx context.Context, db DB) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM builds WHERE status = 'pending' AND job_name = '')`).Scan(&ok)
+	return ok, err
+}
