@@ -91,7 +91,7 @@ func main() {
 	flag.IntVar(&c.submitters, "submitters", 16, "goroutines submitting the backlog")
 	flag.IntVar(&c.plainPods, "plain-pods", 0, "plain pods the limit is measured with (default: 5 × -max-in-flight)")
 	flag.StringVar(&c.capacity, "capacity", "cpu=64,memory=256Gi,pods=300", "what the kubebox Node reports: enough for -max-in-flight build pods (50m CPU each)")
-	flag.DurationVar(&c.timeout, "timeout", 15*time.Minute, "how long the drain may take before the bench stops and reports what finished")
+	flag.DurationVar(&c.timeout, "timeout", 8*time.Minute, "how long the drain may take before the bench stops and reports what finished (and extrapolates): keeps a default run within about 10 minutes")
 	flag.Parse()
 	c.maxConcurrent = cmp.Or(c.maxConcurrent, min(c.maxInFlight, 100))
 	c.plainPods = cmp.Or(c.plainPods, 5*c.maxInFlight)
