@@ -54,7 +54,7 @@ test-ops: postgres promtool ## alerting rules (promtool check/test), dashboard P
 	$(GO) test -race -count=1 ./tests/ops/... ./dispatcher/internal/metrics/...
 
 .PHONY: bench
-bench: bench-intake bench-events bench-dispatch bench-metrics bench-abuse ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events bench-dispatch bench-backlog bench-metrics bench-abuse ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
@@ -67,6 +67,10 @@ bench-events: postgres build ## events/s via the runner path vs plain INSERT; fa
 .PHONY: bench-dispatch
 bench-dispatch: postgres build kubebox-build ## submit → Job created p50/p99 at 5 and 20 builds/s vs a plain client-go Job create, on kubebox
 	$(GO) run ./tests/bench/dispatch
+
+.PHONY: bench-backlog
+bench-backlog: postgres build kubebox-build ## a backlog across 100 projects, one with a head start, under a max in flight, on kubebox: drain rate vs plain runner pods, FIFO, first-build waits vs an admission round, waits by project (BACKLOG_FLAGS='-builds 5000 -big 2000')
+	$(GO) run ./tests/bench/backlog $(BACKLOG_FLAGS)
 
 .PHONY: bench-abuse
 bench-abuse: postgres build ## normal client p50/p99 under slow bodies, held connections, 500 streams, a greedy token, 8 full lists vs idle; RSS, held connections
