@@ -200,6 +200,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		return schema.BuildResult{Cancelled: true, Error: fmt.Sprintf("build is already %s; nothing run", task.Status)}
 	}
 	t := task.Target
+	r.log.Info("build fetched", "status", task.Status, "namespace", t.Namespace)
 	r.event(schema.LogPayload{Level: schema.LogInfo, Message: fmt.Sprintf(
 		"runner started: template %s, project pod %s in %s, workdir %s", r.cfg.Runner.Template,
 		cmp.Or(t.PodName, "selected by "+t.PodSelector), t.Namespace, t.Workdir)})
@@ -353,6 +354,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		Credentials: creds,
 	}
 	g, gerr := gitstep.Step{}.Run(gitCtx, pod, opts)
+	r.log.Info("git step done", "files_changed", len(g.FilesChanged), "committed", g.CommitSHA != "", "pushed", g.Pushed, "err", gerr)
 	res.FilesChanged, res.CommitSHA, res.Branch = g.FilesChanged, g.CommitSHA, g.Branch
 	if gerr == nil && len(g.FilesChanged) > 0 && shouldKeep(res, run.outcome.AgentPushed) {
 		// A failed build's changes go to its kept-work branch (one git event says so).
