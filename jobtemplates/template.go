@@ -28,9 +28,16 @@ const (
 // AdapterClaudeCode is the adapter name of Claude Code (`claude -p`).
 const AdapterClaudeCode = "claude-code"
 
+// AdapterNone runs no agent: the runner fetches its build, prepares the
+// workspace in the project pod and runs the git step as for any build, and
+// its result says that no agent ran. It is for measuring everything around
+// the agent (make bench-e2e); only an operator's template can choose it, a
+// build's spec cannot.
+const AdapterNone = "none"
+
 // Adapters lists the agent adapters the jobrunner implements. A template naming
 // another one is rejected on load rather than failing every build at run time.
-var Adapters = []string{AdapterClaudeCode}
+var Adapters = []string{AdapterClaudeCode, AdapterNone}
 
 // Permission modes a template may choose. bypassPermissions (and with it
 // --dangerously-skip-permissions) is never one of them: see docs/design.md, invariant 7.
@@ -94,7 +101,7 @@ type Runner struct {
 
 // Agent holds the coding agent's settings, passed to the runner's adapter.
 type Agent struct {
-	Adapter string `json:"adapter,omitempty"` // one of Adapters; default claude-code
+	Adapter string `json:"adapter,omitempty"` // one of Adapters; default claude-code; none runs no agent
 	Model   string `json:"model,omitempty"`   // empty: the CLI's default
 	// MaxTurns bounds the agent's turns (default 50, at most 1000). A
 	// build's max_turns replaces it, up to Limits.MaxTurns.

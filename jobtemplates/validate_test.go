@@ -56,6 +56,9 @@ agent:
 		{"plan", `
 agent: {allowedTools: [Read], permissionMode: plan}
 `},
+		{"no agent", `
+agent: {adapter: none, allowedTools: [Read]}
+`},
 		{"acceptEdits acknowledged", `
 agent: {allowedTools: [Read, Edit, Write], permissionMode: acceptEdits, acceptEditsFilesystemCommands: true}
 `},
@@ -125,7 +128,7 @@ func TestParseRejects(t *testing.T) {
 		{"toleration bad effect", "tolerations: [{key: k, effect: Never}]" + minimalYAML, `tolerations[0].effect: must be NoSchedule, PreferNoSchedule or NoExecute (got "Never")`},
 		{"toleration seconds without NoExecute", "tolerations: [{key: k, effect: NoSchedule, tolerationSeconds: 5}]" + minimalYAML, "tolerations[0].tolerationSeconds: only allowed with effect NoExecute"},
 		{"toleration bad key", "tolerations: [{key: 'a b', operator: Exists}]" + minimalYAML, "tolerations[0].key: "},
-		{"unknown adapter", "agent: {adapter: aider, allowedTools: [Read]}", `agent.adapter: must be one of claude-code (got "aider")`},
+		{"unknown adapter", "agent: {adapter: aider, allowedTools: [Read]}", `agent.adapter: must be one of claude-code, none (got "aider")`},
 		{"bad model", "agent: {model: 'gpt 5', allowedTools: [Read]}", `agent.model: must be a model name like claude-sonnet-4-5 (got "gpt 5")`},
 		{"max turns too high", "agent: {maxTurns: 1001, allowedTools: [Read]}", "agent.maxTurns: must be between 1 and 1000 (got 1001)"},
 		{"max turns negative", "agent: {maxTurns: -1, allowedTools: [Read]}", "agent.maxTurns: must be between 1 and 1000 (got -1)"},

@@ -210,6 +210,41 @@ func TestLocalDispatcherCancel(t *testing.T) {
 	require.Contains(t, out.Result.Error, "the dispatcher reports the build as terminal (cancelled)")
 }
 
+// A template whose adapter is none runs no agent: the workspace is still
+// prepared and the git step still runs, and the result and the events say
+// that no agent ran.
+func TestLocalAdapterNone(t *testing.T) {
+	t.Parallel()
+	r, d, dir := setupLocal(t, jobtemplates.RunnerConfig{Template: "bench", Agent: jobtemplates.Agent{Adapter: jobtemplates.AdapterNone}}, "0")
+	ran := filepath.Join(dir, "agent-ran")
+	require.NoError(t, os.WriteFile(r.cfg.AgentBinary, []byte("#!/bin/sh\ntouch "+ran+"\n"), 0o755))
+	d.task.Spec.AutoCommit = true
+	d.task.Target.AuthorName, d.task.Target.AuthorEmail = "Kiln Bot", "bot@kiln.example"
+	out := r.Run(context.Background())
+	require.True(t, out.Reported)
+	require.True(t, out.Result.Success, out.Result.Error)
+	require.Equal(t, AgentSkipped, out.Result.Output, "no agent text, only the note")
+	require.Nil(t, out.Result.Usage, "no agent reported usage")
+	require.Empty(t, out.Result.SessionID)
+	require.Equal(t, []string{}, out.Result.FilesChanged)
+	require.Empty(t, out.Result.CommitSHA)
+	_, err := os.Stat(ran)
+	require.ErrorIs(t, err, os.ErrNotExist, "the agent binary never ran")
+	var skipped, git int
+	for _, e := range d.events {
+		if l, ok := decodeLog(e); ok && l.Message == AgentSkipped && l.Level == schema.LogWarn {
+			skipped++
+		}
+		if p, err := e.Decode(); err == nil {
+			if _, ok := p.(schema.GitPayload); ok {
+				git++
+			}
+		}
+	}
+	require.Equal(t, 1, skipped, "one event says the agent was skipped")
+	require.Equal(t, 1, git, "the git step ran")
+}
+
 func TestLocalUnknownAdapter(t *testing.T) {
 	t.Parallel()
 	r, _, _ := setupLocal(t, jobtemplates.RunnerConfig{Agent: jobtemplates.Agent{Adapter: "codex"}}, "0")

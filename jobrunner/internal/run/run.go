@@ -200,22 +200,26 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		return schema.BuildResult{Cancelled: true, Error: fmt.Sprintf("build is already %s; nothing run", task.Status)}
 	}
 	t := task.Target
+	r.log.Info("build fetched", "status", task.Status, "namespace", t.Namespace)
 	r.event(schema.LogPayload{Level: schema.LogInfo, Message: fmt.Sprintf(
 		"runner started: template %s, project pod %s in %s, workdir %s", r.cfg.Runner.Template,
 		cmp.Or(t.PodName, "selected by "+t.PodSelector), t.Namespace, t.Workdir)})
 
 	buildID := cmp.Or(task.BuildID, r.cfg.BuildID)
-	var adapter agent.Adapter
+	var adapter agent.Adapter // nil: the template runs no agent (skipAgent)
 	switch a := r.cfg.Runner.Agent.Adapter; a {
 	case "", jobtemplates.AdapterClaudeCode:
 		adapter = agent.Claude{Binary: r.cfg.AgentBinary}
+	case jobtemplates.AdapterNone:
 	default:
 		return failed(schema.ReasonRunnerError, "agent adapter %q: not implemented by this runner", a)
 	}
-	// Checked before the pod is looked for; a follow-up's is built again below.
-	cmd, err := r.agentCommand(adapter, task, buildID, followupPlan{})
-	if err != nil {
-		return failed(schema.ReasonRunnerError, "%v", err)
+	var cmd agent.Command
+	if adapter != nil {
+		// Checked before the pod is looked for; a follow-up's is built again below.
+		if cmd, err = r.agentCommand(adapter, task, buildID, followupPlan{}); err != nil {
+			return failed(schema.ReasonRunnerError, "%v", err)
+		}
 	}
 	if t.Workdir == "" {
 		return failed(schema.ReasonWorkspace, "target: workdir: required")
@@ -229,7 +233,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	if err != nil {
 		return failed(schema.ReasonWorkspace, "finding the project pod: %v", err)
 	}
-	if f := task.Followup; f != nil {
+	if f := task.Followup; f != nil && adapter != nil {
 		// Before the workspace is touched: a follow-up that cannot run changes nothing.
 		plan, err := r.planFollowup(ctx, ctr, f)
 		var su *sessionUnavailable
@@ -268,9 +272,13 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		return failed(schema.ReasonWorkspace, "%v", err)
 	}
 	keep := keepInput{buildID: buildID, target: t, spec: task.Spec, creds: creds}
-	r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
-
-	run := r.runAgent(ctx, start, ctr, t.Workdir, adapter, cmd)
+	var run agentRun
+	if adapter == nil {
+		run = r.skipAgent()
+	} else {
+		r.log.Info("running the agent", "pod", ctr.String(), "adapter", adapter.Name())
+		run = r.runAgent(ctx, start, ctr, t.Workdir, adapter, cmd)
+	}
 	if run.stopped != nil {
 		res := schema.BuildResult{}
 		run.outcome.Apply(&res)
@@ -298,6 +306,9 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 	}
 	var res schema.BuildResult
 	run.outcome.Apply(&res)
+	if adapter == nil {
+		res.Usage = nil // no agent reported any
+	}
 	switch {
 	case run.err != nil:
 		// The exec itself broke (pod gone, API unreachable): git would fail the same way.
@@ -343,6 +354,7 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		Credentials: creds,
 	}
 	g, gerr := gitstep.Step{}.Run(gitCtx, pod, opts)
+	r.log.Info("git step done", "files_changed", len(g.FilesChanged), "committed", g.CommitSHA != "", "pushed", g.Pushed, "err", gerr)
 	res.FilesChanged, res.CommitSHA, res.Branch = g.FilesChanged, g.CommitSHA, g.Branch
 	if gerr == nil && len(g.FilesChanged) > 0 && shouldKeep(res, run.outcome.AgentPushed) {
 		// A failed build's changes go to its kept-work branch (one git event says so).
@@ -375,6 +387,21 @@ func (r *Runner) build(ctx context.Context, start time.Time) schema.BuildResult 
 		}
 	}
 	return res
+}
+
+// AgentSkipped is the output of a build whose template's agent.adapter is
+// none: no agent ran, so there is no agent text to report, only this note.
+const AgentSkipped = "agent skipped: the template's agent.adapter is none, so no agent ran; " +
+	"the runner prepared the workspace and ran the git step only"
+
+// skipAgent stands in for the agent's run when the template's adapter is
+// none (jobtemplates.AdapterNone): a successful run with no output but
+// AgentSkipped, told in the build's events too, so nobody reads the build
+// as the work of an agent.
+func (r *Runner) skipAgent() agentRun {
+	r.log.Info("agent skipped", "template", r.cfg.Runner.Template)
+	r.event(schema.LogPayload{Level: schema.LogWarn, Message: AgentSkipped})
+	return agentRun{outcome: agent.Outcome{Success: true, Output: AgentSkipped}}
 }
 
 // agentRun is how the agent's exec ended.
