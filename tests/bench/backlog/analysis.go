@@ -16,6 +16,7 @@ type build struct {
 	created  time.Time
 	started  time.Time // zero: never started
 	finished time.Time // zero: not terminal
+	admitted int64     // builds.admitted_seq: the order admission gave it a slot; 0: never admitted
 }
 
 func (b build) wait() time.Duration { return b.started.Sub(b.created) }
@@ -32,22 +33,25 @@ func byProject(bs []build) map[string][]build {
 	return out
 }
 
-// fifoViolations counts the builds of one project (in id order) that
-// started before an older build of the same project: with FIFO held,
-// started_at never goes back along the id order. Builds that never started
+// fifoViolations counts the builds of one project (in id order) that were
+// admitted before an older build of the same project: with FIFO held, the
+// admission numbers (builds.admitted_seq, one sequence for every
+// admission) never go back along the id order. Start times are not the
+// measure: builds admitted in one round have their Jobs created at once,
+// and which pod starts first is the cluster's doing. Builds never admitted
 // take no part.
 func fifoViolations(g []build) int {
-	var latest time.Time
+	var latest int64
 	n := 0
 	for _, b := range g {
-		if b.started.IsZero() {
+		if b.admitted == 0 {
 			continue
 		}
-		if b.started.Before(latest) {
+		if b.admitted < latest {
 			n++
 			continue
 		}
-		latest = b.started
+		latest = b.admitted
 	}
 	return n
 }

@@ -6,26 +6,24 @@ import (
 )
 
 func TestFIFOViolations(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	for _, tc := range []struct {
-		name    string
-		started []time.Time // in id order; zero: never started
-		want    int
+		name     string
+		admitted []int64 // in id order; 0: never admitted
+		want     int
 	}{
-		{"in order", []time.Time{at(1), at(2), at(3)}, 0},
-		{"same instant", []time.Time{at(1), at(1)}, 0},
-		{"one overtakes", []time.Time{at(1), at(3), at(2)}, 1},
-		// The youngest started first: both older ones started after it,
-		// but each build that started early is counted once.
-		{"youngest first", []time.Time{at(2), at(3), at(1)}, 1},
-		{"two overtake one", []time.Time{at(5), at(1), at(2)}, 2},
-		{"never started takes no part", []time.Time{at(1), {}, at(2)}, 0},
+		{"in order", []int64{1, 2, 3}, 0},
+		{"gaps are other projects' admissions", []int64{1, 7, 40}, 0},
+		{"one overtakes", []int64{1, 3, 2}, 1},
+		// The youngest went first: both older ones came after it, but each
+		// build admitted early is counted once.
+		{"youngest first", []int64{2, 3, 1}, 1},
+		{"two overtake one", []int64{5, 1, 2}, 2},
+		{"never admitted takes no part", []int64{1, 0, 2}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var g []build
-			for _, s := range tc.started {
-				g = append(g, build{started: s})
+			for _, a := range tc.admitted {
+				g = append(g, build{admitted: a})
 			}
 			if got := fifoViolations(g); got != tc.want {
 				t.Errorf("fifoViolations = %d, want %d", got, tc.want)

@@ -12,11 +12,11 @@
 //
 // The backlog is submitted as issue 13 asks: -big builds to one project
 // first, then the rest round-robin over the other projects. From Postgres
-// (builds.created_at, started_at, finished_at) the bench prints
+// (builds.created_at, started_at, finished_at, admitted_seq) the bench prints
 //   - the drain rate (completed builds/s, first submission to last
 //     completion) and its ratio to the pod rate;
-//   - FIFO violations: builds that started before an older build (smaller
-//     id: accepted earlier) of their project;
+//   - FIFO violations: builds admitted before an older build (smaller
+//     id: accepted earlier) of their project (builds.admitted_seq);
 //   - how long each small project's first build waited, against one
 //     admission round: the time a round-robin admission takes to give each
 //     project with waiting builds one slot, (projects with waiting builds) /
@@ -339,7 +339,7 @@ func drain(ctx context.Context, db *pgxpool.Pool, c config, t0 time.Time) string
 }
 
 func readBuilds(ctx context.Context, db *pgxpool.Pool) ([]build, error) {
-	rows, err := db.Query(ctx, `SELECT b.id::text, p.name, b.status, b.created_at, b.started_at, b.finished_at
+	rows, err := db.Query(ctx, `SELECT b.id::text, p.name, b.status, b.created_at, b.started_at, b.finished_at, COALESCE(b.admitted_seq, 0)
 		FROM builds b JOIN projects p ON p.id = b.project_id`)
 	if err != nil {
 		return nil, err
@@ -349,7 +349,7 @@ func readBuilds(ctx context.Context, db *pgxpool.Pool) ([]build, error) {
 	for rows.Next() {
 		var b build
 		var started, finished *time.Time
-		if err := rows.Scan(&b.id, &b.project, &b.status, &b.created, &started, &finished); err != nil {
+		if err := rows.Scan(&b.id, &b.project, &b.status, &b.created, &started, &finished, &b.admitted); err != nil {
 			return nil, err
 		}
 		if started != nil {

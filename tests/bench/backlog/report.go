@@ -58,7 +58,7 @@ func report(w io.Writer, c config, bs []build, podsPerSec float64, stopped strin
 			violators = append(violators, fmt.Sprintf("%s %d", p, v))
 		}
 	}
-	fmt.Fprintf(w, "fifo: %d builds started before an older build of their project", violations)
+	fmt.Fprintf(w, "fifo: %d builds admitted before an older build of their project", violations)
 	if len(violators) > 0 {
 		fmt.Fprintf(w, " (%s)", strings.Join(violators, ", "))
 	}
