@@ -54,7 +54,7 @@ test-ops: postgres promtool ## alerting rules (promtool check/test), dashboard P
 	$(GO) test -race -count=1 ./tests/ops/... ./dispatcher/internal/metrics/...
 
 .PHONY: bench
-bench: bench-intake bench-events bench-dispatch bench-metrics bench-abuse ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events bench-dispatch bench-scale bench-metrics bench-abuse ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
@@ -67,6 +67,10 @@ bench-events: postgres build ## events/s via the runner path vs plain INSERT; fa
 .PHONY: bench-dispatch
 bench-dispatch: postgres build kubebox-build ## submit → Job created p50/p99 at 5 and 20 builds/s vs a plain client-go Job create, on kubebox
 	$(GO) run ./tests/bench/dispatch
+
+.PHONY: bench-scale
+bench-scale: postgres build kubebox-build ## 100/300/1000 builds held running across 50 projects on kubebox: dispatcher RSS, CPU, informer objects, Postgres connections, apiserver requests per build by verb/resource, release write rates; slopes per 100 builds
+	$(GO) run ./tests/bench/scale
 
 .PHONY: bench-abuse
 bench-abuse: postgres build ## normal client p50/p99 under slow bodies, held connections, 500 streams, a greedy token, 8 full lists vs idle; RSS, held connections
