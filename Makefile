@@ -54,7 +54,7 @@ test-ops: postgres promtool ## alerting rules (promtool check/test), dashboard P
 	$(GO) test -race -count=1 ./tests/ops/... ./dispatcher/internal/metrics/...
 
 .PHONY: bench
-bench: bench-intake bench-events bench-dispatch bench-backlog bench-metrics bench-abuse ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events bench-dispatch bench-backlog bench-scale bench-metrics bench-abuse ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
@@ -71,6 +71,10 @@ bench-dispatch: postgres build kubebox-build ## submit → Job created p50/p99 a
 .PHONY: bench-backlog
 bench-backlog: postgres build kubebox-build ## a backlog across 100 projects, one with a head start, under a max in flight, on kubebox: drain rate vs plain runner pods, FIFO, first-build waits vs an admission round, waits by project (BACKLOG_FLAGS='-builds 5000 -big 2000')
 	$(GO) run ./tests/bench/backlog $(BACKLOG_FLAGS)
+
+.PHONY: bench-scale
+bench-scale: postgres build kubebox-build ## 100/300/1000 builds held running across 50 projects on kubebox: dispatcher RSS, CPU, informer objects, Postgres connections, apiserver requests per build by verb/resource, release write rates; slopes per 100 builds
+	$(GO) run ./tests/bench/scale
 
 .PHONY: bench-abuse
 bench-abuse: postgres build ## normal client p50/p99 under slow bodies, held connections, 500 streams, a greedy token, 8 full lists vs idle; RSS, held connections

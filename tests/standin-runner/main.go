@@ -12,6 +12,9 @@
 //	sleep-N      sleep N seconds, then succeed
 //	hang         ignore SIGTERM and never finish
 //	stopped      wait for SIGTERM, then report that it stopped (cancelled: true)
+//	hold F S     post an event batch, wait until file F exists or S seconds pass,
+//	             post another batch, then a successful result (bench-scale holds
+//	             N builds running, measures, then releases them at once)
 package main
 
 import (
@@ -143,6 +146,23 @@ func main() {
 		<-sig
 		marker("sigterm")
 		_, _ = try("POST", "/result", schema.BuildResult{Cancelled: true, Error: "stopped by SIGTERM"}, nil)
+	case mode == "hold":
+		args := strings.Fields(task.Spec.Prompt)
+		if len(args) != 3 {
+			must(fmt.Errorf("hold wants a file and seconds, got %q", task.Spec.Prompt))
+		}
+		secs, err := strconv.Atoi(args[2])
+		must(err)
+		must(call("POST", "/events", schema.EventBatch{Batch: 1, Events: []schema.EventInput{event("holding")}}, nil))
+		// Polled, not watched: a stat a second per runner is nothing beside
+		// the runner protocol, and works on any filesystem.
+		for end := time.Now().Add(time.Duration(secs) * time.Second); time.Now().Before(end); time.Sleep(time.Second) {
+			if _, err := os.Stat(args[1]); err == nil {
+				break
+			}
+		}
+		must(call("POST", "/events", schema.EventBatch{Batch: 2, Events: []schema.EventInput{event("released"), event("done")}}, nil))
+		must(call("POST", "/result", schema.BuildResult{Success: true, Output: "held", DurationMS: 1, Artifacts: []schema.Artifact{}}, nil))
 	case strings.HasPrefix(mode, "sleep-"):
 		n, _ := strconv.Atoi(strings.TrimPrefix(mode, "sleep-"))
 		time.Sleep(time.Duration(n) * time.Second)

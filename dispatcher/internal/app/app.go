@@ -204,6 +204,12 @@ func (w *wiring) metrics() error {
 				return nil
 			}
 			return map[string]int{queue.QueueDispatch: a.workers, queue.QueueCallbacks: w.callbackWorkers}
+		},
+		Informers: func() map[string]int {
+			if a.Watcher == nil { // no cluster, or insert-only
+				return nil
+			}
+			return a.Watcher.Cached()
 		}})
 	return err
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/queue"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/dispatcher/internal/watcher"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -40,6 +41,9 @@ var (
 	descWorkers = prometheus.NewDesc("kiln_river_workers",
 		"River workers this process runs, by queue; 0 while it is not working (stopped or insert-only).",
 		[]string{"queue"}, nil)
+	descInformers = prometheus.NewDesc("kiln_informer_objects",
+		"Objects this process's informers cache, by resource (jobs, pods): Kiln's build Jobs and their pods until the Jobs are removed; 0 without a cluster.",
+		[]string{"resource"}, nil)
 )
 
 // riverStates lists every River job state, so each queue reports all of them.
@@ -207,5 +211,27 @@ func (c *workersCollector) Collect(ch chan<- prometheus.Metric) {
 		if q != queue.QueueDispatch && q != queue.QueueCallbacks {
 			ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), q)
 		}
+	}
+}
+
+// informerResources always report in kiln_informer_objects, 0 when none.
+var informerResources = []string{watcher.ResourceJobs, watcher.ResourcePods}
+
+// informersCollector reports the sizes of this process's informer caches.
+type informersCollector struct{ cached func() map[string]int }
+
+func newInformersCollector(f func() map[string]int) *informersCollector {
+	return &informersCollector{f}
+}
+
+func (c *informersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descInformers }
+
+func (c *informersCollector) Collect(ch chan<- prometheus.Metric) {
+	var n map[string]int
+	if c.cached != nil {
+		n = c.cached()
+	}
+	for _, r := range informerResources {
+		ch <- prometheus.MustNewConstMetric(descInformers, prometheus.GaugeValue, float64(n[r]), r)
 	}
 }

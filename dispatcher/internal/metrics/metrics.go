@@ -46,6 +46,9 @@ type Options struct {
 	// Workers reports this process's River workers by queue (empty while
 	// they are not running); nil reports none.
 	Workers func() map[string]int
+	// Informers reports how many objects this process's informers cache,
+	// by resource (watcher.Watcher.Cached); nil, or nil from it, reports 0.
+	Informers func() map[string]int
 	// Logger; default: discard.
 	Logger *slog.Logger
 }
@@ -165,7 +168,7 @@ func New(o Options) (*Metrics, error) {
 		m.callbacks, m.cost, m.tokens, m.turns, m.httpRequests, m.httpDuration, m.provisioned, m.stepFailures,
 		m.stepDuration, m.followups, m.budgetStops, m.keptWork, m.spend, deadline,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
-	cs = append(cs, newWorkersCollector(o.Workers))
+	cs = append(cs, newWorkersCollector(o.Workers), newInformersCollector(o.Informers))
 	if o.Pool != nil {
 		m.db = newDBCollector(o.Pool, o.RiverSchema, cmp.Or(o.CacheTTL, 5*time.Second),
 			cmp.Or(o.QueryTimeout, 5*time.Second), m.template, catalog.Names(), m.logger)

@@ -311,6 +311,32 @@ func TestHooks(t *testing.T) {
 	}
 }
 
+// kiln_informer_objects reports each resource's cache size from the hook,
+// and 0 for every resource without one (no cluster, an insert-only app).
+func TestInformerObjects(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		hook       func() map[string]int
+		jobs, pods float64
+	}{
+		"no hook":          {nil, 0, 0},
+		"hook without one": {func() map[string]int { return nil }, 0, 0},
+		"cached":           {func() map[string]int { return map[string]int{"jobs": 1000, "pods": 998} }, 1000, 998},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m, err := metrics.New(metrics.Options{Registry: prometheus.NewRegistry(), Informers: tc.hook})
+			require.NoError(t, err)
+			srv := httptest.NewServer(m.Handler())
+			t.Cleanup(srv.Close)
+			f := Scrape(t, srv.URL)
+			assert.Len(t, f["kiln_informer_objects"].GetMetric(), 2)
+			assert.Equal(t, tc.jobs, f.Value("kiln_informer_objects", "resource", "jobs"))
+			assert.Equal(t, tc.pods, f.Value("kiln_informer_objects", "resource", "pods"))
+		})
+	}
+}
+
 // The reason label is the build's stored reason: nothing reads it out of
 // the error text, and a value outside the fixed set is counted as other.
 func TestReasonLabel(t *testing.T) {

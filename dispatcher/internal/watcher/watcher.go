@@ -85,6 +85,7 @@ type Watcher struct {
 	factory informers.SharedInformerFactory
 	jobs    batchlisters.JobLister
 	pods    corelisters.PodLister
+	stores  map[string]cache.Store // the informers' caches by resource, for Cached
 	queue   Queue
 	synced  []cache.InformerSynced
 
@@ -133,7 +134,27 @@ func New(o Options) (*Watcher, error) {
 		return nil, err
 	}
 	w.synced = []cache.InformerSynced{ji.Informer().HasSynced, pi.Informer().HasSynced}
+	w.stores = map[string]cache.Store{ResourceJobs: ji.Informer().GetStore(), ResourcePods: pi.Informer().GetStore()}
 	return w, nil
+}
+
+// Resources the watcher's informers cache, the keys of Cached.
+const (
+	ResourceJobs = "jobs"
+	ResourcePods = "pods"
+)
+
+// Cached returns how many objects each informer's cache holds, by resource
+// (ResourceJobs, ResourcePods): the part of the dispatcher's memory that
+// grows with the builds whose Jobs exist, running or not yet removed by
+// their ttlSecondsAfterFinished. It copies the caches' keys (not the
+// objects), so a scrape costs one slice of strings per resource.
+func (w *Watcher) Cached() map[string]int {
+	out := make(map[string]int, len(w.stores))
+	for r, s := range w.stores {
+		out[r] = len(s.ListKeys())
+	}
+	return out
 }
 
 func (w *Watcher) enqueueObject(obj any) {

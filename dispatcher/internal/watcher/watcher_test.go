@@ -434,3 +434,22 @@ func TestReconcileJob(t *testing.T) {
 	p := watcher.PeriodicReconcile(30 * time.Second)
 	require.NotNil(t, p)
 }
+
+// Cached counts what the informers hold: Kiln's Jobs and pods only (the
+// label selector keeps others out), nothing before Start, and a deleted
+// Job no longer.
+func TestCached(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	a, b := e.build(t, schema.StatusRunning), e.build(t, schema.StatusRunning)
+	now := time.Now()
+	e.add(t, kubeJob(a, now), kubePod(a, now, corev1.PodRunning, runningCS),
+		kubeJob(b, now), kubePod(b, now, corev1.PodRunning, runningCS),
+		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "not-kilns", Namespace: namespace}})
+	w := e.newWatcher(t)
+	assert.Equal(t, map[string]int{watcher.ResourceJobs: 0, watcher.ResourcePods: 0}, w.Cached(), "before Start")
+	require.NoError(t, w.Start(ctx))
+	assert.Equal(t, map[string]int{watcher.ResourceJobs: 2, watcher.ResourcePods: 2}, w.Cached())
+	require.NoError(t, e.kube.BatchV1().Jobs(namespace).Delete(ctx, jobtemplates.JobName(b), metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { return w.Cached()[watcher.ResourceJobs] == 1 }, 10*time.Second, 5*time.Millisecond)
+}
