@@ -46,7 +46,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,7 +87,7 @@ func main() {
 	flag.IntVar(&c.maxInFlight, "max-in-flight", 50, "KILN_MAX_IN_FLIGHT: builds running or launching at once, all projects")
 	flag.IntVar(&c.maxConcurrent, "max-concurrent", 0, "every project's max_concurrent (default: -max-in-flight, at most 100: only the global limit binds, so the admission alone decides who goes)")
 	flag.IntVar(&c.workers, "workers", 10, "KILN_WORKERS: River dispatch workers")
-	flag.IntVar(&c.submitters, "submitters", 16, "goroutines submitting the backlog")
+	flag.IntVar(&c.submitters, "submitters", 16, "goroutines submitting the small projects' builds (each project's from one of them, in order; the big project's from one)")
 	flag.IntVar(&c.plainPods, "plain-pods", 0, "plain pods the limit is measured with (default: 5 × -max-in-flight)")
 	flag.StringVar(&c.capacity, "capacity", "cpu=64,memory=256Gi,pods=300", "what the kubebox Node reports: enough for -max-in-flight build pods (50m CPU each)")
 	flag.DurationVar(&c.timeout, "timeout", 8*time.Minute, "how long the drain may take before the bench stops and reports what finished (and extrapolates): keeps a default run within about 10 minutes")
@@ -280,18 +279,26 @@ func createProjects(d *dispatcher, c config) (big string, small []string, err er
 
 // submit queues the backlog: c.big builds to the big project, and once they
 // are all accepted, the rest round-robin over the small projects (so every
-// small project's first build is among the first len(small) of them), from
-// c.submitters goroutines at once.
+// small project's first build is among the first len(small) of them).
+// Each project's builds are submitted one after another from one goroutine
+// (c.submitters goroutines share the small projects): a build's id is
+// taken before its commit, so two builds of one project submitted at once
+// could commit in the other order, and admission — which sees only
+// committed builds — would look like a FIFO violation that is not one.
 func submit(ctx context.Context, api *client.Client, c config, big string, small []string) error {
 	spec := schema.BuildSpec{Prompt: "succeed"}
-	phase := func(n int, project func(i int) string) error {
-		var next atomic.Int64
+	// phase submits builds 0..n-1, build i to project(i), in lanes
+	// goroutines; lane(i) keeps each project's builds in one of them.
+	phase := func(n, lanes int, project func(i int) string, lane func(i int) int) error {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var first error
-		for range c.submitters {
+		for g := range lanes {
 			wg.Go(func() {
-				for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				for i := range n {
+					if lane(i) != g {
+						continue
+					}
 					// One attempt, no key: an error ends the bench.
 					if _, err := api.SubmitOnce(ctx, project(i), spec, ""); err != nil {
 						mu.Lock()
@@ -305,10 +312,12 @@ func submit(ctx context.Context, api *client.Client, c config, big string, small
 		wg.Wait()
 		return first
 	}
-	if err := phase(c.big, func(int) string { return big }); err != nil {
+	if err := phase(c.big, 1, func(int) string { return big }, func(int) int { return 0 }); err != nil {
 		return err
 	}
-	return phase(c.builds-c.big, func(i int) string { return small[i%len(small)] })
+	lanes := min(c.submitters, len(small))
+	return phase(c.builds-c.big, lanes, func(i int) string { return small[i%len(small)] },
+		func(i int) int { return i % len(small) % lanes })
 }
 
 // drain waits until every build is terminal or c.timeout has passed since
