@@ -205,29 +205,22 @@ func (l *Launcher) round(ctx context.Context, sweep bool) error {
 		return err
 	}
 	return pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
-		var jobs []int64
 		if waiting {
 			if err := store.LockLaunches(ctx, tx); err != nil {
 				return err
 			}
-			chosen, err := l.admit(ctx, tx, "")
-			if err != nil {
+			if _, err := l.admit(ctx, tx, ""); err != nil {
 				return err
 			}
-			for _, a := range chosen {
-				if a.RiverJobID != 0 {
-					jobs = append(jobs, a.RiverJobID)
-				}
-			}
 		}
-		if sweep {
-			stale, err := store.StaleReservations(ctx, tx)
-			if err != nil {
-				return err
-			}
-			jobs = append(jobs, stale...)
+		if !sweep {
+			return nil
 		}
-		return l.wake(ctx, tx, jobs)
+		stale, err := store.StaleReservations(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return l.wake(ctx, tx, stale)
 	})
 }
 
@@ -296,7 +289,6 @@ func (l *Launcher) settle(_ *store.Build, err error) error {
 // chooses. When it does, was is the reason b waited for until then
 // (Unreserve puts it back); when it does not, wait says why.
 func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was schema.WaitingReason, wait Wait, err error) {
-	var woken []int64
 	err = pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
 		if err := store.LockLaunches(ctx, tx); err != nil {
 			return err
@@ -312,22 +304,9 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was sc
 			ok = true
 			return nil
 		}
-		chosen, err := l.admit(ctx, tx, b.ID)
-		if err != nil {
+		if ok, err = l.admit(ctx, tx, b.ID); ok || err != nil {
+			was = cur.WaitingReason
 			return err
-		}
-		for _, a := range chosen {
-			if a.ID == b.ID {
-				ok, was = true, cur.WaitingReason
-			} else if a.RiverJobID != 0 {
-				woken = append(woken, a.RiverJobID)
-			}
-		}
-		if err := l.wake(ctx, tx, woken); err != nil {
-			return err
-		}
-		if ok {
-			return nil
 		}
 		c, err := store.LaunchCapacity(ctx, tx, cur)
 		if err != nil {
@@ -349,18 +328,32 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was sc
 
 // admit runs an admission round in tx, under the launch lock: it chooses
 // builds for the free slots (store.NextAdmissions: fair share across
-// projects, then round-robin, FIFO within a project) and reserves them.
-// self is the build whose dispatch job runs the round, if any.
-func (l *Launcher) admit(ctx context.Context, tx pgx.Tx, self string) ([]store.Admission, error) {
+// projects, then round-robin, FIFO within a project), reserves them and
+// wakes their dispatch jobs — all but self's, the build whose dispatch job
+// runs the round ("" for Run's rounds), which goes on to launch it when
+// the round chose it (chosen reports that).
+func (l *Launcher) admit(ctx context.Context, tx pgx.Tx, self string) (chosen bool, err error) {
 	n, err := store.InFlight(ctx, tx)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	chosen, err := store.NextAdmissions(ctx, tx, l.o.MaxInFlight-n, self)
+	admitted, err := store.NextAdmissions(ctx, tx, l.o.MaxInFlight-n, self)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	return chosen, store.Admit(ctx, tx, chosen, jobtemplates.JobName)
+	if err := store.Admit(ctx, tx, admitted, jobtemplates.JobName); err != nil {
+		return false, err
+	}
+	var jobs []int64
+	for _, a := range admitted {
+		switch {
+		case a.ID == self:
+			chosen = true
+		case a.RiverJobID != 0:
+			jobs = append(jobs, a.RiverJobID)
+		}
+	}
+	return chosen, l.wake(ctx, tx, jobs)
 }
 
 // wake makes the dispatch jobs of builds a round reserved run now, with
