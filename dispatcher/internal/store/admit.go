@@ -18,8 +18,7 @@ type Admission struct {
 // projects. Call it under LaunchLockKey for a figure a decision can use.
 func InFlight(ctx context.Context, db DB) (int, error) {
 	var n int
-	err := db.QueryRow(ctx, `SELECT count(*) FROM builds
-		WHERE status = 'running' OR (status = 'pending' AND job_name <> '')`).Scan(&n)
+	err := db.QueryRow(ctx, `SELECT count(*) FROM builds WHERE `+inFlight("builds")).Scan(&n)
 	return n, err
 }
 
@@ -46,7 +45,7 @@ func NextAdmissions(ctx context.Context, db DB, n int, self string) ([]Admission
 	rows, err := db.Query(ctx, `WITH flight AS (
 			SELECT b.project_id, COALESCE(ps.result ->> 'session_id', '') AS session
 			FROM builds b LEFT JOIN builds ps ON ps.id = b.parent_id
-			WHERE b.status = 'running' OR (b.status = 'pending' AND b.job_name <> '')
+			WHERE `+inFlight("b")+`
 		), busy AS (
 			SELECT project_id, count(*) AS n FROM flight GROUP BY project_id
 		), waiting AS (

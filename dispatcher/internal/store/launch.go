@@ -33,17 +33,24 @@ func LockLaunches(ctx context.Context, tx pgx.Tx) error {
 	return err
 }
 
+// inFlight is the condition of a build (row: the builds table's name or
+// alias) that holds a launch slot: running, or pending with a reservation
+// (its Job name is recorded).
+func inFlight(row string) string {
+	return `(` + row + `.status = 'running' OR (` + row + `.status = 'pending' AND ` + row + `.job_name <> ''))`
+}
+
 // LaunchCapacity reads capacity for a build; call it under LaunchLockKey.
 func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 	var c Capacity
 	err := db.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM builds WHERE status = 'running' OR (status = 'pending' AND job_name <> '')),
-		(SELECT count(*) FROM builds WHERE project_id = $1 AND (status = 'running' OR (status = 'pending' AND job_name <> ''))),
+		(SELECT count(*) FROM builds WHERE `+inFlight("builds")+`),
+		(SELECT count(*) FROM builds WHERE project_id = $1 AND `+inFlight("builds")+`),
 		EXISTS (SELECT 1 FROM builds WHERE project_id = $1 AND status = 'pending' AND job_name = '' AND id < $2),
 		(SELECT max_concurrent FROM projects WHERE id = $1),
 		COALESCE((SELECT EXISTS (SELECT 1 FROM builds o JOIN builds op ON op.id = o.parent_id
 				WHERE o.project_id = $1 AND o.id <> $2
-				  AND (o.status = 'running' OR (o.status = 'pending' AND o.job_name <> ''))
+				  AND `+inFlight("o")+`
 				  AND op.result ->> 'session_id' = p.result ->> 'session_id')
 			FROM builds me JOIN builds p ON p.id = me.parent_id
 			WHERE me.id = $2 AND p.result ->> 'session_id' <> ''), false)`, b.ProjectID, b.ID).
@@ -53,8 +60,8 @@ func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 
 // Unreserve gives a pending build's reservation back (e.g. the quota refused
 // its Job) and puts back the waiting reason it had before (Admit cleared
-// it), so that the
-// next SetWaiting sees a change only if the reason did change.
+// it), so that the next SetWaiting sees a change only if the reason did
+// change.
 func Unreserve(ctx context.Context, db DB, id string, was schema.WaitingReason) error {
 	_, err := db.Exec(ctx, `UPDATE builds SET job_name = '', waiting_reason = $2 WHERE id = $1 AND status = 'pending'`, id, string(was))
 	if err != nil {
@@ -156,7 +163,7 @@ func AppendBatch(ctx context.Context, db DB, buildID string, batch int64, events
 // ActiveBuilds lists running builds and pending builds holding a reservation.
 func ActiveBuilds(ctx context.Context, db DB) ([]*Build, error) {
 	rows, err := db.Query(ctx, `SELECT `+buildColumns+` FROM builds
-		WHERE status = 'running' OR (status = 'pending' AND job_name <> '') ORDER BY id`)
+		WHERE `+inFlight("builds")+` ORDER BY id`)
 	if err != nil {
 		return nil, err
 	}
