@@ -38,6 +38,8 @@ type Config struct {
 	AutoMigrate     bool
 
 	Kubeconfig           string
+	KubeQPS              float32 // the Kubernetes client's request rate (client-go QPS) and burst
+	KubeBurst            int
 	BuildNamespace       string
 	DispatcherURL        string
 	RunnerImage          string
@@ -88,6 +90,8 @@ var Settings = []Setting{
 	{"KILN_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long a graceful shutdown waits for requests and jobs"},
 	{"KILN_AUTO_MIGRATE", "auto-migrate", "false", "apply migrations when serve starts"},
 	{"KILN_KUBECONFIG", "kubeconfig", "", "kubeconfig of the build cluster (empty: in-cluster config when running in a pod, else no cluster and builds stay pending)"},
+	{"KILN_KUBE_QPS", "kube-qps", "200", "Kubernetes API requests a second this process may make, on average (client-go QPS; watches are not counted); a launch is 2 requests"},
+	{"KILN_KUBE_BURST", "kube-burst", "400", "Kubernetes API requests this process may make at once above kube-qps (client-go Burst)"},
 	{"KILN_BUILD_NAMESPACE", "build-namespace", launcher.DefaultNamespace, "namespace build Jobs and their Secrets are created in"},
 	{"KILN_DISPATCHER_URL", "dispatcher-url", "", "the dispatcher's URL as runner pods reach it (empty: http:// plus the listen address)"},
 	{"KILN_RUNNER_IMAGE", "runner-image", "", "runner image for every template (empty: each template's own)"},
@@ -174,6 +178,14 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 		return nil, fs, fmt.Errorf("auto-migrate: must be true or false, got %q", *vals["KILN_AUTO_MIGRATE"])
 	}
 	c.Kubeconfig, c.BuildNamespace = *vals["KILN_KUBECONFIG"], *vals["KILN_BUILD_NAMESPACE"]
+	if qps, err := strconv.ParseFloat(*vals["KILN_KUBE_QPS"], 32); err != nil || !(qps > 0) || math.IsInf(qps, 1) {
+		return nil, fs, fmt.Errorf("kube-qps: must be a positive number of requests a second, got %q", *vals["KILN_KUBE_QPS"])
+	} else {
+		c.KubeQPS = float32(qps)
+	}
+	if c.KubeBurst, err = strconv.Atoi(*vals["KILN_KUBE_BURST"]); err != nil || c.KubeBurst < 1 {
+		return nil, fs, fmt.Errorf("kube-burst: must be a positive integer, got %q", *vals["KILN_KUBE_BURST"])
+	}
 	c.DispatcherURL, c.RunnerImage = *vals["KILN_DISPATCHER_URL"], *vals["KILN_RUNNER_IMAGE"]
 	if c.MaxInFlight, err = strconv.Atoi(*vals["KILN_MAX_IN_FLIGHT"]); err != nil || c.MaxInFlight < 1 {
 		return nil, fs, fmt.Errorf("max-in-flight: must be a positive integer, got %q", *vals["KILN_MAX_IN_FLIGHT"])

@@ -94,6 +94,22 @@ func TestLimitSettings(t *testing.T) {
 	}
 }
 
+func TestKubeClientSettings(t *testing.T) {
+	c, _, err := Parse("serve", nil, func(string) string { return "" })
+	require.NoError(t, err)
+	assert.Equal(t, float32(200), c.KubeQPS)
+	assert.Equal(t, 400, c.KubeBurst)
+	c, _, err = Parse("serve", []string{"--kube-qps", "50.5"}, func(k string) string { return map[string]string{"KILN_KUBE_BURST": "80"}[k] })
+	require.NoError(t, err)
+	assert.Equal(t, float32(50.5), c.KubeQPS)
+	assert.Equal(t, 80, c.KubeBurst)
+	for _, bad := range [][]string{{"--kube-qps", "0"}, {"--kube-qps", "NaN"}, {"--kube-qps", "+Inf"}, {"--kube-qps", "fast"},
+		{"--kube-burst", "0"}, {"--kube-burst", "1.5"}} {
+		_, _, err := Parse("serve", bad, func(string) string { return "" })
+		assert.ErrorContains(t, err, strings.TrimPrefix(bad[0], "--")+":", bad)
+	}
+}
+
 func TestHTTPServerSettings(t *testing.T) {
 	c, _, err := Parse("serve", nil, func(string) string { return "" })
 	require.NoError(t, err)

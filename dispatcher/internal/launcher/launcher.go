@@ -290,10 +290,7 @@ func (l *Launcher) settle(_ *store.Build, err error) error {
 // (Unreserve puts it back); when it does not, wait says why.
 func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was schema.WaitingReason, wait Wait, err error) {
 	err = pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
-		if err := store.LockLaunches(ctx, tx); err != nil {
-			return err
-		}
-		cur, err := store.GetBuild(ctx, tx, b.ID)
+		cur, err := store.LockLaunchesFor(ctx, tx, b.ID)
 		if err != nil {
 			return err
 		}
@@ -308,7 +305,7 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was sc
 			was = cur.WaitingReason
 			return err
 		}
-		c, err := store.LaunchCapacity(ctx, tx, cur)
+		c, err := store.LaunchCapacity(ctx, tx, b) // its project and parent never change
 		if err != nil {
 			return err
 		}
@@ -333,11 +330,7 @@ func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was sc
 // runs the round ("" for Run's rounds), which goes on to launch it when
 // the round chose it (chosen reports that).
 func (l *Launcher) admit(ctx context.Context, tx pgx.Tx, self string) (chosen bool, err error) {
-	n, err := store.InFlight(ctx, tx)
-	if err != nil {
-		return false, err
-	}
-	admitted, err := store.NextAdmissions(ctx, tx, l.o.MaxInFlight-n, self)
+	admitted, err := store.NextAdmissions(ctx, tx, l.o.MaxInFlight, self)
 	if err != nil {
 		return false, err
 	}

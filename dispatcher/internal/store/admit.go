@@ -14,16 +14,9 @@ type Admission struct {
 	RiverJobID int64 // its dispatch job, to wake; 0 if it has none
 }
 
-// InFlight counts builds running or holding a launch reservation, all
-// projects. Call it under LaunchLockKey for a figure a decision can use.
-func InFlight(ctx context.Context, db DB) (int, error) {
-	var n int
-	err := db.QueryRow(ctx, `SELECT count(*) FROM builds WHERE `+inFlight("builds")).Scan(&n)
-	return n, err
-}
-
-// NextAdmissions chooses up to n waiting builds (pending, no reservation)
-// to take the free launch slots, in the order that keeps admission fair.
+// NextAdmissions chooses waiting builds (pending, no reservation) for the
+// free launch slots — maxInFlight less the builds in flight (running or
+// reserved, all projects) — in the order that keeps admission fair.
 // Call it under LaunchLockKey. Only builds of ready projects are chosen, and
 // of each project only as many as its limit leaves room for, oldest first
 // (FIFO within a project). A project's builds after one that must wait
@@ -38,10 +31,7 @@ func InFlight(ctx context.Context, db DB) (int, error) {
 // those, the project admitted least recently (never first), then the
 // oldest build. So a project with thousands queued gets one slot per round
 // like any other, and a project's first build waits at most one round.
-func NextAdmissions(ctx context.Context, db DB, n int, self string) ([]Admission, error) {
-	if n <= 0 {
-		return nil, nil
-	}
+func NextAdmissions(ctx context.Context, db DB, maxInFlight int, self string) ([]Admission, error) {
 	rows, err := db.Query(ctx, `WITH flight AS (
 			SELECT b.project_id, COALESCE(ps.result ->> 'session_id', '') AS session
 			FROM builds b LEFT JOIN builds ps ON ps.id = b.parent_id
@@ -69,7 +59,7 @@ func NextAdmissions(ctx context.Context, db DB, n int, self string) ([]Admission
 		LEFT JOIN blocked x ON x.project_id = w.project_id
 		WHERE COALESCE(f.n, 0) + w.rn <= p.max_concurrent AND (x.rn IS NULL OR w.rn < x.rn)
 		ORDER BY COALESCE(f.n, 0) + w.rn, p.admitted_seq NULLS FIRST, w.id
-		LIMIT $1`, n, self)
+		LIMIT GREATEST($1 - (SELECT count(*) FROM flight), 0)`, maxInFlight, self)
 	if err != nil {
 		return nil, fmt.Errorf("choosing builds to admit: %w", err)
 	}

@@ -33,6 +33,28 @@ func LockLaunches(ctx context.Context, tx pgx.Tx) error {
 	return err
 }
 
+// Reservation is what a launch decision reads of the build asking.
+type Reservation struct {
+	Status        schema.Status
+	JobName       string // set: a round, or an earlier attempt, reserved it
+	WaitingReason schema.WaitingReason
+}
+
+// LockLaunchesFor takes the launch lock (LockLaunches) and reads build id's
+// reservation, pipelined in one round trip. The read is a statement of its
+// own after the lock's, so its snapshot holds every reservation committed
+// before the lock was granted.
+func LockLaunchesFor(ctx context.Context, tx pgx.Tx, id string) (Reservation, error) {
+	var batch pgx.Batch
+	batch.Queue(`SELECT pg_advisory_xact_lock($1)`, LaunchLockKey)
+	var r Reservation
+	batch.Queue(`SELECT status, job_name, waiting_reason FROM builds WHERE id = $1`, id).QueryRow(func(row pgx.Row) error {
+		return notFound(row.Scan(&r.Status, &r.JobName, &r.WaitingReason), "build "+id)
+	})
+	err := tx.SendBatch(ctx, &batch).Close()
+	return r, err
+}
+
 // inFlight is the condition of a build (row: the builds table's name or
 // alias) that holds a launch slot: running, or pending with a reservation
 // (its Job name is recorded).

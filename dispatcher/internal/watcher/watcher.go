@@ -28,7 +28,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	batchlisters "k8s.io/client-go/listers/batch/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
@@ -84,7 +83,7 @@ type Watcher struct {
 	logger  *slog.Logger
 	factory informers.SharedInformerFactory
 	jobs    batchlisters.JobLister
-	pods    corelisters.PodLister
+	pods    cache.Indexer          // the pod informer's cache, indexed by build (indexByBuild)
 	stores  map[string]cache.Store // the informers' caches by resource, for Cached
 	queue   Queue
 	synced  []cache.InformerSynced
@@ -121,7 +120,13 @@ func New(o Options) (*Watcher, error) {
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = jobtemplates.Selector().String() }))
 	ji := w.factory.Batch().V1().Jobs()
 	pi := w.factory.Core().V1().Pods()
-	w.jobs, w.pods = ji.Lister(), pi.Lister()
+	// A build's pods are looked up on every sync of it: by an index, not by
+	// matching every cached pod's labels (a cost that grows with the builds
+	// running).
+	if err := pi.Informer().AddIndexers(cache.Indexers{indexByBuild: buildOfObject}); err != nil {
+		return nil, err
+	}
+	w.jobs, w.pods = ji.Lister(), pi.Informer().GetIndexer()
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.enqueueObject,
 		UpdateFunc: func(_, obj any) { w.enqueueObject(obj) },
@@ -506,10 +511,31 @@ func (w *Watcher) observe(ctx context.Context, id string) (Observed, error) {
 			return o, err
 		}
 	}
-	if o.Pods, err = w.pods.Pods(w.o.Namespace).List(jobtemplates.BuildSelector(id)); err != nil {
+	objs, err := w.pods.ByIndex(indexByBuild, jobtemplates.LabelValue(id))
+	if err != nil {
 		return o, err
 	}
+	for _, obj := range objs {
+		if p, ok := obj.(*corev1.Pod); ok {
+			o.Pods = append(o.Pods, p)
+		}
+	}
 	return o, nil
+}
+
+// indexByBuild indexes cached pods by their build-id label, the value
+// jobtemplates.BuildSelector selects on.
+const indexByBuild = "build"
+
+func buildOfObject(obj any) ([]string, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, nil
+	}
+	if id := m.GetLabels()[jobtemplates.LabelBuildID]; id != "" {
+		return []string{id}, nil
+	}
+	return nil, nil
 }
 
 // failedCreate returns the message of the Job controller's latest

@@ -39,14 +39,10 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -57,7 +53,6 @@ import (
 	"github.com/kilnbuild/kiln/jobtemplates"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
-	"github.com/kilnbuild/kiln/tests/childproc"
 	"github.com/kilnbuild/kiln/tests/kbtest"
 )
 
@@ -125,14 +120,10 @@ func run(c config) error {
 		return err
 	}
 	defer stopKB(true)
-	for _, ns := range []string{"plain", "bench"} {
-		if _, err := kb.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			return err
-		}
-	}
-	if _, err := kb.Client.CoreV1().ServiceAccounts("bench").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kiln-runner"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := kb.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
+	benchproc.BuildsNamespace(ctx, kb.Client, "bench")
 
 	fmt.Printf("bench-backlog: kubebox %s (node %s), %d builds over %d projects (%d to one project first), max in flight %d, max_concurrent %d, %d dispatch workers\n",
 		kbtest.Version, c.capacity, c.builds, c.projects, c.big, c.maxInFlight, c.maxConcurrent, c.workers)
@@ -182,75 +173,9 @@ type dispatcher struct {
 }
 
 func startDispatcher(ctx context.Context, c config, bin, kubeconfig string) (*dispatcher, func(), error) {
-	schemaName := fmt.Sprintf("bench_backlog_%d", time.Now().Unix())
-	admin, err := pgxpool.New(ctx, c.dbURL)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schemaName); err != nil {
-		admin.Close()
-		return nil, nil, err
-	}
-	var stops []func()
-	stop := func() {
-		for _, s := range slices.Backward(stops) {
-			s()
-		}
-	}
-	stops = append(stops, func() {
-		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE")
-		admin.Close()
-	})
-	fail := func(err error) (*dispatcher, func(), error) { stop(); return nil, nil, err }
-
-	env := append(os.Environ(), "KILN_DATABASE_URL="+c.dbURL+"&pool_max_conns=20", "KILN_DB_SCHEMA="+schemaName)
-	runCmd := func(args ...string) (string, error) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = env
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("dispatcher %s: %w", strings.Join(args, " "), err)
-		}
-		return strings.TrimSpace(string(out)), nil
-	}
-	if _, err := runCmd("migrate"); err != nil {
-		return fail(err)
-	}
-	tok, err := runCmd("token", "create", "--name", "bench", "--admin")
-	if err != nil {
-		return fail(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fail(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	srv := exec.Command(bin, "serve")
-	srv.Env = append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+kubeconfig, "KILN_BUILD_NAMESPACE=bench",
-		fmt.Sprintf("KILN_MAX_IN_FLIGHT=%d", c.maxInFlight), fmt.Sprintf("KILN_WORKERS=%d", c.workers),
-		"KILN_RATE_WRITES=0", "KILN_RATE_READS=0", "KILN_LOG_LEVEL="+benchproc.EnvOr("BENCH_LOG_LEVEL", "warn"))
-	srv.Stderr = os.Stderr
-	if err := childproc.Start(srv); err != nil {
-		return fail(err)
-	}
-	stops = append(stops, func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() })
-	base := "http://" + addr
-	benchproc.WaitReady(base, 300)
-
-	cfg, err := pgxpool.ParseConfig(c.dbURL)
-	if err != nil {
-		return fail(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
-	cfg.MaxConns = 2
-	db, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return fail(err)
-	}
-	stops = append(stops, db.Close)
-	return &dispatcher{api: &client.Client{BaseURL: base, Token: tok}, db: db}, stop, nil
+	d := benchproc.StartOnCluster(ctx, bin, benchproc.ClusterOptions{DatabaseURL: c.dbURL, Kubeconfig: kubeconfig, Namespace: "bench",
+		Name: "backlog", Env: []string{fmt.Sprintf("KILN_MAX_IN_FLIGHT=%d", c.maxInFlight), fmt.Sprintf("KILN_WORKERS=%d", c.workers)}})
+	return &dispatcher{api: d.API, db: d.DB}, d.Stop, nil
 }
 
 // createProjects makes the big project and the small ones, all with

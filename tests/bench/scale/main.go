@@ -11,31 +11,20 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/kilnbuild/kiln/dispatcher/client"
 	"github.com/kilnbuild/kiln/schema"
 	"github.com/kilnbuild/kiln/tests/bench/benchproc"
-	"github.com/kilnbuild/kiln/tests/childproc"
 	"github.com/kilnbuild/kiln/tests/kbtest"
 )
 
@@ -74,44 +63,11 @@ func main() {
 	benchproc.Check(err)
 	defer stop(true)
 	ns := "bench"
-	_, err = c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	benchproc.Check(err)
-	_, err = c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kiln-runner"}}, metav1.CreateOptions{})
-	benchproc.Check(err)
-
-	schemaName := fmt.Sprintf("bench_scale_%d", time.Now().Unix())
-	admin, err := pgxpool.New(ctx, *dbURL+"&application_name=bench-scale")
-	benchproc.Check(err)
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+schemaName)
-	benchproc.Check(err)
-	defer func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schemaName+" CASCADE"); admin.Close() }()
-
-	env := append(os.Environ(), "KILN_DATABASE_URL="+*dbURL+"&application_name=kiln-dispatcher", "KILN_DB_SCHEMA="+schemaName)
-	run := func(args ...string) string {
-		cmd := exec.Command(abs, args...)
-		cmd.Env = env
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		benchproc.Check(err)
-		return strings.TrimSpace(string(out))
-	}
-	run("migrate")
-	tok := run("token", "create", "--name", "bench", "--admin")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	benchproc.Check(err)
-	addr := ln.Addr().String()
-	ln.Close()
-	srv := exec.Command(abs, "serve")
-	srv.Env = append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+c.Kubeconfig, "KILN_BUILD_NAMESPACE="+ns,
-		fmt.Sprintf("KILN_MAX_IN_FLIGHT=%d", maxN+100), "KILN_RATE_WRITES=0", "KILN_RATE_READS=0",
-		"KILN_LOG_LEVEL="+benchproc.EnvOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20")
-	srv.Stderr = os.Stderr
-	benchproc.Check(childproc.Start(srv))
-	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
-	base := "http://" + addr
-	benchproc.WaitReady(base, 300)
-	disp := &benchproc.Proc{URL: base, Addr: addr, PID: srv.Process.Pid}
-	api := &client.Client{BaseURL: base, Token: tok}
+	benchproc.BuildsNamespace(ctx, c.Client, ns)
+	disp := benchproc.StartOnCluster(ctx, abs, benchproc.ClusterOptions{DatabaseURL: *dbURL, Kubeconfig: c.Kubeconfig, Namespace: ns,
+		Name: "scale", Env: []string{fmt.Sprintf("KILN_MAX_IN_FLIGHT=%d", maxN+100)}})
+	defer disp.Stop()
+	base, api, tok := disp.URL, disp.API, disp.Token
 
 	perProject := (maxN + *nProjects - 1) / *nProjects
 	var projects []string
@@ -124,12 +80,12 @@ func main() {
 	// its pod is up and it has spoken the protocol), from the audit trail.
 	running := func() int {
 		var n int
-		benchproc.Check(admin.QueryRow(ctx, `SELECT count(DISTINCT build_id) FROM `+schemaName+`.build_events`).Scan(&n))
+		benchproc.Check(disp.DB.QueryRow(ctx, `SELECT count(DISTINCT build_id) FROM build_events`).Scan(&n))
 		return n
 	}
 	pgConns := func() int {
 		var n int
-		benchproc.Check(admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kiln-dispatcher'`).Scan(&n))
+		benchproc.Check(disp.DB.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, disp.AppName).Scan(&n))
 		return n
 	}
 
@@ -143,9 +99,9 @@ func main() {
 		took        time.Duration
 	}
 	snap := func(n int, took time.Duration) sample {
-		dm := scrape(base + "/metrics")
-		return sample{n: n, rssKiB: disp.MemKiB("VmRSS"), cpuSec: cpuSeconds(disp.PID), jobs: dm.sum("kiln_informer_objects", `resource="jobs"`),
-			pods: dm.sum("kiln_informer_objects", `resource="pods"`), pg: pgConns(), apiRequests: apiserverRequests(c), took: took}
+		dm := benchproc.Scrape(base + "/metrics")
+		return sample{n: n, rssKiB: disp.MemKiB("VmRSS"), cpuSec: benchproc.CPUSeconds(disp.PID), jobs: dm.Sum("kiln_informer_objects", `resource="jobs"`),
+			pods: dm.Sum("kiln_informer_objects", `resource="pods"`), pg: pgConns(), apiRequests: apiserverRequests(c), took: took}
 	}
 	idle := snap(0, 0)
 	samples := []sample{idle}
@@ -181,19 +137,19 @@ func main() {
 	held := samples[len(samples)-1]
 
 	// Release: every runner posts its second event batch and its result.
-	before := scrape(base + "/metrics")
+	before := benchproc.Scrape(base + "/metrics")
 	t0 := time.Now()
 	benchproc.Check(os.WriteFile(release, nil, 0o644))
 	var done int
 	for time.Since(t0) < 3*time.Minute {
-		benchproc.Check(admin.QueryRow(ctx, `SELECT count(*) FROM `+schemaName+`.builds WHERE status = 'completed'`).Scan(&done))
+		benchproc.Check(disp.DB.QueryRow(ctx, `SELECT count(*) FROM builds WHERE status = 'completed'`).Scan(&done))
 		if done >= held.n {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	drain := time.Since(t0)
-	after := scrape(base + "/metrics")
+	after := benchproc.Scrape(base + "/metrics")
 	// Counted after the last result, so a watcher's late look is in too.
 	time.Sleep(5 * time.Second)
 	end := snap(held.n, 0)
@@ -217,7 +173,7 @@ func main() {
 
 	fmt.Printf("\nrelease of %d held builds: %d completed in %s\n", held.n, done, drain.Round(10*time.Millisecond))
 	for _, r := range []string{"/runner/v1/builds/{id}/events", "/runner/v1/builds/{id}/result", "/runner/v1/builds/{id}/"} {
-		n := after.sum("kiln_http_requests_total", `route="`+r+`"`) - before.sum("kiln_http_requests_total", `route="`+r+`"`)
+		n := after.Sum("kiln_http_requests_total", `route="`+r+`"`) - before.Sum("kiln_http_requests_total", `route="`+r+`"`)
 		fmt.Printf("  %-34s %6.0f requests, %7.1f/s\n", r, n, n/drain.Seconds())
 	}
 
@@ -283,89 +239,16 @@ func total(m map[string]float64) float64 {
 // apiserverRequests reads apiserver_request_total from the apiserver's
 // /metrics, summed by "VERB resource[/subresource]".
 func apiserverRequests(c *kbtest.Cluster) map[string]float64 {
-	body, err := c.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
-	benchproc.Check(err)
 	out := map[string]float64{}
-	for _, s := range parse(body) {
-		if s.name != "apiserver_request_total" {
+	for _, s := range benchproc.APIServerMetrics(c.Client) {
+		if s.Name != "apiserver_request_total" {
 			continue
 		}
-		k := s.labels["verb"] + " " + s.labels["resource"]
-		if sr := s.labels["subresource"]; sr != "" {
+		k := s.Labels["verb"] + " " + s.Labels["resource"]
+		if sr := s.Labels["subresource"]; sr != "" {
 			k += "/" + sr
 		}
-		out[k] += s.value
+		out[k] += s.Value
 	}
 	return out
-}
-
-type series struct {
-	name   string
-	labels map[string]string
-	raw    string
-	value  float64
-}
-
-type exposition []series
-
-func scrape(url string) exposition {
-	res, err := http.Get(url)
-	benchproc.Check(err)
-	defer res.Body.Close()
-	var b bytes.Buffer
-	_, err = b.ReadFrom(res.Body)
-	benchproc.Check(err)
-	return parse(b.Bytes())
-}
-
-// sum adds the values of name's series whose labels contain sel verbatim.
-func (e exposition) sum(name, sel string) float64 {
-	var v float64
-	for _, s := range e {
-		if s.name == name && strings.Contains(s.raw, sel) {
-			v += s.value
-		}
-	}
-	return v
-}
-
-// parse reads the Prometheus text format's samples (label values here hold
-// no commas or escaped quotes, which keeps the split simple).
-func parse(b []byte) exposition {
-	var out exposition
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		head := line[:i]
-		s := series{name: head, labels: map[string]string{}, value: v}
-		if j := strings.IndexByte(head, '{'); j >= 0 {
-			s.name, s.raw = head[:j], head[j:]
-			for _, kv := range strings.Split(strings.Trim(head[j:], "{}"), ",") {
-				if k, val, ok := strings.Cut(kv, "="); ok {
-					s.labels[k] = strings.Trim(val, `"`)
-				}
-			}
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-// cpuSeconds is the process's user+system CPU time from /proc/<pid>/stat.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	benchproc.Check(err)
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100 // USER_HZ
 }
