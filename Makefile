@@ -54,7 +54,7 @@ test-ops: postgres promtool ## alerting rules (promtool check/test), dashboard P
 	$(GO) test -race -count=1 ./tests/ops/... ./dispatcher/internal/metrics/...
 
 .PHONY: bench
-bench: bench-intake bench-events bench-dispatch bench-backlog bench-scale bench-metrics bench-abuse ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events bench-dispatch bench-backlog bench-scale bench-metrics bench-admission bench-abuse ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
@@ -83,6 +83,10 @@ bench-abuse: postgres build ## normal client p50/p99 under slow bodies, held con
 .PHONY: bench-metrics
 bench-metrics: postgres ## /metrics queue figures with 100k River jobs: refresh and cached scrape vs a plain count(*)
 	$(GO) test -run '^$$' -bench QueueStats -benchtime 20x ./dispatcher/internal/metrics
+
+.PHONY: bench-admission
+bench-admission: postgres ## one admission round's query with 2,000 and 20,000 builds waiting over 100 projects (and 20,000 finished): its cost against the backlog's size
+	$(GO) test -run '^$$' -bench NextAdmissions -benchtime 100x ./dispatcher/internal/store
 
 .PHONY: dev-up
 dev-up: postgres build kubebox-build claude-code ## start the local stack (Postgres, kubebox, add-on servers, git server, stand-in Messages API, dispatcher); writes .dev/env

@@ -289,6 +289,21 @@ func (l *Launcher) settle(_ *store.Build, err error) error {
 // chooses. When it does, was is the reason b waited for until then
 // (Unreserve puts it back); when it does not, wait says why.
 func (l *Launcher) reserve(ctx context.Context, b *store.Build) (ok bool, was schema.WaitingReason, wait Wait, err error) {
+	if b.JobName == "" && l.looping.Load() && l.o.River != nil {
+		// With every slot taken a round could choose nothing, and the round
+		// that frees one wakes b if b is next: skip the lock, which a
+		// backlog's first looks (thousands of them at once) would
+		// otherwise queue on. The figures are read without the lock; they
+		// name the reason only, the decision is a round's.
+		c, err := store.LaunchCapacity(ctx, l.o.Pool, b)
+		if err != nil {
+			return false, "", Wait{}, fmt.Errorf("reading launch capacity for build %s: %w", b.ID, err)
+		}
+		if c.InFlight >= l.o.MaxInFlight {
+			_, why := Admit(c, l.o.MaxInFlight)
+			return false, "", why, nil
+		}
+	}
 	err = pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
 		cur, err := store.LockLaunchesFor(ctx, tx, b.ID)
 		if err != nil {

@@ -1017,3 +1017,56 @@ func TestFollowupsOfOneSessionDoNotOverlap(t *testing.T) {
 	require.NoError(t, e.l.Launch(ctx, other))
 	assert.Equal(t, schema.StatusRunning, e.get(t, other.ID).Status, "a build that is no follow-up runs beside it")
 }
+
+// While admission rounds run, a new build's first look with every slot
+// taken records why it waits and sleeps without taking the launch lock: a
+// backlog's thousands of first looks do not queue on it (here another
+// replica holds the lock throughout). With a slot free it does take the
+// lock, and waits for it.
+func TestFirstLookWithoutASlotSkipsTheLock(t *testing.T) {
+	var rc *river.Client[pgx.Tx]
+	e := setup(t, func(o *launcher.Options) {
+		var err error
+		rc, err = queue.NewClient(o.Pool, queue.Options{})
+		require.NoError(t, err)
+		o.River, o.MaxInFlight, o.WaitRecheck, o.AdmitInterval = rc, 1, time.Minute, time.Hour
+	})
+	ctx := context.Background()
+	web := e.project(t, "web", 5)
+	first := e.pending(t, web)
+	require.NoError(t, e.l.Launch(ctx, first))
+	runCtx, stopRun := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.l.Run(runCtx) }()
+	t.Cleanup(func() { stopRun(); <-done })
+	require.Eventually(t, func() bool { return e.l.Looping() }, 5*time.Second, time.Millisecond)
+
+	tx, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	require.NoError(t, store.LockLaunches(ctx, tx))
+
+	late := e.pending(t, e.project(t, "api", 5))
+	lookCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = e.l.Launch(lookCtx, late)
+	var snooze *river.JobSnoozeError
+	require.ErrorAs(t, err, &snooze, "the first look returned while the lock was held")
+	assert.Equal(t, time.Minute, snooze.Duration, "it sleeps until a round wakes it")
+	reason, _ := e.waiting(t, late.ID)
+	assert.Equal(t, schema.WaitingCapacity, reason)
+
+	// A slot frees: the next look takes the lock, so it waits for the
+	// other replica to let go.
+	e.finish(t, first.ID)
+	looked := make(chan error, 1)
+	go func() { looked <- e.l.Launch(ctx, late) }()
+	select {
+	case err := <-looked:
+		t.Fatalf("launched under another replica's lock: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, <-looked)
+	assert.Equal(t, schema.StatusRunning, e.get(t, late.ID).Status)
+}

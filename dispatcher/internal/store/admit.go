@@ -32,34 +32,13 @@ type Admission struct {
 // oldest build. So a project with thousands queued gets one slot per round
 // like any other, and a project's first build waits at most one round.
 func NextAdmissions(ctx context.Context, db DB, maxInFlight int, self string) ([]Admission, error) {
-	rows, err := db.Query(ctx, `WITH flight AS (
-			SELECT b.project_id, COALESCE(ps.result ->> 'session_id', '') AS session
-			FROM builds b LEFT JOIN builds ps ON ps.id = b.parent_id
-			WHERE `+inFlight("b")+`
-		), busy AS (
-			SELECT project_id, count(*) AS n FROM flight GROUP BY project_id
-		), waiting AS (
-			SELECT b.id, b.project_id, COALESCE(b.river_job_id, 0) AS river_job_id, b.waiting_reason,
-				row_number() OVER (PARTITION BY b.project_id ORDER BY b.id) AS rn,
-				COALESCE(ps.result ->> 'session_id', '') AS session
-			FROM builds b LEFT JOIN builds ps ON ps.id = b.parent_id
-			WHERE b.status = 'pending' AND b.job_name = ''
-		), blocked AS (
-			SELECT w.project_id, min(w.rn) AS rn FROM waiting w
-			WHERE (w.waiting_reason = 'quota' AND w.id::text <> $2)
-				OR (w.session <> '' AND (
-					EXISTS (SELECT 1 FROM flight f WHERE f.session = w.session)
-					OR EXISTS (SELECT 1 FROM waiting o WHERE o.session = w.session AND o.id < w.id)))
-			GROUP BY w.project_id
-		)
-		SELECT w.id, w.project_id, w.river_job_id
-		FROM waiting w
-		JOIN projects p ON p.id = w.project_id AND p.status = 'ready'
-		LEFT JOIN busy f ON f.project_id = w.project_id
-		LEFT JOIN blocked x ON x.project_id = w.project_id
-		WHERE COALESCE(f.n, 0) + w.rn <= p.max_concurrent AND (x.rn IS NULL OR w.rn < x.rn)
-		ORDER BY COALESCE(f.n, 0) + w.rn, p.admitted_seq NULLS FIRST, w.id
-		LIMIT GREATEST($1 - (SELECT count(*) FROM flight), 0)`, maxInFlight, self)
+	// A round reads, of each ready project, only its oldest waiting builds,
+	// as many as the free slots (no round can take more of one project),
+	// through builds_project_status_id; the
+	// builds in flight through builds_active and builds_reserved, their
+	// parents by key. Its cost follows projects and free slots, not the
+	// backlog or the history.
+	rows, err := db.Query(ctx, nextAdmissionsQuery, maxInFlight, self)
 	if err != nil {
 		return nil, fmt.Errorf("choosing builds to admit: %w", err)
 	}
@@ -120,3 +99,42 @@ func AnyWaiting(ctx context.Context, db DB) (bool, error) {
 	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM builds WHERE status = 'pending' AND job_name = '')`).Scan(&ok)
 	return ok, err
 }
+
+// nextAdmissionsQuery is NextAdmissions' query: $1 the maximum in flight,
+// $2 the build asking ("" for none).
+var nextAdmissionsQuery = `WITH flight AS (
+			SELECT b.project_id,
+				COALESCE((SELECT ps.result ->> 'session_id' FROM builds ps WHERE ps.id = b.parent_id), '') AS session
+			FROM builds b
+			WHERE `+inFlight("b")+`
+		), busy AS (
+			SELECT project_id, count(*) AS n FROM flight GROUP BY project_id
+		), free AS (
+			SELECT GREATEST($1 - (SELECT count(*) FROM flight), 0) AS n
+		), waiting AS (
+			SELECT h.id, h.project_id, COALESCE(h.river_job_id, 0) AS river_job_id, h.waiting_reason,
+				row_number() OVER (PARTITION BY h.project_id ORDER BY h.id) AS rn,
+				COALESCE(ps.result ->> 'session_id', '') AS session,
+				p.max_concurrent, p.admitted_seq
+			FROM projects p
+			CROSS JOIN LATERAL (
+				SELECT b.id, b.project_id, b.river_job_id, b.waiting_reason, b.parent_id FROM builds b
+				WHERE b.project_id = p.id AND b.status = 'pending' AND b.job_name = ''
+				ORDER BY b.id LIMIT (SELECT n FROM free)) h
+			LEFT JOIN builds ps ON ps.id = h.parent_id
+			WHERE p.status = 'ready'
+		), blocked AS (
+			SELECT w.project_id, min(w.rn) AS rn FROM waiting w
+			WHERE (w.waiting_reason = 'quota' AND w.id::text <> $2)
+				OR (w.session <> '' AND (
+					EXISTS (SELECT 1 FROM flight f WHERE f.session = w.session)
+					OR EXISTS (SELECT 1 FROM waiting o WHERE o.session = w.session AND o.id < w.id)))
+			GROUP BY w.project_id
+		)
+		SELECT w.id, w.project_id, w.river_job_id
+		FROM waiting w
+		LEFT JOIN busy f ON f.project_id = w.project_id
+		LEFT JOIN blocked x ON x.project_id = w.project_id
+		WHERE COALESCE(f.n, 0) + w.rn <= w.max_concurrent AND (x.rn IS NULL OR w.rn < x.rn)
+		ORDER BY COALESCE(f.n, 0) + w.rn, w.admitted_seq NULLS FIRST, w.id
+		LIMIT (SELECT n FROM free)`

@@ -62,7 +62,8 @@ func inFlight(row string) string {
 	return `(` + row + `.status = 'running' OR (` + row + `.status = 'pending' AND ` + row + `.job_name <> ''))`
 }
 
-// LaunchCapacity reads capacity for a build; call it under LaunchLockKey.
+// LaunchCapacity reads capacity for a build; call it under LaunchLockKey
+// for figures a decision can use.
 func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 	var c Capacity
 	err := db.QueryRow(ctx, `SELECT

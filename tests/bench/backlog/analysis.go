@@ -145,3 +145,23 @@ func startShare(bs []build, project string, from, to time.Time) (share float64, 
 	}
 	return float64(mine) / float64(starts), starts
 }
+
+// roundsWaited measures a build's wait in admissions rather than time:
+// ahead is how many builds were admitted while it waited (admitted before
+// it, started after it was created — a build starts as soon as its Job
+// exists, so its start stands for its admission), projects how many
+// projects had builds waiting when it arrived, its own included. A round
+// of round-robin admission gives each of those projects at most one slot,
+// so the build waited no more than one round when ahead < projects.
+func roundsWaited(bs []build, f build) (ahead, projects int) {
+	waiting := map[string]bool{}
+	for _, b := range bs {
+		if b.admitted != 0 && b.admitted < f.admitted && b.started.After(f.created) {
+			ahead++
+		}
+		if !b.created.After(f.created) && (b.started.IsZero() || b.started.After(f.created)) {
+			waiting[b.project] = true
+		}
+	}
+	return ahead, len(waiting)
+}

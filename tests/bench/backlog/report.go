@@ -111,6 +111,24 @@ func report(w io.Writer, c config, bs []build, podsPerSec float64, stopped strin
 		fmt.Fprintf(w, "; %d never started", never)
 	}
 	fmt.Fprintln(w)
+	// The same waits counted in admissions: how many builds were admitted
+	// while each first build waited, against the projects waiting when it
+	// arrived (one round-robin round).
+	overRound, worstAhead, worstOf := 0, 0, 0
+	for _, p := range names {
+		if p == bigProject || groups[p][0].admitted == 0 {
+			continue
+		}
+		ahead, projects := roundsWaited(bs, groups[p][0])
+		if ahead >= projects {
+			overRound++
+		}
+		if worstOf == 0 || float64(ahead)/float64(projects) > float64(worstAhead)/float64(worstOf) {
+			worstAhead, worstOf = ahead, projects
+		}
+	}
+	fmt.Fprintf(w, "  in admissions: at most %d builds admitted ahead of a first build while %d projects waited; %d first builds waited more than one round\n",
+		worstAhead, worstOf, overRound)
 	if share, starts := startShare(bs, bigProject, from, to); starts > 0 {
 		fmt.Fprintf(w, "  while they waited (%s): the big project had %.2f of the %d builds started (round-robin: about 1/%d = %.2f)\n",
 			to.Sub(from).Round(time.Millisecond), share, starts, len(names), 1/float64(len(names)))
@@ -139,10 +157,11 @@ func report(w io.Writer, c config, bs []build, podsPerSec float64, stopped strin
 	benchproc.Target(w, fmt.Sprintf("backlog drain vs plain pod rate (%d builds, %d projects, %d in flight)", statuses["completed"], len(names), c.maxInFlight),
 		fmt.Sprintf("%.2f", ratio), fmt.Sprintf("≥ %g", drainGoal), stopped == "" && ratio >= drainGoal)
 	benchproc.Target(w, "backlog FIFO violations within a project", fmt.Sprint(violations), "0", violations == 0)
-	firstFig := fmt.Sprintf("%s (round %s)", maxFirst.Round(time.Millisecond), round.Round(time.Millisecond))
+	firstFig := fmt.Sprintf("%d of %d over one round (worst: %d admitted ahead, %d projects waiting; %s, a round %s)",
+		overRound, len(names)-1, worstAhead, worstOf, maxFirst.Round(time.Millisecond), round.Round(time.Millisecond))
 	if never > 0 {
-		firstFig = fmt.Sprintf("%d never started (round %s)", never, round.Round(time.Millisecond))
+		firstFig = fmt.Sprintf("%d never started", never)
 	}
-	benchproc.Target(w, fmt.Sprintf("backlog small project's first-build wait behind %d builds of one project", c.big),
-		firstFig, "≤ 1 admission round", never == 0 && round > 0 && maxFirst <= round)
+	benchproc.Target(w, fmt.Sprintf("backlog small projects' first builds admitted within one round behind %d builds of one project", c.big),
+		firstFig, "all", never == 0 && overRound == 0)
 }

@@ -1,0 +1,4 @@
+package store
+
+// NextAdmissionsQuery is NextAdmissions' SQL, for tests that read its plan.
+var NextAdmissionsQuery = nextAdmissionsQuery
