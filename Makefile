@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO ?= go
+BENCH_E2E_N ?= 50
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 export KILN_TEST_DATABASE_URL ?= $(PG_URL)/kiln_test?sslmode=disable
 
@@ -54,7 +55,7 @@ test-ops: postgres promtool ## alerting rules (promtool check/test), dashboard P
 	$(GO) test -race -count=1 ./tests/ops/... ./dispatcher/internal/metrics/...
 
 .PHONY: bench
-bench: bench-intake bench-events bench-dispatch bench-backlog bench-scale bench-metrics bench-admission bench-abuse ## every benchmark; prints figures and ratios
+bench: bench-intake bench-events bench-dispatch bench-backlog bench-scale bench-e2e bench-metrics bench-admission bench-abuse ## every benchmark; prints figures and ratios
 
 .PHONY: bench-intake
 bench-intake: postgres ## accepted builds/s at 1, 8, 32 clients vs a plain INSERT loop on the same database
@@ -75,6 +76,10 @@ bench-backlog: postgres build kubebox-build ## a backlog across 100 projects, on
 .PHONY: bench-scale
 bench-scale: postgres build kubebox-build ## 100/300/1000 builds held running across 50 projects on kubebox: dispatcher RSS, CPU, informer objects, Postgres connections, apiserver requests per build by verb/resource, release write rates; slopes per 100 builds
 	$(GO) run ./tests/bench/scale
+
+.PHONY: bench-e2e
+bench-e2e: postgres build kubebox-build claude-code ## submit → completed p50/p99 over 50 builds (BENCH_E2E_N) with the no-op agent and the real CLI on a one-edit script vs a plain Job of the same runner, phase by phase, on kubebox
+	KILN_BENCH_E2E=1 KILN_BENCH_E2E_N=$(BENCH_E2E_N) $(GO) test -count=1 -timeout 40m -run '^TestBenchE2E$$' -v ./tests/e2e
 
 .PHONY: bench-abuse
 bench-abuse: postgres build ## normal client p50/p99 under slow bodies, held connections, 500 streams, a greedy token, 8 full lists vs idle; RSS, held connections

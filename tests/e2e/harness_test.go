@@ -313,6 +313,10 @@ func (e *env) writeTemplates() {
 	variant("site", func(y string) string {
 		return strings.Replace(y, "  globs: []", "  globs: [\"index.html\"]", 1)
 	})
+	// No agent (docs/templates.md): the runner does everything but run one.
+	variant("noagent", func(y string) string {
+		return strings.Replace(y, "  adapter: claude-code", "  adapter: none", 1)
+	})
 	variant("tiny", func(y string) string {
 		return strings.NewReplacer("    memory: 256Mi", "    memory: 48Mi", "    memory: 64Mi", "    memory: 32Mi").Replace(y)
 	})

@@ -299,6 +299,9 @@ type BuildOptions struct {
 	// Credentials set, the Job mounts the project's credentials Secret
 	// (jobtemplates.ProjectSecretName of ProjectID(p)), which the test creates.
 	Repository *schema.Repository
+	// Namespace is where the Job and its Secret go (its kiln-runner service
+	// account must exist there). Default RunnerNamespace.
+	Namespace string
 }
 
 // ProjectID is the project id StartBuild gives p's builds.
@@ -323,20 +326,21 @@ func (e *Env) StartBuild(t *testing.T, p *Project, id string, spec schema.BuildS
 	if o.Target != nil {
 		target = *o.Target
 	}
+	ns := cmp.Or(o.Namespace, RunnerNamespace)
 	token := "runner-token-" + id
 	e.Dispatcher.Add(schema.RunnerTask{BuildID: id, ProjectID: "pid-" + p.Name, Spec: spec, Target: target}, token)
 	job, secret, err := jobtemplates.Render(jobtemplates.RenderInput{
 		Build: schema.Build{ID: id, ProjectID: "pid-" + p.Name, Spec: spec},
 		Project: schema.Project{ID: "pid-" + p.Name, Name: p.Name, Namespace: p.Namespace,
 			Managed: o.Repository != nil, Repository: o.Repository},
-		Template: tmpl, Namespace: RunnerNamespace, DispatcherURL: e.Dispatcher.URL,
+		Template: tmpl, Namespace: ns, DispatcherURL: e.Dispatcher.URL,
 		RunnerToken: token, Image: ImageRunner,
 	})
 	must(t, err)
 	job.Spec.Template.Spec.Containers[0].Env = append(job.Spec.Template.Spec.Containers[0].Env, o.ExtraEnv...)
-	created, err := e.Client.BatchV1().Jobs(RunnerNamespace).Create(ctx, job, metav1.CreateOptions{})
+	created, err := e.Client.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{})
 	must(t, err)
-	_, err = e.Client.CoreV1().Secrets(RunnerNamespace).Create(ctx, jobtemplates.OwnedBy(secret, created), metav1.CreateOptions{})
+	_, err = e.Client.CoreV1().Secrets(ns).Create(ctx, jobtemplates.OwnedBy(secret, created), metav1.CreateOptions{})
 	must(t, err)
 	return created
 }
