@@ -51,7 +51,9 @@ import (
 // step done), the completed status event (the plain Job: the result post
 // reaching the minimal server) and the client's return.
 //
-// Target (issue 13): kiln-noop's p50 ≤ 1.5× the plain Job's p50. It
+// Target (issue 13): kiln-noop's p50 ≤ 1.5× the plain Job's p50, create →
+// its pod Succeeded (the Job's Complete condition, later still, is printed
+// beside it). It
 // asserts no wall-clock bound; a build that fails or a missing commit
 // fails it. Skipped unless KILN_BENCH_E2E is set.
 func TestBenchE2E(t *testing.T) {
@@ -335,11 +337,19 @@ func benchReport(n int, plain, noop, cli []sample, cliFirst []time.Duration, noo
 	}
 	fmt.Fprintf(&b, "noop: files_changed %s (nothing to commit); cli: %d commits, each the remote's main after its build\n",
 		strings.Join(changed, ", "), len(cli))
-	ratio := float64(nt) / float64(pt)
+	// The target's baseline ends where the plain Job's runner is done: its
+	// pod Succeeded (the issue's "create → Succeeded"). The Job's Complete
+	// condition comes about 0.7 s later still (the Job controller's own
+	// batching of pod updates), a delay Kiln's completed status does not
+	// wait for: the total above, to Complete, would flatter Kiln.
+	toPodDone := collect(plain, func(s sample) time.Duration { return s.podDone.Sub(s.at[mSubmit]) })
+	ratio := float64(nt) / float64(p50(toPodDone))
+	fmt.Fprintf(&b, "plain Job create → its pod Succeeded seen: p50 %s p99 %s; to its Complete condition: p50 %s (noop %.2f× that)\n",
+		ms(p50(toPodDone)), ms(p99(toPodDone)), ms(pt), float64(nt)/float64(pt))
 	fmt.Fprintf(&b, "submit → completed p99: noop %.2f× the plain Job's p99; cli p50 %.2f× the plain Job's p50\n",
 		float64(p99(tot(noop)))/float64(p99(tot(plain))), float64(ct)/float64(pt))
 	var t strings.Builder
-	benchproc.Target(&t, "submit → completed p50, no-op agent vs plain Job p50", fmt.Sprintf("%.2f", ratio), "≤ 1.5", ratio <= 1.5)
+	benchproc.Target(&t, "submit → completed p50, no-op agent vs a plain Job of the same runner, create → pod Succeeded", fmt.Sprintf("%.2f", ratio), "≤ 1.5", ratio <= 1.5)
 	b.WriteString(t.String())
 	return b.String()
 }

@@ -395,6 +395,7 @@ func TestLaunchFIFOWithinAProject(t *testing.T) {
 	assert.Empty(t, reason, "the reservation clears the waiting reason")
 	assert.Equal(t, schema.StatusRunning, e.get(t, younger.ID).Status)
 	assert.Less(t, e.admitted(t, older.ID), e.admitted(t, younger.ID), "admitted in submission order")
+	assert.True(t, e.reservedAt(t, older.ID).Before(e.reservedAt(t, younger.ID)), "and in time")
 	assert.Len(t, e.jobs(t), 3)
 }
 
@@ -542,6 +543,7 @@ func TestLaunchQuotaExceeded(t *testing.T) {
 	got := e.get(t, b.ID)
 	assert.Equal(t, schema.StatusPending, got.Status)
 	assert.Empty(t, got.JobName, "the reservation is given back")
+	assert.True(t, e.reservedAt(t, b.ID).IsZero(), "its time too")
 	reason, infos := e.waiting(t, b.ID)
 	assert.Equal(t, schema.WaitingQuota, reason)
 	require.Len(t, infos, 1)
@@ -725,6 +727,17 @@ func (e *env) admitted(t *testing.T, id string) int64 {
 	var n int64
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT admitted_seq FROM builds WHERE id = $1`, id).Scan(&n))
 	return n
+}
+
+// reservedAt is when a build was given its launch slot (zero: it holds none).
+func (e *env) reservedAt(t *testing.T, id string) time.Time {
+	t.Helper()
+	var at *time.Time
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT reserved_at FROM builds WHERE id = $1`, id).Scan(&at))
+	if at == nil {
+		return time.Time{}
+	}
+	return *at
 }
 
 // round runs one admission round, as Run does when kicked.

@@ -67,7 +67,8 @@ func Admit(ctx context.Context, tx pgx.Tx, chosen []Admission, jobName func(id s
 		// Statements of a batch run in order, so the numbers follow the
 		// round's order.
 		batch.Queue(`WITH b AS (
-				UPDATE builds SET job_name = $2, waiting_reason = '', admitted_seq = nextval('project_admissions')
+				UPDATE builds SET job_name = $2, waiting_reason = '', admitted_seq = nextval('project_admissions'),
+					reserved_at = clock_timestamp()
 				WHERE id = $1 AND status = 'pending' AND job_name = '' RETURNING project_id, admitted_seq)
 			UPDATE projects p SET admitted_seq = b.admitted_seq FROM b WHERE p.id = b.project_id`,
 			a.ID, jobName(a.ID))

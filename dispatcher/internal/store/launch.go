@@ -86,7 +86,7 @@ func LaunchCapacity(ctx context.Context, db DB, b *Build) (Capacity, error) {
 // it), so that the next SetWaiting sees a change only if the reason did
 // change.
 func Unreserve(ctx context.Context, db DB, id string, was schema.WaitingReason) error {
-	_, err := db.Exec(ctx, `UPDATE builds SET job_name = '', waiting_reason = $2 WHERE id = $1 AND status = 'pending'`, id, string(was))
+	_, err := db.Exec(ctx, `UPDATE builds SET job_name = '', waiting_reason = $2, reserved_at = NULL WHERE id = $1 AND status = 'pending'`, id, string(was))
 	if err != nil {
 		return fmt.Errorf("giving back the reservation of build %s: %w", id, err)
 	}

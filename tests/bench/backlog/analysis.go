@@ -17,6 +17,7 @@ type build struct {
 	started  time.Time // zero: never started
 	finished time.Time // zero: not terminal
 	admitted int64     // builds.admitted_seq: the order admission gave it a slot; 0: never admitted
+	reserved time.Time // builds.reserved_at: when admission gave it the slot; zero: never
 }
 
 func (b build) wait() time.Duration { return b.started.Sub(b.created) }
@@ -148,20 +149,31 @@ func startShare(bs []build, project string, from, to time.Time) (share float64, 
 
 // roundsWaited measures a build's wait in admissions rather than time:
 // ahead is how many builds were admitted while it waited (admitted before
-// it, started after it was created — a build starts as soon as its Job
-// exists, so its start stands for its admission), projects how many
-// projects had builds waiting when it arrived, its own included. A round
-// of round-robin admission gives each of those projects at most one slot,
-// so the build waited no more than one round when ahead < projects.
+// it, reserved after it was created), projects how many projects had
+// builds waiting when it arrived, its own included. A round of round-robin
+// admission gives each of those projects at most one slot, so the build
+// waited no more than one round when ahead < projects.
 func roundsWaited(bs []build, f build) (ahead, projects int) {
 	waiting := map[string]bool{}
 	for _, b := range bs {
-		if b.admitted != 0 && b.admitted < f.admitted && b.started.After(f.created) {
+		if b.admitted != 0 && b.admitted < f.admitted && b.reserved.After(f.created) {
 			ahead++
 		}
-		if !b.created.After(f.created) && (b.started.IsZero() || b.started.After(f.created)) {
+		if !b.created.After(f.created) && (b.reserved.IsZero() || b.reserved.After(f.created)) {
 			waiting[b.project] = true
 		}
 	}
 	return ahead, len(waiting)
+}
+
+// launchLags are the times from admission (reserved) to running (the Job
+// created and the build marked running) of the builds that started.
+func launchLags(bs []build) []time.Duration {
+	var out []time.Duration
+	for _, b := range bs {
+		if !b.reserved.IsZero() && !b.started.IsZero() {
+			out = append(out, b.started.Sub(b.reserved))
+		}
+	}
+	return out
 }

@@ -66,23 +66,27 @@ func TestRoundsWaited(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	// The big project's builds wait from t0 and another project's from 1 s;
-	// a small project's first build arrives at 2 s, when big's first has
-	// started: big, other and small wait then, a round of three.
+	// a small project's first build arrives at 2 s, when big's first was
+	// admitted: big, other and small wait then, a round of three. (started
+	// lags reserved: what counts is the admission.)
 	bs := []build{
-		{project: "big", created: at(0), started: at(1), admitted: 1},
-		{project: "big", created: at(0), started: at(3), admitted: 2},
-		{project: "other", created: at(1), started: at(4), admitted: 3},
+		{project: "big", created: at(0), reserved: at(1), started: at(3), admitted: 1},
+		{project: "big", created: at(0), reserved: at(3), admitted: 2},
+		{project: "other", created: at(1), reserved: at(4), admitted: 3},
 	}
-	fair := build{project: "small", created: at(2), started: at(5), admitted: 4}
+	fair := build{project: "small", created: at(2), reserved: at(5), admitted: 4}
 	if ahead, projects := roundsWaited(append(bs, fair), fair); ahead != 2 || projects != 3 {
 		t.Errorf("roundsWaited = %d ahead of %d projects, want 2 of 3 (big's second, other's)", ahead, projects)
 	}
 	// Admitted after big's third and fourth too: four admissions ahead of
 	// it with three projects waiting, more than one round.
-	bs = append(bs, build{project: "big", created: at(0), started: at(5), admitted: 4},
-		build{project: "big", created: at(0), started: at(6), admitted: 5})
-	late := build{project: "small", created: at(2), started: at(7), admitted: 6}
+	bs = append(bs, build{project: "big", created: at(0), reserved: at(5), admitted: 4},
+		build{project: "big", created: at(0), reserved: at(6), admitted: 5})
+	late := build{project: "small", created: at(2), reserved: at(7), admitted: 6}
 	if ahead, projects := roundsWaited(append(bs, late), late); ahead != 4 || projects != 3 {
 		t.Errorf("roundsWaited = %d ahead of %d projects, want 4 of 3", ahead, projects)
+	}
+	if lags := launchLags(bs); len(lags) != 1 || lags[0] != 2*time.Second {
+		t.Errorf("launchLags = %v, want [2s] (only big's first started)", lags)
 	}
 }

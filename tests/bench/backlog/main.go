@@ -133,7 +133,9 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
+	cpu0 := benchproc.TakeCPU(0)
 	podsPerSec, err := podRate(ctx, kb.Client, "plain", jobtemplates.DefaultImage, stubURL, c.plainPods, c.maxInFlight)
+	plainCPU := cpu0.Until(benchproc.TakeCPU(0), c.plainPods)
 	stopStub()
 	if err != nil {
 		return fmt.Errorf("measuring the pod rate: %w", err)
@@ -151,6 +153,7 @@ func run(c config) error {
 		return err
 	}
 	t0 := time.Now()
+	cpu0 = benchproc.TakeCPU(d.pid)
 	if err := submit(ctx, d.api, c, big, small); err != nil {
 		return err
 	}
@@ -162,6 +165,17 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
+	done := 0
+	for _, b := range bs {
+		if b.status == "completed" {
+			done++
+		}
+	}
+	drainCPU := cpu0.Until(benchproc.TakeCPU(d.pid), done)
+	fmt.Println("the machine (busy: 100% a core) and CPU ms per plain pod / per completed build, by process:")
+	benchproc.CPUHeader(os.Stdout, "")
+	plainCPU.Row(os.Stdout, "plain pods")
+	drainCPU.Row(os.Stdout, "kiln drain")
 	report(os.Stdout, c, bs, podsPerSec, stopped)
 	return nil
 }
@@ -170,12 +184,13 @@ func run(c config) error {
 type dispatcher struct {
 	api *client.Client
 	db  *pgxpool.Pool // on the bench's schema, for the timings
+	pid int
 }
 
 func startDispatcher(ctx context.Context, c config, bin, kubeconfig string) (*dispatcher, func(), error) {
 	d := benchproc.StartOnCluster(ctx, bin, benchproc.ClusterOptions{DatabaseURL: c.dbURL, Kubeconfig: kubeconfig, Namespace: "bench",
 		Name: "backlog", Env: []string{fmt.Sprintf("KILN_MAX_IN_FLIGHT=%d", c.maxInFlight), fmt.Sprintf("KILN_WORKERS=%d", c.workers)}})
-	return &dispatcher{api: d.API, db: d.DB}, d.Stop, nil
+	return &dispatcher{api: d.API, db: d.DB, pid: d.PID}, d.Stop, nil
 }
 
 // createProjects makes the big project and the small ones, all with
@@ -273,7 +288,7 @@ func drain(ctx context.Context, db *pgxpool.Pool, c config, t0 time.Time) string
 }
 
 func readBuilds(ctx context.Context, db *pgxpool.Pool) ([]build, error) {
-	rows, err := db.Query(ctx, `SELECT b.id::text, p.name, b.status, b.created_at, b.started_at, b.finished_at, COALESCE(b.admitted_seq, 0)
+	rows, err := db.Query(ctx, `SELECT b.id::text, p.name, b.status, b.created_at, b.started_at, b.finished_at, COALESCE(b.admitted_seq, 0), b.reserved_at
 		FROM builds b JOIN projects p ON p.id = b.project_id`)
 	if err != nil {
 		return nil, err
@@ -282,8 +297,8 @@ func readBuilds(ctx context.Context, db *pgxpool.Pool) ([]build, error) {
 	var out []build
 	for rows.Next() {
 		var b build
-		var started, finished *time.Time
-		if err := rows.Scan(&b.id, &b.project, &b.status, &b.created, &started, &finished, &b.admitted); err != nil {
+		var started, finished, reserved *time.Time
+		if err := rows.Scan(&b.id, &b.project, &b.status, &b.created, &started, &finished, &b.admitted, &reserved); err != nil {
 			return nil, err
 		}
 		if started != nil {
@@ -291,6 +306,9 @@ func readBuilds(ctx context.Context, db *pgxpool.Pool) ([]build, error) {
 		}
 		if finished != nil {
 			b.finished = *finished
+		}
+		if reserved != nil {
+			b.reserved = *reserved
 		}
 		out = append(out, b)
 	}

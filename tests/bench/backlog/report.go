@@ -58,6 +58,9 @@ func report(w io.Writer, c config, bs []build, podsPerSec float64, stopped strin
 			violators = append(violators, fmt.Sprintf("%s %d", p, v))
 		}
 	}
+	lags := launchLags(bs)
+	fmt.Fprintf(w, "admission → running (Job and Secret created, status running): p50 %s, p99 %s over %d builds\n",
+		benchproc.Percentile(lags, 50).Round(time.Millisecond), benchproc.Percentile(lags, 99).Round(time.Millisecond), len(lags))
 	fmt.Fprintf(w, "fifo: %d builds admitted before an older build of their project", violations)
 	if len(violators) > 0 {
 		fmt.Fprintf(w, " (%s)", strings.Join(violators, ", "))

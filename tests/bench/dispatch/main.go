@@ -221,17 +221,15 @@ func main() {
 	for _, r := range results {
 		fmt.Printf("%-6d %-20s %-20s %-20s\n", r.rate, p5099(r.intake), p5099(r.pick), p5099(r.launch))
 	}
-	fmt.Printf("\nthe machine during each run (busy: 100%% a core, %d cores), CPU ms per build by process, and the apiserver's own POST jobs latency:\n", runtime.NumCPU())
-	fmt.Printf("%-6s %-6s %6s %10s %9s %9s %9s %9s %9s %15s\n", "rate/s", "path", "busy", "dispatcher", "postgres", "apiserver", "etcd", "ctrl-mgr", "rest", "POST jobs mean/p99≤")
+	fmt.Printf("\nthe machine during each run (busy: 100%% a core, %d cores), CPU ms per build by process:\n", runtime.NumCPU())
+	benchproc.CPUHeader(os.Stdout, "rate/s path")
 	for _, r := range results {
-		for _, x := range []struct {
-			name string
-			p    phase
-		}{{"plain", r.plain}, {"kiln", r.kiln}} {
-			fmt.Printf("%-6d %-6s %5.0f%% %10.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8s/%s\n", r.rate, x.name, x.p.busy*100,
-				x.p.perBuild["dispatcher"], x.p.perBuild["postgres"], x.p.perBuild["kube-apiserver"], x.p.perBuild["etcd"],
-				x.p.perBuild["kube-controller"], x.p.perBuild["rest"], msf(x.p.createMean), msf(x.p.createP99))
-		}
+		r.plain.cpu.Row(os.Stdout, fmt.Sprintf("%-6d plain", r.rate))
+		r.kiln.cpu.Row(os.Stdout, fmt.Sprintf("%-6d kiln", r.rate))
+	}
+	fmt.Println("the apiserver's own POST jobs latency (apiserver_request_duration_seconds), mean / the p99's bucket:")
+	for _, r := range results {
+		fmt.Printf("%-6d plain %s / %s, kiln %s / %s\n", r.rate, msf(r.plain.createMean), msf(r.plain.createP99), msf(r.kiln.createMean), msf(r.kiln.createP99))
 	}
 	if *profile != "" {
 		fmt.Printf("\ndispatcher CPU profile of the Kiln run at %d builds/s: %s (go tool pprof -top %s %s)\n", rates[len(rates)-1], *profile, abs, *profile)
@@ -255,42 +253,24 @@ func main() {
 
 // sample is what the machine and the apiserver have done up to a moment.
 type sample struct {
-	at           time.Time
-	busy, total  float64            // machine CPU seconds
-	byCommand    map[string]float64 // CPU seconds of live processes by command name
-	dispatcher   float64
-	bench        float64
+	cpu          benchproc.CPUSample
 	apiserverMet benchproc.Exposition
 }
 
 func snap(c *kbtest.Cluster, d *benchproc.OnCluster) sample {
-	s := sample{at: time.Now(), byCommand: benchproc.CPUByCommand(), dispatcher: benchproc.CPUSeconds(d.PID),
-		bench: benchproc.CPUSeconds(os.Getpid()), apiserverMet: benchproc.APIServerMetrics(c.Client)}
-	s.busy, s.total = benchproc.MachineCPU()
-	return s
+	return sample{cpu: benchproc.TakeCPU(d.PID), apiserverMet: benchproc.APIServerMetrics(c.Client)}
 }
 
-// phase is what one run cost the machine: its busy share, CPU ms per build
-// by process ("rest": the pods, kubebox's node and everything else), and the
-// apiserver's own latency of Job creates (mean and the p99's bucket bound).
+// phase is what one run cost the machine (its busy share, CPU ms per build
+// by process) and the apiserver's own latency of Job creates (mean and the
+// p99's bucket bound).
 type phase struct {
-	busy                  float64
-	perBuild              map[string]float64
+	cpu                   benchproc.CPUCost
 	createMean, createP99 float64
 }
 
 func (a sample) until(b sample, builds int) phase {
-	n := float64(max(builds, 1))
-	p := phase{busy: (b.busy - a.busy) / (b.total - a.total) * float64(runtime.NumCPU()), perBuild: map[string]float64{}}
-	named := 0.0
-	for _, k := range []string{"postgres", "kube-apiserver", "etcd", "kube-controller", "kube-scheduler"} {
-		v := b.byCommand[k] - a.byCommand[k]
-		p.perBuild[k] = v * 1000 / n
-		named += v
-	}
-	p.perBuild["dispatcher"] = (b.dispatcher - a.dispatcher) * 1000 / n
-	named += b.dispatcher - a.dispatcher + b.bench - a.bench
-	p.perBuild["rest"] = (b.busy - a.busy - named) * 1000 / n
+	p := phase{cpu: a.cpu.Until(b.cpu, builds)}
 	_, p.createMean, p.createP99 = benchproc.HistogramDelta(a.apiserverMet, b.apiserverMet, "apiserver_request_duration_seconds", 0.99,
 		`verb="POST"`, `resource="jobs"`)
 	return p
