@@ -107,7 +107,7 @@ var nextAdmissionsQuery = `WITH flight AS (
 			SELECT b.project_id,
 				COALESCE((SELECT ps.result ->> 'session_id' FROM builds ps WHERE ps.id = b.parent_id), '') AS session
 			FROM builds b
-			WHERE `+inFlight("b")+`
+			WHERE ` + inFlight("b") + `
 		), busy AS (
 			SELECT project_id, count(*) AS n FROM flight GROUP BY project_id
 		), free AS (
