@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,6 +79,11 @@ const (
 	// its own look is only a safety net, and thousands of waiting builds
 	// looking every RetryAfter would keep the launch lock busy.
 	DefaultWaitRecheck = 30 * time.Second
+	// DefaultRecheckRate bounds those safety-net looks, all replicas
+	// together: with W builds waiting each sleeps W/rate seconds when that
+	// is longer than WaitRecheck, so a backlog of 5,000 looks 20 times a
+	// second, not 170 (5,000/30 s), and their cost does not grow with it.
+	DefaultRecheckRate = 20
 )
 
 // Options configures New.
@@ -97,6 +103,7 @@ type Options struct {
 	River         *river.Client[pgx.Tx]
 	AdmitInterval time.Duration // see DefaultAdmitInterval
 	WaitRecheck   time.Duration // see DefaultWaitRecheck
+	RecheckRate   float64       // see DefaultRecheckRate
 	Logger        *slog.Logger
 	// OnLaunch is told of each attempt at creating a Job: how long it took
 	// and, when it failed, why (a LaunchError); may be nil.
@@ -109,6 +116,10 @@ type Launcher struct {
 	logger  *slog.Logger
 	kick    chan struct{}
 	looping atomic.Bool // Run runs: waiting builds are woken by its rounds
+
+	mu         sync.Mutex
+	waitingN   int       // builds waiting for a slot, as last counted; guarded by mu
+	waitingAge time.Time // when; guarded by mu
 }
 
 // New returns a Launcher.
@@ -121,8 +132,9 @@ func New(o Options) (*Launcher, error) {
 	o.RetryAfter = cmp.Or(o.RetryAfter, DefaultRetryAfter)
 	o.AdmitInterval = cmp.Or(o.AdmitInterval, DefaultAdmitInterval)
 	o.WaitRecheck = cmp.Or(o.WaitRecheck, DefaultWaitRecheck)
-	if o.MaxInFlight < 0 || o.RetryAfter < 0 || o.AdmitInterval < 0 || o.WaitRecheck < 0 {
-		return nil, errors.New("launcher: MaxInFlight, RetryAfter, AdmitInterval and WaitRecheck must not be negative")
+	o.RecheckRate = cmp.Or(o.RecheckRate, DefaultRecheckRate)
+	if o.MaxInFlight < 0 || o.RetryAfter < 0 || o.AdmitInterval < 0 || o.WaitRecheck < 0 || o.RecheckRate < 0 {
+		return nil, errors.New("launcher: MaxInFlight, RetryAfter, AdmitInterval, WaitRecheck and RecheckRate must not be negative")
 	}
 	if o.Templates == nil {
 		o.Templates = jobtemplates.Embedded()
@@ -149,18 +161,28 @@ func (l *Launcher) Launch(ctx context.Context, b *store.Build) error {
 	}
 	if !reserved {
 		l.waiting(ctx, b.ID, wait)
-		return river.JobSnooze(l.recheck())
+		return river.JobSnooze(l.recheck(ctx))
 	}
 	return l.create(ctx, b, p, was)
 }
 
 // recheck is how long a build that waits for a slot sleeps before it looks
-// again by itself.
-func (l *Launcher) recheck() time.Duration {
-	if l.looping.Load() && l.o.River != nil {
-		return l.o.WaitRecheck
+// again by itself: RetryAfter unless Run's rounds wake it; with them
+// WaitRecheck, or longer with a backlog (RecheckRate).
+func (l *Launcher) recheck(ctx context.Context) time.Duration {
+	if !l.looping.Load() || l.o.River == nil {
+		return l.o.RetryAfter
 	}
-	return l.o.RetryAfter
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.waitingAge) > l.o.AdmitInterval {
+		n, err := store.CountWaiting(ctx, l.o.Pool)
+		if err != nil {
+			return l.o.WaitRecheck // the count is an optimisation; the look is not lost
+		}
+		l.waitingN, l.waitingAge = n, time.Now()
+	}
+	return max(l.o.WaitRecheck, time.Duration(float64(l.waitingN)/l.o.RecheckRate*float64(time.Second)))
 }
 
 // Kick asks Run for an admission round now: a build ended, so a slot may be

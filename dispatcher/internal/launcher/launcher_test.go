@@ -1083,3 +1083,31 @@ func TestFirstLookWithoutASlotSkipsTheLock(t *testing.T) {
 	require.NoError(t, <-looked)
 	assert.Equal(t, schema.StatusRunning, e.get(t, late.ID).Status)
 }
+
+// While rounds run, a waiting build's own look is a safety net, and with a
+// backlog it comes less often: each sleeps (builds waiting) / RecheckRate
+// when that is longer than WaitRecheck, so W builds look RecheckRate
+// times a second together, however large W is.
+func TestWaitRecheckGrowsWithTheBacklog(t *testing.T) {
+	e := setup(t, func(o *launcher.Options) {
+		rc, err := queue.NewClient(o.Pool, queue.Options{})
+		require.NoError(t, err)
+		o.River, o.MaxInFlight, o.WaitRecheck, o.RecheckRate, o.AdmitInterval = rc, 1, time.Second, 2, time.Hour
+	})
+	ctx := context.Background()
+	web := e.project(t, "web", 5)
+	require.NoError(t, e.l.Launch(ctx, e.pending(t, web)))
+	runCtx, stopRun := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.l.Run(runCtx) }()
+	t.Cleanup(func() { stopRun(); <-done })
+	require.Eventually(t, func() bool { return e.l.Looping() }, 5*time.Second, time.Millisecond)
+
+	var backlog []*store.Build
+	for range 7 {
+		backlog = append(backlog, e.pending(t, web))
+	}
+	var snooze *river.JobSnoozeError
+	require.ErrorAs(t, e.l.Launch(ctx, backlog[6]), &snooze)
+	assert.Equal(t, 3500*time.Millisecond, snooze.Duration, "7 waiting at 2 looks a second")
+}

@@ -93,6 +93,13 @@ func StaleReservations(ctx context.Context, db DB) ([]int64, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
+// CountWaiting counts the pending builds that hold no reservation.
+func CountWaiting(ctx context.Context, db DB) (int, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT count(*) FROM builds WHERE status = 'pending' AND job_name = ''`).Scan(&n)
+	return n, err
+}
+
 // AnyWaiting reports whether some pending build holds no reservation: an
 // admission round has something to do only then.
 func AnyWaiting(ctx context.Context, db DB) (bool, error) {
