@@ -120,6 +120,14 @@ func New(o Options) (*Watcher, error) {
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = jobtemplates.Selector().String() }))
 	ji := w.factory.Batch().V1().Jobs()
 	pi := w.factory.Core().V1().Pods()
+	// The caches hold every build's Job and pod until the Job's TTL removes
+	// them, finished builds' too: keep of each only what Decide reads.
+	if err := ji.Informer().SetTransform(trimJob); err != nil {
+		return nil, err
+	}
+	if err := pi.Informer().SetTransform(trimPod); err != nil {
+		return nil, err
+	}
 	// A build's pods are looked up on every sync of it: by an index, not by
 	// matching every cached pod's labels (a cost that grows with the builds
 	// running).
@@ -521,6 +529,34 @@ func (w *Watcher) observe(ctx context.Context, id string) (Observed, error) {
 		}
 	}
 	return o, nil
+}
+
+// trimJob drops, from a Job the informer caches, its managed fields and its
+// pod template (Decide reads the Job's metadata, its deadline and its
+// status; the pods are watched themselves).
+func trimJob(obj any) (any, error) {
+	if j, ok := obj.(*batchv1.Job); ok {
+		j.ManagedFields = nil
+		j.Spec.Template = corev1.PodTemplateSpec{}
+	}
+	return obj, nil
+}
+
+// trimPod drops a cached pod's managed fields, its volumes and its
+// containers' environment (Decide reads its status and its containers'
+// names and limits).
+func trimPod(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		p.ManagedFields = nil
+		p.Spec.Volumes = nil
+		for i := range p.Spec.Containers {
+			p.Spec.Containers[i].Env, p.Spec.Containers[i].EnvFrom, p.Spec.Containers[i].VolumeMounts = nil, nil, nil
+		}
+		for i := range p.Spec.InitContainers {
+			p.Spec.InitContainers[i].Env, p.Spec.InitContainers[i].EnvFrom, p.Spec.InitContainers[i].VolumeMounts = nil, nil, nil
+		}
+	}
+	return obj, nil
 }
 
 // indexByBuild indexes cached pods by their build-id label, the value
