@@ -34,10 +34,9 @@ type Admission struct {
 func NextAdmissions(ctx context.Context, db DB, maxInFlight int, self string) ([]Admission, error) {
 	// A round reads, of each ready project, only its oldest waiting builds,
 	// as many as the free slots (no round can take more of one project),
-	// through builds_project_status_id; the
-	// builds in flight through builds_active and builds_reserved, their
-	// parents by key. Its cost follows projects and free slots, not the
-	// backlog or the history.
+	// through builds_project_status_id; the builds in flight through
+	// builds_active and builds_reserved, their parents by key. Its cost
+	// follows projects and free slots, not the backlog or the history.
 	rows, err := db.Query(ctx, nextAdmissionsQuery, maxInFlight, self)
 	if err != nil {
 		return nil, fmt.Errorf("choosing builds to admit: %w", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -58,19 +57,9 @@ func TestNextAdmissionsReadsNoBacklog(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.New(t)
 	backlog(t, db, 5000, 20000)
-	rows, err := db.Pool.Query(ctx, `EXPLAIN `+store.NextAdmissionsQuery, 50, "")
-	require.NoError(t, err)
-	var plan []string
-	for rows.Next() {
-		var line string
-		require.NoError(t, rows.Scan(&line))
-		plan = append(plan, line)
-	}
-	require.NoError(t, rows.Err())
-	t.Logf("plan:\n%s", strings.Join(plan, "\n"))
-	for _, line := range plan {
-		assert.NotContains(t, line, "Seq Scan on builds", "a scan of every build")
-	}
+	plan := explain(t, db, store.NextAdmissionsQuery, 50, "")
+	t.Logf("plan:\n%s", plan)
+	assert.NotContains(t, plan, "Seq Scan on builds", "a scan of every build")
 	got, err := store.NextAdmissions(ctx, db.Pool, 50, "")
 	require.NoError(t, err)
 	assert.Len(t, got, 10, "50 in flight at most, 40 running: 10 free slots")

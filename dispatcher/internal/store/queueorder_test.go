@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -122,22 +123,24 @@ func TestQueuePositionUsesTheIndex(t *testing.T) {
 		"position": `SELECT count(*) FROM builds q WHERE q.project_id = $1 AND q.status = 'pending' AND q.id <= $2`,
 		"listing":  `SELECT id FROM builds WHERE project_id = $1 AND status = 'pending' AND id > $2 ORDER BY id LIMIT 21`,
 	} {
-		rows, err := db.Pool.Query(ctx, `EXPLAIN `+q, p.ID, id)
-		require.NoError(t, err)
-		var plan []string
-		for rows.Next() {
-			var line string
-			require.NoError(t, rows.Scan(&line))
-			plan = append(plan, line)
-		}
-		require.NoError(t, rows.Err())
-		t.Logf("%s:\n%s", name, strings.Join(plan, "\n"))
-		assert.NotContains(t, strings.Join(plan, "\n"), "Seq Scan", name)
-		assert.Contains(t, strings.Join(plan, "\n"), "Index", name)
+		plan := explain(t, db, q, p.ID, id)
+		t.Logf("%s:\n%s", name, plan)
+		assert.NotContains(t, plan, "Seq Scan", name)
+		assert.Contains(t, plan, "Index", name)
 	}
 	b, err := store.GetBuild(ctx, db.Pool, id)
 	require.NoError(t, err)
 	var want int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM builds WHERE project_id = $1 AND status = 'pending'`, p.ID).Scan(&want))
 	assert.Equal(t, want, b.QueuePosition, "the youngest of the project's pending builds is last")
+}
+
+// explain returns the planner's plan of query q with args, a line a step.
+func explain(t *testing.T, db *pgtest.DB, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), `EXPLAIN `+q, args...)
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return strings.Join(lines, "\n")
 }

@@ -59,10 +59,7 @@ type Proc struct {
 // Start runs `dispatcher serve --workers 0` (API only) with extra flags on a
 // free loopback port and waits for /readyz.
 func Start(bin, dbURL, schema, logLevel string, extra ...string) *Proc {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	Check(err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := FreeAddr()
 	args := append([]string{"serve", "--listen-addr", addr, "--database-url", dbURL, "--db-schema", schema,
 		"--log-level", logLevel, "--workers", "0"}, extra...)
 	cmd := exec.Command(bin, args...)
@@ -71,6 +68,14 @@ func Start(bin, dbURL, schema, logLevel string, extra ...string) *Proc {
 	p := &Proc{URL: "http://" + addr, Addr: addr, PID: cmd.Process.Pid, cmd: cmd}
 	WaitReady(p.URL, 100)
 	return p
+}
+
+// FreeAddr returns a loopback address with a port free at the moment.
+func FreeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Check(err)
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // Stop interrupts the process (a graceful shutdown) and waits for it.

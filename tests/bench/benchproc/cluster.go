@@ -3,7 +3,6 @@ package benchproc
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -85,10 +84,7 @@ func StartOnCluster(ctx context.Context, bin string, o ClusterOptions) *OnCluste
 	run("migrate")
 	d.Token = run("token", "create", "--name", "bench", "--admin")
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	Check(err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := FreeAddr()
 	srv := exec.Command(bin, "serve")
 	srv.Env = append(append(env, "KILN_LISTEN_ADDR="+addr, "KILN_KUBECONFIG="+o.Kubeconfig, "KILN_BUILD_NAMESPACE="+o.Namespace,
 		"KILN_RATE_WRITES=0", "KILN_RATE_READS=0", "KILN_LOG_LEVEL="+EnvOr("BENCH_LOG_LEVEL", "warn"), "KILN_WORKERS=20"), o.Env...)

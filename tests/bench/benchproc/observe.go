@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -159,26 +160,19 @@ func HistogramDelta(before, after Exposition, name string, q float64, sel ...str
 		return 0, 0, 0
 	}
 	mean = (after.Sum(name+"_sum", sel...) - before.Sum(name+"_sum", sel...)) / n
-	les := map[string]float64{}
+	quantile = math.Inf(1)
 	for _, s := range after {
-		if s.Name == name+"_bucket" && s.Labels["le"] != "+Inf" {
-			les[s.Labels["le"]] = 0
-		}
-	}
-	quantile = -1
-	best := 0.0
-	for le := range les {
-		bound, err := strconv.ParseFloat(le, 64)
-		if err != nil {
+		if s.Name != name+"_bucket" || s.Labels["le"] == "+Inf" {
 			continue
 		}
-		c := after.Sum(name+"_bucket", append(sel, `le="`+le+`"`)...) - before.Sum(name+"_bucket", append(sel, `le="`+le+`"`)...)
-		if c >= q*n && (quantile < 0 || bound < best) {
-			quantile, best = bound, bound
+		bound, err := strconv.ParseFloat(s.Labels["le"], 64)
+		if err != nil || bound >= quantile {
+			continue
 		}
-	}
-	if quantile < 0 {
-		quantile = math.Inf(1)
+		bucket := append(slices.Clip(sel), `le="`+s.Labels["le"]+`"`)
+		if after.Sum(name+"_bucket", bucket...)-before.Sum(name+"_bucket", bucket...) >= q*n {
+			quantile = bound
+		}
 	}
 	return n, mean, quantile
 }

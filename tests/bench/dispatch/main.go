@@ -19,7 +19,6 @@ import (
 	"io"
 	"log"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -62,7 +61,7 @@ func main() {
 	env := []string{"KILN_MAX_IN_FLIGHT=10000"}
 	debugAddr := ""
 	if *profile != "" {
-		debugAddr = freeAddr()
+		debugAddr = benchproc.FreeAddr()
 		env = append(env, "KILN_DEBUG_ADDR="+debugAddr)
 	}
 	d := benchproc.StartOnCluster(ctx, abs, benchproc.ClusterOptions{DatabaseURL: *dbURL, Kubeconfig: c.Kubeconfig, Namespace: ns, Name: "dispatch", Env: env})
@@ -297,13 +296,6 @@ func cpuProfile(addr, path string, d time.Duration) func() {
 		done <- errors.Join(err, f.Close())
 	}()
 	return func() { benchproc.Check(<-done) }
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	benchproc.Check(err)
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
