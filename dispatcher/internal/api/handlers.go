@@ -6,12 +6,9 @@ import (
 	"mime"
 	"net/http"
 	"path"
-	"strconv"
-	"strings"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
-	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
 
@@ -242,10 +239,6 @@ type buildList struct {
 	NextCursor string                `json:"next_cursor,omitempty"`
 }
 
-// listPageBytes bounds the summaries of one page of GET /projects/{id}/builds;
-// a page that would pass it ends early, with a next_cursor.
-const listPageBytes = 1 << 20
-
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r, "id", "project")
 	if !ok {
@@ -256,75 +249,17 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 		edge.Write(w, r, err)
 		return
 	}
-	q := r.URL.Query()
-	params := store.ListBuildsParams{ProjectID: p.ID, Limit: 20}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "limit", "must be an integer from 1 to 100"))
-			return
-		}
-		params.Limit = n
-	}
-	if v := q.Get("status"); v != "" {
-		if !schema.Status(v).Valid() {
-			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "status",
-				"must be one of pending, running, completed, failed, cancelled"))
-			return
-		}
-		params.Status = schema.Status(v)
-	}
-	order := cursorOrder(params.Status)
-	if v := q.Get("cursor"); v != "" {
-		id, ok := decodeCursor(v, order)
-		if !ok {
-			edge.Write(w, r, edge.Field(http.StatusUnprocessableEntity, "cursor",
-				"is not a cursor this API returned for this status filter"))
-			return
-		}
-		if store.QueueOrder(params.Status) {
-			params.After = id
-		} else {
-			params.Before = id
-		}
-	}
-	params.MaxBytes = listPageBytes
-	bs, more, err := s.intake.ListBuilds(r.Context(), params)
+	params, err := intake.ListQuery(p.ID, r.URL.Query())
 	if err != nil {
 		edge.Write(w, r, err)
 		return
 	}
-	out := buildList{Builds: bs}
-	if more {
-		out.NextCursor = encodeCursor(order, bs[len(bs)-1].ID)
-	}
-	edge.JSON(w, http.StatusOK, out)
-}
-
-// cursorOrder marks a cursor with the order of its listing: "b:" newest
-// first (builds before the id), "q:" queue order (status pending: builds
-// after the id), so a cursor is not taken for the other order's.
-func cursorOrder(status schema.Status) string {
-	if store.QueueOrder(status) {
-		return "q:"
-	}
-	return "b:"
-}
-
-func encodeCursor(order, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(order + id))
-}
-
-func decodeCursor(c, order string) (string, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
+	page, err := s.intake.ListBuildPage(r.Context(), params)
 	if err != nil {
-		return "", false
+		edge.Write(w, r, err)
+		return
 	}
-	id, ok := strings.CutPrefix(string(b), order)
-	if !ok || !edge.CanonicalID(id) {
-		return "", false
-	}
-	return id, true
+	edge.JSON(w, http.StatusOK, buildList{Builds: page.Builds, NextCursor: page.NextCursor})
 }
 
 func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
