@@ -25,6 +25,7 @@ import (
 	"github.com/kilnbuild/kiln/dispatcher/internal/api"
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/callback"
+	"github.com/kilnbuild/kiln/dispatcher/internal/console"
 	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/events"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
@@ -99,6 +100,10 @@ type Options struct {
 	AuthMissTTL     time.Duration
 	RateLimits      *ratelimit.Options
 	StreamsPerToken int
+
+	// The web console (package console).
+	PublicURL         string        // the console's public base URL (KILN_PUBLIC_URL); empty: no console_url links
+	ConsoleSessionTTL time.Duration // how long a console sign-in lasts; default 12h
 }
 
 // KubeOptions connects the dispatcher to the cluster its builds run in.
@@ -137,6 +142,8 @@ type App struct {
 	Provision *provision.Service // managed projects; nil without a cluster
 	Watcher   *watcher.Watcher   // nil without a cluster
 	Auth      *auth.Authenticator
+	Sessions  *auth.Sessions   // console sign-ins
+	Console   *console.Console // the web console at /ui/
 	Events    *events.Hub
 	Callbacks *callback.Worker
 	Metrics   *metrics.Metrics
@@ -339,6 +346,13 @@ func (w *wiring) edge() error {
 	if a.Events, err = events.NewHub(events.Options{Pool: o.Pool, Logger: w.logger, Buffer: o.EventBuffer}); err != nil {
 		return err
 	}
+	streamsHandler := &events.Handler{Hub: a.Events, Intake: a.Intake, Logger: w.logger,
+		Heartbeat: o.EventHeartbeat, Guard: streams}
+	a.Sessions = auth.NewSessions(o.Pool, o.ConsoleSessionTTL)
+	if a.Console, err = console.New(console.Options{Intake: a.Intake, Tokens: a.Auth, Sessions: a.Sessions,
+		Events: streamsHandler, Limit: limit, PublicURL: o.PublicURL, RiverUI: a.RiverUI != nil, Logger: w.logger}); err != nil {
+		return err
+	}
 	metricsHandler := o.Metrics
 	if metricsHandler == nil {
 		metricsHandler = a.Metrics.Handler()
@@ -348,12 +362,13 @@ func (w *wiring) edge() error {
 		Limit: limit, LimitAnonymous: limitAnonymous,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
-			if a.RiverUI != nil {
-				r.With(authed).Handle(riverui.Prefix, a.RiverUI)
-				r.With(authed).Handle(riverui.Prefix+"/*", a.RiverUI)
+			if a.RiverUI != nil { // for browsers: a console session or a Bearer token
+				ui := console.NoFraming(a.Console.Authenticate(a.RiverUI))
+				r.Handle(riverui.Prefix, ui)
+				r.Handle(riverui.Prefix+"/*", ui)
 			}
-			(&events.Handler{Hub: a.Events, Intake: a.Intake, Logger: w.logger,
-				Heartbeat: o.EventHeartbeat, Guard: streams}).Mount(r, authed)
+			streamsHandler.Mount(r, authed)
+			a.Console.Mount(r)
 			if o.Mount != nil {
 				o.Mount(r, authed)
 			}

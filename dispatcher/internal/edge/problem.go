@@ -116,6 +116,19 @@ const unavailableDetail = "the database is unavailable for a moment; retry (a bu
 // connection closed and its read deadline passed, so a refused client that
 // declared a body and never sends it is not waited for.
 func Write(w http.ResponseWriter, r *http.Request, err error) {
+	p := ProblemOf(w, r, err)
+	stateOf(r.Context()).dropUnreadBody(w, r)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Del("Content-Length")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// ProblemOf is the problem Write answers err with, for a handler that
+// answers it in another form (the console's HTML pages): it logs what
+// Write logs and sets the headers Write sets (WWW-Authenticate,
+// Retry-After) on w, but writes no body.
+func ProblemOf(w http.ResponseWriter, r *http.Request, err error) Problem {
 	st := stateOf(r.Context())
 	log := st.log()
 	p := Problem{Instance: r.URL.Path, RequestID: requestIDOf(st, w)}
@@ -168,11 +181,7 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", retryAfter(retry))
 	}
 	p.Type, p.Title = cmp.Or(typ, ProblemType(p.Status)), http.StatusText(p.Status)
-	st.dropUnreadBody(w, r)
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Del("Content-Length")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	return p
 }
 
 // Refuse answers status with detail: Write of Errorf(status, "%s", detail).

@@ -23,6 +23,9 @@ type state struct {
 	id     string
 	logger *slog.Logger
 	who    atomic.Pointer[auth.Principal]
+	// The console session the request came with (BrowserAuth); nil for
+	// a Bearer token. Set before the handler runs.
+	session *auth.Session
 	body   *trackedBody // nil: the body is not tracked
 }
 

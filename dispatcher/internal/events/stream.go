@@ -65,6 +65,12 @@ func (h *Handler) Mount(r chi.Router, authed func(http.Handler) http.Handler) {
 	r.With(authed).Get("/builds/{taskId}/events/ws", h.websocket)
 }
 
+// ServeEvents answers GET /builds/{taskId}/events (JSON, or SSE when the
+// request accepts text/event-stream) wherever it is routed: the console
+// serves it under its own authenticator. Who the request acts as must be
+// set already (edge.Principal).
+func (h *Handler) ServeEvents(w http.ResponseWriter, r *http.Request) { h.events(w, r) }
+
 func (h *Handler) logger() *slog.Logger { return cmp.Or(h.Logger, slog.New(slog.DiscardHandler)) }
 
 // build returns the build the request names if its principal may see it,
