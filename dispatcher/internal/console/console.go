@@ -50,14 +50,14 @@ type Options struct {
 
 // Console serves the pages.
 type Console struct {
-	o       Options
-	logger  *slog.Logger
-	now     func() time.Time
-	auth    *edge.BrowserAuth
-	pages   *pages
-	assets  string // the path the static assets are served at: /ui/static/<content hash>
-	static  http.Handler
-	secure  bool // the public URL is https
+	o      Options
+	logger *slog.Logger
+	now    func() time.Time
+	auth   *edge.BrowserAuth
+	pages  *pages
+	assets string // the path the static assets are served at: /ui/static/<content hash>
+	static http.Handler
+	secure bool // the public URL is https
 }
 
 // New returns the console.

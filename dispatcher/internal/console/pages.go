@@ -322,10 +322,10 @@ func (c *Console) artifact(w http.ResponseWriter, r *http.Request) {
 }
 
 type overviewPage struct {
-	Overview *store.Overview
+	Overview  *store.Overview
 	Hours     *chart
 	Durations *chart
-	Window   time.Duration
+	Window    time.Duration
 }
 
 func (*overviewPage) title() string { return "Overview" }

@@ -26,7 +26,7 @@ type state struct {
 	// The console session the request came with (BrowserAuth); nil for
 	// a Bearer token. Set before the handler runs.
 	session *auth.Session
-	body   *trackedBody // nil: the body is not tracked
+	body    *trackedBody // nil: the body is not tracked
 }
 
 func stateOf(ctx context.Context) *state {

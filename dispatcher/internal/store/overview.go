@@ -42,7 +42,7 @@ func CountActive(ctx context.Context, db DB, ids []string) (map[string]ActiveCou
 
 // HourCount is the builds submitted in one hour, by how they stand.
 type HourCount struct {
-	Hour                                  time.Time // the hour's start, UTC
+	Hour                                time.Time // the hour's start, UTC
 	Total, Completed, Failed, Cancelled int
 }
 
@@ -119,7 +119,9 @@ func ReadOverview(ctx context.Context, db DB, ids []string, since, now time.Time
 	return o, rows.Err()
 }
 
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)).Round(time.Millisecond) }
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
+}
 
 // uuidV7Floor is the least UUIDv7 of a build made at t: its millisecond
 // timestamp and zeros.
