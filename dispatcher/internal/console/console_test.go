@@ -307,3 +307,31 @@ func TestRiverUIOpensWithAnAdminSession(t *testing.T) {
 	jobs := v.do(http.MethodGet, "/riverui/api/jobs?state=available&limit=5", nil, "Accept", "application/json")
 	assert.Equal(t, http.StatusOK, jobs.StatusCode, jobs.Body)
 }
+
+func TestProjectsAndOverviewPages(t *testing.T) {
+	e := apptest.New(t, app.Options{Workers: 1})
+	p := e.Project("acme")
+	for range 3 {
+		e.Pending(p.ID, schema.BuildSpec{Prompt: "p"})
+	}
+	done := e.Pending(p.ID, schema.BuildSpec{Prompt: "p", Template: "docs"})
+	_, err := e.DB.Pool.Exec(context.Background(), `UPDATE builds SET status = 'completed',
+		started_at = now() - interval '90 seconds', finished_at = now(), cost_usd = 0.25 WHERE id = $1`, done)
+	require.NoError(t, err)
+	v := newVisitor(t, e)
+	v.signIn(e.Admin)
+
+	home := v.get("/ui/")
+	require.Equal(t, http.StatusOK, home.StatusCode)
+	row := regexp.MustCompile(`(?s)<tr>\s*<th scope="row"><a href="/ui/projects/` + p.ID + `">acme</a>.*?</tr>`).FindString(home.Body)
+	require.NotEmpty(t, row, home.Body)
+	assert.Regexp(t, `<td class="num">0</td>\s*<td class="num">3</td>`, row, "running 0, pending 3")
+	assert.Contains(t, row, "$0.25", "this month's spend")
+
+	o := v.get("/ui/overview")
+	require.Equal(t, http.StatusOK, o.StatusCode, o.Body)
+	assert.Equal(t, 2, strings.Count(o.Body, "<svg "), "two charts")
+	assert.Contains(t, o.Body, "<th scope=\"row\">docs</th><td class=\"num\">1</td><td class=\"num\">1 min 30 s</td>")
+	assert.Contains(t, o.Body, "4 builds (1 completed, 0 failed, 0 cancelled)", "the hour's bar says what it holds")
+	assert.NotContains(t, o.Body, "style=", "no inline style (the CSP refuses it)")
+}
