@@ -26,6 +26,10 @@ postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 (installs/starts it) wi
 	@bash tests/tools/ensure-postgres.sh kiln kiln_test
 	@bash tests/tools/ensure-redis.sh
 
+.PHONY: chromium
+chromium: ## make sure Debian's chromium is installed (for the console's browser tests)
+	@bash tests/tools/ensure-chromium.sh >/dev/null
+
 .PHONY: claude-code
 claude-code: ## install the pinned Claude Code CLI (tests/tools/claude-code.version) into .tools/ (reused when present)
 	@bash tests/tools/install-claude-code.sh >/dev/null
@@ -43,7 +47,7 @@ lint: ## go vet and gofmt
 test: postgres lint test-ops test-go test-kubebox ## run every test (what CI runs)
 
 .PHONY: test-go
-test-go: postgres build kubebox-build claude-code ## the product's tests, with the race detector (end-to-end ones on kubebox)
+test-go: postgres chromium build kubebox-build claude-code ## the product's tests, with the race detector (end-to-end ones on kubebox)
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 .PHONY: promtool

@@ -44,6 +44,7 @@ const (
 	hourLabelEvery        = 3
 	durationBarsPerGroup  = 2
 	durationGroupGapShare = 0.3
+	maxBarW               = 56.0
 )
 
 // niceMax rounds v up to 1, 2 or 5 times a power of ten, for the y axis.
@@ -58,6 +59,12 @@ func niceMax(v float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// axisTop is the top of a y axis for values up to most: four steps of a
+// nice size (1, 2 or 5 times a power of ten; at least minStep).
+func axisTop(most, minStep float64) float64 {
+	return max(niceMax(most/4), minStep) * 4
 }
 
 func yTicks(max float64, format func(float64) string) []axisLabel {
@@ -79,8 +86,8 @@ func hoursChart(hours []store.HourCount) *chart {
 		most = max(most, h.Total)
 	}
 	c.Empty = most == 0
-	top := niceMax(float64(most))
-	c.YTicks = yTicks(top, func(v float64) string { return fmt.Sprintf("%g", math.Round(v*10)/10) })
+	top := axisTop(float64(most), 1)
+	c.YTicks = yTicks(top, func(v float64) string { return fmt.Sprintf("%g", v) })
 	if len(hours) == 0 {
 		return c
 	}
@@ -117,15 +124,15 @@ func durationsChart(ts []store.TemplateDurations) *chart {
 	for _, t := range ts {
 		most = max(most, t.P95, t.P50)
 	}
-	top := niceMax(most.Seconds())
+	top := axisTop(most.Seconds(), 0.001)
 	c.YTicks = yTicks(top, func(v float64) string { return duration(time.Duration(v * float64(time.Second))) })
 	if len(ts) == 0 {
 		return c
 	}
 	group := plotW / float64(len(ts))
-	w := group * (1 - durationGroupGapShare) / durationBarsPerGroup
+	w := min(group*(1-durationGroupGapShare)/durationBarsPerGroup, maxBarW)
 	for i, t := range ts {
-		x0 := padLeft + float64(i)*group + group*durationGroupGapShare/2
+		x0 := padLeft + float64(i)*group + (group-durationBarsPerGroup*w)/2
 		for j, q := range []struct {
 			d     time.Duration
 			class string
