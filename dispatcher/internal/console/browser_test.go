@@ -302,6 +302,29 @@ func TestConsoleInABrowser(t *testing.T) {
 		shot(t, b, "project")
 	})
 
+	t.Run("page weights", func(t *testing.T) {
+		// What each page costs, as the browser measured it: the document,
+		// its assets (the CSS and the script, cached after the first page),
+		// and the time to its load event.
+		builds, _, err := e.App.Intake.ListBuilds(context.Background(), store.ListBuildsParams{ProjectID: acme.ID, Limit: 1})
+		require.NoError(t, err)
+		require.NotEmpty(t, builds)
+		for _, page := range []string{"/ui/", "/ui/projects/" + acme.ID, "/ui/builds/" + builds[0].ID, "/ui/overview"} {
+			_, err := b.Navigate(base + page)
+			require.NoError(t, err)
+			var m struct {
+				Doc, Assets, Decoded float64
+				Load                 float64
+			}
+			require.NoError(t, b.Eval(`(() => { const n = performance.getEntriesByType('navigation')[0];
+				const rs = performance.getEntriesByType('resource');
+				return {Doc: n.encodedBodySize, Assets: rs.reduce((s, r) => s + r.encodedBodySize, 0),
+					Decoded: n.decodedBodySize, Load: n.loadEventEnd - n.startTime} })()`, &m))
+			assert.Positive(t, m.Doc, page)
+			t.Logf("%-60s document %6.1f KiB, assets %5.1f KiB, load %5.1f ms", page, m.Doc/1024, m.Assets/1024, m.Load)
+		}
+	})
+
 	t.Run("River UI as admin", func(t *testing.T) {
 		_, err := e.App.Inserter.Insert(context.Background(), queue.CallbackArgs{BuildID: "console-test", DeliveryID: "d1"},
 			&river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)})
