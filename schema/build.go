@@ -195,6 +195,9 @@ type Build struct {
 	// QueuePosition is a pending build's place among its project's pending
 	// builds, in the order they launch (1: next); 0 on every other status.
 	QueuePosition int `json:"queue_position,omitempty"`
+	// ConsoleURL is the build's page in the web console (ConsoleURL);
+	// absent when the dispatcher has no public URL (KILN_PUBLIC_URL).
+	ConsoleURL string `json:"console_url,omitempty"`
 }
 
 // WaitingReason is why a pending build waits, as a typed code. The
@@ -232,6 +235,9 @@ type CallbackAttempt struct {
 type BuildAccepted struct {
 	TaskID string `json:"task_id"`
 	Status Status `json:"status"`
+	// ConsoleURL is the build's page in the web console (ConsoleURL);
+	// absent when the dispatcher has no public URL (KILN_PUBLIC_URL).
+	ConsoleURL string `json:"console_url,omitempty"`
 }
 
 // SummaryErrorChars is the most of a build's error text a BuildSummary holds;

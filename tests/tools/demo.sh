@@ -10,7 +10,8 @@
 #   → a bot submits a build with curl → progress followed live
 #   → the Job's jobrunner execs the agent in the workspace pod, commits, pushes
 #     with the project's credentials
-#   → the BuildResult, the commit on the git server, and the signed callback.
+#   → the BuildResult, the commit on the git server, and the signed callback
+#   → where to watch it in a browser: the web console at $KILN_URL/ui/.
 #
 # The agent is the real Claude Code CLI, the version tests/tools/claude-code.version
 # pins (make claude-code installs it under .tools). No model is reachable
@@ -250,6 +251,17 @@ for what in "git token:$git_token" "ANTHROPIC_API_KEY:sk-ant-demo-stand-in"; do
   n=$(cat .dev/logs/dispatcher.log "$state/events.txt" "$state/kube-events.json" | grep -cF -- "${what#*:}" || true)
   echo "  the ${what%%:*} appears $n times"
 done
+
+say "Watch it in a browser: the web console"
+# The 202 carries console_url (dev-up sets KILN_PUBLIC_URL); a stack started
+# before it did has none, and the page is at the same place.
+console_url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("console_url", ""))' "$state/submit.json")
+echo "  $KILN_URL/ui/  (this build: ${console_url:-$KILN_URL/ui/builds/$task_id})"
+echo "  sign in with the admin token (KILN_TOKEN in .dev/env), or with acme-bot's token, which sees acme-web only:"
+echo "  $bot" # printed above already, by set -x: this terminal only, no log holds it
+if [ -n "$started_stack" ]; then
+  echo "  (this demo started the stack and stops it now: run make dev-up first, and make demo leaves it up)"
+fi
 
 echo
 echo "build $task_id: $status; its follow-up $followup_id: $followup_status"

@@ -6,7 +6,8 @@
 #   the add-on servers: PostgreSQL with password auth and redis-server (tests/servers/cmd/servers)
 #   a token-checking git smart-HTTP server over .dev/git (tests/gitserver/cmd/gitserver)
 #   the stand-in Messages API the Claude Code CLI talks to (tests/messagesapi/cmd/messagesapi)
-#   the dispatcher (bin/dispatcher serve) as its ServiceAccount, configured for both add-ons
+#   the dispatcher (bin/dispatcher serve) as its ServiceAccount, configured for both add-ons,
+#     its web console at $KILN_URL/ui/ (KILN_PUBLIC_URL is its own URL)
 #
 # Everything lives under .dev/ (git-ignored; pods see the host's files, and
 # build pods mount an emptyDir over /tmp, so nothing pods read is under /tmp).
@@ -185,7 +186,9 @@ print(json.dumps({
 }))')
 # Settings go in the environment, not argv (the add-on URLs hold passwords).
 (
-  export KILN_LISTEN_ADDR=127.0.0.1:$port KILN_DISPATCHER_URL=$url
+  # KILN_PUBLIC_URL: browsers reach it at the same address; API answers and
+  # callbacks then link to a build's web console page (console_url).
+  export KILN_LISTEN_ADDR=127.0.0.1:$port KILN_DISPATCHER_URL=$url KILN_PUBLIC_URL=$url
   export KILN_KUBECONFIG=$disp_kc KILN_BUILD_NAMESPACE=kiln-builds KILN_CALLBACK_ALLOWLIST=127.0.0.1/32
   export KILN_ADDON_POSTGRES_URL KILN_ADDON_REDIS_URL
   export KILN_WORKSPACE_IMAGE=kilnbuild/kiln-workspace:latest KILN_WORKSPACE_ENV=$workspace_env

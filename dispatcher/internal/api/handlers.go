@@ -156,7 +156,13 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, submit func(sche
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	w.Header().Set("Location", "/builds/"+acc.Build.ID)
-	edge.JSON(w, http.StatusAccepted, schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status})
+	edge.JSON(w, http.StatusAccepted, s.accepted(acc))
+}
+
+// accepted is the 202 body of an accepted build.
+func (s *Server) accepted(acc *intake.Accepted) schema.BuildAccepted {
+	return schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status,
+		ConsoleURL: schema.ConsoleURL(s.publicURL, acc.Build.ID)}
 }
 
 // createAndBuildAccepted is the 202 body of POST /project/create-and-build.
@@ -178,7 +184,7 @@ func (s *Server) createAndBuild(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/builds/"+acc.Build.ID)
 	edge.JSON(w, http.StatusAccepted, createAndBuildAccepted{
-		BuildAccepted: schema.BuildAccepted{TaskID: acc.Build.ID, Status: acc.Build.Status},
+		BuildAccepted: s.accepted(acc),
 		Project:       acc.Project,
 	})
 }
@@ -201,6 +207,7 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
 		edge.Write(w, r, err)
 		return
 	}
+	b.ConsoleURL = schema.ConsoleURL(s.publicURL, b.ID)
 	edge.JSON(w, http.StatusOK, b.Build)
 }
 
@@ -230,6 +237,7 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
 		edge.Write(w, r, err)
 		return
 	}
+	b.ConsoleURL = schema.ConsoleURL(s.publicURL, b.ID)
 	edge.JSON(w, http.StatusOK, b.Build)
 }
 

@@ -78,11 +78,16 @@ type env struct {
 	env   *apptest.Env // nil in tests of a dispatcher without a database
 }
 
-func setup(t *testing.T) *env {
+// setup starts a dispatcher with two workers, its options changed by opts.
+func setup(t *testing.T, opts ...func(*app.Options)) *env {
 	t.Helper()
 	t.Parallel()
 	logs := &syncBuffer{}
-	a := apptest.New(t, app.Options{Workers: 2, Logger: slog.New(slog.NewJSONHandler(logs, nil)), AuthCacheTTL: time.Second})
+	o := app.Options{Workers: 2, Logger: slog.New(slog.NewJSONHandler(logs, nil)), AuthCacheTTL: time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	a := apptest.New(t, o)
 	return &env{t: t, db: a.DB, app: a.App, srv: a.Server, admin: a.Admin, logs: logs, env: a}
 }
 

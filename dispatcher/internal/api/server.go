@@ -37,6 +37,10 @@ type Options struct {
 	// LimitAnonymous, if set, runs first on every request, before routing
 	// (per-address limits of requests without a valid token).
 	LimitAnonymous func(http.Handler) http.Handler
+	// PublicURL is the dispatcher's public base URL (KILN_PUBLIC_URL): a
+	// build submission's 202 and a build carry console_url, the build's
+	// page in the web console, under it. Empty: they carry none.
+	PublicURL string
 }
 
 // Server is the HTTP API.
@@ -46,6 +50,8 @@ type Server struct {
 	logger *slog.Logger
 	ready  func(ctx context.Context) error
 	router chi.Router
+
+	publicURL string
 
 	onRequest func(route, method string, status int, took time.Duration, stream bool)
 }
@@ -60,7 +66,7 @@ func NewServer(o Options) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{intake: o.Intake, auth: o.Auth, logger: logger.With("component", "api"), ready: o.Ready,
-		onRequest: o.OnRequest}
+		onRequest: o.OnRequest, publicURL: o.PublicURL}
 	r := chi.NewRouter()
 	r.Use(edge.Requests(s.logger), s.logRequests)
 	if o.LimitAnonymous != nil {

@@ -276,7 +276,7 @@ func (w *wiring) movers() error {
 	}
 	a.Callbacks, err = callback.NewWorker(callback.Options{Pool: o.Pool, Guard: &callback.Guard{Allow: o.CallbackAllowlist},
 		Logger: w.logger, Timeout: o.CallbackTimeout, MaxAge: o.CallbackMaxAge, Backoff: o.CallbackBackoff,
-		OnAttempt: a.Metrics.Callback})
+		OnAttempt: a.Metrics.Callback, PublicURL: o.PublicURL})
 	return err
 }
 
@@ -359,7 +359,7 @@ func (w *wiring) edge() error {
 	}
 	a.Handler = api.NewServer(api.Options{
 		Intake: a.Intake, Auth: a.Auth, Logger: w.logger, Ready: a.Ready, Metrics: metricsHandler, OnRequest: a.Metrics.HTTP,
-		Limit: limit, LimitAnonymous: limitAnonymous,
+		Limit: limit, LimitAnonymous: limitAnonymous, PublicURL: o.PublicURL,
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil { // for browsers: a console session or a Bearer token

@@ -43,6 +43,9 @@ type Payload struct {
 	// Reason is the typed cause of a failed or cancelled build (schema.Reason); absent for a completed one.
 	Reason     schema.Reason `json:"reason,omitempty"`
 	FinishedAt *time.Time    `json:"finished_at"`
+	// ConsoleURL is the build's page in the web console (schema.ConsoleURL);
+	// absent when the dispatcher has no public URL (KILN_PUBLIC_URL).
+	ConsoleURL string `json:"console_url,omitempty"`
 }
 
 // Sign returns the Kiln-Signature value of body sent at timestamp (unix
@@ -76,6 +79,9 @@ type Options struct {
 	Backoff func(attempt int) time.Duration
 	// OnAttempt is told of each recorded attempt's outcome (metrics); may be nil.
 	OnAttempt func(outcome string)
+	// PublicURL is the dispatcher's public base URL (KILN_PUBLIC_URL): a
+	// payload's console_url links under it. Empty: payloads carry none.
+	PublicURL string
 }
 
 // Worker delivers callbacks: the River worker of queue.CallbackArgs.
@@ -88,6 +94,7 @@ type Worker struct {
 	maxAge    time.Duration
 	backoff   func(int) time.Duration
 	onAttempt func(outcome string)
+	publicURL string
 }
 
 // DefaultBackoff is the production wait before retry n.
@@ -130,6 +137,7 @@ func NewWorker(o Options) (*Worker, error) {
 		maxAge:    cmp.Or(o.MaxAge, DefaultMaxAge),
 		backoff:   backoff,
 		onAttempt: o.OnAttempt,
+		publicURL: o.PublicURL,
 	}, nil
 }
 
@@ -172,7 +180,7 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[queue.CallbackArgs]) e
 		return err
 	}
 	body, err := json.Marshal(Payload{TaskID: b.ID, ProjectID: b.ProjectID, Status: b.Status, Result: b.Result,
-		Error: b.Error, Reason: b.Reason, FinishedAt: b.FinishedAt})
+		Error: b.Error, Reason: b.Reason, FinishedAt: b.FinishedAt, ConsoleURL: schema.ConsoleURL(w.publicURL, b.ID)})
 	if err != nil {
 		return river.JobCancel(err)
 	}

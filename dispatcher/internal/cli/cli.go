@@ -133,7 +133,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AuthCacheTTL: cfg.AuthCacheTTL, AuthMissTTL: cfg.AuthMissTTL, RateLimits: &cfg.RateLimits,
 		StreamsPerToken: cfg.StreamsPerToken, Templates: templates, Kube: kube,
 		CallbackAllowlist: cfg.CallbackAllowlist, CallbackMaxAge: cfg.CallbackMaxAge, CallbackTimeout: cfg.CallbackTimeout,
-		EventBuffer: cfg.EventBuffer, EventHeartbeat: cfg.EventHeartbeat})
+		EventBuffer: cfg.EventBuffer, EventHeartbeat: cfg.EventHeartbeat,
+		PublicURL: cfg.PublicURL, ConsoleSessionTTL: cfg.ConsoleSessionTTL})
 	if err != nil {
 		return err
 	}
@@ -158,7 +159,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv.RegisterOnShutdown(a.Events.Stop) // event streams end so Shutdown need not wait for them; clients resume elsewhere
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	logger.Info("serving", "addr", ln.Addr().String(), "max_conns", cfg.HTTPMaxConns, "workers", cfg.Workers, "templates", templates.Names())
+	logger.Info("serving", "addr", ln.Addr().String(), "max_conns", cfg.HTTPMaxConns, "workers", cfg.Workers, "templates", templates.Names(),
+		"public_url", cfg.PublicURL)
 
 	select {
 	case <-ctx.Done():

@@ -35,7 +35,9 @@ Talks to a running dispatcher. Every command takes --url (default $KILN_URL,
 else http://127.0.0.1:8080) and --token (default $KILN_TOKEN).
 
 commands:
-  submit --project P [flags] PROMPT...   start a build; prints its task id
+  submit --project P [flags] PROMPT...   start a build; prints its task id (and on
+                                         stderr its web console page, when the
+                                         dispatcher has a public URL)
   submit --followup TASK [flags] PROMPT...
                                          start a follow-up of TASK: it continues TASK's
                                          agent session on TASK's project
@@ -54,7 +56,8 @@ commands:
                                          follow a build's events live until it ends,
                                          reconnecting and resuming after disconnects;
                                          says why a pending build waits, and at the end
-                                         its branch, kept work and agent session
+                                         its branch, kept work, agent session and
+                                         web console page
 
 exit status: 0 done (watch: completed), 1 watch: failed, 2 watch: cancelled or a
 usage error, 3 the dispatcher was unreachable or refused the request, 130 interrupted.
@@ -232,6 +235,10 @@ func (r *runner) submitFlags(fs *flag.FlagSet) func(context.Context, *client.Cli
 			return 0, err
 		}
 		fmt.Fprintln(r.stdout, acc.TaskID)
+		if acc.ConsoleURL != "" {
+			// stderr: stdout stays the bare task id, for id=$(dispatcher client submit ...)
+			fmt.Fprintln(r.stderr, consoleLine(acc.ConsoleURL))
+		}
 		if !*watch {
 			return ExitOK, nil
 		}
@@ -358,6 +365,9 @@ func (r *runner) follow(ctx context.Context, c *client.Client, id string, after 
 		for _, l := range resultLines(b.Result) {
 			fmt.Fprintln(r.stdout, l)
 		}
+		if b.ConsoleURL != "" {
+			fmt.Fprintln(r.stdout, consoleLine(b.ConsoleURL))
+		}
 	} else {
 		fmt.Fprintf(r.stdout, "build %s %s\n", id, st)
 	}
@@ -398,6 +408,9 @@ func resultLines(res *schema.BuildResult) []string {
 	}
 	return out
 }
+
+// consoleLine points at a build's page in the web console.
+func consoleLine(url string) string { return "console: " + url }
 
 // waitingColumn is where a pending build stands and why it waits ("2nd,
 // project_busy"); empty for other builds.

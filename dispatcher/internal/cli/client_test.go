@@ -29,10 +29,14 @@ type env struct {
 	token   string // a token for web
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T, opts ...func(*app.Options)) *env {
 	t.Helper()
 	t.Parallel()
-	a := apptest.New(t, app.Options{EventHeartbeat: 100 * time.Millisecond})
+	o := app.Options{EventHeartbeat: 100 * time.Millisecond}
+	for _, f := range opts {
+		f(&o)
+	}
+	a := apptest.New(t, o)
 	p := a.Project("web", func(p *schema.Project) { p.CallbackSecret = "kcs_x" })
 	return &env{Env: a, t: t, project: p.ID, token: a.Token("bot", p.ID)}
 }
@@ -267,4 +271,40 @@ func TestListPendingQueue(t *testing.T) {
 	code, _, errs = e.run("list", "--project", "web", "--status", "failed", "--cursor", m[1])
 	assert.Equal(t, cli.ExitError, code, "a queue-order cursor is not one of a newest-first listing")
 	assert.Contains(t, errs, "cursor: is not a cursor this API returned for this status filter")
+}
+
+// With a public URL configured, submit tells the build's console page on
+// stderr (stdout stays the bare task id) and watch ends with it.
+func TestConsoleURL(t *testing.T) {
+	e := setup(t, func(o *app.Options) { o.PublicURL = "https://kiln.example.com" })
+	code, out, errs := e.run("submit", "--project", "web", "fix it")
+	require.Equal(t, 0, code, errs)
+	id := strings.TrimSpace(out)
+	require.Regexp(t, `^[0-9a-f-]{36}$`, id, "stdout is the task id alone")
+	assert.Equal(t, "console: https://kiln.example.com/ui/builds/"+id+"\n", errs)
+
+	_, err := store.TransitionBuild(context.Background(), e.DB.Pool, id, store.Transition{To: schema.StatusCompleted,
+		Result: &schema.BuildResult{Success: true, Branch: "review/" + id}})
+	require.NoError(t, err)
+	code, out, errs = e.run("watch", id, "--quiet")
+	require.Equal(t, cli.ExitOK, code, errs)
+	assert.Equal(t, "build "+id+" completed\nbranch: review/"+id+"\nconsole: https://kiln.example.com/ui/builds/"+id+"\n", out)
+
+	code, out, errs = e.run("submit", "--followup", id, "now the tests")
+	require.Equal(t, 0, code, errs)
+	assert.Equal(t, "console: https://kiln.example.com/ui/builds/"+strings.TrimSpace(out)+"\n", errs, "a follow-up's too")
+}
+
+func TestNoConsoleURLWithoutPublicURL(t *testing.T) {
+	plain := setup(t)
+	code, out, errs := plain.run("submit", "--project", "web", "fix it")
+	require.Equal(t, 0, code, errs)
+	assert.Empty(t, errs, "no public URL: no console line")
+	id := strings.TrimSpace(out)
+	_, err := store.TransitionBuild(context.Background(), plain.DB.Pool, id, store.Transition{To: schema.StatusCompleted,
+		Result: &schema.BuildResult{Success: true}})
+	require.NoError(t, err)
+	code, out, _ = plain.run("watch", id, "--quiet")
+	require.Equal(t, cli.ExitOK, code)
+	assert.Equal(t, "build "+id+" completed\n", out)
 }

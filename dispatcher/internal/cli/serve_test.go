@@ -115,6 +115,12 @@ func (s *served) withhold(t *testing.T, path, token string) string {
 
 func (s *served) submit(t *testing.T) string {
 	t.Helper()
+	return s.accept(t).TaskID
+}
+
+// accept submits a build and returns the 202's body.
+func (s *served) accept(t *testing.T) schema.BuildAccepted {
+	t.Helper()
 	req, err := http.NewRequest("POST", s.url("/projects/"+s.project+"/builds"), strings.NewReader(`{"prompt":"p"}`))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+s.token)
@@ -125,7 +131,7 @@ func (s *served) submit(t *testing.T) string {
 	var acc schema.BuildAccepted
 	require.Equal(t, http.StatusAccepted, res.StatusCode)
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&acc))
-	return acc.TaskID
+	return acc
 }
 
 func (s *served) builds(t *testing.T) int {
@@ -273,4 +279,13 @@ func TestServeCapsConnections(t *testing.T) {
 	require.NoError(t, err, "served once one of the three closed")
 	res.Body.Close()
 	assert.Equal(t, http.StatusOK, res.StatusCode)
+}
+
+// serve passes --public-url (trailing slash dropped) to the API: a
+// submission's 202 links to the build's console page.
+func TestServePublicURL(t *testing.T) {
+	t.Parallel()
+	s := startServe(t, "--public-url", "https://kiln.example.com/")
+	acc := s.accept(t)
+	assert.Equal(t, "https://kiln.example.com/ui/builds/"+acc.TaskID, acc.ConsoleURL)
 }

@@ -5,11 +5,13 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
@@ -36,6 +38,11 @@ type Config struct {
 	TemplatesDir    string
 	ShutdownTimeout time.Duration
 	AutoMigrate     bool
+	// PublicURL is the dispatcher's URL as people's browsers reach it
+	// (KILN_PUBLIC_URL), without a trailing slash; empty: not configured,
+	// and nothing links to the web console.
+	PublicURL         string
+	ConsoleSessionTTL time.Duration // how long a console sign-in lasts
 
 	Kubeconfig           string
 	KubeQPS              float32 // the Kubernetes client's request rate (client-go QPS) and burst
@@ -89,6 +96,8 @@ var Settings = []Setting{
 	{"KILN_TEMPLATES_DIR", "templates-dir", "", "directory of operator job templates (*.yaml) that add to or override the built-in ones"},
 	{"KILN_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long a graceful shutdown waits for requests and jobs"},
 	{"KILN_AUTO_MIGRATE", "auto-migrate", "false", "apply migrations when serve starts"},
+	{"KILN_PUBLIC_URL", "public-url", "", "the dispatcher's URL as people's browsers reach it, e.g. https://kiln.example.com: API answers and callbacks link to a build's console page under it (empty: no links)"},
+	{"KILN_CONSOLE_SESSION_TTL", "console-session-ttl", duration(DefaultConsoleSessionTTL), "how long a web console sign-in lasts (1m to 720h)"},
 	{"KILN_KUBECONFIG", "kubeconfig", "", "kubeconfig of the build cluster (empty: in-cluster config when running in a pod, else no cluster and builds stay pending)"},
 	{"KILN_KUBE_QPS", "kube-qps", "200", "Kubernetes API requests a second this process may make, on average (client-go QPS; watches are not counted); a launch is 2 requests"},
 	{"KILN_KUBE_BURST", "kube-burst", "400", "Kubernetes API requests this process may make at once above kube-qps (client-go Burst)"},
@@ -139,6 +148,15 @@ func duration(d time.Duration) string {
 	return s
 }
 
+// DefaultConsoleSessionTTL is how long a console sign-in lasts unless
+// KILN_CONSOLE_SESSION_TTL says otherwise; MinConsoleSessionTTL and
+// MaxConsoleSessionTTL bound what it may say.
+const (
+	DefaultConsoleSessionTTL = 12 * time.Hour
+	MinConsoleSessionTTL     = time.Minute
+	MaxConsoleSessionTTL     = 720 * time.Hour
+)
+
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Parse reads the environment and then args into a Config.
@@ -176,6 +194,15 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, *fl
 	}
 	if c.AutoMigrate, err = strconv.ParseBool(*vals["KILN_AUTO_MIGRATE"]); err != nil {
 		return nil, fs, fmt.Errorf("auto-migrate: must be true or false, got %q", *vals["KILN_AUTO_MIGRATE"])
+	}
+	if c.PublicURL, err = parsePublicURL(*vals["KILN_PUBLIC_URL"]); err != nil {
+		return nil, fs, fmt.Errorf("KILN_PUBLIC_URL (--public-url): %w", err)
+	}
+	ttl := *vals["KILN_CONSOLE_SESSION_TTL"]
+	if c.ConsoleSessionTTL, err = time.ParseDuration(ttl); err != nil ||
+		c.ConsoleSessionTTL < MinConsoleSessionTTL || c.ConsoleSessionTTL > MaxConsoleSessionTTL {
+		return nil, fs, fmt.Errorf("KILN_CONSOLE_SESSION_TTL (--console-session-ttl): must be a duration from %s to %s, such as 12h, got %q",
+			duration(MinConsoleSessionTTL), duration(MaxConsoleSessionTTL), ttl)
 	}
 	c.Kubeconfig, c.BuildNamespace = *vals["KILN_KUBECONFIG"], *vals["KILN_BUILD_NAMESPACE"]
 	if qps, err := strconv.ParseFloat(*vals["KILN_KUBE_QPS"], 32); err != nil || !(qps > 0) || math.IsInf(qps, 1) {
@@ -271,6 +298,39 @@ func flagOf(env string) string {
 		}
 	}
 	return env
+}
+
+// parsePublicURL checks KILN_PUBLIC_URL: empty (not configured), or an
+// absolute http or https URL with a host and nothing a base URL cannot
+// carry (user info, a query, a fragment). A trailing slash is trimmed, so
+// paths join onto it with one.
+func parsePublicURL(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	const want = "must be an absolute http or https URL such as https://kiln.example.com"
+	u, err := url.Parse(v)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold a password
+		}
+		return "", fmt.Errorf("%s: %v", want, err)
+	}
+	shown := u.Redacted() // a password is not repeated in the error
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("%s, got %q", want, shown)
+	case u.Hostname() == "":
+		return "", fmt.Errorf("must name a host, as in https://kiln.example.com, got %q", shown)
+	case u.User != nil:
+		return "", fmt.Errorf("must not carry user info (user@ or user:password@), got %q", shown)
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", fmt.Errorf("must not have a query (?...), got %q", shown)
+	case u.Fragment != "" || strings.Contains(v, "#"):
+		return "", fmt.Errorf("must not have a fragment (#...), got %q", shown)
+	}
+	return strings.TrimRight(v, "/"), nil
 }
 
 // parseLimit reads the settings rateEnv (requests a second; 0: no limit)

@@ -124,3 +124,67 @@ func TestHTTPServerSettings(t *testing.T) {
 	assert.Equal(t, 2*time.Second, c.HTTPBodyTimeout)
 	assert.Equal(t, 3, c.HTTPMaxConns, "flag overrides environment")
 }
+
+func TestPublicURL(t *testing.T) {
+	c, _, err := Parse("serve", nil, func(string) string { return "" })
+	require.NoError(t, err)
+	assert.Empty(t, c.PublicURL, "not configured by default")
+
+	for in, want := range map[string]string{
+		"https://kiln.example.com":        "https://kiln.example.com",
+		"https://kiln.example.com/":       "https://kiln.example.com",
+		"https://kiln.example.com//":      "https://kiln.example.com",
+		"http://127.0.0.1:8080":           "http://127.0.0.1:8080",
+		"https://example.com/kiln/":       "https://example.com/kiln",
+		"http://[::1]:8080/":              "http://[::1]:8080",
+		"https://kiln.example.com:8443/x": "https://kiln.example.com:8443/x",
+	} {
+		c, _, err := Parse("serve", nil, func(k string) string { return map[string]string{"KILN_PUBLIC_URL": in}[k] })
+		require.NoError(t, err, in)
+		assert.Equal(t, want, c.PublicURL, in)
+	}
+	c, _, err = Parse("serve", []string{"--public-url", "https://flag.example.com/"},
+		func(k string) string { return map[string]string{"KILN_PUBLIC_URL": "https://env.example.com"}[k] })
+	require.NoError(t, err)
+	assert.Equal(t, "https://flag.example.com", c.PublicURL, "flag overrides environment")
+
+	for in, why := range map[string]string{
+		"kiln.example.com":                     "absolute http or https URL",
+		"/ui":                                  "absolute http or https URL",
+		"ftp://kiln.example.com":               "absolute http or https URL",
+		"javascript:alert(1)":                  "absolute http or https URL",
+		"https://":                             "must name a host",
+		"https:///path":                        "must name a host",
+		"https://:8443":                        "must name a host",
+		"https://kiln.example.com?x=1":         "must not have a query",
+		"https://kiln.example.com/?":           "must not have a query",
+		"https://kiln.example.com/#top":        "must not have a fragment",
+		"https://kiln.example.com#":            "must not have a fragment",
+		"https://bob@kiln.example.com":         "must not carry user info",
+		"https://bob:hunter2@kiln.example.com": "must not carry user info",
+		"https://kiln.example.com:port":        "absolute http or https URL",
+		"https://kiln example.com":             "absolute http or https URL",
+	} {
+		_, _, err := Parse("serve", []string{"--public-url", in}, func(string) string { return "" })
+		require.Error(t, err, in)
+		assert.ErrorContains(t, err, "KILN_PUBLIC_URL", in)
+		assert.ErrorContains(t, err, why, in)
+		assert.NotContains(t, err.Error(), "hunter2", "a password is not repeated")
+	}
+}
+
+func TestConsoleSessionTTL(t *testing.T) {
+	c, _, err := Parse("serve", nil, func(string) string { return "" })
+	require.NoError(t, err)
+	assert.Equal(t, 12*time.Hour, c.ConsoleSessionTTL)
+	for in, want := range map[string]time.Duration{"1m": time.Minute, "30m": 30 * time.Minute, "720h": 720 * time.Hour} {
+		c, _, err := Parse("serve", nil, func(k string) string { return map[string]string{"KILN_CONSOLE_SESSION_TTL": in}[k] })
+		require.NoError(t, err, in)
+		assert.Equal(t, want, c.ConsoleSessionTTL, in)
+	}
+	for _, bad := range []string{"59s", "721h", "0s", "-1h", "forever", ""} {
+		_, _, err := Parse("serve", []string{"--console-session-ttl", bad}, func(string) string { return "" })
+		assert.ErrorContains(t, err, "KILN_CONSOLE_SESSION_TTL", bad)
+		assert.ErrorContains(t, err, "from 1m to 720h", bad)
+	}
+}

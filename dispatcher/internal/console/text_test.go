@@ -63,7 +63,8 @@ func TestHoursChartStacksOutcomes(t *testing.T) {
 	assert.False(t, c.Empty)
 	if assert.Len(t, c.Bars, 3, "ok, failed and cancelled parts of the one hour with builds") {
 		total := c.Bars[0].H + c.Bars[1].H + c.Bars[2].H
-		assert.InDelta(t, plotH, total, 0.001, "10 builds is the axis' top")
+		assert.InDelta(t, plotH/2, total, 0.001, "10 builds is half the axis: 0 to 20 in steps of 5")
+		assert.Equal(t, "20", c.YTicks[4].Text)
 		assert.InDelta(t, c.Bars[0].Y, c.Bars[1].Y+c.Bars[1].H, 0.001, "stacked")
 		assert.Contains(t, c.Bars[1].Title, "10 builds (6 completed, 3 failed, 1 cancelled)")
 	}

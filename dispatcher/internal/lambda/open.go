@@ -33,7 +33,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Handle
 	a, err := app.New(app.Options{Pool: pool, Schema: cfg.DBSchema, Workers: 0, Logger: logger,
 		AuthCacheTTL: cfg.AuthCacheTTL, AuthMissTTL: cfg.AuthMissTTL, Templates: templates,
 		CallbackAllowlist: cfg.CallbackAllowlist, CallbackMaxAge: cfg.CallbackMaxAge, CallbackTimeout: cfg.CallbackTimeout,
-		EventBuffer: cfg.EventBuffer, EventHeartbeat: cfg.EventHeartbeat})
+		EventBuffer: cfg.EventBuffer, EventHeartbeat: cfg.EventHeartbeat,
+		PublicURL: cfg.PublicURL, ConsoleSessionTTL: cfg.ConsoleSessionTTL})
 	if err != nil {
 		pool.Close()
 		return nil, nil, err
