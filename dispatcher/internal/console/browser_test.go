@@ -140,6 +140,21 @@ func TestConsoleInABrowser(t *testing.T) {
 		require.NoError(t, b.Eval("document.documentElement.outerHTML", &html))
 		assert.NotContains(t, html, e.Admin, "no token in the page")
 		shot(t, b, "projects")
+
+		// Keyboard: the first Tab reaches the skip link, drawn with a
+		// visible focus ring; Enter on it moves focus to the content.
+		require.NoError(t, b.Run(chromedp.KeyEvent("\t")))
+		var focus struct{ Class, Outline, Width string }
+		require.NoError(t, b.Eval(`(() => { const a = document.activeElement, s = getComputedStyle(a);
+			return {Class: a.className, Outline: s.outlineStyle, Width: s.outlineWidth} })()`, &focus))
+		assert.Equal(t, "skip", focus.Class, "the skip link comes first")
+		assert.NotEqual(t, "none", focus.Outline, "focus is visible")
+		assert.Equal(t, "3px", focus.Width)
+		require.NoError(t, b.Run(chromedp.KeyEvent("\r")))
+		require.NoError(t, b.Run(chromedp.KeyEvent("\t")))
+		var inMain bool
+		require.NoError(t, b.Eval(`document.getElementById('main').contains(document.activeElement)`, &inMain))
+		assert.True(t, inMain, "after the skip link, Tab moves within the content")
 	})
 
 	t.Run("live timeline, resumed after a cut", func(t *testing.T) {
@@ -299,6 +314,11 @@ func TestConsoleInABrowser(t *testing.T) {
 		status, err = b.Navigate(base + "/ui/projects/" + acme.ID)
 		require.NoError(t, err)
 		assert.Equal(t, http.StatusOK, status)
+		var when struct{ Text, Title, ISO string }
+		require.NoError(t, b.Eval(`(() => { const t = document.querySelector('#builds time.rel');
+			return {Text: t.textContent, Title: t.title, ISO: t.getAttribute('datetime')} })()`, &when))
+		assert.Regexp(t, `^(just now|\d+ (s|min|h|d) ago)$`, when.Text, "relative")
+		assert.Regexp(t, `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$`, when.Title, "absolute on hover")
 		shot(t, b, "project")
 	})
 

@@ -2,6 +2,7 @@ package console
 
 import (
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -57,7 +58,8 @@ type Console struct {
 	pages  *pages
 	assets string // the path the static assets are served at: /ui/static/<content hash>
 	static http.Handler
-	secure bool // the public URL is https
+	events *events.Handler // o.Events, its streams also ended by the end of their session
+	secure bool            // the public URL is https
 }
 
 // New returns the console.
@@ -82,6 +84,11 @@ func New(o Options) (*Console, error) {
 	c.static = http.StripPrefix(c.assets+"/", http.FileServerFS(sub))
 	if c.pages, err = parsePages(c.assets); err != nil {
 		return nil, err
+	}
+	if o.Events != nil {
+		ev := *o.Events
+		ev.Guard = &sessionGuard{inner: o.Events.Guard, sessions: o.Sessions}
+		c.events = &ev
 	}
 	c.auth = &edge.BrowserAuth{Tokens: o.Tokens, Sessions: o.Sessions, SignIn: c.signInFirst}
 	return c, nil
@@ -139,8 +146,8 @@ func (c *Console) Mount(r chi.Router) {
 			r.Post("/builds/{taskId}/cancel", c.cancel)
 			r.Post("/builds/{taskId}/followups", c.followup)
 			r.Get("/builds/{taskId}/artifacts/*", c.artifact)
-			if c.o.Events != nil {
-				r.Get("/builds/{taskId}/events", c.o.Events.ServeEvents)
+			if c.events != nil {
+				r.Get("/builds/{taskId}/events", c.events.ServeEvents)
 			}
 		})
 	})
@@ -326,4 +333,33 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	p := edge.ProblemOf(w, r, err)
 	c.render(w, r, p.Status, "error", &errorPage{Problem: p})
+}
+
+// sessionGuard admits event streams as the dispatcher's guard does, and
+// ends a stream opened with a console session once that session has ended
+// (signed out, expired), not only once its token is revoked: the guard
+// re-checks at each heartbeat.
+type sessionGuard struct {
+	inner    events.Guard // nil: admit every stream
+	sessions *auth.Sessions
+}
+
+func (g *sessionGuard) Admit(w http.ResponseWriter, r *http.Request) (func(context.Context) bool, func(), bool) {
+	valid, release, ok := func(context.Context) bool { return true }, func() {}, true
+	if g.inner != nil {
+		if valid, release, ok = g.inner.Admit(w, r); !ok {
+			return valid, release, false
+		}
+	}
+	id := edge.SessionID(r)
+	if edge.Session(r.Context()) == nil || id == "" { // a Bearer token: the token's check is the one
+		return valid, release, true
+	}
+	return func(ctx context.Context) bool {
+		if !valid(ctx) {
+			return false
+		}
+		_, err := g.sessions.Lookup(ctx, id)
+		return !errors.Is(err, auth.ErrInvalidToken) // a database blip does not end the stream
+	}, release, true
 }

@@ -335,3 +335,57 @@ func TestProjectsAndOverviewPages(t *testing.T) {
 	assert.Contains(t, o.Body, "4 builds (1 completed, 0 failed, 0 cancelled)", "the hour's bar says what it holds")
 	assert.NotContains(t, o.Body, "style=", "no inline style (the CSP refuses it)")
 }
+
+// An event stream opened with a console session ends within a heartbeat of
+// signing out, as it does when the token is revoked.
+func TestSignOutEndsOpenStreams(t *testing.T) {
+	e := apptest.New(t, app.Options{Workers: 1, EventHeartbeat: 200 * time.Millisecond})
+	p := e.Project("acme")
+	id := e.Pending(p.ID, schema.BuildSpec{Prompt: "p"})
+	v := newVisitor(t, e)
+	v.signIn(e.Admin)
+	csrf := csrfOf(t, v.get("/ui/").Body)
+
+	req, err := http.NewRequest(http.MethodGet, e.Server.URL+"/ui/builds/"+id+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "text/event-stream")
+	req.AddCookie(v.cookie)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := http.DefaultClient.Do(req.WithContext(ctx))
+	require.NoError(t, err)
+	defer res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		buf := make([]byte, 4096)
+		for {
+			n, err := res.Body.Read(buf)
+			for _, l := range strings.Split(string(buf[:n]), "\n") {
+				lines <- l
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitFor := func(want string) bool {
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					return false
+				}
+				if strings.Contains(l, want) {
+					return true
+				}
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+	require.True(t, waitFor("event: status"), "the stream replays the build's events")
+	require.Equal(t, http.StatusSeeOther, v.do(http.MethodPost, "/ui/logout", url.Values{"csrf": {csrf}}).StatusCode)
+	assert.True(t, waitFor("event: unauthorized"), "the stream ends once its session has")
+}
