@@ -57,11 +57,15 @@ func (c *Console) projectsPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	spends, err := c.o.Intake.ProjectSpends(r.Context(), who)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	page := &projectsPage{Projects: make([]projectRow, len(ps))}
 	for i, p := range ps {
-		if p.Spend, err = c.o.Intake.ProjectSpend(r.Context(), p); err != nil {
-			c.fail(w, r, err)
-			return
+		if s, ok := spends[p.ID]; ok {
+			p.Spend = &s
 		}
 		page.Projects[i] = projectRow{Project: p, Active: counts[p.ID]}
 	}

@@ -6,12 +6,20 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/auth"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
+	"github.com/kilnbuild/kiln/schema"
 )
 
 // ActiveCounts returns the running and pending counts of the projects the
 // principal may see, by project id (a project with none is absent).
 func (s *Service) ActiveCounts(ctx context.Context, who *auth.Principal) (map[string]store.ActiveCounts, error) {
 	return store.CountActive(ctx, s.Store.Pool, scopeIDs(who))
+}
+
+// ProjectSpends returns what the builds of the projects the principal may
+// see spent this calendar month (UTC), by project id; a project that spent
+// nothing is absent.
+func (s *Service) ProjectSpends(ctx context.Context, who *auth.Principal) (map[string]schema.ProjectSpend, error) {
+	return store.ProjectSpends(ctx, s.Store.Pool, scopeIDs(who), s.now())
 }
 
 // Overview returns the builds submitted since since in the projects the

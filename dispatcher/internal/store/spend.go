@@ -34,3 +34,28 @@ func ProjectSpend(ctx context.Context, db DB, id string, at time.Time) (schema.P
 	}
 	return s, nil
 }
+
+// ProjectSpends is ProjectSpend of every project in ids (every project when
+// ids is nil) in one query, by project id; a project that spent nothing
+// this month is absent.
+func ProjectSpends(ctx context.Context, db DB, ids []string, at time.Time) (map[string]schema.ProjectSpend, error) {
+	start, next := MonthOf(at)
+	month := start.Format(MonthLayout)
+	rows, err := db.Query(ctx, `SELECT project_id::text, sum(cost_usd), count(*) FROM builds
+		WHERE ($1::uuid[] IS NULL OR project_id = ANY($1::uuid[])) AND cost_usd > 0 AND finished_at >= $2 AND finished_at < $3
+		GROUP BY project_id`, ids, start, next)
+	if err != nil {
+		return nil, fmt.Errorf("reading the %s spend of projects: %w", month, err)
+	}
+	defer rows.Close()
+	out := map[string]schema.ProjectSpend{}
+	for rows.Next() {
+		var id string
+		s := schema.ProjectSpend{Month: month}
+		if err := rows.Scan(&id, &s.CostUSD, &s.Builds); err != nil {
+			return nil, fmt.Errorf("reading the %s spend of projects: %w", month, err)
+		}
+		out[id] = s
+	}
+	return out, rows.Err()
+}
