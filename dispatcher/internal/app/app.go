@@ -363,7 +363,7 @@ func (w *wiring) edge() error {
 		Mount: func(r chi.Router, authed func(http.Handler) http.Handler) {
 			a.Runner.Mount(r)
 			if a.RiverUI != nil { // for browsers: a console session or a Bearer token
-				ui := console.NoFraming(a.Console.Authenticate(a.RiverUI))
+				ui := console.RiverUIHeaders(a.Console.Authenticate(a.RiverUI))
 				r.Handle(riverui.Prefix, ui)
 				r.Handle(riverui.Prefix+"/*", ui)
 			}

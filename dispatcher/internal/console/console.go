@@ -87,10 +87,10 @@ func New(o Options) (*Console, error) {
 	}
 	if o.Events != nil {
 		ev := *o.Events
-		ev.Guard = &sessionGuard{inner: o.Events.Guard, sessions: o.Sessions}
+		ev.Guard = &sessionGuard{inner: o.Events.Guard, sessions: o.Sessions, sessionID: c.sessionID}
 		c.events = &ev
 	}
-	c.auth = &edge.BrowserAuth{Tokens: o.Tokens, Sessions: o.Sessions, SignIn: c.signInFirst}
+	c.auth = &edge.BrowserAuth{Tokens: o.Tokens, Sessions: o.Sessions, SignIn: c.signInFirst, Secure: c.secure}
 	return c, nil
 }
 
@@ -127,6 +127,9 @@ func (c *Console) Mount(r chi.Router) {
 	})
 	r.Route(Prefix, func(r chi.Router) {
 		r.Use(Headers)
+		if c.secure {
+			r.Use(HSTS)
+		}
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			c.fail(w, r, edge.Errorf(http.StatusNotFound, "there is no page at %s", r.URL.Path))
 		})
@@ -170,6 +173,15 @@ func Headers(next http.Handler) http.Handler {
 	})
 }
 
+// HSTS tells browsers to reach the console over https only (a console
+// whose public URL is https).
+func HSTS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		next.ServeHTTP(w, r)
+	})
+}
+
 // FrameDeny sets the headers that keep a page out of frames and unsniffed.
 func FrameDeny(h http.Header) {
 	h.Set("X-Frame-Options", "DENY")
@@ -178,12 +190,18 @@ func FrameDeny(h http.Header) {
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 }
 
-// NoFraming is FrameDeny as middleware, with a CSP of frame-ancestors
-// 'none' only: for the River UI, whose own pages need their own policy.
-func NoFraming(next http.Handler) http.Handler {
+// RiverUIHeaders are the River UI's security headers: FrameDeny's, no
+// caching (its API answers hold job arguments), and a CSP that lets only
+// its own scripts run (its bundle needs inline styles, nothing inline of
+// script), since a job's arguments and errors are attacker-controlled and
+// an admin's session is what the UI runs as.
+func RiverUIHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		FrameDeny(w.Header())
-		w.Header().Set("Content-Security-Policy", "frame-ancestors 'none'")
+		h := w.Header()
+		FrameDeny(h)
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "+
+			"img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
 	})
 }
@@ -205,7 +223,7 @@ func (c *Console) signInFirst(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Sec-Fetch-Site") == "cross-site" && r.URL.Query().Get("again") == "" {
 		q := r.URL.Query()
 		q.Set("again", "1")
-		c.render(w, r, http.StatusOK, "reload", &reloadPage{URL: r.URL.Path + "?" + q.Encode()})
+		c.render(w, r, http.StatusOK, "reload", &reloadPage{URL: r.URL.EscapedPath() + "?" + q.Encode()})
 		return
 	}
 	http.Redirect(w, r, Prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -228,6 +246,11 @@ func localNext(next string) string {
 	}
 	u.Path = p
 	return u.RequestURI()
+}
+
+// sessionID is the session id r's cookie carries (edge.SessionID).
+func (c *Console) sessionID(r *http.Request) string {
+	return edge.SessionID(r, r.TLS != nil || c.secure)
 }
 
 // cookieName is the session cookie's name on r's connection, and whether
@@ -253,7 +276,7 @@ func parseForm(w http.ResponseWriter, r *http.Request) error {
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	next := localNext(r.URL.Query().Get("next"))
-	if id := edge.SessionID(r); id != "" {
+	if id := c.sessionID(r); id != "" {
 		if _, err := c.o.Sessions.Lookup(r.Context(), id); err == nil {
 			http.Redirect(w, r, next, http.StatusSeeOther)
 			return
@@ -315,7 +338,7 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	if id := edge.SessionID(r); id != "" {
+	if id := c.sessionID(r); id != "" {
 		if err := c.o.Sessions.Delete(r.Context(), id); err != nil {
 			c.fail(w, r, err)
 			return
@@ -340,8 +363,9 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 // (signed out, expired), not only once its token is revoked: the guard
 // re-checks at each heartbeat.
 type sessionGuard struct {
-	inner    events.Guard // nil: admit every stream
-	sessions *auth.Sessions
+	inner     events.Guard // nil: admit every stream
+	sessions  *auth.Sessions
+	sessionID func(*http.Request) string
 }
 
 func (g *sessionGuard) Admit(w http.ResponseWriter, r *http.Request) (func(context.Context) bool, func(), bool) {
@@ -351,7 +375,7 @@ func (g *sessionGuard) Admit(w http.ResponseWriter, r *http.Request) (func(conte
 			return valid, release, false
 		}
 	}
-	id := edge.SessionID(r)
+	id := g.sessionID(r)
 	if edge.Session(r.Context()) == nil || id == "" { // a Bearer token: the token's check is the one
 		return valid, release, true
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/app"
 	"github.com/kilnbuild/kiln/dispatcher/internal/apptest"
+	"github.com/kilnbuild/kiln/dispatcher/internal/ratelimit"
 	"github.com/kilnbuild/kiln/dispatcher/internal/store"
 	"github.com/kilnbuild/kiln/schema"
 )
@@ -388,4 +389,61 @@ func TestSignOutEndsOpenStreams(t *testing.T) {
 	require.True(t, waitFor("event: status"), "the stream replays the build's events")
 	require.Equal(t, http.StatusSeeOther, v.do(http.MethodPost, "/ui/logout", url.Values{"csrf": {csrf}}).StatusCode)
 	assert.True(t, waitFor("event: unauthorized"), "the stream ends once its session has")
+}
+
+// On a console served over https (KILN_PUBLIC_URL), only the __Host-
+// cookie counts: a plain kiln_session cookie, which a sibling subdomain or
+// a man in the middle could plant, signs nobody in.
+func TestSecureConsoleTakesOnlyTheHostCookie(t *testing.T) {
+	e := apptest.New(t, app.Options{Workers: 1, PublicURL: "https://kiln.example.com"})
+	v := newVisitor(t, e)
+	a := v.do(http.MethodPost, "/ui/login", url.Values{"token": {e.Admin}})
+	require.Equal(t, http.StatusSeeOther, a.StatusCode, a.Body)
+	var host *http.Cookie
+	for _, c := range a.Cookies() {
+		if c.Name == "__Host-kiln_session" {
+			host = c
+		}
+	}
+	require.NotNil(t, host, "the __Host- cookie")
+	assert.True(t, host.Secure)
+	assert.Empty(t, host.Domain)
+	v.cookie = host
+	home := v.get("/ui/")
+	assert.Equal(t, http.StatusOK, home.StatusCode)
+	assert.Equal(t, "max-age=31536000", home.Header.Get("Strict-Transport-Security"))
+
+	v.cookie = &http.Cookie{Name: "kiln_session", Value: host.Value}
+	assert.Equal(t, http.StatusSeeOther, v.get("/ui/").StatusCode, "the plain cookie is not the secure console's")
+}
+
+// A proxy's Basic credentials beside the session cookie do not hide it; a
+// Bearer token wins over the cookie, and a bad one is refused.
+func TestAuthorizationSchemes(t *testing.T) {
+	e := apptest.New(t, app.Options{Workers: 1})
+	v := newVisitor(t, e)
+	v.signIn(e.Admin)
+	assert.Equal(t, http.StatusOK, v.do(http.MethodGet, "/ui/", nil, "Authorization", "Basic dXNlcjpwYXNz").StatusCode)
+	assert.Equal(t, http.StatusUnauthorized, v.do(http.MethodGet, "/ui/", nil, "Authorization", "Bearer kiln_nope").StatusCode)
+	v.cookie = nil
+	assert.Equal(t, http.StatusOK, v.do(http.MethodGet, "/ui/", nil, "Authorization", "Bearer "+e.Admin).StatusCode,
+		"a script fetches pages with its token")
+}
+
+// A signed-in person's requests are not charged to the per-address limit of
+// requests without a credential: a flood of anonymous requests from the same
+// address (a shared NAT) does not lock the console's users out.
+func TestSessionsAreNotAnonymous(t *testing.T) {
+	e := apptest.New(t, app.Options{Workers: 1, RateLimits: &ratelimit.Options{Anonymous: ratelimit.Limit{Rate: 0.001, Burst: 3}}})
+	v := newVisitor(t, e)
+	v.signIn(e.Admin) // one anonymous request
+	for i := range 6 {
+		assert.Equal(t, http.StatusOK, v.get("/ui/").StatusCode, "page load %d", i)
+	}
+	v.cookie = nil
+	codes := []int{}
+	for range 4 {
+		codes = append(codes, v.get("/ui/login").StatusCode)
+	}
+	assert.Contains(t, codes, http.StatusTooManyRequests, "anonymous requests are still limited: %v", codes)
 }

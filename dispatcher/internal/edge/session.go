@@ -37,6 +37,9 @@ type BrowserAuth struct {
 	// token or live session, e.g. with a redirect to the sign-in page;
 	// nil, or any other request: 401.
 	SignIn func(w http.ResponseWriter, r *http.Request)
+	// Secure says the console is served over TLS even where r.TLS is nil
+	// (TLS ends at a proxy): then only the __Host- cookie counts.
+	Secure bool
 }
 
 // Middleware authenticates requests before next, which Principal then
@@ -48,11 +51,11 @@ func (b *BrowserAuth) Middleware(next http.Handler) http.Handler {
 	bearer := Authenticate(b.Tokens)(next)
 	crossOrigin := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "" {
+		if bearerScheme(r) { // it wins, and a bad one is refused; another scheme (a proxy's Basic) is not Kiln's
 			bearer.ServeHTTP(w, r)
 			return
 		}
-		id := SessionID(r)
+		id := SessionID(r, b.Secure || r.TLS != nil)
 		if id == "" {
 			b.refuse(w, r, Errorf(http.StatusUnauthorized, "sign in at /ui/login, or send an Authorization: Bearer token"))
 			return
@@ -80,6 +83,17 @@ func (b *BrowserAuth) Middleware(next http.Handler) http.Handler {
 	})
 }
 
+// bearerScheme reports whether r has an Authorization header of the Bearer scheme.
+func bearerScheme(r *http.Request) bool {
+	for _, v := range r.Header.Values("Authorization") {
+		scheme, _, _ := strings.Cut(strings.TrimLeft(v, " \t"), " ")
+		if strings.EqualFold(scheme, "Bearer") {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *BrowserAuth) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	if b.SignIn != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
 		strings.Contains(r.Header.Get("Accept"), "text/html") {
@@ -89,12 +103,17 @@ func (b *BrowserAuth) refuse(w http.ResponseWriter, r *http.Request, err error) 
 	Write(w, r, err)
 }
 
-// SessionID returns the console session id r's cookie carries, or "".
-func SessionID(r *http.Request) string {
-	for _, name := range []string{SecureSessionCookie, SessionCookie} {
-		if c, err := r.Cookie(name); err == nil && c.Value != "" {
-			return c.Value
-		}
+// SessionID returns the console session id r's cookie carries, or "": on
+// a secure console only the __Host- cookie, which no other origin (a
+// sibling subdomain, a plain-HTTP man in the middle) can set, so nobody can
+// plant a session of theirs in a person's browser; on plain HTTP the plain one.
+func SessionID(r *http.Request, secure bool) string {
+	name := SessionCookie
+	if secure {
+		name = SecureSessionCookie
+	}
+	if c, err := r.Cookie(name); err == nil && c.Value != "" {
+		return c.Value
 	}
 	return ""
 }

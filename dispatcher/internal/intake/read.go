@@ -14,7 +14,7 @@ import (
 
 // ListProjects returns the projects the principal may see.
 func (s *Service) ListProjects(ctx context.Context, who *auth.Principal) ([]*schema.Project, error) {
-	return store.ListProjects(ctx, s.Store.Pool, who.Scope())
+	return store.ListProjects(ctx, s.Store.Pool, scopeIDs(who))
 }
 
 // ListBuilds returns a page of summaries of the builds of the project

@@ -120,7 +120,8 @@ func (l *Limits) PerToken(next http.Handler) http.Handler {
 }
 
 // Anonymous limits, per client address, the requests that carry no
-// credential or whose credential is refused (401): it refuses a request
+// credential or whose credential is refused (401) — a console session's
+// cookie is a credential as a Bearer token is: it refuses a request
 // while the address's bucket is empty and charges the bucket once the
 // answer shows the request was anonymous. It goes first, before routing
 // and authentication.
@@ -139,10 +140,21 @@ func (l *Limits) Anonymous(next http.Handler) http.Handler {
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		if r.Header.Get("Authorization") == "" || sw.status == http.StatusUnauthorized {
+		if !l.authenticated(r) || sw.status == http.StatusUnauthorized {
 			l.anonym.Charge(key)
 		}
 	})
+}
+
+// authenticated reports, once r was answered, whether it carried a
+// credential: the token Options.Token found (a Bearer header or a console
+// session's cookie), or, without Options.Token, an Authorization header.
+func (l *Limits) authenticated(r *http.Request) bool {
+	if l.o.Token != nil {
+		_, ok := l.o.Token(r)
+		return ok
+	}
+	return r.Header.Get("Authorization") != ""
 }
 
 // ClientAddress returns the address of r's client: the connection's peer,
