@@ -7,6 +7,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"mime"
@@ -59,7 +60,10 @@ type Console struct {
 	assets string // the path the static assets are served at: /ui/static/<content hash>
 	static http.Handler
 	events *events.Handler // o.Events, its streams also ended by the end of their session
-	secure bool            // the public URL is https
+	// crossOrigin refuses a sign-in posted from another origin (a login
+	// CSRF would sign a person in as the attacker).
+	crossOrigin *http.CrossOriginProtection
+	secure      bool // the public URL is https
 }
 
 // New returns the console.
@@ -91,6 +95,18 @@ func New(o Options) (*Console, error) {
 		c.events = &ev
 	}
 	c.auth = &edge.BrowserAuth{Tokens: o.Tokens, Sessions: o.Sessions, SignIn: c.signInFirst, Secure: c.secure}
+	c.crossOrigin = http.NewCrossOriginProtection()
+	if o.PublicURL != "" {
+		u, err := url.Parse(o.PublicURL)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("console: PublicURL %q is not an absolute URL", o.PublicURL)
+		}
+		origin := u.Scheme + "://" + u.Host
+		if err := c.crossOrigin.AddTrustedOrigin(origin); err != nil {
+			return nil, fmt.Errorf("console: PublicURL: %w", err)
+		}
+		c.auth.TrustedOrigins = []string{origin}
+	}
 	return c, nil
 }
 
@@ -285,12 +301,8 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "login", &loginPage{Next: next})
 }
 
-// crossOrigin refuses a state-changing request from another origin (a
-// login CSRF would sign a person in as the attacker).
-var crossOrigin = http.NewCrossOriginProtection()
-
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
-	if err := crossOrigin.Check(r); err != nil {
+	if err := c.crossOrigin.Check(r); err != nil {
 		c.fail(w, r, edge.Errorf(http.StatusForbidden, "a sign-in must come from this console's own page"))
 		return
 	}
@@ -315,6 +327,12 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		c.fail(w, r, err)
 		return
+	}
+	if old := c.sessionID(r); old != "" { // signing in again replaces the browser's session
+		if err := c.o.Sessions.Delete(r.Context(), old); err != nil {
+			c.fail(w, r, err)
+			return
+		}
 	}
 	id, sess, err := c.o.Sessions.Create(r.Context(), p)
 	if err != nil {

@@ -127,6 +127,16 @@ func TestSignInMakesASessionBoundToTheToken(t *testing.T) {
 	assert.NotContains(t, home.Body, e.Admin, "no token in page source")
 	assert.NotContains(t, home.Body, c.Value, "nor the session id")
 
+	// Signing in again from the same browser replaces its session; a
+	// session's use counts as its token's.
+	v.signIn(e.Admin)
+	var sessions int
+	var used *time.Time
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM console_sessions`).Scan(&sessions))
+	assert.Equal(t, 1, sessions, "the earlier session is gone")
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(), `SELECT last_used_at FROM api_tokens WHERE name = 'admin-bot'`).Scan(&used))
+	assert.NotNil(t, used)
+
 	// Revoking the token ends the session at once.
 	_, _, err := store.RevokeToken(context.Background(), e.DB.Pool, tokenID(t, e, "admin-bot"))
 	require.NoError(t, err)

@@ -40,6 +40,10 @@ type BrowserAuth struct {
 	// Secure says the console is served over TLS even where r.TLS is nil
 	// (TLS ends at a proxy): then only the __Host- cookie counts.
 	Secure bool
+	// TrustedOrigins are origins ("https://kiln.example.com") whose
+	// cookie-borne writes are taken although their Origin is not the
+	// request's Host (a proxy that rewrites Host): the public URL's.
+	TrustedOrigins []string
 }
 
 // Middleware authenticates requests before next, which Principal then
@@ -50,6 +54,11 @@ func (b *BrowserAuth) Middleware(next http.Handler) http.Handler {
 	}
 	bearer := Authenticate(b.Tokens)(next)
 	crossOrigin := http.NewCrossOriginProtection()
+	for _, o := range b.TrustedOrigins {
+		if err := crossOrigin.AddTrustedOrigin(o); err != nil {
+			panic("edge: BrowserAuth: " + err.Error())
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if bearerScheme(r) { // it wins, and a bad one is refused; another scheme (a proxy's Basic) is not Kiln's
 			bearer.ServeHTTP(w, r)

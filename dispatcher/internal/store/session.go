@@ -29,13 +29,21 @@ func CreateSession(ctx context.Context, db DB, hash []byte, tokenID, csrf string
 }
 
 // LookupSession returns the session whose id hashes to hash while it has
-// not expired and its token is live; otherwise ErrNotFound.
+// not expired and its token is live; otherwise ErrNotFound. It records
+// that the token was used, as LookupToken does.
 func LookupSession(ctx context.Context, db DB, hash []byte) (*Session, error) {
 	var s Session
-	err := db.QueryRow(ctx, `SELECT t.id, t.name, t.admin, s.csrf, s.expires_at,
-			COALESCE((SELECT array_agg(p.project_id::text) FROM api_token_projects p WHERE p.token_id = t.id), '{}')
-		FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id
-		WHERE s.id_hash = $1 AND s.expires_at > now() AND t.revoked_at IS NULL`, hash).
+	err := db.QueryRow(ctx, `WITH s AS (
+			SELECT t.id, t.name, t.admin, s.csrf, s.expires_at, t.last_used_at
+			FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id
+			WHERE s.id_hash = $1 AND s.expires_at > now() AND t.revoked_at IS NULL
+		), used AS (
+			UPDATE api_tokens u SET last_used_at = now() FROM s
+			WHERE u.id = s.id AND (s.last_used_at IS NULL OR s.last_used_at < now() - interval '1 minute')
+		)
+		SELECT s.id, s.name, s.admin, s.csrf, s.expires_at,
+			COALESCE((SELECT array_agg(p.project_id::text) FROM api_token_projects p WHERE p.token_id = s.id), '{}')
+		FROM s`, hash).
 		Scan(&s.ID, &s.Name, &s.Admin, &s.CSRF, &s.ExpiresAt, &s.ProjectIDs)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
