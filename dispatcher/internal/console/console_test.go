@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"html"
 	"io"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -456,4 +459,64 @@ func TestSessionsAreNotAnonymous(t *testing.T) {
 		codes = append(codes, v.get("/ui/login").StatusCode)
 	}
 	assert.Contains(t, codes, http.StatusTooManyRequests, "anonymous requests are still limited: %v", codes)
+}
+
+// A finished build's page: its artifacts download as attachments (never
+// rendered, even an HTML one), its callback deliveries are listed, and its
+// follow-up form starts one follow-up however often it is posted.
+func TestFinishedBuildPage(t *testing.T) {
+	e := apptest.New(t, app.Options{Workers: 1})
+	p := e.Project("acme")
+	id, token := running(t, e, p.ID, schema.BuildSpec{Prompt: "make a report", AutoCommit: true})
+	ctx := context.Background()
+	content := []byte("<script>alert(1)</script>")
+	sum := sha256.Sum256(content)
+	path := "reports/<b>r</b>.html"
+	require.NoError(t, store.PutArtifact(ctx, e.DB.Pool, id, path, hex.EncodeToString(sum[:]), content, store.ArtifactCaps{}))
+	newRunner(t, e, id, token).send("result", schema.BuildResult{Success: true, Output: "done", CommitSHA: "0123abcd",
+		FilesChanged: []string{"report.md"}, DurationMS: 1500,
+		Artifacts: []schema.Artifact{{Name: "r.html", Path: path, Size: int64(len(content)), SHA256: hex.EncodeToString(sum[:])}}})
+	e.Wait(id, schema.StatusCompleted)
+	delivery := uuid.NewString()
+	for _, a := range []store.CallbackAttempt{{DeliveryID: delivery, BuildID: id, StatusCode: 500, Outcome: "retry", Error: "HTTP 500"},
+		{DeliveryID: delivery, BuildID: id, StatusCode: 200, Outcome: "delivered"}} {
+		_, err := store.RecordCallbackAttempt(ctx, e.DB.Pool, a)
+		require.NoError(t, err)
+	}
+
+	v := newVisitor(t, e)
+	v.signIn(e.Admin)
+	page := v.get("/ui/builds/" + id)
+	require.Equal(t, http.StatusOK, page.StatusCode)
+	body := html.UnescapeString(page.Body)
+	assert.Contains(t, body, "0123abcd")
+	assert.Contains(t, body, "report.md")
+	assert.Regexp(t, `(?s)<table class="list" id="callbacks">.*retry.*500.*delivered.*200`, page.Body, "both attempts, oldest first")
+	assert.NotContains(t, page.Body, `id="cancel-form"`, "no cancel for a finished build")
+	link := regexp.MustCompile(`href="(/ui/builds/[^"]+/artifacts/[^"]+)" download`).FindStringSubmatch(page.Body)
+	require.NotNil(t, link, "an artifact link")
+	dl := v.get(html.UnescapeString(link[1]))
+	require.Equal(t, http.StatusOK, dl.StatusCode, dl.Body)
+	assert.Equal(t, string(content), dl.Body)
+	assert.Equal(t, "application/octet-stream", dl.Header.Get("Content-Type"))
+	assert.Contains(t, dl.Header.Get("Content-Disposition"), "attachment")
+	assert.Contains(t, dl.Header.Get("Content-Security-Policy"), "sandbox")
+	assert.Equal(t, "nosniff", dl.Header.Get("X-Content-Type-Options"))
+
+	form := url.Values{"csrf": {csrfOf(t, page.Body)}, "key": {regexp.MustCompile(`name="key" value="([^"]+)"`).FindStringSubmatch(page.Body)[1]},
+		"prompt": {"Now add a chart."}, "auto_commit": {"on"}}
+	first := v.do(http.MethodPost, "/ui/builds/"+id+"/followups", form)
+	require.Equal(t, http.StatusSeeOther, first.StatusCode, first.Body)
+	again := v.do(http.MethodPost, "/ui/builds/"+id+"/followups", form)
+	require.Equal(t, http.StatusSeeOther, again.StatusCode, again.Body)
+	assert.Equal(t, first.Header.Get("Location"), again.Header.Get("Location"), "the same form posted twice is one follow-up")
+	fu := e.Get(strings.TrimPrefix(first.Header.Get("Location"), "/ui/builds/"))
+	assert.Equal(t, id, fu.ParentID)
+	assert.Equal(t, "Now add a chart.", fu.Spec.Prompt)
+	assert.True(t, fu.Spec.AutoCommit)
+	assert.False(t, fu.Spec.AutoPush)
+
+	empty := v.do(http.MethodPost, "/ui/builds/"+id+"/followups", url.Values{"csrf": form["csrf"], "prompt": {""}})
+	assert.Equal(t, http.StatusUnprocessableEntity, empty.StatusCode)
+	assert.Contains(t, empty.Body, "prompt", "the page says what is wrong")
 }
