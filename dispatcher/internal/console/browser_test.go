@@ -183,6 +183,10 @@ func TestConsoleInABrowser(t *testing.T) {
 		assert.Contains(t, result, "Read · 42 bytes", "a result names its call")
 		assert.Equal(t, 1, evalInt(t, b, `document.querySelectorAll('.ev-permission_denied .mark.denied').length`))
 		assert.Equal(t, 1, evalInt(t, b, `document.querySelectorAll('.ev-agent_retry .mark.retry').length`))
+		var counted bool
+		require.NoError(t, b.Eval(`document.getElementById('stream-state').textContent ===
+			'Live · ' + document.querySelectorAll('#timeline > li').length + ' events'`, &counted))
+		assert.True(t, counted, "the stream's state counts the events shown")
 
 		e.Server.CloseClientConnections() // the stream is cut; EventSource comes back with Last-Event-ID
 		r.http.CloseIdleConnections()     // (the runner's connection was cut too)
@@ -222,6 +226,21 @@ func TestConsoleInABrowser(t *testing.T) {
 		require.NoError(t, b.WaitText("#build-status", "cancelled", 15*time.Second))
 		require.NoError(t, b.WaitText("#stream-state", "The build ended cancelled", 15*time.Second))
 		shot(t, b, "build-cancelled")
+	})
+
+	t.Run("a pending build starts while watched", func(t *testing.T) {
+		id := e.Pending(acme.ID, schema.BuildSpec{Prompt: "wait for it"})
+		_, err := b.Navigate(base + "/ui/builds/" + id)
+		require.NoError(t, err)
+		require.NoError(t, b.WaitText("#waiting", "in the project's queue", 10*time.Second))
+		require.NoError(t, b.WaitText("#stream-state", "Live", 10*time.Second))
+		_, err = store.TransitionBuild(context.Background(), e.DB.Pool, id, store.Transition{To: schema.StatusRunning, JobName: "kiln-x"})
+		require.NoError(t, err)
+		require.NoError(t, b.WaitText("#build-status", "running", 10*time.Second))
+		assert.Equal(t, 0, evalInt(t, b, `document.querySelectorAll('#waiting').length`), "no longer waiting")
+		started, err := b.Text("#started")
+		require.NoError(t, err)
+		assert.Regexp(t, `^\d\d:\d\d:\d\d$`, started, "when it started")
 	})
 
 	t.Run("event to browser latency", func(t *testing.T) {

@@ -176,12 +176,25 @@
       li.prepend(timeOf(e.time));
       list.append(li);
       count++;
-      if (e.type === 'status' && e.payload) {
-        const s = document.querySelector('#build-status .status');
-        if (s) {
-          s.textContent = visible(e.payload.status);
-          s.className = 'status s-' + String(e.payload.status).replace(/[^a-z]/g, '');
-        }
+      say('Live · ' + count + ' events');
+      if (e.type === 'status' && e.payload) statusChanged(String(e.payload.status), e.time);
+    };
+    // The facts the page was rendered with follow the build's status.
+    const statusChanged = (st, at) => {
+      const s = document.querySelector('#build-status .status');
+      if (s) {
+        s.textContent = visible(st);
+        s.className = 'status s-' + st.replace(/[^a-z]/g, '');
+      }
+      if (st === 'pending') return;
+      const waiting = document.getElementById('waiting');
+      if (waiting) {
+        if (waiting.previousElementSibling) waiting.previousElementSibling.remove();
+        waiting.remove();
+      }
+      const started = document.getElementById('started');
+      if (st === 'running' && started && !started.querySelector('time')) {
+        started.replaceChildren(timeOf(at));
       }
     };
     for (const t of eventTypes) source.addEventListener(t, onEvent);
