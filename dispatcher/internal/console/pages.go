@@ -208,6 +208,15 @@ func (c *Console) loadBuild(r *http.Request) (*buildPage, error) {
 	return page, nil
 }
 
+// taskID returns the build id of the route, or answers the 404 page.
+func (c *Console) taskID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id, ok := edge.PathID(r, "taskId")
+	if !ok {
+		c.fail(w, r, edge.NoSuch("build", id))
+	}
+	return id, ok
+}
+
 func randomKey() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
@@ -232,9 +241,8 @@ func (c *Console) cancel(w http.ResponseWriter, r *http.Request) {
 	if !c.action(w, r) {
 		return
 	}
-	id, ok := edge.PathID(r, "taskId")
+	id, ok := c.taskID(w, r)
 	if !ok {
-		c.fail(w, r, edge.NoSuch("build", id))
 		return
 	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
@@ -258,9 +266,8 @@ func (c *Console) followup(w http.ResponseWriter, r *http.Request) {
 	if !c.action(w, r) {
 		return
 	}
-	id, ok := edge.PathID(r, "taskId")
+	id, ok := c.taskID(w, r)
 	if !ok {
-		c.fail(w, r, edge.NoSuch("build", id))
 		return
 	}
 	spec := schema.BuildSpec{Prompt: r.PostFormValue("prompt"), AutoCommit: r.PostFormValue("auto_commit") == "on",
@@ -298,9 +305,8 @@ func (c *Console) actionFailed(w http.ResponseWriter, r *http.Request, err error
 }
 
 func (c *Console) artifact(w http.ResponseWriter, r *http.Request) {
-	id, ok := edge.PathID(r, "taskId")
+	id, ok := c.taskID(w, r)
 	if !ok {
-		c.fail(w, r, edge.NoSuch("build", id))
 		return
 	}
 	b, err := c.o.Intake.GetBuild(r.Context(), edge.Principal(r.Context()), id)
