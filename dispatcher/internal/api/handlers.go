@@ -1,11 +1,7 @@
 package api
 
 import (
-	"encoding/base64"
-	"encoding/hex"
-	"mime"
 	"net/http"
-	"path"
 
 	"github.com/kilnbuild/kiln/dispatcher/internal/edge"
 	"github.com/kilnbuild/kiln/dispatcher/internal/intake"
@@ -290,14 +286,5 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
 		edge.Write(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(p)}))
-	w.Header().Set("Digest", "sha-256="+base64.StdEncoding.EncodeToString(mustHex(sha)))
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(content)
-}
-
-func mustHex(s string) []byte {
-	b, _ := hex.DecodeString(s)
-	return b
+	edge.Attachment(w, p, sha, content)
 }

@@ -4,10 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"mime"
 	"net/http"
 	"net/url"
-	"path"
 	"strings"
 	"time"
 
@@ -319,16 +317,12 @@ func (c *Console) artifact(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, edge.NoSuch("artifact", p))
 		return
 	}
-	content, _, err := c.o.Intake.GetArtifact(r.Context(), b, p)
+	content, sha, err := c.o.Intake.GetArtifact(r.Context(), b, p)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(p)}))
-	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
-	_, _ = w.Write(content)
+	edge.Attachment(w, p, sha, content)
 }
 
 type overviewPage struct {
