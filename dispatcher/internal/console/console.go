@@ -60,8 +60,9 @@ type Console struct {
 	assets string // the path the static assets are served at: /ui/static/<content hash>
 	static http.Handler
 	events *events.Handler // o.Events, its streams also ended by the end of their session
-	// crossOrigin refuses a sign-in posted from another origin (a login
-	// CSRF would sign a person in as the attacker).
+	// crossOrigin refuses cookie-borne writes (BrowserAuth) and sign-ins
+	// (a login CSRF would sign a person in as the attacker) from other
+	// origins than the console's own and its public URL's.
 	crossOrigin *http.CrossOriginProtection
 	secure      bool // the public URL is https
 }
@@ -94,19 +95,18 @@ func New(o Options) (*Console, error) {
 		ev.Guard = &sessionGuard{inner: o.Events.Guard, sessions: o.Sessions, sessionID: c.sessionID}
 		c.events = &ev
 	}
-	c.auth = &edge.BrowserAuth{Tokens: o.Tokens, Sessions: o.Sessions, SignIn: c.signInFirst, Secure: c.secure}
 	c.crossOrigin = http.NewCrossOriginProtection()
 	if o.PublicURL != "" {
 		u, err := url.Parse(o.PublicURL)
 		if err != nil || u.Host == "" {
 			return nil, fmt.Errorf("console: PublicURL %q is not an absolute URL", o.PublicURL)
 		}
-		origin := u.Scheme + "://" + u.Host
-		if err := c.crossOrigin.AddTrustedOrigin(origin); err != nil {
+		if err := c.crossOrigin.AddTrustedOrigin(u.Scheme + "://" + u.Host); err != nil {
 			return nil, fmt.Errorf("console: PublicURL: %w", err)
 		}
-		c.auth.TrustedOrigins = []string{origin}
 	}
+	c.auth = &edge.BrowserAuth{Tokens: o.Tokens, Sessions: o.Sessions, SignIn: c.signInFirst, Secure: c.secure,
+		CrossOrigin: c.crossOrigin}
 	return c, nil
 }
 

@@ -40,10 +40,11 @@ type BrowserAuth struct {
 	// Secure says the console is served over TLS even where r.TLS is nil
 	// (TLS ends at a proxy): then only the __Host- cookie counts.
 	Secure bool
-	// TrustedOrigins are origins ("https://kiln.example.com") whose
-	// cookie-borne writes are taken although their Origin is not the
-	// request's Host (a proxy that rewrites Host): the public URL's.
-	TrustedOrigins []string
+	// CrossOrigin refuses cookie-borne writes from other origins; the
+	// console's, which trusts its public URL's origin (behind a proxy that
+	// rewrites Host) and checks its sign-in form with it too. Default: one
+	// that trusts no other origin.
+	CrossOrigin *http.CrossOriginProtection
 }
 
 // Middleware authenticates requests before next, which Principal then
@@ -53,11 +54,9 @@ func (b *BrowserAuth) Middleware(next http.Handler) http.Handler {
 		panic("edge: BrowserAuth needs Tokens and Sessions")
 	}
 	bearer := Authenticate(b.Tokens)(next)
-	crossOrigin := http.NewCrossOriginProtection()
-	for _, o := range b.TrustedOrigins {
-		if err := crossOrigin.AddTrustedOrigin(o); err != nil {
-			panic("edge: BrowserAuth: " + err.Error())
-		}
+	crossOrigin := b.CrossOrigin
+	if crossOrigin == nil {
+		crossOrigin = http.NewCrossOriginProtection()
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if bearerScheme(r) { // it wins, and a bad one is refused; another scheme (a proxy's Basic) is not Kiln's
