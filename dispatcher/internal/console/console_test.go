@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"html"
 	"io"
@@ -428,6 +429,16 @@ func TestSecureConsoleTakesOnlyTheHostCookie(t *testing.T) {
 
 	v.cookie = &http.Cookie{Name: "kiln_session", Value: host.Value}
 	assert.Equal(t, http.StatusSeeOther, v.get("/ui/").StatusCode, "the plain cookie is not the secure console's")
+
+	// Behind a proxy that rewrites Host, the public URL's origin is the one
+	// whose writes are taken.
+	v.cookie = host
+	csrf := csrfOf(t, home.Body)
+	out := func(origin string) int {
+		return v.do(http.MethodPost, "/ui/logout", url.Values{"csrf": {csrf}}, "Sec-Fetch-Site", "", "Origin", origin).StatusCode
+	}
+	assert.Equal(t, http.StatusForbidden, out("https://evil.example"), "another origin")
+	assert.Equal(t, http.StatusSeeOther, out("https://kiln.example.com"), "the public URL's origin")
 }
 
 // A proxy's Basic credentials beside the session cookie do not hide it; a
@@ -502,6 +513,7 @@ func TestFinishedBuildPage(t *testing.T) {
 	assert.Contains(t, dl.Header.Get("Content-Disposition"), "attachment")
 	assert.Contains(t, dl.Header.Get("Content-Security-Policy"), "sandbox")
 	assert.Equal(t, "nosniff", dl.Header.Get("X-Content-Type-Options"))
+	assert.Equal(t, "sha-256="+base64.StdEncoding.EncodeToString(sum[:]), dl.Header.Get("Digest"))
 
 	form := url.Values{"csrf": {csrfOf(t, page.Body)}, "key": {regexp.MustCompile(`name="key" value="([^"]+)"`).FindStringSubmatch(page.Body)[1]},
 		"prompt": {"Now add a chart."}, "auto_commit": {"on"}}
