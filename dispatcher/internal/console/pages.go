@@ -245,7 +245,7 @@ func (c *Console) cancel(w http.ResponseWriter, r *http.Request) {
 	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	if len(reason) > 1024 {
-		c.actionFailed(w, r, edge.Field(http.StatusUnprocessableEntity, "reason", "must be at most 1024 bytes"))
+		c.actionFailed(w, r, edge.Field(http.StatusUnprocessableEntity, "reason", "must be at most 1024 bytes"), nil)
 		return
 	}
 	if reason == "" {
@@ -254,7 +254,7 @@ func (c *Console) cancel(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if _, err := c.o.Intake.Cancel(r.Context(), edge.Principal(r.Context()), id, reason); err != nil {
-		c.actionFailed(w, r, err)
+		c.actionFailed(w, r, err, nil)
 		return
 	}
 	http.Redirect(w, r, Prefix+"/builds/"+id+"?done=cancelled", http.StatusSeeOther)
@@ -276,15 +276,16 @@ func (c *Console) followup(w http.ResponseWriter, r *http.Request) {
 	}
 	acc, err := c.o.Intake.SubmitFollowup(r.Context(), edge.Principal(r.Context()), id, spec, key)
 	if err != nil {
-		c.actionFailed(w, r, err, func(p *buildPage) { p.Followup = &spec })
+		c.actionFailed(w, r, err, &spec)
 		return
 	}
 	http.Redirect(w, r, Prefix+"/builds/"+acc.Build.ID, http.StatusSeeOther)
 }
 
-// actionFailed shows the build page again with why the action failed (a
-// 404 when the build cannot be seen at all).
-func (c *Console) actionFailed(w http.ResponseWriter, r *http.Request, err error, keep ...func(*buildPage)) {
+// actionFailed shows the build page again with why the action failed,
+// keeping a follow-up's spec (nil: none) in its form; a build that cannot
+// be seen at all is the 404 page.
+func (c *Console) actionFailed(w http.ResponseWriter, r *http.Request, err error, followup *schema.BuildSpec) {
 	page, lerr := c.loadBuild(r)
 	if lerr != nil {
 		c.fail(w, r, lerr)
@@ -292,12 +293,12 @@ func (c *Console) actionFailed(w http.ResponseWriter, r *http.Request, err error
 	}
 	p := edge.ProblemOf(w, r, err)
 	if p.Status == http.StatusNotFound {
-		c.fail(w, r, err)
+		c.render(w, r, p.Status, "error", &errorPage{Problem: p})
 		return
 	}
 	page.Error = p.Detail
-	for _, k := range keep {
-		k(page)
+	if followup != nil {
+		page.Followup = followup
 	}
 	c.render(w, r, p.Status, "build", page)
 }
