@@ -330,7 +330,6 @@ type overviewPage struct {
 	Overview  *store.Overview
 	Hours     *chart
 	Durations *chart
-	Window    time.Duration
 }
 
 func (*overviewPage) title() string { return "Overview" }
@@ -346,6 +345,6 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "overview", &overviewPage{Overview: o, Window: overviewWindow,
+	c.render(w, r, http.StatusOK, "overview", &overviewPage{Overview: o,
 		Hours: hoursChart(o.Hours), Durations: durationsChart(o.ByTemplate)})
 }

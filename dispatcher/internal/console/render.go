@@ -26,16 +26,14 @@ type pages struct {
 
 func parsePages(assets string) (*pages, error) {
 	funcs := template.FuncMap{
-		"vis":    Visible,
-		"when":   func(t any) *when { return whenOf(t) },
-		"dur":    duration,
-		"ms":     func(ms int64) string { return duration(time.Duration(ms) * time.Millisecond) },
-		"usd":    usd,
-		"short":  short,
-		"asset":  func(name string) string { return assets + "/" + name },
-		"add":    func(a, b int) int { return a + b },
-		"ran":    ran,
-		"prefix": func() string { return Prefix },
+		"vis":   Visible,
+		"when":  func(t any) *when { return whenOf(t) },
+		"dur":   duration,
+		"ms":    func(ms int64) string { return duration(time.Duration(ms) * time.Millisecond) },
+		"usd":   usd,
+		"short": short,
+		"asset": func(name string) string { return assets + "/" + name },
+		"ran":   ran,
 	}
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range pageNames {
@@ -55,7 +53,6 @@ type base struct {
 	CSRF    string          // the session's CSRF token; empty for a Bearer token
 	Nav     string          // which top link is current
 	RiverUI bool            // link the River UI (admins)
-	Now     time.Time
 }
 
 // view is what a page's template executes on.
@@ -70,7 +67,7 @@ type titled interface{ title() string }
 // render writes the page name with data and status, or a 500 when the
 // template fails (it is rendered to a buffer first, so nothing half is sent).
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, data titled) {
-	b := base{Title: data.title(), Now: c.now()}
+	b := base{Title: data.title()}
 	if p := edge.Principal(r.Context()); p != nil {
 		b.Who = p
 		b.RiverUI = c.o.RiverUI && p.Admin
