@@ -52,15 +52,22 @@ func Authenticate(a *auth.Authenticator) func(http.Handler) http.Handler {
 				Write(w, r, err)
 				return
 			}
-			st, ok := r.Context().Value(ctxKey{}).(*state)
-			if !ok {
-				st = &state{}
-				r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, st))
-			}
-			st.who.Store(p)
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, actingAs(r, p, nil))
 		})
 	}
+}
+
+// actingAs records on r's edge state (made here when Requests did not run)
+// who r acts as and the console session it came with (nil: a Bearer token).
+func actingAs(r *http.Request, p *auth.Principal, sess *auth.Session) *http.Request {
+	st, ok := r.Context().Value(ctxKey{}).(*state)
+	if !ok {
+		st = &state{}
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, st))
+	}
+	st.session = sess
+	st.who.Store(p)
+	return r
 }
 
 // RequireAdmin lets only admin principals through: no principal answers 401,

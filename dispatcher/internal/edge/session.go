@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -70,7 +71,7 @@ func (b *BrowserAuth) Middleware(next http.Handler) http.Handler {
 		}
 		sess, err := b.Sessions.Lookup(r.Context(), id)
 		if err != nil {
-			if err == auth.ErrInvalidToken {
+			if errors.Is(err, auth.ErrInvalidToken) {
 				err = Errorf(http.StatusUnauthorized, "the console session has ended (signed out, expired or its token revoked): sign in again at /ui/login")
 			}
 			b.refuse(w, r, err)
@@ -80,14 +81,7 @@ func (b *BrowserAuth) Middleware(next http.Handler) http.Handler {
 			Write(w, r, Errorf(http.StatusForbidden, "a cross-origin request may not change anything"))
 			return
 		}
-		st, ok := r.Context().Value(ctxKey{}).(*state)
-		if !ok {
-			st = &state{}
-			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, st))
-		}
-		st.session = sess
-		st.who.Store(sess.Principal)
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, actingAs(r, sess.Principal, sess))
 	})
 }
 
