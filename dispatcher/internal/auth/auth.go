@@ -3,9 +3,7 @@ package auth
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"slices"
 	"strings"
@@ -46,9 +44,7 @@ func (p *Principal) Scope() []string {
 
 // NewToken returns a fresh random token and its hash.
 func NewToken() (token string, hash []byte) {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	token = TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	token = TokenPrefix + random()
 	return token, Hash(token)
 }
 

@@ -79,6 +79,8 @@ func (s *Sessions) Delete(ctx context.Context, id string) error {
 // TTL is how long a session lasts.
 func (s *Sessions) TTL() time.Duration { return s.ttl }
 
+// random is 32 random bytes, base64url: the secret part of tokens, session
+// ids and CSRF tokens.
 func random() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
